@@ -1,0 +1,96 @@
+// The validated configuration: the one shape every other module reads.
+// Owns nothing but types and the embedded defaults; never reads files (see load.ts).
+// Keys and defaults are documented in docs/configuration.md; keep the two in step.
+
+export type ListenAddress = { host: string; port: number };
+
+/** What happens to a message whose data holds a bare CR, bare LF or NUL (SMTP smuggling class). */
+export type BareLineEndingPolicy = 'reject' | 'normalize';
+
+export type SmtpConfig = {
+  listen: ListenAddress[];
+  hostname: string;
+  /** Advertised in SIZE (RFC 1870) and enforced while reading. */
+  maxMessageBytes: number;
+  /** "auto" = one worker process per core; 1 = serve from the main process. */
+  workers: number | 'auto';
+  /** RFC 5321 4.5.3.1.4: at least 512 octets including CRLF. */
+  maxCommandLineBytes: number;
+  /** RFC 5321 4.5.3.1.6: at least 1000 octets including CRLF. */
+  maxTextLineBytes: number;
+  /** RFC 5321 4.5.3.1.8: at least 100 recipients. */
+  maxRecipients: number;
+  /** Protocol errors (4xx/5xx caused by the client) before 421 4.7.0 and close. */
+  maxErrors: number;
+  /** Transactions (MAIL commands) per session before 421 4.7.0 and close. */
+  maxTransactions: number;
+  /** Accept HELO/EHLO without an argument (broken clients); identity becomes the client address. */
+  allowEmptyHelo: boolean;
+  /** VRFY answer: "252" never confirms; "disabled" answers 502. */
+  vrfy: '252' | 'disabled';
+  /** EXPN answer: "disabled" answers 502; "252" answers like VRFY. */
+  expn: '252' | 'disabled';
+  bareLineEndings: BareLineEndingPolicy;
+  /** RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for a command. */
+  commandTimeoutSeconds: number;
+  /** RFC 5321 4.5.3.2.5-6: data block timeout (between reads while receiving data). */
+  dataTimeoutSeconds: number;
+};
+
+export type TlsConfig = {
+  /** PEM files; both empty means a self-signed certificate generated under the spool's parent dir. */
+  certFile: string;
+  keyFile: string;
+  /** Advertise and honour STARTTLS. */
+  enabled: boolean;
+};
+
+export type SpoolConfig = {
+  dir: string;
+  /** Messages up to this size are appended to the shared journal segment (group commit);
+   *  larger ones are written to a file of their own. */
+  journalMaxMessageBytes: number;
+  /** A segment is closed and a new one started past this size. */
+  segmentMaxBytes: number;
+};
+
+export type LogConfig = {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+};
+
+export type Config = {
+  smtp: SmtpConfig;
+  tls: TlsConfig;
+  domains: { local: string[] };
+  relay: { networks: string[] };
+  spool: SpoolConfig;
+  log: LogConfig;
+};
+
+/** The embedded default: what `npm start` serves with no config file. */
+export function defaultConfig(): Config {
+  return {
+    smtp: {
+      listen: [{ host: '127.0.0.1', port: 2525 }],
+      hostname: 'localhost',
+      maxMessageBytes: 26_214_400,
+      workers: 'auto',
+      maxCommandLineBytes: 512,
+      maxTextLineBytes: 1000,
+      maxRecipients: 100,
+      maxErrors: 10,
+      maxTransactions: 100,
+      allowEmptyHelo: false,
+      vrfy: '252',
+      expn: 'disabled',
+      bareLineEndings: 'reject',
+      commandTimeoutSeconds: 300,
+      dataTimeoutSeconds: 180,
+    },
+    tls: { certFile: '', keyFile: '', enabled: true },
+    domains: { local: ['localhost'] },
+    relay: { networks: ['127.0.0.0/8', '::1/128'] },
+    spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
+    log: { level: 'info' },
+  };
+}
