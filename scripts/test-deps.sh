@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Makes sure the real tools the tests drive are on this machine (run by `npm test` as pretest).
+# Owns only the check and, as root, the apt install; never starts, stops or configures a daemon.
+# Postfix is installed for its smtp-source/smtp-sink tools only: debconf "No configuration" leaves
+# no main.cf, so nothing can start a master on port 25 (and packages do not start daemons here).
+set -euo pipefail
+
+# tool -> Debian package that ships it
+tools=(swaks smtp-source openssl python3)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3)
+
+# smtp-source lives in /usr/sbin, which a non-root PATH often lacks.
+search_path="$PATH:/usr/sbin:/sbin"
+
+missing=()
+for tool in "${tools[@]}"; do
+  PATH="$search_path" command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-deps: missing packages the tests need: ${missing[*]}" >&2
+  echo "test-deps: install them with:" >&2
+  echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "test-deps: installing ${missing[*]}" >&2
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+fi
+
+install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+}
+# Refresh the package lists only when there are none, or when the install cannot find a package.
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  apt-get update </dev/null
+  install
+elif ! install; then
+  apt-get update </dev/null
+  install
+fi
+
+for tool in "${tools[@]}"; do
+  PATH="$search_path" command -v "$tool" >/dev/null 2>&1 || { echo "test-deps: $tool still missing after install" >&2; exit 1; }
+done
