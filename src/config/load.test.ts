@@ -1,0 +1,380 @@
+// Tests for the configuration loader: defaults, round trips, every class of problem, the sample
+// file, and that docs/configuration.md carries each key's generated block from CONFIG_KEYS.
+// Never writes outside a fresh temporary directory.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CONFIG_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
+import type { ConfigKey } from './load.ts';
+import { defaultConfig } from './types.ts';
+import type { Config } from './types.ts';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const EXAMPLE = join(REPO, 'examples', 'portcullis.toml');
+const DOCS = join(REPO, 'docs', 'configuration.md');
+
+/** The problems parseConfig reports for `text`; fails the test if it parses. */
+function problemsOf(text: string): string[] {
+  try {
+    parseConfig(text, 'test.toml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail(`expected problems for:\n${text}`);
+}
+
+function valueAt(config: Config, key: ConfigKey): unknown {
+  return (config[key.section] as Record<string, unknown>)[key.field];
+}
+
+/** The documentation block for one key; docs/configuration.md must hold each one verbatim. */
+function renderKeyDoc(key: ConfigKey): string {
+  return [
+    `### \`${key.path}\``,
+    '',
+    `- Type: ${key.type}`,
+    `- Default: \`${key.defaultToml}\``,
+    `- Allowed: ${key.allowed}`,
+    `- In Config: \`${key.configPath}\``,
+    '',
+    key.doc,
+  ].join('\n');
+}
+
+test('an empty file gives the embedded defaults', () => {
+  assert.deepEqual(parseConfig('', 'empty.toml'), defaultConfig());
+  assert.deepEqual(parseConfig('# only a comment\n\n[smtp]\n', 'comment.toml'), defaultConfig());
+});
+
+test('a leading byte order mark is ignored', () => {
+  assert.equal(parseConfig('\uFEFF[log]\nlevel = "warn"\n', 'bom.toml').log.level, 'warn');
+});
+
+test('the documented defaults, written as TOML, parse back to defaultConfig()', () => {
+  const sections = new Map<string, string[]>();
+  for (const key of CONFIG_KEYS) {
+    sections.set(key.section, [...(sections.get(key.section) ?? []), `${key.key} = ${key.defaultToml}`]);
+  }
+  const text = [...sections].map(([name, lines]) => `[${name}]\n${lines.join('\n')}\n`).join('\n');
+  assert.deepEqual(parseConfig(text, 'defaults.toml'), defaultConfig());
+});
+
+// A non-default value for every key: TOML text and the value expected in Config.
+const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
+  'smtp.listen': [
+    '["0.0.0.0:25", "[::]:25", "[2001:db8::1]:587", "Localhost:2525"]',
+    [
+      { host: '0.0.0.0', port: 25 },
+      { host: '::', port: 25 },
+      { host: '2001:db8::1', port: 587 },
+      { host: 'localhost', port: 2525 },
+    ],
+  ],
+  'smtp.hostname': ['"mx.example.test"', 'mx.example.test'],
+  'smtp.max_message_bytes': ['52428800', 52_428_800],
+  'smtp.workers': ['4', 4],
+  'smtp.max_command_line_bytes': ['2048', 2048],
+  'smtp.max_text_line_bytes': ['4096', 4096],
+  'smtp.max_recipients': ['500', 500],
+  'smtp.max_errors': ['3', 3],
+  'smtp.max_transactions': ['20', 20],
+  'smtp.allow_empty_helo': ['true', true],
+  'smtp.vrfy': ['"disabled"', 'disabled'],
+  'smtp.expn': ['"252"', '252'],
+  'smtp.bare_line_endings': ['"normalize"', 'normalize'],
+  'smtp.command_timeout_seconds': ['600', 600],
+  'smtp.data_timeout_seconds': ['600', 600],
+  'tls.cert': ['"tls/cert.pem"', 'tls/cert.pem'],
+  'tls.key': ['"tls/key.pem"', 'tls/key.pem'],
+  'tls.enabled': ['false', false],
+  'domains.local': ['["Example.TEST", "mail.example.test", "example.test"]', ['example.test', 'mail.example.test']],
+  'relay.networks': ['["192.0.2.0/24", "2001:DB8::/32", "198.51.100.7", "::1"]', ['192.0.2.0/24', '2001:db8::/32', '198.51.100.7/32', '::1/128']],
+  'spool.dir': ['"/srv/portcullis/spool"', '/srv/portcullis/spool'],
+  'spool.journal_max_message_bytes': ['0', 0],
+  'spool.segment_max_bytes': ['1048576', 1_048_576],
+  'log.level': ['"debug"', 'debug'],
+};
+
+test('every key round-trips a non-default value', () => {
+  assert.deepEqual(Object.keys(ROUND_TRIP).sort(), CONFIG_KEYS.map((k) => k.path).sort(), 'ROUND_TRIP must cover every key');
+  const sections = new Map<string, string[]>();
+  for (const key of CONFIG_KEYS) {
+    sections.set(key.section, [...(sections.get(key.section) ?? []), `${key.key} = ${ROUND_TRIP[key.path][0]}`]);
+  }
+  const text = [...sections].map(([name, lines]) => `[${name}]\n${lines.join('\n')}\n`).join('\n');
+  const config = parseConfig(text, 'all.toml');
+  for (const key of CONFIG_KEYS) {
+    const expected = ROUND_TRIP[key.path][1];
+    assert.deepEqual(valueAt(config, key), expected, key.path);
+    assert.notDeepEqual(valueAt(defaultConfig(), key), expected, `${key.path}: pick a value that is not the default`);
+  }
+});
+
+test('keys left out keep their defaults, also within a section that is present', () => {
+  const config = parseConfig('[smtp]\nmax_errors = 3\n', 'partial.toml');
+  assert.deepEqual(config, { ...defaultConfig(), smtp: { ...defaultConfig().smtp, maxErrors: 3 } });
+});
+
+test('"auto" and dotted keys are accepted', () => {
+  assert.equal(parseConfig('smtp.workers = "auto"\n', 'dotted.toml').smtp.workers, 'auto');
+  assert.deepEqual(parseConfig('relay = { networks = [] }\n', 'inline.toml').relay.networks, []);
+  assert.deepEqual(parseConfig('[domains]\nlocal = []\n', 'none.toml').domains.local, []);
+});
+
+test('wrong type names the key, the value and what is allowed', () => {
+  assert.deepEqual(problemsOf('[smtp]\nmax_errors = "10"\n'), [
+    'smtp.max_errors = "10": must be an integer from 1 to 1000, not a string',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nmax_message_bytes = 1.5\n'), [
+    'smtp.max_message_bytes = 1.5: must be an integer from 1024 (1 KiB) to 2147483648 (2 GiB), not a float',
+  ]);
+  assert.deepEqual(problemsOf('[tls]\nenabled = "yes"\n'), ['tls.enabled = "yes": must be true or false, not a string']);
+  assert.deepEqual(problemsOf('[smtp]\nvrfy = 252\n'), [
+    'smtp.vrfy = 252: must be one of "252", "disabled" (a string: write "252" in quotes)',
+  ]);
+  assert.deepEqual(problemsOf('[log]\nlevel = "verbose"\n'), [
+    'log.level = "verbose": must be one of "trace", "debug", "info", "warn", "error", "fatal", "silent"',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nworkers = 0\n'), ['smtp.workers = 0: must be "auto" or an integer from 1 to 64']);
+  assert.deepEqual(problemsOf('[smtp]\nlisten = "127.0.0.1:25"\n'), [
+    'smtp.listen = "127.0.0.1:25": must be an array of "host:port" strings, e.g. ["127.0.0.1:2525"]',
+  ]);
+  assert.deepEqual(problemsOf('smtp = 3\n'), ['smtp = 3: must be a table: write the keys under a [smtp] header']);
+  assert.deepEqual(problemsOf('[spool]\ndir = ""\n'), ['spool.dir = "": must not be empty']);
+});
+
+test('out of range cites the RFC minimum where one applies', () => {
+  assert.deepEqual(problemsOf('[smtp]\nmax_command_line_bytes = 100\n'), [
+    'smtp.max_command_line_bytes = 100: must be an integer >= 512 (RFC 5321 4.5.3.1.4)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nmax_text_line_bytes = 999\n'), [
+    'smtp.max_text_line_bytes = 999: must be an integer >= 1000 (RFC 5321 4.5.3.1.6)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nmax_recipients = 99\n'), [
+    'smtp.max_recipients = 99: must be an integer >= 100 (RFC 5321 4.5.3.1.8)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\ncommand_timeout_seconds = 60\n'), [
+    'smtp.command_timeout_seconds = 60: must be an integer >= 300 (RFC 5321 4.5.3.2.7)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\ndata_timeout_seconds = 179\n'), [
+    'smtp.data_timeout_seconds = 179: must be an integer >= 180 (RFC 5321 4.5.3.2.5)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nmax_command_line_bytes = 65537\n'), [
+    'smtp.max_command_line_bytes = 65537: must be an integer <= 65536 (64 KiB)',
+  ]);
+  assert.deepEqual(problemsOf('[spool]\nsegment_max_bytes = 1000\n'), [
+    'spool.segment_max_bytes = 1000: must be an integer >= 1048576 (1 MiB)',
+  ]);
+});
+
+test('unknown keys and sections suggest the nearest known name', () => {
+  assert.deepEqual(problemsOf('[smtp]\nlistne = ["127.0.0.1:25"]\n'), ['unknown key "smtp.listne" (did you mean "smtp.listen"?)']);
+  assert.deepEqual(problemsOf('[smtp]\nmaxMessageBytes = 1024\n'), [
+    'unknown key "smtp.maxMessageBytes" (did you mean "smtp.max_message_bytes"?)',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\ncert = "a.pem"\n'), ['unknown key "smtp.cert" (did you mean "tls.cert"?)']);
+  assert.deepEqual(problemsOf('hostname = "mx.example.test"\n[smtp]\n'), [
+    'unknown key "hostname" (did you mean "smtp.hostname"?)',
+  ]);
+  assert.deepEqual(problemsOf('[smpt]\nhostname = "a.example"\n'), ['unknown section "[smpt]" (did you mean "[smtp]"?)']);
+  assert.deepEqual(problemsOf('[smtp]\ncolour = "blue"\n'), ['unknown key "smtp.colour"']);
+  assert.deepEqual(problemsOf('[monitoring]\nport = 9100\n'), ['unknown section "[monitoring]"']);
+  assert.deepEqual(problemsOf('[smtp.limits]\nx = 1\n'), ['unknown key "smtp.limits"']);
+});
+
+test('bad relay networks say what is wrong', () => {
+  assert.deepEqual(problemsOf('[relay]\nnetworks = ["10.0.0.0/33", "nope", "10.1.2.3/8", "2001:db8::1/32", "0.0.0.0/0", "::/0"]\n'), [
+    'relay.networks[0] = "10.0.0.0/33": prefix "/33" must be an integer from 1 to 32',
+    'relay.networks[1] = "nope": is not an IP address or CIDR network, e.g. "192.0.2.0/24" or "2001:db8::/32"',
+    'relay.networks[2] = "10.1.2.3/8": has host bits set: write "10.0.0.0/8" for the network, or "10.1.2.3" for one host',
+    'relay.networks[3] = "2001:db8::1/32": has host bits set: write "2001:db8::/32" for the network, or "2001:db8::1" for one host',
+    'relay.networks[4] = "0.0.0.0/0": a /0 network would let every client relay (an open relay)',
+    'relay.networks[5] = "::/0": a /0 network would let every client relay (an open relay)',
+  ]);
+  assert.deepEqual(problemsOf('[relay]\nnetworks = ["fe80::1%eth0/64", "10.0.0.0/", 7]\n'), [
+    'relay.networks[0] = "fe80::1%eth0/64": is not an IP address or CIDR network, e.g. "192.0.2.0/24" or "2001:db8::/32"',
+    'relay.networks[1] = "10.0.0.0/": prefix "/" must be an integer from 1 to 32',
+    'relay.networks[2] = 7: must be a CIDR string, not an integer',
+  ]);
+});
+
+test('relay networks accept IPv4-mapped and embedded-IPv4 forms', () => {
+  const config = parseConfig('[relay]\nnetworks = ["::ffff:10.0.0.0/104", "64:ff9b::/96", "::ffff:192.0.2.1"]\n', 'v6.toml');
+  assert.deepEqual(config.relay.networks, ['::ffff:10.0.0.0/104', '64:ff9b::/96', '::ffff:192.0.2.1/128']);
+  assert.deepEqual(problemsOf('[relay]\nnetworks = ["::ffff:10.0.0.1/100"]\n'), [
+    'relay.networks[0] = "::ffff:10.0.0.1/100": has host bits set: write "::ffff:0:0/100" for the network, or "::ffff:10.0.0.1" for one host',
+  ]);
+});
+
+test('bad listen addresses say what is wrong', () => {
+  assert.deepEqual(
+    problemsOf('[smtp]\nlisten = ["::1:25", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "[127.0.0.1]:25", ":25", "*:25", 25]\n'),
+    [
+      'smtp.listen[0] = "::1:25": an IPv6 address goes in brackets, e.g. "[::1]:2525"',
+      'smtp.listen[1] = "127.0.0.1": must be "host:port", e.g. "127.0.0.1:2525" or "[::1]:2525"',
+      'smtp.listen[2] = "127.0.0.1:0": port "0" must be an integer from 1 to 65535',
+      'smtp.listen[3] = "127.0.0.1:65536": port "65536" must be an integer from 1 to 65535',
+      'smtp.listen[4] = "[127.0.0.1]:25": "[127.0.0.1]" must hold an IPv6 address',
+      'smtp.listen[5] = ":25": has no host: use "0.0.0.0:PORT" for every IPv4 address, "[::]:PORT" for IPv6',
+      'smtp.listen[6] = "*:25": host "*" is not an IP address or host name: label "*" is not valid: use letters, digits and inner hyphens, at most 63 characters',
+      'smtp.listen[7] = 25: must be a "host:port" string, not an integer',
+    ],
+  );
+  assert.deepEqual(problemsOf('[smtp]\nlisten = []\n'), ['smtp.listen = []: must list at least one "host:port"']);
+  assert.deepEqual(problemsOf('[smtp]\nlisten = ["127.0.0.1:25", "[::1]:25", "127.0.0.1:25"]\n'), [
+    'smtp.listen[2] = "127.0.0.1:25": same address as smtp.listen[0]',
+  ]);
+});
+
+test('domain names: lowercased, no trailing dot, A-labels only', () => {
+  assert.deepEqual(problemsOf('[smtp]\nhostname = "mx.example.test."\n'), [
+    'smtp.hostname = "mx.example.test.": must not end with a dot: write "mx.example.test"',
+  ]);
+  assert.deepEqual(problemsOf('[domains]\nlocal = ["bücher.example", "a..b", "-a.example", "192.0.2.1", ""]\n'), [
+    'domains.local[0] = "bücher.example": must be ASCII: write the A-label form "xn--bcher-kva.example"',
+    'domains.local[1] = "a..b": must not have an empty label (two dots in a row, or a leading dot)',
+    'domains.local[2] = "-a.example": label "-a" is not valid: use letters, digits and inner hyphens, at most 63 characters',
+    'domains.local[3] = "192.0.2.1": must be a domain name, not an IP address',
+    'domains.local[4] = "": must not be empty',
+  ]);
+});
+
+test('tls.cert and tls.key: both or neither', () => {
+  assert.deepEqual(problemsOf('[tls]\ncert = "cert.pem"\n'), ['tls.cert = "cert.pem": tls.key must be set too (set both or neither)']);
+  assert.deepEqual(problemsOf('[tls]\nkey = "key.pem"\n'), ['tls.key = "key.pem": tls.cert must be set too (set both or neither)']);
+  // An invalid tls.key is reported once, not again as "missing".
+  assert.deepEqual(problemsOf('[tls]\ncert = "cert.pem"\nkey = 3\n'), ['tls.key = 3: must be a string (a path), not an integer']);
+});
+
+test('the journal threshold may not exceed the segment size', () => {
+  assert.deepEqual(problemsOf('[spool]\njournal_max_message_bytes = 2097152\nsegment_max_bytes = 1048576\n'), [
+    'spool.journal_max_message_bytes = 2097152: must not exceed spool.segment_max_bytes (1048576)',
+  ]);
+});
+
+test('a TOML syntax error gives line and column', () => {
+  assert.deepEqual(problemsOf('[smtp]\nhostname = "a.example"\nmax_errors = = 3\n'), [
+    'TOML syntax error at line 3, column 14: invalid value',
+  ]);
+  const [duplicate] = problemsOf('[smtp]\nmax_errors = 3\nmax_errors = 4\n');
+  assert.match(duplicate, /^TOML syntax error at line 3, column \d+: /);
+});
+
+test('all problems are reported, in file order, in one ConfigError', () => {
+  const text = [
+    '[smtp]',
+    'listne = ["127.0.0.1:25"]',
+    'max_command_line_bytes = 100',
+    'vrfy = "yes"',
+    '[smpt]',
+    '[relay]',
+    'networks = ["10.0.0.1/8"]',
+    '[tls]',
+    'cert = "cert.pem"',
+  ].join('\n');
+  let error: unknown;
+  try {
+    parseConfig(text, 'many.toml');
+  } catch (err) {
+    error = err;
+  }
+  assert.ok(error instanceof ConfigError);
+  assert.ok(error instanceof Error);
+  assert.equal(error.code, 'PORTCULLIS_CONFIG');
+  assert.equal(error.source, 'many.toml');
+  assert.deepEqual(error.problems, [
+    'unknown key "smtp.listne" (did you mean "smtp.listen"?)',
+    'smtp.max_command_line_bytes = 100: must be an integer >= 512 (RFC 5321 4.5.3.1.4)',
+    'smtp.vrfy = "yes": must be one of "252", "disabled"',
+    'unknown section "[smpt]" (did you mean "[smtp]"?)',
+    'relay.networks[0] = "10.0.0.1/8": has host bits set: write "10.0.0.0/8" for the network, or "10.0.0.1" for one host',
+    'tls.cert = "cert.pem": tls.key must be set too (set both or neither)',
+  ]);
+  assert.equal(error.message, `many.toml: 6 problems:\n  ${error.problems.join('\n  ')}`);
+});
+
+test('a long or hostile value is shown escaped and bounded', () => {
+  const [problem] = problemsOf(`[smtp]\nhostname = "${'a'.repeat(300)}\\u001b[2J"\n`);
+  assert.ok(!problem.includes('\u001b'), 'control characters are escaped');
+  assert.ok(problem.length < 200, problem);
+});
+
+test('loadConfig without a path serves the embedded default, paths pinned to the working directory', () => {
+  const cwd = resolve('some', 'dir');
+  const config = loadConfig(undefined, { cwd });
+  const expected = defaultConfig();
+  expected.spool.dir = resolve(cwd, 'var/spool');
+  assert.deepEqual(config, expected);
+  assert.deepEqual(config.smtp.listen, [{ host: '127.0.0.1', port: 2525 }]);
+});
+
+test('loadConfig resolves the file, spool.dir, tls.cert and tls.key against the working directory', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-config-'));
+  try {
+    mkdirSync(join(dir, 'etc'));
+    writeFileSync(
+      join(dir, 'etc', 'p.toml'),
+      '[spool]\ndir = "spool"\n[tls]\ncert = "tls/c.pem"\nkey = "/abs/k.pem"\n',
+    );
+    const config = loadConfig('etc/p.toml', { cwd: dir });
+    assert.equal(config.spool.dir, join(dir, 'spool'));
+    assert.equal(config.tls.certFile, join(dir, 'tls', 'c.pem'));
+    assert.equal(config.tls.keyFile, resolve('/abs/k.pem'));
+    // Empty means "no file", not "the working directory".
+    assert.equal(loadConfig(undefined, { cwd: dir }).tls.certFile, '');
+
+    writeFileSync(join(dir, 'bad.toml'), Buffer.from([0x5b, 0x6c, 0x6f, 0x67, 0x5d, 0x0a, 0xff, 0x0a]));
+    assert.throws(() => loadConfig('bad.toml', { cwd: dir }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, ['cannot read "bad.toml": not valid UTF-8']);
+      return true;
+    });
+    assert.throws(() => loadConfig('etc', { cwd: dir }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, ['cannot read "etc": not a regular file']);
+      return true;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('loadConfig names the path it cannot read', () => {
+  assert.throws(() => loadConfig('no/such/portcullis.toml'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.code, 'PORTCULLIS_CONFIG');
+    assert.equal(err.problems.length, 1);
+    assert.match(err.problems[0], /^cannot read "no\/such\/portcullis\.toml": ENOENT/);
+    assert.match(err.message, /^no\/such\/portcullis\.toml: /);
+    return true;
+  });
+});
+
+test('examples/portcullis.toml parses and shows every key', () => {
+  const text = readFileSync(EXAMPLE, 'utf8');
+  const config = parseConfig(text, 'examples/portcullis.toml');
+  assert.equal(config.smtp.hostname, 'mx.example.test');
+  assert.deepEqual(config.domains.local, ['example.test']);
+  assert.deepEqual(config.relay.networks, ['127.0.0.0/8', '::1/128']);
+  assert.equal(config.spool.dir, 'var/spool');
+  for (const key of CONFIG_KEYS) {
+    assert.match(text, new RegExp(`^(# )?${key.key} = `, 'm'), `${key.path} is missing from the example`);
+  }
+  assert.deepEqual(loadConfig(EXAMPLE).relay.networks, ['127.0.0.0/8', '::1/128']);
+});
+
+test('docs/configuration.md documents every key with its default, generated from CONFIG_KEYS', () => {
+  const docs = readFileSync(DOCS, 'utf8');
+  for (const key of CONFIG_KEYS) {
+    const block = renderKeyDoc(key);
+    assert.ok(docs.includes(block), `docs/configuration.md must contain, verbatim:\n\n${block}\n`);
+  }
+  const known = new Set(CONFIG_KEYS.map((k) => k.path));
+  const documented = [...docs.matchAll(/^### `([^`]+)`$/gm)].map((m) => m[1]);
+  assert.deepEqual(documented.filter((path) => !known.has(path)), [], 'docs describe keys the loader does not know');
+});

@@ -1,0 +1,721 @@
+// The configuration loader: TOML text -> validated Config, with every problem reported at once.
+// Owns the key table (CONFIG_KEYS), the one source for keys, defaults, limits and their docs.
+// Never starts anything or touches the network; it reads only the file it is given.
+
+import { readFileSync, statSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { domainToASCII } from 'node:url';
+import { parse, TomlDate, TomlError } from 'smol-toml';
+import { defaultConfig } from './types.ts';
+import type { Config, ListenAddress } from './types.ts';
+
+/** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
+export class ConfigError extends Error {
+  readonly code = 'PORTCULLIS_CONFIG';
+  readonly problems: string[];
+  /** The file name (or other label) the text came from. */
+  readonly source: string;
+
+  constructor(source: string, problems: string[]) {
+    const summary =
+      problems.length === 1 ? problems[0] : `${problems.length} problems:\n  ${problems.join('\n  ')}`;
+    super(`${source}: ${summary}`);
+    this.name = 'ConfigError';
+    this.source = source;
+    this.problems = problems;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validators: each knows its type, what it allows (for the docs) and how to write a value as TOML.
+
+type Checked<T> = { ok: true; value: T } | { ok: false; problems: string[] };
+
+type Validator<T> = {
+  /** Shown in the docs, e.g. "integer". */
+  type: string;
+  /** Shown in the docs: the values accepted. */
+  allowed: string;
+  check(value: unknown, path: string): Checked<T>;
+  /** Writes a value as TOML: used for the documented defaults and the round-trip test. */
+  toToml(value: T): string;
+};
+
+function ok<T>(value: T): Checked<T> {
+  return { ok: true, value };
+}
+
+function fail(path: string, value: unknown, text: string): { ok: false; problems: string[] } {
+  return { ok: false, problems: [`${path} = ${show(value)}: ${text}`] };
+}
+
+const MAX_SHOWN_CHARS = 80;
+
+/** A value as the operator wrote it (near enough), one line, bounded so a huge value cannot flood the output. */
+function show(value: unknown): string {
+  const text = showUnbounded(value);
+  return text.length > MAX_SHOWN_CHARS ? `${text.slice(0, MAX_SHOWN_CHARS - 1)}…` : text;
+}
+
+function showUnbounded(value: unknown): string {
+  // JSON string escapes keep control characters from reaching a terminal or log raw.
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value instanceof Date) return value.toISOString();
+  if (Array.isArray(value)) return `[${value.map(showUnbounded).join(', ')}]`;
+  if (isTable(value)) {
+    const entries = Object.entries(value).map(([k, v]) => `${k} = ${showUnbounded(v)}`);
+    return `{ ${entries.join(', ')} }`;
+  }
+  return String(value);
+}
+
+function typeName(value: unknown): string {
+  if (typeof value === 'string') return 'a string';
+  if (typeof value === 'boolean') return 'a boolean';
+  if (typeof value === 'number') return Number.isInteger(value) ? 'an integer' : 'a float';
+  if (value instanceof Date) return 'a date';
+  if (Array.isArray(value)) return 'an array';
+  if (isTable(value)) return 'a table';
+  return typeof value;
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof TomlDate);
+}
+
+const BYTE_UNITS = [
+  ['GiB', 2 ** 30],
+  ['MiB', 2 ** 20],
+  ['KiB', 2 ** 10],
+] as const;
+
+/** 1048576 -> "1048576 (1 MiB)", so limits in messages and docs read at a glance. */
+function bytesText(n: number): string {
+  for (const [unit, size] of BYTE_UNITS) {
+    if (n >= size && n % size === 0) return `${n} (${n / size} ${unit})`;
+  }
+  return String(n);
+}
+
+function int(min: number, max: number, options: { rfc?: string; bytes?: boolean } = {}): Validator<number> {
+  const fmt = options.bytes === true ? bytesText : String;
+  const rfc = options.rfc === undefined ? '' : ` (${options.rfc})`;
+  return {
+    type: 'integer',
+    allowed: `${fmt(min)} to ${fmt(max)}${options.rfc === undefined ? '' : `; the minimum is from ${options.rfc}`}`,
+    check(value, path) {
+      if (typeof value !== 'number' || !Number.isInteger(value)) {
+        return fail(path, value, `must be an integer from ${fmt(min)} to ${fmt(max)}, not ${typeName(value)}`);
+      }
+      if (value < min) return fail(path, value, `must be an integer >= ${fmt(min)}${rfc}`);
+      if (value > max) return fail(path, value, `must be an integer <= ${fmt(max)}`);
+      return ok(value);
+    },
+    toToml: String,
+  };
+}
+
+function bool(): Validator<boolean> {
+  return {
+    type: 'boolean',
+    allowed: '`true` or `false`',
+    check(value, path) {
+      return typeof value === 'boolean' ? ok(value) : fail(path, value, `must be true or false, not ${typeName(value)}`);
+    },
+    toToml: String,
+  };
+}
+
+function oneOf<const T extends string>(choices: readonly T[]): Validator<T> {
+  const listed = choices.map((c) => JSON.stringify(c)).join(', ');
+  return {
+    type: 'string',
+    allowed: `one of ${choices.map((c) => `\`"${c}"\``).join(', ')}`,
+    check(value, path) {
+      if (typeof value === 'string' && (choices as readonly string[]).includes(value)) return ok(value as T);
+      // `vrfy = 252` is an easy slip: the choice is a string, so say how to write it.
+      const quoted = (choices as readonly string[]).includes(String(value)) && typeof value !== 'string';
+      return fail(path, value, `must be one of ${listed}${quoted ? ` (a string: write "${String(value)}" in quotes)` : ''}`);
+    },
+    toToml: (value) => JSON.stringify(value),
+  };
+}
+
+/** A file system path. `allowEmpty` is for optional files, where "" means "none". */
+function pathString(options: { allowEmpty: boolean }): Validator<string> {
+  return {
+    type: 'string (path)',
+    allowed: options.allowEmpty ? 'a file path, or `""` for none' : 'a non-empty directory path',
+    check(value, path) {
+      if (typeof value !== 'string') return fail(path, value, `must be a string (a path), not ${typeName(value)}`);
+      if (value === '' && !options.allowEmpty) return fail(path, value, 'must not be empty');
+      // Security: a NUL would be cut off by the OS, so the file opened would not be the one named.
+      if (value.includes('\0')) return fail(path, value, 'must not contain a NUL character');
+      return ok(value);
+    },
+    toToml: (value) => JSON.stringify(value),
+  };
+}
+
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+/** Why `name` is not a host name we accept (RFC 1123 2.1 letters-digits-hyphen labels), or undefined. */
+function domainProblem(name: string): string | undefined {
+  if (name === '') return 'must not be empty';
+  if (/[^\x00-\x7f]/.test(name)) {
+    // Internationalised names travel as A-labels unless SMTPUTF8 is in play (RFC 5890 2.3.2.1).
+    const ascii = domainToASCII(name.replace(/\.+$/, ''));
+    return ascii === '' ? 'must be an ASCII host name' : `must be ASCII: write the A-label form "${ascii}"`;
+  }
+  if (name.endsWith('.')) return `must not end with a dot: write "${name.replace(/\.+$/, '')}"`;
+  if (isIP(name) !== 0) return 'must be a domain name, not an IP address';
+  if (name.length > 253) return 'must be at most 253 characters (RFC 1035 2.3.4)';
+  const labels = name.split('.');
+  for (const label of labels) {
+    if (label === '') return 'must not have an empty label (two dots in a row, or a leading dot)';
+    if (!LABEL.test(label)) {
+      return `label "${label}" is not valid: use letters, digits and inner hyphens, at most 63 characters`;
+    }
+  }
+  // RFC 3696 2: a top-level domain is never all digits, so "10.0.0" is a mistyped address.
+  if (/^\d+$/.test(labels[labels.length - 1])) return 'must not end in an all-digit label';
+  return undefined;
+}
+
+function domainName(): Validator<string> {
+  return {
+    type: 'string',
+    allowed: 'a domain name (letters, digits, hyphens, dots; no trailing dot)',
+    check(value, path) {
+      if (typeof value !== 'string') return fail(path, value, `must be a string (a domain name), not ${typeName(value)}`);
+      const problem = domainProblem(value);
+      return problem === undefined ? ok(value) : fail(path, value, problem);
+    },
+    toToml: (value) => JSON.stringify(value),
+  };
+}
+
+/** Applies `element` to each item, so each bad item is reported with its index. */
+function arrayOf<T>(
+  what: string,
+  example: string,
+  element: (value: unknown, path: string) => Checked<T>,
+): (value: unknown, path: string) => Checked<T[]> {
+  return (value, path) => {
+    if (!Array.isArray(value)) return fail(path, value, `must be an array of ${what}, e.g. ${example}`);
+    const values: T[] = [];
+    const problems: string[] = [];
+    value.forEach((item, i) => {
+      const checked = element(item, `${path}[${i}]`);
+      if (checked.ok) values.push(checked.value);
+      else problems.push(...checked.problems);
+    });
+    return problems.length === 0 ? ok(values) : { ok: false, problems };
+  };
+}
+
+function domainList(): Validator<string[]> {
+  const each = arrayOf('domain names', '["example.test"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a string (a domain name), not ${typeName(value)}`);
+    const problem = domainProblem(value);
+    // Domains compare case-insensitively (RFC 5321 2.4); lowercasing once here spares every reader.
+    return problem === undefined ? ok(value.toLowerCase()) : fail(path, value, problem);
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'domain names; `[]` for none',
+    check(value, path) {
+      const checked = each(value, path);
+      return checked.ok ? ok([...new Set(checked.value)]) : checked;
+    },
+    toToml: (value) => `[${value.map((d) => JSON.stringify(d)).join(', ')}]`,
+  };
+}
+
+function parseListen(text: string): ListenAddress | string {
+  let host: string;
+  let portText: string;
+  const bracketed = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
+  if (bracketed !== null) {
+    [, host, portText] = bracketed;
+    if (isIP(host) !== 6) return `"[${host}]" must hold an IPv6 address`;
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0) return 'must be "host:port", e.g. "127.0.0.1:2525" or "[::1]:2525"';
+    host = text.slice(0, colon);
+    portText = text.slice(colon + 1);
+    if (host.includes(':')) return 'an IPv6 address goes in brackets, e.g. "[::1]:2525"';
+    if (host === '') return 'has no host: use "0.0.0.0:PORT" for every IPv4 address, "[::]:PORT" for IPv6';
+    if (isIP(host) === 0) {
+      const problem = domainProblem(host);
+      if (problem !== undefined) return `host "${host}" is not an IP address or host name: ${problem}`;
+      host = host.toLowerCase();
+    }
+  }
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) return `port "${portText}" must be an integer from 1 to 65535`;
+  return { host, port };
+}
+
+function formatListen(address: ListenAddress): string {
+  return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+function listenList(): Validator<ListenAddress[]> {
+  const each = arrayOf('"host:port" strings', '["127.0.0.1:2525"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a "host:port" string, not ${typeName(value)}`);
+    const parsed = parseListen(value);
+    return typeof parsed === 'string' ? fail(path, value, parsed) : ok(parsed);
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'one or more `"host:port"`; IPv6 in brackets; port 1 to 65535',
+    check(value, path) {
+      const checked = each(value, path);
+      if (!checked.ok) return checked;
+      if (checked.value.length === 0) return fail(path, value, 'must list at least one "host:port"');
+      // Binding the same address twice fails at start-up with EADDRINUSE; say so now, precisely.
+      const problems: string[] = [];
+      const seen = new Map<string, number>();
+      checked.value.forEach((address, i) => {
+        const id = `${address.host.toLowerCase()} ${address.port}`;
+        const first = seen.get(id);
+        if (first === undefined) seen.set(id, i);
+        else problems.push(`${path}[${i}] = ${show(formatListen(address))}: same address as ${path}[${first}]`);
+      });
+      return problems.length === 0 ? checked : { ok: false, problems };
+    },
+    toToml: (value) => `[${value.map((a) => JSON.stringify(formatListen(a))).join(', ')}]`,
+  };
+}
+
+function workers(): Validator<number | 'auto'> {
+  const [min, max] = [1, 64];
+  return {
+    type: 'string or integer',
+    allowed: `\`"auto"\` or ${min} to ${max}`,
+    check(value, path) {
+      if (value === 'auto') return ok(value);
+      if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return ok(value);
+      return fail(path, value, `must be "auto" or an integer from ${min} to ${max}`);
+    },
+    toToml: (value) => (value === 'auto' ? '"auto"' : String(value)),
+  };
+}
+
+// --- CIDR networks ---
+
+function ipv4Words(address: string): number[] {
+  return address.split('.').map(Number);
+}
+
+/** Eight 16-bit groups; `address` has already passed isIP(...) === 6 and holds no zone. */
+function ipv6Words(address: string): number[] {
+  let text = address;
+  const tail: number[] = [];
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4 !== null) {
+    const [a, b, c, d] = ipv4Words(v4[1]);
+    tail.push((a << 8) | b, (c << 8) | d);
+    text = text.slice(0, -v4[1].length).replace(/:$/, '');
+    if (text.endsWith(':')) text += ':'; // "::1.2.3.4" -> "::" after the slice
+  }
+  const groups = (part: string) => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
+  const gap = text.indexOf('::');
+  if (gap < 0) return [...groups(text), ...tail];
+  const head = groups(text.slice(0, gap));
+  const rest = [...groups(text.slice(gap + 2)), ...tail];
+  return [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
+}
+
+/** RFC 5952 4.2 text form: lowercase, longest run of two or more zero groups as "::". */
+function formatIpv6(words: number[]): string {
+  let [bestStart, bestLength] = [-1, 1];
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+}
+
+/** Clears the host bits below `prefix` in words of `bits` bits each. */
+function maskWords(words: number[], bits: number, prefix: number): number[] {
+  return words.map((word, i) => {
+    const keep = Math.min(Math.max(prefix - i * bits, 0), bits);
+    const mask = keep === 0 ? 0 : ((2 ** bits - 1) >>> (bits - keep)) << (bits - keep);
+    return word & mask & (2 ** bits - 1);
+  });
+}
+
+/** Normalises a network to "address/prefix", or explains what is wrong with it. */
+function parseNetwork(text: string): string | { problem: string } {
+  const slash = text.indexOf('/');
+  const address = slash < 0 ? text : text.slice(0, slash);
+  const family = isIP(address);
+  if (family === 0 || address.includes('%')) {
+    return { problem: 'is not an IP address or CIDR network, e.g. "192.0.2.0/24" or "2001:db8::/32"' };
+  }
+  const maxPrefix = family === 4 ? 32 : 128;
+  const prefixText = slash < 0 ? String(maxPrefix) : text.slice(slash + 1);
+  const prefix = /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
+  if (!(prefix >= 0 && prefix <= maxPrefix)) {
+    return { problem: `prefix "/${prefixText}" must be an integer from 1 to ${maxPrefix}` };
+  }
+  // Security: /0 lets every client on the Internet relay through us: an open relay, never intended.
+  if (prefix === 0) return { problem: 'a /0 network would let every client relay (an open relay)' };
+  const [words, bits] = family === 4 ? [ipv4Words(address), 8] : [ipv6Words(address), 16];
+  const network = maskWords(words, bits, prefix);
+  if (network.some((word, i) => word !== words[i])) {
+    // "10.1.2.3/8" is usually a typo for one host or for the network; make the operator say which.
+    const base = family === 4 ? network.join('.') : formatIpv6(network);
+    return { problem: `has host bits set: write "${base}/${prefix}" for the network, or "${address}" for one host` };
+  }
+  try {
+    new BlockList().addSubnet(address, prefix, family === 4 ? 'ipv4' : 'ipv6');
+  } catch (err) {
+    return { problem: `is not accepted by net.BlockList: ${(err as Error).message}` };
+  }
+  return `${address.toLowerCase()}/${prefix}`;
+}
+
+function networkList(): Validator<string[]> {
+  const each = arrayOf('CIDR strings', '["127.0.0.0/8", "::1/128"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a CIDR string, not ${typeName(value)}`);
+    const parsed = parseNetwork(value);
+    return typeof parsed === 'string' ? ok(parsed) : fail(path, value, parsed.problem);
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'IPv4 or IPv6 CIDR networks, prefix /1 or longer; a bare address means /32 or /128; `[]` for nobody',
+    check: each,
+    toToml: (value) => `[${value.map((n) => JSON.stringify(n)).join(', ')}]`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key table.
+
+const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'log'] as const satisfies readonly (keyof Config)[];
+type SectionName = (typeof SECTIONS)[number];
+
+/** One configuration key: where it lives in TOML and in Config, what it accepts, and its documentation. */
+export type ConfigKey = {
+  /** TOML path, e.g. "smtp.max_message_bytes". */
+  readonly path: string;
+  readonly section: SectionName;
+  /** The TOML key inside its section, e.g. "max_message_bytes". */
+  readonly key: string;
+  /** The field in `Config[section]`, e.g. "maxMessageBytes". */
+  readonly field: string;
+  /** Config path for readers, e.g. "smtp.maxMessageBytes". */
+  readonly configPath: string;
+  readonly type: string;
+  readonly allowed: string;
+  /** The embedded default written as TOML, e.g. `["127.0.0.1:2525"]`. */
+  readonly defaultToml: string;
+  /** What the key does; Markdown, one paragraph. */
+  readonly doc: string;
+  readonly check: (value: unknown, path: string) => Checked<unknown>;
+};
+
+const DEFAULTS = defaultConfig();
+
+// The type parameters tie each entry's validator to the type of its Config field, so the
+// untyped assignment in parseConfig is safe by construction.
+function entry<S extends SectionName, F extends keyof Config[S] & string>(
+  section: S,
+  key: string,
+  field: F,
+  validator: Validator<Config[S][F]>,
+  doc: string,
+): ConfigKey {
+  return {
+    path: `${section}.${key}`,
+    section,
+    key,
+    field,
+    configPath: `${section}.${field}`,
+    type: validator.type,
+    allowed: validator.allowed,
+    defaultToml: validator.toToml(DEFAULTS[section][field]),
+    doc,
+    check: (value, path) => validator.check(value, path),
+  };
+}
+
+const RFC_COMMAND_LINE = 'RFC 5321 4.5.3.1.4';
+const RFC_TEXT_LINE = 'RFC 5321 4.5.3.1.6';
+const RFC_RECIPIENTS = 'RFC 5321 4.5.3.1.8';
+const RFC_COMMAND_TIMEOUT = 'RFC 5321 4.5.3.2.7';
+const RFC_DATA_TIMEOUT = 'RFC 5321 4.5.3.2.5';
+
+export const CONFIG_KEYS: readonly ConfigKey[] = [
+  entry('smtp', 'listen', 'listen', listenList(),
+    'Addresses to accept SMTP connections on, each `"host:port"`. The host is an IP address, `localhost` or a host ' +
+    'name looked up at start-up; write IPv6 addresses in brackets (`"[::1]:2525"`). `"0.0.0.0:25"` and `"[::]:25"` ' +
+    'listen on every address. The same address may not appear twice.'),
+  entry('smtp', 'hostname', 'hostname', domainName(),
+    'The name this server announces in its greeting, its EHLO reply and the Received header fields it adds ' +
+    '(RFC 5321 4.2, 4.4). Use the name the MX record and the reverse DNS of the listening address point at.'),
+  entry('smtp', 'max_message_bytes', 'maxMessageBytes', int(2 ** 10, 2 ** 31, { bytes: true }),
+    'Largest message accepted, in octets. Advertised with the EHLO `SIZE` keyword (RFC 1870) and enforced while the ' +
+    'data is read, so a larger message is refused before it is stored.'),
+  entry('smtp', 'workers', 'workers', workers(),
+    '`"auto"` runs one worker process per CPU core; `1` serves from the main process; `N` runs N worker processes.'),
+  entry('smtp', 'max_command_line_bytes', 'maxCommandLineBytes', int(512, 2 ** 16, { rfc: RFC_COMMAND_LINE, bytes: true }),
+    'Longest command line accepted, in octets including the CRLF. RFC 5321 4.5.3.1.4 sets 512 as the floor; ESMTP ' +
+    'parameters (for example DSN\'s `ENVID` or `AUTH=`) can push MAIL and RCPT lines past it, so raise this if ' +
+    'clients need them.'),
+  entry('smtp', 'max_text_line_bytes', 'maxTextLineBytes', int(1000, 2 ** 20, { rfc: RFC_TEXT_LINE, bytes: true }),
+    'Longest line of message data accepted, in octets including the CRLF. RFC 5321 4.5.3.1.6 sets 1000 as the floor.'),
+  entry('smtp', 'max_recipients', 'maxRecipients', int(100, 100_000, { rfc: RFC_RECIPIENTS }),
+    'Recipients accepted in one transaction. Past it RCPT is answered 452 (RFC 5321 4.5.3.1.10) and the client sends ' +
+    'the rest in another transaction. RFC 5321 4.5.3.1.8 requires room for at least 100.'),
+  entry('smtp', 'max_errors', 'maxErrors', int(1, 1000),
+    'Protocol errors caused by the client (4xx/5xx replies) tolerated in one session; the next one is answered ' +
+    '`421 4.7.0` and the connection closed.'),
+  entry('smtp', 'max_transactions', 'maxTransactions', int(1, 100_000),
+    'Transactions (MAIL commands) allowed in one session; past it the server answers `421 4.7.0` and closes.'),
+  entry('smtp', 'allow_empty_helo', 'allowEmptyHelo', bool(),
+    'Accept HELO or EHLO without an argument, for broken clients; the client\'s identity then becomes its address. ' +
+    'RFC 5321 4.1.1.1 requires the argument, so leave this off unless a known client needs it.'),
+  entry('smtp', 'vrfy', 'vrfy', oneOf(['252', 'disabled']),
+    '`"252"` answers every VRFY with 252 (cannot verify, will attempt delivery), so it never confirms whether an ' +
+    'address exists (RFC 5321 3.5.3, 7.3); `"disabled"` answers 502.'),
+  entry('smtp', 'expn', 'expn', oneOf(['252', 'disabled']),
+    '`"disabled"` answers EXPN with 502; `"252"` answers it like VRFY. Either way no list is ever expanded ' +
+    '(RFC 5321 7.3).'),
+  entry('smtp', 'bare_line_endings', 'bareLineEndings', oneOf(['reject', 'normalize']),
+    'What happens to a message whose data holds a bare CR, a bare LF or a NUL (the SMTP smuggling class): ' +
+    '`"reject"` refuses it; `"normalize"` accepts it with its line endings rewritten. Either way only CRLF.CRLF ' +
+    'ends the data (RFC 5321 4.1.1.4).'),
+  entry('smtp', 'command_timeout_seconds', 'commandTimeoutSeconds', int(300, 3600, { rfc: RFC_COMMAND_TIMEOUT }),
+    'How long the server waits for the next command before closing the connection. RFC 5321 4.5.3.2.7 asks for at ' +
+    'least 5 minutes.'),
+  entry('smtp', 'data_timeout_seconds', 'dataTimeoutSeconds', int(180, 3600, { rfc: RFC_DATA_TIMEOUT }),
+    'How long the server waits between reads while receiving message data. RFC 5321 4.5.3.2.5 gives the client ' +
+    '3 minutes per data block, so the server waits at least that long.'),
+
+  entry('tls', 'cert', 'certFile', pathString({ allowEmpty: true }),
+    'PEM certificate chain for STARTTLS. Set `tls.cert` and `tls.key` together, or leave both empty to have a ' +
+    'self-signed certificate generated under the spool directory\'s parent. A relative path is resolved against ' +
+    'the working directory.'),
+  entry('tls', 'key', 'keyFile', pathString({ allowEmpty: true }),
+    'PEM private key for `tls.cert`. Set both or neither. A relative path is resolved against the working directory.'),
+  entry('tls', 'enabled', 'enabled', bool(),
+    'Advertise and honour STARTTLS (RFC 3207).'),
+
+  entry('domains', 'local', 'local', domainList(),
+    'Domains this server accepts mail for, from any client. Lowercased on load and duplicates dropped; write ' +
+    'internationalised names in their `xn--` form, without a trailing dot. `[]` accepts mail for no domain.'),
+
+  entry('relay', 'networks', 'networks', networkList(),
+    'Client networks allowed to relay, that is to send mail to domains not in `domains.local`. Each entry is a ' +
+    'CIDR network such as `"192.0.2.0/24"` or `"2001:db8::/32"`; a bare address means that one host (`/32` or ' +
+    '`/128`) and is stored in that form. Host bits must be clear, and `/0` is refused because it makes an open ' +
+    'relay. `[]` lets nobody relay.'),
+
+  entry('spool', 'dir', 'dir', pathString({ allowEmpty: false }),
+    'Directory holding accepted messages until they are delivered. A relative path is resolved against the ' +
+    'working directory.'),
+  entry('spool', 'journal_max_message_bytes', 'journalMaxMessageBytes', int(0, 2 ** 26, { bytes: true }),
+    'Messages up to this size are appended to the shared journal segment, so one fsync commits many of them; ' +
+    'larger ones get a file of their own. `0` gives every message its own file. Must not exceed ' +
+    '`spool.segment_max_bytes`.'),
+  entry('spool', 'segment_max_bytes', 'segmentMaxBytes', int(2 ** 20, 2 ** 32, { bytes: true }),
+    'A journal segment is closed, and a new one started, once it grows past this size.'),
+
+  entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+    'The least severe log level written; `"silent"` writes nothing.'),
+];
+
+const KEYS_BY_PATH = new Map(CONFIG_KEYS.map((k) => [k.path, k]));
+
+// ---------------------------------------------------------------------------------------------
+// Suggestions for unknown names.
+
+/** Optimal string alignment distance: Levenshtein plus adjacent transpositions ("listne" -> "listen" is 1). */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    rows.push([i]);
+    for (let j = 1; j <= b.length; j++) {
+      if (i === 0) {
+        rows[i].push(j);
+        continue;
+      }
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, rows[i - 2][j - 2] + 1);
+      rows[i].push(d);
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+/** Folds case and separators, so maxMessageBytes and max-message-bytes both find max_message_bytes. */
+function fold(name: string): string {
+  return name.toLowerCase().replace(/[-_]/g, '');
+}
+
+function closest(name: string, candidates: readonly string[]): string | undefined {
+  const folded = fold(name);
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(folded.length / 3)) + 1;
+  for (const candidate of candidates) {
+    const distance = editDistance(folded, fold(candidate));
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best;
+}
+
+function suggestKey(section: string | undefined, key: string): string | undefined {
+  if (section !== undefined) {
+    const near = closest(key, CONFIG_KEYS.filter((k) => k.section === section).map((k) => k.key));
+    if (near !== undefined) return `${section}.${near}`;
+  }
+  // The right key in the wrong place: `cert` under [smtp], or `hostname` above every [section].
+  const elsewhere = CONFIG_KEYS.filter((k) => fold(k.key) === fold(key));
+  return elsewhere.length === 1 ? elsewhere[0].path : undefined;
+}
+
+function unknownKey(section: string | undefined, key: string): string {
+  const path = section === undefined ? key : `${section}.${key}`;
+  const suggestion = suggestKey(section, key);
+  return `unknown key "${path}"${suggestion === undefined ? '' : ` (did you mean "${suggestion}"?)`}`;
+}
+
+function unknownSection(name: string): string {
+  const suggestion = closest(name, SECTIONS);
+  return `unknown section "[${name}]"${suggestion === undefined ? '' : ` (did you mean "[${suggestion}]"?)`}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing and loading.
+
+function isSection(name: string): name is SectionName {
+  return (SECTIONS as readonly string[]).includes(name);
+}
+
+function syntaxProblem(err: TomlError): string {
+  // smol-toml's message is a headline, a blank line and a code excerpt; the problem is one line.
+  const headline = err.message.split('\n')[0].replace(/^Invalid TOML document:\s*/, '');
+  return `TOML syntax error at line ${err.line}, column ${err.column}: ${headline}`;
+}
+
+/** Checks that involve two keys; run only when both keys were themselves valid. */
+function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
+  const problems: string[] = [];
+  const { certFile, keyFile } = config.tls;
+  if (!invalid.has('tls.cert') && !invalid.has('tls.key') && (certFile === '') !== (keyFile === '')) {
+    const [given, missing, value] = certFile === '' ? ['tls.key', 'tls.cert', keyFile] : ['tls.cert', 'tls.key', certFile];
+    problems.push(`${given} = ${show(value)}: ${missing} must be set too (set both or neither)`);
+  }
+  const { journalMaxMessageBytes, segmentMaxBytes } = config.spool;
+  if (
+    !invalid.has('spool.journal_max_message_bytes') &&
+    !invalid.has('spool.segment_max_bytes') &&
+    journalMaxMessageBytes > segmentMaxBytes
+  ) {
+    problems.push(
+      `spool.journal_max_message_bytes = ${journalMaxMessageBytes}: must not exceed spool.segment_max_bytes (${segmentMaxBytes})`,
+    );
+  }
+  return problems;
+}
+
+/**
+ * TOML text -> validated Config. Keys the text leaves out take their value from defaultConfig().
+ * Paths are returned as written; loadConfig resolves them. Throws ConfigError listing every problem.
+ */
+export function parseConfig(text: string, source: string): Config {
+  let document: Record<string, unknown>;
+  try {
+    // A byte order mark is not TOML, but editors on some systems write one.
+    document = parse(text.replace(/^\uFEFF/, ''));
+  } catch (err) {
+    if (err instanceof TomlError) throw new ConfigError(source, [syntaxProblem(err)]);
+    throw err;
+  }
+
+  const config = defaultConfig();
+  const problems: string[] = [];
+  const invalid = new Set<string>();
+  for (const [name, sectionValue] of Object.entries(document)) {
+    if (!isSection(name)) {
+      problems.push(isTable(sectionValue) ? unknownSection(name) : unknownKey(undefined, name));
+      continue;
+    }
+    if (!isTable(sectionValue)) {
+      problems.push(`${name} = ${show(sectionValue)}: must be a table: write the keys under a [${name}] header`);
+      continue;
+    }
+    for (const [key, value] of Object.entries(sectionValue)) {
+      const spec = KEYS_BY_PATH.get(`${name}.${key}`);
+      if (spec === undefined) {
+        problems.push(unknownKey(name, key));
+        continue;
+      }
+      const checked = spec.check(value, spec.path);
+      if (checked.ok) {
+        (config[spec.section] as Record<string, unknown>)[spec.field] = checked.value;
+      } else {
+        invalid.add(spec.path);
+        problems.push(...checked.problems);
+      }
+    }
+  }
+  problems.push(...crossProblems(config, invalid));
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}
+
+/** A configuration file is a few kilobytes; this bound keeps a wrong path (a log, a device) from being slurped. */
+const MAX_CONFIG_FILE_BYTES = 2 ** 20;
+
+function readConfigText(file: string, shownAs: string): string {
+  let bytes: Buffer;
+  try {
+    const stat = statSync(file);
+    if (!stat.isFile()) throw new ConfigError(shownAs, [`cannot read "${shownAs}": not a regular file`]);
+    if (stat.size > MAX_CONFIG_FILE_BYTES) {
+      throw new ConfigError(shownAs, [`cannot read "${shownAs}": larger than ${bytesText(MAX_CONFIG_FILE_BYTES)}`]);
+    }
+    bytes = readFileSync(file);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(shownAs, [`cannot read "${shownAs}": ${(err as Error).message}`]);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    // TOML 1.0 section 1: a TOML file must be valid UTF-8.
+    throw new ConfigError(shownAs, [`cannot read "${shownAs}": not valid UTF-8`]);
+  }
+}
+
+/** Pins relative paths to the directory the server was started from, so a later chdir or a worker cannot move them. */
+function resolvePaths(config: Config, cwd: string): Config {
+  const pin = (path: string) => (path === '' ? path : resolve(cwd, path));
+  config.spool.dir = pin(config.spool.dir);
+  config.tls.certFile = pin(config.tls.certFile);
+  config.tls.keyFile = pin(config.tls.keyFile);
+  return config;
+}
+
+/**
+ * Reads and validates the file at `path`, or takes the embedded default when `path` is undefined.
+ * Relative paths (the file itself, spool.dir, tls.cert, tls.key) are resolved against `options.cwd`,
+ * which defaults to process.cwd(). Throws ConfigError.
+ */
+export function loadConfig(path?: string, options: { cwd?: string } = {}): Config {
+  const cwd = options.cwd ?? process.cwd();
+  const config = path === undefined ? defaultConfig() : parseConfig(readConfigText(resolve(cwd, path), path), path);
+  return resolvePaths(config, cwd);
+}
