@@ -1,0 +1,77 @@
+// MAIL FROM: sequence and syntax check, then the new Transaction (apply).
+// Never touches SessionSecurity beyond the transaction counter; never decides policy.
+// RFC 5321 4.1.1.2, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 4.3-4.4 (RET, ENVID).
+
+import { decodeXtext, parsePath, type Mailbox } from '../address.ts';
+import { parseParams } from '../command.ts';
+import { REPLY, type Reply } from '../replies.ts';
+import type { MachineConfig } from '../machine-config.ts';
+import type { SessionSecurity, Transaction } from '../session.ts';
+
+export type MailPlan = Omit<Transaction, 'seq' | 'recipients' | 'usedBdat'>;
+
+const MAX_ENVID = 100; // RFC 3461 4.4
+
+export function checkMail(
+  cfg: MachineConfig,
+  session: SessionSecurity,
+  txn: Transaction | null,
+  argument: string,
+): { ok: true; plan: MailPlan } | { ok: false; reply: Reply; isFatal?: boolean } {
+  if (session.heloVerb === null) return { ok: false, reply: REPLY.heloFirst };
+  if (txn !== null) return { ok: false, reply: REPLY.nestedMail };
+  if (session.counters.transactions >= cfg.maxTransactions) {
+    return { ok: false, reply: REPLY.tooManyTransactions, isFatal: true };
+  }
+  const path = parsePath(argument, { allowNull: true, allowUtf8: true });
+  if (!path.ok) return { ok: false, reply: REPLY.badSenderSyntax };
+  const parsed = parseParams(path.rest);
+  if (!parsed.ok) {
+    return { ok: false, reply: parsed.duplicate ? REPLY.duplicateParameter(parsed.duplicate) : REPLY.syntax('MAIL FROM:<address> [parameters]') };
+  }
+  let body: MailPlan['body'] = '7BIT';
+  let smtputf8 = false;
+  let declaredSize: number | null = null;
+  let ret: MailPlan['ret'];
+  let envid: string | undefined;
+  for (const [key, value] of parsed.params) {
+    // RFC 1869 4.5 / RFC 5321 4.1.1.2: parameters only after EHLO.
+    if (session.heloVerb !== 'EHLO') return { ok: false, reply: REPLY.unknownParameter(key) };
+    switch (key) {
+      case 'SIZE':
+        if (value === null || !/^\d{1,20}$/.test(value)) return { ok: false, reply: REPLY.badParameter(key) };
+        declaredSize = Number(value);
+        // RFC 1870 6.2: refuse at MAIL when the declared size is over the limit.
+        if (declaredSize > cfg.maxMessageBytes) return { ok: false, reply: REPLY.sizeDeclaredTooBig };
+        break;
+      case 'BODY': {
+        const v = value?.toUpperCase();
+        if (v !== '7BIT' && v !== '8BITMIME') return { ok: false, reply: REPLY.badParameter(key) };
+        body = v;
+        break;
+      }
+      case 'SMTPUTF8':
+        if (value !== null) return { ok: false, reply: REPLY.badParameter(key) };
+        smtputf8 = true;
+        break;
+      case 'RET': {
+        const v = value?.toUpperCase();
+        if (v !== 'FULL' && v !== 'HDRS') return { ok: false, reply: REPLY.badParameter(key) };
+        ret = v;
+        break;
+      }
+      case 'ENVID': {
+        const decoded = value === null ? null : decodeXtext(value);
+        if (decoded === null || value === null || value.length > MAX_ENVID) return { ok: false, reply: REPLY.badParameter(key) };
+        envid = decoded;
+        break;
+      }
+      default:
+        return { ok: false, reply: REPLY.unknownParameter(key) };
+    }
+  }
+  const reversePath: Mailbox | null = path.mailbox;
+  // RFC 6531 3.4: a UTF-8 address only in a transaction that asked for SMTPUTF8.
+  if (reversePath?.isUtf8 && !smtputf8) return { ok: false, reply: REPLY.utf8NotRequested };
+  return { ok: true, plan: { reversePath, body, smtputf8, declaredSize, ret, envid } };
+}

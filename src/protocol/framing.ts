@@ -1,0 +1,357 @@
+// Framing: the only code that decides where a command line, a DATA body or a BDAT chunk ends.
+// Never interprets commands, never re-reads a byte it has scanned, never buffers past a cap.
+// RFC 5321 2.3.8 and 4.1.1.4 (CRLF only; <CRLF>.<CRLF> ends data; dot-stuffing 4.5.2),
+// RFC 3030 (BDAT chunks are exactly N octets, no stuffing).
+//
+// Security: the SMTP smuggling class (2023) exists because receivers disagreed about what ends
+// the data. Here only CR LF "." CR LF ends DATA; a bare CR, bare LF or NUL never ends a line, a
+// command or the data, and is recorded as a defect so the message can be refused (or, where the
+// operator chose it, normalised to CRLF) after the real end of data.
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const NUL = 0x00;
+const CRLF = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
+
+export type LineDefect = 'bare-cr' | 'bare-lf' | 'nul';
+
+export type ContentDefects = {
+  bareCr: boolean;
+  bareLf: boolean;
+  nul: boolean;
+  /** A text line (CRLF included) longer than the limit. */
+  longLine: boolean;
+  /** More content octets than the size limit; content past the limit was not kept. */
+  tooBig: boolean;
+};
+
+export type Frame =
+  | { type: 'line'; line: Buffer }
+  | { type: 'bad-line'; defect: LineDefect }
+  | { type: 'line-too-long' }
+  | { type: 'data-end' }
+  | { type: 'bdat-end' };
+
+const L_SCAN = 0; // scanning a command line
+const L_DISCARD = 1; // over-long line: dropping octets up to the next line end
+
+// Content scanner states.
+const S_LINE_START = 0;
+const S_MID = 1;
+const S_CR = 2; // previous octet was a CR inside a line (already kept as content)
+const S_DOT = 3; // "." at the start of a DATA line, not kept yet
+const S_DOT_CR = 4; // "." CR at the start of a DATA line, neither kept yet
+
+export type ContentOptions = {
+  /** DATA: dot-stuffed and ended by CRLF.CRLF. BDAT: raw octets. */
+  isDotStuffed: boolean;
+  /** Keep at most this many content octets; the rest is scanned and dropped. */
+  maxBytes: number;
+  /** RFC 5321 4.5.3.1.6: text line limit including CRLF. */
+  maxLineBytes: number;
+  /** Normalise bare CR / bare LF to CRLF and drop NUL instead of refusing. */
+  isNormalizing: boolean;
+};
+
+/**
+ * Turns wire octets of one message body into canonical content: CRLF lines, dot-unstuffed.
+ * Keeps views of the input buffers (no copy) and stops keeping anything once the message is
+ * known to be refused, so a refused body costs no memory.
+ */
+export class ContentScanner {
+  readonly chunks: Buffer[] = [];
+  /** Content octets seen (kept or not), so the size check sees the real size. */
+  size = 0;
+  readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false };
+  #state: number;
+  #lineBytes = 0;
+  #isKeeping = true;
+  readonly #opts: ContentOptions;
+
+  constructor(opts: ContentOptions) {
+    this.#opts = opts;
+    this.#state = opts.isDotStuffed ? S_LINE_START : S_MID;
+  }
+
+  get isRefused(): boolean {
+    const d = this.defects;
+    return d.tooBig || d.longLine || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
+  }
+
+  /** Kept content octets (what will be stored). */
+  get keptBytes(): number {
+    let n = 0;
+    for (const c of this.chunks) n += c.length;
+    return n;
+  }
+
+  /**
+   * Scans buf[start, end). For DATA, returns the index just past the terminating CRLF.CRLF, or -1
+   * when the end is not in this range. For BDAT, always scans the whole range and returns -1.
+   */
+  scan(buf: Buffer, start: number, end: number): number {
+    const dotStuffed = this.#opts.isDotStuffed;
+    const normalize = this.#opts.isNormalizing;
+    const maxLine = this.#opts.maxLineBytes;
+    let state = this.#state;
+    let line = this.#lineBytes;
+    let runStart = start; // start of the run of input octets to keep
+    let i = start;
+    let found = -1;
+    for (; i < end; i++) {
+      const b = buf[i];
+      line++;
+      if (state === S_MID) {
+        if (b === CR) {
+          state = S_CR;
+        } else if (b === LF) {
+          this.defects.bareLf = true;
+          if (normalize) {
+            this.#keep(buf, runStart, i);
+            this.#keepConst(CRLF);
+            runStart = i + 1;
+          }
+          // A bare LF does not end a line: still one wire line (it counts toward its length).
+        } else if (b === NUL) {
+          this.defects.nul = true;
+          if (normalize) {
+            this.#keep(buf, runStart, i);
+            runStart = i + 1;
+          }
+        }
+      } else if (state === S_CR) {
+        if (b === LF) {
+          if (line > maxLine) this.defects.longLine = true;
+          line = 0;
+          state = dotStuffed ? S_LINE_START : S_MID;
+        } else {
+          this.defects.bareCr = true;
+          if (normalize) {
+            this.#keep(buf, runStart, i);
+            this.#keepConst(Buffer.from('\n'));
+            runStart = i;
+          }
+          state = S_MID;
+          i--; // this octet has not been classified yet
+          line--;
+        }
+      } else if (state === S_LINE_START) {
+        if (b === DOT) {
+          this.#keep(buf, runStart, i); // the dot is not content (stuffing or terminator)
+          runStart = i + 1;
+          state = S_DOT;
+        } else {
+          state = S_MID;
+          i--;
+          line--;
+        }
+      } else if (state === S_DOT) {
+        if (b === CR) {
+          state = S_DOT_CR;
+          runStart = i + 1; // the CR is kept only if it turns out not to be the terminator
+        } else {
+          state = S_MID; // a stuffed dot, removed (RFC 5321 4.5.2)
+          i--;
+          line--;
+        }
+      } else {
+        // S_DOT_CR
+        if (b === LF) {
+          found = i + 1;
+          runStart = found;
+          break;
+        }
+        // "." CR <not LF>: the dot was stuffing, the CR is bare.
+        this.defects.bareCr = true;
+        if (normalize) this.#keepConst(CRLF);
+        runStart = i;
+        state = S_MID;
+        i--;
+        line--;
+      }
+    }
+    // A pending "." or "." CR is not content yet (it may be the terminator); everything before
+    // it was kept when the dot was seen.
+    if (found === -1 && state !== S_DOT && state !== S_DOT_CR) this.#keep(buf, runStart, end);
+    if (line > maxLine) this.defects.longLine = true;
+    this.#state = state;
+    this.#lineBytes = line;
+    return found;
+  }
+
+  /** BDAT LAST / end of input: a CR still pending at the very end is a bare CR. */
+  finish(): void {
+    if (this.#state === S_CR) {
+      // The CR was kept as content; nothing followed it.
+      this.defects.bareCr = true;
+      if (this.#opts.isNormalizing) this.#keepConst(Buffer.from('\n'));
+    }
+  }
+
+  #keep(buf: Buffer, from: number, to: number): void {
+    if (to <= from) return;
+    this.#count(to - from);
+    if (this.#isKeeping) this.chunks.push(buf.subarray(from, to));
+  }
+
+  #keepConst(b: Buffer): void {
+    this.#count(b.length);
+    if (this.#isKeeping) this.chunks.push(b);
+  }
+
+  #count(n: number): void {
+    this.size += n;
+    if (this.size > this.#opts.maxBytes) this.defects.tooBig = true;
+    if (this.#isKeeping && this.isRefused) {
+      // Security: a body we will refuse is not buffered.
+      this.#isKeeping = false;
+      this.chunks.length = 0;
+    }
+  }
+}
+
+type Mode =
+  | { kind: 'lines' }
+  | { kind: 'data'; scanner: ContentScanner }
+  | { kind: 'bdat'; remaining: number; scanner: ContentScanner | null };
+
+/**
+ * Holds unconsumed input and yields one frame at a time in the mode the session machine sets.
+ * The machine pulls frames only when it is ready for them, so pipelined input after a command
+ * that must wait (a policy check, a spool commit, TLS) stays here untouched.
+ */
+export class Framer {
+  #buf: Buffer = EMPTY;
+  #pos = 0;
+  /** Octets of the current command line already scanned (from #pos). */
+  #scanned = 0;
+  #lineState = L_SCAN;
+  #lineDefect: LineDefect | null = null;
+  #mode: Mode = { kind: 'lines' };
+  readonly #maxLineBytes: number;
+
+  constructor(maxCommandLineBytes: number) {
+    this.#maxLineBytes = maxCommandLineBytes;
+  }
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    if (this.#pos >= this.#buf.length) {
+      this.#buf = chunk;
+      this.#pos = 0;
+    } else {
+      // Only the unconsumed tail is copied; the shell stops reading while the machine waits,
+      // so this tail is at most one partial line or one read.
+      this.#buf = Buffer.concat([this.#buf.subarray(this.#pos), chunk]);
+      this.#pos = 0;
+    }
+  }
+
+  get bufferedBytes(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  /** Security: RFC 3207 5 / STARTTLS injection: nothing sent before the handshake survives it. */
+  discardBuffered(): number {
+    const n = this.bufferedBytes;
+    this.#buf = EMPTY;
+    this.#pos = 0;
+    this.#scanned = 0;
+    this.#lineDefect = null;
+    this.#lineState = L_SCAN;
+    return n;
+  }
+
+  expectLines(): void {
+    this.#mode = { kind: 'lines' };
+  }
+
+  expectData(scanner: ContentScanner): void {
+    this.#mode = { kind: 'data', scanner };
+  }
+
+  /** scanner null: read and drop the chunk (the command was refused but the octets still come). */
+  expectBdat(size: number, scanner: ContentScanner | null): void {
+    this.#mode = { kind: 'bdat', remaining: size, scanner };
+  }
+
+  get mode(): Mode['kind'] {
+    return this.#mode.kind;
+  }
+
+  /** The next frame, or null when more input is needed. */
+  next(): Frame | null {
+    const mode = this.#mode;
+    if (mode.kind === 'lines') return this.#nextLine();
+    if (mode.kind === 'data') {
+      const end = this.#buf.length;
+      if (this.#pos >= end) return null;
+      const after = mode.scanner.scan(this.#buf, this.#pos, end);
+      if (after === -1) {
+        this.#pos = end;
+        return null;
+      }
+      this.#pos = after;
+      this.#mode = { kind: 'lines' };
+      return { type: 'data-end' };
+    }
+    // BDAT: exactly `remaining` octets, whatever they contain.
+    if (mode.remaining > 0) {
+      const take = Math.min(mode.remaining, this.#buf.length - this.#pos);
+      if (take === 0) return null;
+      if (mode.scanner !== null) mode.scanner.scan(this.#buf, this.#pos, this.#pos + take);
+      this.#pos += take;
+      mode.remaining -= take;
+      if (mode.remaining > 0) return null;
+    }
+    this.#mode = { kind: 'lines' };
+    return { type: 'bdat-end' };
+  }
+
+  #nextLine(): Frame | null {
+    const buf = this.#buf;
+    const end = buf.length;
+    const max = this.#maxLineBytes;
+    let i = this.#pos + this.#scanned;
+    for (; i < end; i++) {
+      const b = buf[i];
+      if (b === LF) {
+        const lineStart = this.#pos;
+        const hasCr = i > lineStart && buf[i - 1] === CR;
+        this.#pos = i + 1;
+        this.#scanned = 0;
+        if (this.#lineState === L_DISCARD) {
+          this.#lineState = L_SCAN;
+          this.#lineDefect = null;
+          continue; // the over-long line was already answered
+        }
+        // Security: a bare LF ends nothing valid; the line it ends is refused, never executed.
+        const defect = this.#lineDefect ?? (hasCr ? null : 'bare-lf');
+        const contentEnd = hasCr ? i - 1 : i;
+        this.#lineDefect = null;
+        if (defect !== null) return { type: 'bad-line', defect };
+        return { type: 'line', line: buf.subarray(lineStart, contentEnd) };
+      }
+      if (this.#lineDefect === null) {
+        if (b === NUL) this.#lineDefect = 'nul';
+        else if (i > this.#pos && buf[i - 1] === CR) this.#lineDefect = 'bare-cr';
+      }
+      // +2: this octet and at least the LF still to come must fit in the limit.
+      if (this.#lineState === L_SCAN && i - this.#pos + 2 > max) {
+        // Security: refuse without buffering: drop what we hold and skip to the line end.
+        this.#lineState = L_DISCARD;
+        this.#pos = i + 1;
+        this.#scanned = 0;
+        return { type: 'line-too-long' };
+      }
+      if (this.#lineState === L_DISCARD) {
+        // Keep only a possible CR at the end so CRLF split across reads is still seen.
+        this.#pos = i;
+      }
+    }
+    this.#scanned = i - this.#pos;
+    return null;
+  }
+}

@@ -1,0 +1,24 @@
+// What the sans-I/O session machine needs to know from the configuration, and nothing else.
+// Built by the shell from Config; plain data so core tests can construct it directly.
+
+import type { PolicyStage } from './session.ts';
+
+export type MachineConfig = {
+  hostname: string;
+  maxMessageBytes: number;
+  maxCommandLineBytes: number;
+  maxTextLineBytes: number;
+  maxRecipients: number;
+  maxErrors: number;
+  maxTransactions: number;
+  allowEmptyHelo: boolean;
+  vrfy: '252' | 'disabled';
+  expn: '252' | 'disabled';
+  isNormalizingBareLineEndings: boolean;
+  /** Lower-case domains we accept mail for. */
+  localDomains: ReadonlySet<string>;
+  /** STARTTLS is advertised and honoured only when the shell has a certificate. */
+  isTlsAvailable: boolean;
+  /** Stages at which the machine asks the shell's policy pipeline and waits for a verdict. */
+  policyStages: ReadonlySet<PolicyStage>;
+};
