@@ -1,0 +1,394 @@
+// Owns the write side of the spool: group commit of small messages into append-only segment
+// files, one file per large message. Never resolves a commit before its bytes and the directory
+// entry naming them are fsynced; never appends to a segment again after a failed write.
+// Layout and byte format: docs/spool.md; encoding: format.ts.
+
+import { link, mkdir, open, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  encodeRecord,
+  FILE_HEADER,
+  isValidQueueId,
+  MESSAGES_DIR,
+  SEGMENTS_DIR,
+  SpoolError,
+  TMP_DIR,
+} from './format.ts';
+import type { EncodedRecord } from './format.ts';
+import type { Envelope, SpoolWriter } from './types.ts';
+
+export { SpoolError } from './format.ts';
+export type { SpoolErrorCode } from './format.ts';
+
+/** Spool files hold mail: owner only (the umask can only narrow this). */
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
+/** Writer ids end up in file names. */
+const WRITER_ID_PATTERN = /^[A-Za-z0-9_]{1,32}$/;
+
+export type JournalSpoolOptions = {
+  dir: string;
+  /** Bodies up to this many bytes go to the journal; larger ones get a file of their own. */
+  journalMaxMessageBytes: number;
+  /** A segment is closed and a new one started before it would grow past this. */
+  segmentMaxBytes: number;
+  /** Unique among the processes writing to `dir` at the same time, e.g. the pid. */
+  writerId: string;
+};
+
+export type JournalStats = {
+  /** Commits resolved (journal and large-message paths). */
+  commits: number;
+  /** Commits rejected after they were accepted for writing. */
+  failedCommits: number;
+  /** Group-commit flushes: one writev and one fdatasync each. */
+  flushes: number;
+  /** Segment files created. */
+  segments: number;
+  /** Commits that took the file-per-message path. */
+  largeMessages: number;
+};
+
+type Pending = {
+  record: EncodedRecord;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+};
+
+type Segment = {
+  fh: FileHandle;
+  name: string;
+  /** Durability: the end of the last fsynced (acknowledged) record. Bytes past it belong to no
+   *  acknowledged commit; after a failed flush the file is cut back to this. */
+  validEnd: number;
+};
+
+export class JournalSpool implements SpoolWriter {
+  readonly #dir: string;
+  readonly #segmentsDir: string;
+  readonly #messagesDir: string;
+  readonly #tmpDir: string;
+  readonly #journalMaxMessageBytes: number;
+  readonly #segmentMaxBytes: number;
+  readonly #writerId: string;
+  /** Segment names start with the open time so that a restarted writer with a reused pid still
+   *  picks fresh names; `wx` (O_EXCL) catches the rest. */
+  readonly #startMs: number;
+  #segmentSeq = 0;
+
+  #segment: Segment | null = null;
+  #queue: Pending[] = [];
+  /** The running flush loop; null when idle. At most one flush writes at a time. */
+  #pump: Promise<void> | null = null;
+  readonly #largeInFlight = new Set<Promise<void>>();
+  #isClosed = false;
+  /** Set when a failed write could not be undone: later commits are refused. */
+  #unsafe: SpoolError | null = null;
+
+  #commits = 0;
+  #failedCommits = 0;
+  #flushes = 0;
+  #segments = 0;
+  #largeMessages = 0;
+
+  private constructor(options: JournalSpoolOptions) {
+    this.#dir = options.dir;
+    this.#segmentsDir = path.join(options.dir, SEGMENTS_DIR);
+    this.#messagesDir = path.join(options.dir, MESSAGES_DIR);
+    this.#tmpDir = path.join(options.dir, TMP_DIR);
+    this.#journalMaxMessageBytes = options.journalMaxMessageBytes;
+    this.#segmentMaxBytes = options.segmentMaxBytes;
+    this.#writerId = options.writerId;
+    this.#startMs = Date.now();
+  }
+
+  static async open(options: JournalSpoolOptions): Promise<JournalSpool> {
+    // Security: the writer id becomes part of file names.
+    if (!WRITER_ID_PATTERN.test(options.writerId)) {
+      throw new TypeError('writerId must be 1-32 characters of [A-Za-z0-9_]');
+    }
+    if (!Number.isSafeInteger(options.journalMaxMessageBytes) || options.journalMaxMessageBytes < 0) {
+      throw new TypeError('journalMaxMessageBytes must be a non-negative integer');
+    }
+    if (!Number.isSafeInteger(options.segmentMaxBytes) || options.segmentMaxBytes <= FILE_HEADER.length) {
+      throw new TypeError('segmentMaxBytes must be an integer larger than the segment header');
+    }
+    const spool = new JournalSpool(options);
+    await ensureDurableDir(spool.#dir);
+    for (const dir of [spool.#segmentsDir, spool.#messagesDir, spool.#tmpDir]) {
+      await mkdir(dir, { mode: DIR_MODE, recursive: true });
+    }
+    // Durability: the subdirectories' entries must survive a crash before anything inside them
+    // is acknowledged.
+    await fsyncDir(spool.#dir);
+    return spool;
+  }
+
+  commit(envelope: Envelope, body: readonly Buffer[]): Promise<void> {
+    if (this.#isClosed) return Promise.reject(new SpoolError('SPOOL_CLOSED', 'spool writer is closed'));
+    if (this.#unsafe !== null) return Promise.reject(this.#unsafe);
+    let record: EncodedRecord;
+    try {
+      // Encoded now: the envelope may change after this returns. The body buffers are kept by
+      // reference (no copy), so the caller must leave them alone until the promise settles.
+      record = encodeRecord(envelope, body);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (envelope.size > this.#journalMaxMessageBytes) {
+      const done = this.#commitLarge(envelope.queueId, record);
+      this.#largeInFlight.add(done);
+      const forget = (): void => {
+        this.#largeInFlight.delete(done);
+      };
+      done.then(forget, forget);
+      return done;
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ record, resolve, reject });
+      this.#startPump();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#isClosed = true;
+    while (this.#pump !== null) await this.#pump;
+    await Promise.allSettled([...this.#largeInFlight]);
+    const segment = this.#segment;
+    this.#segment = null;
+    // Everything in it is already fsynced; a close error loses nothing acknowledged.
+    if (segment !== null) await segment.fh.close().catch(() => undefined);
+  }
+
+  stats(): JournalStats {
+    return {
+      commits: this.#commits,
+      failedCommits: this.#failedCommits,
+      flushes: this.#flushes,
+      segments: this.#segments,
+      largeMessages: this.#largeMessages,
+    };
+  }
+
+  #startPump(): void {
+    if (this.#pump === null) this.#pump = this.#runPump();
+  }
+
+  /** Group commit without timers: while one flush is on disk, new commits queue up, and the
+   *  next flush takes all of them. Under load the batch grows by itself; when idle a commit is
+   *  flushed at once. */
+  async #runPump(): Promise<void> {
+    // Let commits made in the same turn of the event loop join the first batch.
+    await Promise.resolve();
+    for (;;) {
+      if (this.#queue.length === 0) {
+        // Cleared in the same synchronous step as the emptiness check, so a commit arriving
+        // afterwards always sees no pump and starts one.
+        this.#pump = null;
+        return;
+      }
+      const batch = this.#queue;
+      this.#queue = [];
+      await this.#flush(batch);
+    }
+  }
+
+  /** Writes `batch` and settles every promise in it; never throws. */
+  async #flush(batch: Pending[]): Promise<void> {
+    let next = 0;
+    try {
+      if (this.#unsafe !== null) throw this.#unsafe;
+      while (next < batch.length) {
+        const segment = await this.#segmentFor(batch[next].record.bytes);
+        // Take as many records as fit in this segment; always at least one, so a record larger
+        // than segmentMaxBytes still gets written (alone, in a fresh segment).
+        const chunks: Buffer[] = [];
+        let bytes = 0;
+        let end = next;
+        do {
+          for (const chunk of batch[end].record.chunks) chunks.push(chunk);
+          bytes += batch[end].record.bytes;
+          end++;
+        } while (end < batch.length && segment.validEnd + bytes + batch[end].record.bytes <= this.#segmentMaxBytes);
+
+        await writeAll(segment.fh, chunks, segment.validEnd);
+        // Durability: fdatasync also flushes the file size, which reading the data back needs.
+        await segment.fh.datasync();
+        this.#flushes++;
+        segment.validEnd += bytes;
+        for (let i = next; i < end; i++) batch[i].resolve();
+        this.#commits += end - next;
+        next = end;
+      }
+    } catch (err) {
+      // Durability: cut the segment back BEFORE rejecting. A rejected commit gets a 4xx and the
+      // client retries; if its record stayed on disk, recovery would deliver it a second time.
+      await this.#abandonSegment(err);
+      const failure =
+        err instanceof SpoolError ? err : new SpoolError('SPOOL_WRITE_FAILED', 'journal write failed', { cause: err });
+      for (let i = next; i < batch.length; i++) batch[i].reject(failure);
+      this.#failedCommits += batch.length - next;
+    }
+  }
+
+  /** The current segment if `recordBytes` more fit in it, else a new, durable one. */
+  async #segmentFor(recordBytes: number): Promise<Segment> {
+    const current = this.#segment;
+    if (current !== null) {
+      const isEmpty = current.validEnd === FILE_HEADER.length;
+      if (isEmpty || current.validEnd + recordBytes <= this.#segmentMaxBytes) return current;
+      this.#segment = null;
+      // Its records are fsynced already; a close error loses nothing acknowledged.
+      await current.fh.close().catch(() => undefined);
+    }
+    const segment = await this.#createSegment();
+    this.#segment = segment;
+    return segment;
+  }
+
+  async #createSegment(): Promise<Segment> {
+    for (let attempt = 0; ; attempt++) {
+      this.#segmentSeq++;
+      const name =
+        `${String(this.#startMs).padStart(15, '0')}-${this.#writerId}-` +
+        `${String(this.#segmentSeq).padStart(6, '0')}.seg`;
+      const file = path.join(this.#segmentsDir, name);
+      let fh: FileHandle;
+      try {
+        // Security/Durability: O_EXCL: never append to, or truncate, another writer's segment.
+        fh = await open(file, 'wx', FILE_MODE);
+      } catch (err) {
+        if (isErrno(err, 'EEXIST') && attempt < 100) continue;
+        throw err;
+      }
+      try {
+        await writeAll(fh, [FILE_HEADER], 0);
+        await fh.sync();
+        // Durability: the segment's directory entry must be on disk before any record in it is
+        // acknowledged; a file no directory names is gone after a crash.
+        await fsyncDir(this.#segmentsDir);
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        // A segment holding at most its header carries nothing; removing it is tidiness only.
+        await unlink(file).catch(() => undefined);
+        throw err;
+      }
+      this.#segments++;
+      return { fh, name, validEnd: FILE_HEADER.length };
+    }
+  }
+
+  /** After a failed flush: drop bytes past the last acknowledged record and stop using the
+   *  segment. If even that fails, the spool refuses further commits. */
+  async #abandonSegment(cause: unknown): Promise<void> {
+    const segment = this.#segment;
+    this.#segment = null;
+    if (segment === null) return;
+    try {
+      await segment.fh.truncate(segment.validEnd);
+      // fsync, not fdatasync: the shrunken size is the point.
+      await segment.fh.sync();
+    } catch (err) {
+      this.#unsafe = new SpoolError(
+        'SPOOL_UNSAFE',
+        `could not cut segment ${segment.name} back to ${segment.validEnd} bytes after a failed write`,
+        { cause: new AggregateError([cause, err]) },
+      );
+    }
+    await segment.fh.close().catch(() => undefined);
+  }
+
+  /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
+   *  into messages/ and the directory fsynced. */
+  async #commitLarge(queueId: string, record: EncodedRecord): Promise<void> {
+    // Security: checked in encodeRecord too; this is the line that builds paths from it.
+    if (!isValidQueueId(queueId)) throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
+    const tmpFile = path.join(this.#tmpDir, `${queueId}.${this.#writerId}`);
+    const finalFile = path.join(this.#messagesDir, `${queueId}.msg`);
+    let isLinked = false;
+    try {
+      const fh = await open(tmpFile, 'wx', FILE_MODE);
+      try {
+        await writeAll(fh, [FILE_HEADER, ...record.chunks], 0);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      // link, not rename: rename would silently replace an existing message with the same id
+      // (an acknowledged one); link fails with EEXIST instead.
+      await link(tmpFile, finalFile);
+      isLinked = true;
+      // Durability: the name in messages/ is what recovery finds.
+      await fsyncDir(this.#messagesDir);
+    } catch (err) {
+      this.#failedCommits++;
+      // Durability: whatever happened, nothing of a rejected commit may stay in messages/.
+      if (isLinked) {
+        try {
+          await unlink(finalFile);
+          await fsyncDir(this.#messagesDir);
+        } catch (undoErr) {
+          this.#unsafe = new SpoolError('SPOOL_UNSAFE', `could not remove ${queueId}.msg after a failed commit`, {
+            cause: new AggregateError([err, undoErr]),
+          });
+        }
+      }
+      await unlink(tmpFile).catch(() => undefined);
+      throw this.#unsafe ?? new SpoolError('SPOOL_WRITE_FAILED', 'message file write failed', { cause: err });
+    }
+    // The tmp name is scaffolding; a crash leaving it behind is cleaned by removeStaleTmp.
+    await unlink(tmpFile).catch(() => undefined);
+    this.#largeMessages++;
+    this.#commits++;
+  }
+}
+
+/** pwritev until every byte is written: libuv reports a short write (e.g. at a file size limit)
+ *  as success, and the error only on the next attempt. */
+async function writeAll(fh: FileHandle, chunks: Buffer[], position: number): Promise<void> {
+  let pending = chunks;
+  let at = position;
+  while (pending.length > 0) {
+    const { bytesWritten } = await fh.writev(pending, at);
+    at += bytesWritten;
+    let skip = bytesWritten;
+    let i = 0;
+    while (i < pending.length && skip >= pending[i].length) {
+      skip -= pending[i].length;
+      i++;
+    }
+    if (i === 0 && skip === 0 && pending[0].length > 0) {
+      throw new SpoolError('SPOOL_WRITE_FAILED', 'write made no progress');
+    }
+    pending = i < pending.length && skip > 0 ? [pending[i].subarray(skip), ...pending.slice(i + 1)] : pending.slice(i);
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** mkdir -p, then fsync the parent of every directory it created, so that the spool directory
+ *  itself cannot vanish in a crash. */
+async function ensureDurableDir(dir: string): Promise<void> {
+  const resolved = path.resolve(dir);
+  const firstCreated = await mkdir(resolved, { mode: DIR_MODE, recursive: true });
+  if (firstCreated === undefined) return;
+  const created: string[] = [];
+  for (let at = resolved; ; at = path.dirname(at)) {
+    created.push(at);
+    if (at === path.resolve(firstCreated) || at === path.dirname(at)) break;
+  }
+  for (const at of created) await fsyncDir(path.dirname(at));
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
