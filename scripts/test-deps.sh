@@ -16,6 +16,9 @@ missing=()
 for tool in "${tools[@]}"; do
   PATH="$search_path" command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
 done
+# swaks --tls needs Perl's TLS modules (a "Recommends" of swaks, so not pulled in by --no-install-recommends).
+has_perl_tls() { perl -MIO::Socket::SSL -MNet::SSLeay -e1 >/dev/null 2>&1; }
+has_perl_tls || missing+=(libio-socket-ssl-perl libnet-ssleay-perl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -45,3 +48,4 @@ fi
 for tool in "${tools[@]}"; do
   PATH="$search_path" command -v "$tool" >/dev/null 2>&1 || { echo "test-deps: $tool still missing after install" >&2; exit 1; }
 done
+has_perl_tls || { echo "test-deps: Perl TLS modules (IO::Socket::SSL) still missing after install" >&2; exit 1; }

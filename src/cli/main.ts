@@ -1,0 +1,103 @@
+// The `portcullis` command: serve, check-config, spool inspection, help.
+// Never holds server logic: it parses arguments, loads the config and calls into server/ and spool/.
+
+import { ConfigError, loadConfig } from '../config/load.ts';
+import type { Config } from '../config/types.ts';
+import { readMessage, scanSpool } from '../spool/reader.ts';
+import { serve } from '../server/supervisor.ts';
+
+const HELP = `portcullis - a security-hardened SMTP mail transfer agent
+
+Usage:
+  portcullis serve [--config FILE]          run the SMTP server (no FILE: the embedded default,
+                                            127.0.0.1:2525, spool under ./var/spool)
+  portcullis check-config [--config FILE]   validate the configuration; exit 1 listing each problem
+  portcullis spool list [--config FILE]     one line per stored message: queue id, time, sender, recipients
+  portcullis spool show QUEUEID [--config FILE]
+                                            print a stored message's canonical content
+  portcullis --help                         this text
+  portcullis --version                      the version
+
+Configuration keys: docs/configuration.md. Spool format: docs/spool.md.
+`;
+
+function die(msg: string, code = 2): never {
+  process.stderr.write(`portcullis: ${msg}\n`);
+  process.exit(code);
+}
+
+function parseArgs(argv: string[]): { positional: string[]; configPath: string | undefined } {
+  const positional: string[] = [];
+  let configPath: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--config' || a === '-c') {
+      configPath = argv[++i];
+      if (configPath === undefined) die('--config needs a file name');
+    } else if (a.startsWith('--config=')) {
+      configPath = a.slice(9);
+    } else if (a.startsWith('-') && a !== '-') {
+      die(`unknown option ${a} (see portcullis --help)`);
+    } else {
+      positional.push(a);
+    }
+  }
+  return { positional, configPath };
+}
+
+function load(configPath: string | undefined): Config {
+  try {
+    return loadConfig(configPath);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(`${err.source}: ${p}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv.length === 0 || argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (argv.includes('--version')) {
+    const pkg = (await import('../../package.json', { with: { type: 'json' } })).default as { version: string };
+    process.stdout.write(`portcullis ${pkg.version}\n`);
+    return;
+  }
+  const { positional, configPath } = parseArgs(argv);
+  const [command, ...rest] = positional;
+  switch (command) {
+    case 'serve':
+      if (rest.length > 0) die(`serve takes no arguments (got ${rest.join(' ')})`);
+      await serve(load(configPath));
+      return;
+    case 'check-config':
+      load(configPath);
+      process.stdout.write(`configuration OK${configPath === undefined ? ' (embedded default)' : ''}\n`);
+      return;
+    case 'spool': {
+      const cfg = load(configPath);
+      if (rest[0] === 'list') {
+        for await (const { envelope: e } of scanSpool(cfg.spool.dir)) {
+          process.stdout.write(`${e.queueId} ${e.receivedAt} <${e.reversePath}> ${e.recipients.map((r) => `<${r.address}>`).join(' ')} ${e.size}\n`);
+        }
+        return;
+      }
+      if (rest[0] === 'show' && rest[1] !== undefined) {
+        const m = await readMessage(cfg.spool.dir, rest[1]);
+        if (m === null) die(`no message ${rest[1]} in ${cfg.spool.dir}`, 1);
+        process.stdout.write(m.content);
+        return;
+      }
+      die('usage: portcullis spool list | portcullis spool show QUEUEID');
+      break;
+    }
+    default:
+      die(`unknown command ${command ?? ''} (see portcullis --help)`);
+  }
+}
+
+await main(process.argv.slice(2));

@@ -1,0 +1,263 @@
+// One client connection: moves bytes between a socket and the session machine, runs the actions
+// the machine asks for (spool commit, TLS, policy) and feeds their results back.
+// Never parses SMTP itself; never lets one connection's failure touch another: our own bug
+// answers 421 4.3.0 and closes this connection only.
+
+import tls from 'node:tls';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
+import type { MachineConfig } from '../protocol/machine-config.ts';
+import { formatReply, REPLY } from '../protocol/replies.ts';
+import type { SpoolWriter } from '../spool/types.ts';
+import { normalizeAddress } from './networks.ts';
+
+export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>) => Promise<PolicyVerdict>;
+
+export type ConnectionDeps = {
+  machineConfig: MachineConfig;
+  spool: SpoolWriter;
+  log: Logger;
+  secureContext: tls.SecureContext | null;
+  isRelayClient: (address: string) => boolean;
+  newSessionId: () => string;
+  policy: PolicyRunner | null;
+  commandTimeoutMs: number;
+  dataTimeoutMs: number;
+  /** Called once when the connection is gone. */
+  onClose: (c: Connection) => void;
+};
+
+/** How long a closing connection may take to flush its last reply before it is destroyed. */
+const CLOSE_GRACE_MS = 2000;
+
+export class Connection {
+  readonly #deps: ConnectionDeps;
+  readonly #machine: SmtpMachine;
+  readonly #log: Logger;
+  readonly sessionId: string;
+  #socket: Socket;
+  #isClosed = false;
+  #isShuttingDown = false;
+  #pendingActions = 0;
+  readonly #startedMs = Date.now();
+  readonly #onData = (chunk: Buffer): void => this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
+  readonly #onEnd = (): void => this.#feed({ type: 'end-of-input', nowMs: Date.now() });
+  readonly #onTimeout = (): void => this.#feed({ type: 'timeout', nowMs: Date.now() });
+  readonly #onError = (err: Error): void => {
+    this.#log.debug({ err: err.message }, 'socket error');
+    this.#destroy();
+  };
+  readonly #onSocketClose = (): void => this.#destroy();
+
+  constructor(socket: Socket, deps: ConnectionDeps) {
+    this.#deps = deps;
+    this.#socket = socket;
+    this.sessionId = deps.newSessionId();
+    this.#log = deps.log.child({ sid: this.sessionId });
+    this.#machine = new SmtpMachine(deps.machineConfig);
+  }
+
+  start(): void {
+    const s = this.#socket;
+    s.setNoDelay(true);
+    this.#attach(s);
+    const peerAddress = normalizeAddress(s.remoteAddress ?? '0.0.0.0');
+    const peer = { address: peerAddress, port: s.remotePort ?? 0 };
+    const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
+    const isRelayClient = this.#deps.isRelayClient(peerAddress);
+    this.#log.info({ client: peerAddress, port: peer.port, relay: isRelayClient }, 'connect');
+    this.#feed({
+      type: 'connected',
+      nowMs: Date.now(),
+      sessionId: this.sessionId,
+      peer,
+      local,
+      isRelayClient,
+      isTls: false,
+    });
+  }
+
+  /** Graceful stop: 421 at the next moment the session is not in the middle of an action. */
+  shutdown(): void {
+    this.#isShuttingDown = true;
+    if (this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
+  }
+
+  get isIdle(): boolean {
+    return this.#pendingActions === 0;
+  }
+
+  #attach(s: Socket): void {
+    s.on('data', this.#onData);
+    s.on('end', this.#onEnd);
+    s.on('timeout', this.#onTimeout);
+    s.on('error', this.#onError);
+    s.on('close', this.#onSocketClose);
+  }
+
+  #detach(s: Socket): void {
+    s.off('data', this.#onData);
+    s.off('end', this.#onEnd);
+    s.off('timeout', this.#onTimeout);
+    s.off('error', this.#onError);
+    s.off('close', this.#onSocketClose);
+  }
+
+  #feed(input: Input): void {
+    if (this.#isClosed) return;
+    let outputs: Output[];
+    try {
+      outputs = this.#machine.step(input);
+    } catch (err) {
+      // Our bug, not the peer's: this connection only.
+      this.#log.error({ err }, 'internal error in session machine');
+      this.#write(formatReply(REPLY.internalError));
+      this.#close();
+      return;
+    }
+    this.#handle(outputs);
+  }
+
+  #handle(outputs: Output[]): void {
+    let text = '';
+    let closeAfter = false;
+    let startTls = false;
+    const log = this.#log;
+    const isDebug = log.isLevelEnabled('debug');
+    for (const o of outputs) {
+      switch (o.type) {
+        case 'reply': {
+          const wire = formatReply(o.reply);
+          text += wire;
+          if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
+          break;
+        }
+        case 'log':
+          if (o.level === 'debug') {
+            if (isDebug) log.debug({ dir: 'C', ...o.fields }, o.msg);
+          } else log[o.level](o.fields ?? {}, o.msg);
+          break;
+        case 'commit':
+          this.#runAction(
+            this.#deps.spool.commit(o.envelope, o.body).then(
+              (): Input => ({ type: 'committed', nowMs: Date.now() }),
+              (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
+            ),
+          );
+          break;
+        case 'policy': {
+          const runner = this.#deps.policy;
+          const verdict = runner === null ? Promise.resolve<PolicyVerdict>({ action: 'continue' }) : runner(o);
+          this.#runAction(
+            verdict.then(
+              (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
+              (err: unknown): Input => {
+                log.error({ err }, 'policy runner failed');
+                return { type: 'verdict', nowMs: Date.now(), verdict: { action: 'tempfail', reply: REPLY.internalError, check: 'pipeline', reason: 'runner threw' } };
+              },
+            ),
+          );
+          break;
+        }
+        case 'start-tls':
+          startTls = true;
+          break;
+        case 'close':
+          closeAfter = true;
+          break;
+      }
+    }
+    // RFC 2920: the replies to one batch of input go out in one write.
+    if (text !== '') this.#write(text);
+    if (closeAfter) {
+      this.#close();
+      return;
+    }
+    if (startTls) {
+      this.#startTls();
+      return;
+    }
+    this.#applyFlowControl();
+  }
+
+  #runAction(p: Promise<Input>): void {
+    this.#pendingActions++;
+    void p.then((input) => {
+      this.#pendingActions--;
+      this.#feed(input);
+      if (this.#isShuttingDown && this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
+    });
+  }
+
+  /** Stop reading while the machine waits (backpressure); pick the timeout for what comes next. */
+  #applyFlowControl(): void {
+    const s = this.#socket;
+    const phase = this.#machine.phase;
+    if (phase === 'waiting') {
+      s.pause();
+      s.setTimeout(0);
+      return;
+    }
+    s.setTimeout(phase === 'data' ? this.#deps.dataTimeoutMs : this.#deps.commandTimeoutMs);
+    if (s.isPaused()) s.resume();
+  }
+
+  #startTls(): void {
+    const ctx = this.#deps.secureContext;
+    const raw = this.#socket;
+    this.#detach(raw);
+    raw.setTimeout(0);
+    if (ctx === null) {
+      this.#feed({ type: 'tls-failed', nowMs: Date.now(), reason: 'no TLS context' });
+      return;
+    }
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+    this.#socket = secure;
+    const handshakeTimer = setTimeout(() => secure.destroy(new Error('TLS handshake timeout')), this.#deps.commandTimeoutMs);
+    secure.once('secure', () => {
+      clearTimeout(handshakeTimer);
+      secure.off('error', onHandshakeError);
+      this.#attach(secure);
+      this.#feed({ type: 'tls-ready', nowMs: Date.now(), protocol: secure.getProtocol() ?? 'unknown' });
+    });
+    const onHandshakeError = (err: Error): void => {
+      clearTimeout(handshakeTimer);
+      this.#feed({ type: 'tls-failed', nowMs: Date.now(), reason: err.message });
+    };
+    secure.once('error', onHandshakeError);
+    secure.once('close', () => this.#destroy());
+  }
+
+  #write(text: string): void {
+    const s = this.#socket;
+    if (!s.destroyed && s.writable) s.write(text);
+  }
+
+  #close(): void {
+    if (this.#isClosed) return;
+    const s = this.#socket;
+    s.end();
+    // A zombie that never reads or closes must not hold the connection: destroy after a grace.
+    setTimeout(() => this.#destroy(), CLOSE_GRACE_MS).unref();
+    this.#finish();
+  }
+
+  #destroy(): void {
+    if (!this.#socket.destroyed) this.#socket.destroy();
+    this.#finish();
+  }
+
+  #finish(): void {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    const session = this.#machine.session;
+    if (session !== null) {
+      this.#log.info(
+        { ...session.counters, tls: session.isTls, helo: session.heloName, durationMs: Date.now() - this.#startedMs },
+        'disconnect',
+      );
+    }
+    this.#deps.onClose(this);
+  }
+}

@@ -1,0 +1,90 @@
+// The SMTP server of one process: listeners, the set of live connections, graceful stop.
+// Never holds per-session protocol state (connection.ts and the machine do); never exits the
+// process (the CLI and the worker supervisor decide that).
+
+import net from 'node:net';
+import type tls from 'node:tls';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import type { SpoolWriter } from '../spool/types.ts';
+import { Connection, type PolicyRunner } from './connection.ts';
+import { machineConfigFrom } from './machine-config.ts';
+import { isInNetworks, networkList } from './networks.ts';
+import { newSessionId } from './session-id.ts';
+
+export type ServerOptions = {
+  config: Config;
+  spool: SpoolWriter;
+  log: Logger;
+  secureContext: tls.SecureContext | null;
+  policy?: PolicyRunner | null;
+  /** Bound listening handles to share (cluster workers get them from the primary via net). */
+  exclusive?: boolean;
+};
+
+/** How long a graceful stop waits for sessions to finish their current action. */
+const STOP_GRACE_MS = 10_000;
+
+export class SmtpServer {
+  readonly #opts: ServerOptions;
+  readonly #servers: net.Server[] = [];
+  readonly #connections = new Set<Connection>();
+
+  constructor(opts: ServerOptions) {
+    this.#opts = opts;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** The addresses actually bound (port 0 in the config picks a free port: tests use that). */
+  addresses(): net.AddressInfo[] {
+    return this.#servers.map((s) => s.address() as net.AddressInfo);
+  }
+
+  async listen(): Promise<void> {
+    const { config, log } = this.#opts;
+    const relay = networkList(config.relay.networks);
+    const deps = {
+      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null }),
+      spool: this.#opts.spool,
+      log,
+      secureContext: this.#opts.secureContext,
+      isRelayClient: (address: string) => isInNetworks(relay, address),
+      newSessionId,
+      policy: this.#opts.policy ?? null,
+      commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
+      dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
+      onClose: (c: Connection) => this.#connections.delete(c),
+    };
+    for (const addr of config.smtp.listen) {
+      const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+        const c = new Connection(socket, deps);
+        this.#connections.add(c);
+        c.start();
+      });
+      server.on('error', (err) => log.error({ err }, 'listener error'));
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: addr.host, port: addr.port, exclusive: this.#opts.exclusive ?? false, backlog: 511 }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      this.#servers.push(server);
+      const bound = server.address() as net.AddressInfo;
+      log.info({ address: bound.address, port: bound.port }, 'listening');
+    }
+  }
+
+  /** Stop accepting, tell every session 421 4.3.2 once its current action is done, wait. */
+  async stop(): Promise<void> {
+    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    for (const c of this.#connections) c.shutdown();
+    const deadline = Date.now() + STOP_GRACE_MS;
+    while (this.#connections.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}

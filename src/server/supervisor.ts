@@ -1,0 +1,99 @@
+// Runs the server on every core: a primary that forks one worker per core (sharing the listening
+// sockets through node:cluster), restarts a crashed worker without touching the others'
+// sessions, and stops them all gracefully on SIGTERM/SIGINT. With one worker, serves in-process.
+// Never handles SMTP in the primary when there are workers.
+
+import cluster from 'node:cluster';
+import { mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import { createLogger } from '../obs/log.ts';
+import { JournalSpool } from '../spool/journal.ts';
+import { SmtpServer } from './server.ts';
+import { ensureTlsFiles, loadSecureContext } from './tls.ts';
+
+/** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
+const EARLY_DEATH_MS = 5_000;
+const MAX_BACKOFF_MS = 30_000;
+
+export function workerCount(cfg: Config): number {
+  return cfg.smtp.workers === 'auto' ? Math.max(1, os.availableParallelism()) : cfg.smtp.workers;
+}
+
+/** Entry point for `portcullis serve`: primary or worker, decided by node:cluster. */
+export async function serve(cfg: Config): Promise<void> {
+  if (cluster.isWorker) return runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }));
+  const log = createLogger(cfg.log);
+  await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
+  const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
+  const n = workerCount(cfg);
+  if (n === 1) return runWorker(cfg, log);
+  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok');
+}
+
+function runPrimary(n: number, log: Logger, tlsState: string): void {
+  let isStopping = false;
+  let ready = 0;
+  const startedAt = new Map<number, number>();
+  let backoffMs = 0;
+  const fork = (): void => {
+    const w = cluster.fork();
+    startedAt.set(w.id, Date.now());
+    w.on('message', (m: unknown) => {
+      if (m === 'listening' && ++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
+    });
+  };
+  cluster.on('exit', (worker, code, signal) => {
+    const lived = Date.now() - (startedAt.get(worker.id) ?? 0);
+    startedAt.delete(worker.id);
+    if (isStopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        log.info('all workers stopped');
+        process.exit(0);
+      }
+      return;
+    }
+    // A crashed worker loses only its own sessions; the others keep serving.
+    backoffMs = lived < EARLY_DEATH_MS ? Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2)) : 0;
+    log.error({ worker: worker.id, code, signal, restartInMs: backoffMs }, 'worker died; restarting');
+    setTimeout(fork, backoffMs);
+  });
+  const stop = (sig: string): void => {
+    if (isStopping) return;
+    isStopping = true;
+    log.info({ signal: sig }, 'stopping workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    setTimeout(() => process.exit(0), 15_000).unref();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  for (let i = 0; i < n; i++) fork();
+}
+
+async function runWorker(cfg: Config, log: Logger): Promise<void> {
+  const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
+  const secureContext = await loadSecureContext(tlsFiles);
+  const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
+  const spool = await JournalSpool.open({
+    dir: cfg.spool.dir,
+    journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,
+    segmentMaxBytes: cfg.spool.segmentMaxBytes,
+    writerId,
+  });
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext });
+  await server.listen();
+  if (cluster.isWorker) process.send?.('listening');
+  else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
+  let isStopping = false;
+  const stop = async (): Promise<void> => {
+    if (isStopping) return;
+    isStopping = true;
+    await server.stop();
+    await spool.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  if (cluster.isWorker) process.on('disconnect', () => void stop());
+}
