@@ -1,0 +1,54 @@
+// Starts a real Portcullis server in this process on a free loopback port, with its own spool
+// in a temp dir, for integration tests. Stops only what it started.
+
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { defaultConfig, type Config } from '../../src/config/types.ts';
+import { SmtpServer } from '../../src/server/server.ts';
+import { loadSecureContext } from '../../src/server/tls.ts';
+import { JournalSpool } from '../../src/spool/journal.ts';
+
+export type TestServer = { port: number; dir: string; spoolDir: string; config: Config; stop: () => Promise<void> };
+
+let certs: { certFile: string; keyFile: string; dir: string } | null = null;
+
+/** A throwaway self-signed pair for mx.example.test (openssl, once per test process). */
+export function testCerts(): { certFile: string; keyFile: string } {
+  if (certs !== null) return certs;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-tls-'));
+  const certFile = path.join(dir, 'cert.pem');
+  const keyFile = path.join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '30', '-subj', '/CN=mx.example.test', '-addext', 'subjectAltName=DNS:mx.example.test,IP:127.0.0.1'], { stdio: 'ignore' });
+  certs = { certFile, keyFile, dir };
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return certs;
+}
+
+export async function startTestServer(base?: Config): Promise<TestServer> {
+  const config = structuredClone(base ?? defaultConfig());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
+  config.spool.dir = path.join(dir, 'spool');
+  config.smtp.listen = [{ host: '127.0.0.1', port: 0 }];
+  config.smtp.workers = 1;
+  const { certFile, keyFile } = testCerts();
+  const secureContext = config.tls.enabled ? await loadSecureContext({ certFile, keyFile, isGenerated: false }) : null;
+  const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
+  const log = pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' });
+  const server = new SmtpServer({ config, spool, log, secureContext });
+  await server.listen();
+  const port = server.addresses()[0].port;
+  return {
+    port,
+    dir,
+    spoolDir: config.spool.dir,
+    config,
+    stop: async () => {
+      await server.stop();
+      await spool.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

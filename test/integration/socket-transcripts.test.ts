@@ -1,0 +1,21 @@
+// The transcript files, played over a real loopback socket against a real server and spool.
+
+import { readdirSync } from 'node:fs';
+import { test } from 'node:test';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { runSocket } from '../helpers/socket-runner.ts';
+import { loadTranscript } from '../helpers/transcript.ts';
+
+const dir = new URL('../transcripts/', import.meta.url).pathname;
+const files = readdirSync(dir).filter((f) => f.endsWith('.txt')).sort();
+
+for (const file of files) {
+  const t = loadTranscript(dir + file);
+  if (t.peer !== '127.0.0.1') continue; // a socket's peer is always loopback
+  let server: TestServer;
+  test(`transcript ${file} (socket)`, async (ctx) => {
+    server = await startTestServer(t.config);
+    ctx.after(() => server.stop());
+    await runSocket(t, server.port, server.spoolDir);
+  });
+}
