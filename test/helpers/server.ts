@@ -27,7 +27,7 @@ export function testCerts(): { certFile: string; keyFile: string } {
   return certs;
 }
 
-export async function startTestServer(base?: Config): Promise<TestServer> {
+export async function startTestServer(base?: Config, opts: { logStream?: NodeJS.WritableStream; logLevel?: string } = {}): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
   config.spool.dir = path.join(dir, 'spool');
@@ -36,7 +36,8 @@ export async function startTestServer(base?: Config): Promise<TestServer> {
   const { certFile, keyFile } = testCerts();
   const secureContext = config.tls.enabled ? await loadSecureContext({ certFile, keyFile, isGenerated: false }) : null;
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
-  const log = pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' });
+  const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
+  const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
   const server = new SmtpServer({ config, spool, log, secureContext });
   await server.listen();
   const port = server.addresses()[0].port;
