@@ -1,0 +1,199 @@
+// Session machine unit tests: the two-state-types table (every row), the policy hook and its
+// verdict log, timeouts, limits, and the envelope handed to the spool.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { SmtpMachine, type Input, type Output, type PolicyVerdict } from './machine.ts';
+import type { MachineConfig } from './machine-config.ts';
+import { REPLY, formatReply } from './replies.ts';
+import type { PolicyStage } from './session.ts';
+
+function config(over: Partial<MachineConfig> = {}): MachineConfig {
+  return {
+    hostname: 'mx.example.test',
+    maxMessageBytes: 1 << 20,
+    maxCommandLineBytes: 512,
+    maxTextLineBytes: 1000,
+    maxRecipients: 100,
+    maxErrors: 10,
+    maxTransactions: 100,
+    allowEmptyHelo: false,
+    vrfy: '252',
+    expn: 'disabled',
+    isNormalizingBareLineEndings: false,
+    localDomains: new Set(['example.test']),
+    isTlsAvailable: true,
+    policyStages: new Set<PolicyStage>(),
+    ...over,
+  };
+}
+
+class Driver {
+  readonly m: SmtpMachine;
+  readonly outputs: Output[] = [];
+  now = 1_000_000;
+  constructor(cfg: MachineConfig) {
+    this.m = new SmtpMachine(cfg);
+    this.step({ type: 'connected', nowMs: this.now, sessionId: 'SID', peer: { address: '192.0.2.1', port: 5 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
+  }
+  step(input: Input): Output[] {
+    const out = this.m.step(input);
+    this.outputs.push(...out);
+    return out;
+  }
+  send(text: string): string[] {
+    return this.step({ type: 'bytes', nowMs: ++this.now, data: Buffer.from(text, 'utf8') })
+      .filter((o) => o.type === 'reply')
+      .map((o) => formatReply((o as Extract<Output, { type: 'reply' }>).reply).trimEnd());
+  }
+}
+
+function txnReady(d: Driver): void {
+  d.send('EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
+  assert.ok(d.m.transaction !== null);
+}
+
+test('state table: RSET drops the transaction, keeps HELO, TLS, counters and verdicts', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  const before = { ...d.m.session!.counters };
+  d.send('RSET\r\n');
+  assert.equal(d.m.transaction, null);
+  assert.equal(d.m.session!.heloName, 'c.example');
+  assert.equal(d.m.session!.counters.transactions, before.transactions);
+  assert.equal(d.m.session!.counters.recipients, before.recipients);
+});
+
+test('state table: end of data (accepted or refused) drops the transaction, keeps the rest', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  const outs = d.step({ type: 'bytes', nowMs: 2, data: Buffer.from('DATA\r\nhi\r\n.\r\n') });
+  assert.ok(outs.some((o) => o.type === 'commit'));
+  d.step({ type: 'committed', nowMs: 3 });
+  assert.equal(d.m.transaction, null);
+  assert.equal(d.m.session!.heloName, 'c.example');
+  assert.equal(d.m.session!.counters.messages, 1);
+  d.send('MAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
+  const r = d.send('DATA\r\nbare\nLF\r\n.\r\n');
+  assert.match(r.at(-1)!, /^550 5\.6\.0/);
+  assert.equal(d.m.transaction, null);
+  assert.equal(d.m.session!.heloName, 'c.example');
+});
+
+test('state table: a second EHLO drops the transaction and replaces the HELO identity', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  d.send('EHLO other.example\r\n');
+  assert.equal(d.m.transaction, null);
+  assert.equal(d.m.session!.heloName, 'other.example');
+  assert.equal(d.m.session!.counters.transactions, 1);
+});
+
+test('state table: STARTTLS clears the HELO identity, sets TLS, keeps counters and verdicts', () => {
+  const d = new Driver(config({ policyStages: new Set<PolicyStage>(['helo']) }));
+  d.send('EHLO c.example\r\n');
+  d.step({ type: 'verdict', nowMs: 1, verdict: { action: 'continue' } });
+  d.send('FOO\r\n');
+  const errors = d.m.session!.counters.errors;
+  const r = d.send('STARTTLS\r\n');
+  assert.deepEqual(r, ['220 2.0.0 Ready to start TLS']);
+  assert.ok(d.outputs.some((o) => o.type === 'start-tls'));
+  d.step({ type: 'tls-ready', nowMs: 5, protocol: 'TLSv1.3' });
+  assert.equal(d.m.session!.isTls, true);
+  assert.equal(d.m.session!.heloName, null);
+  assert.equal(d.m.session!.heloVerb, null);
+  assert.equal(d.m.session!.counters.errors, errors);
+});
+
+test('policy hook: the machine waits for the verdict and answers pipelined commands in order', () => {
+  const d = new Driver(config({ policyStages: new Set<PolicyStage>(['rcpt']) }));
+  d.send('EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n');
+  const first = d.step({ type: 'bytes', nowMs: 5, data: Buffer.from('RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nNOOP\r\n') });
+  const asks = first.filter((o) => o.type === 'policy');
+  assert.equal(asks.length, 1, 'one check outstanding at a time');
+  assert.equal(first.filter((o) => o.type === 'reply').length, 0, 'nothing answered past the outstanding check');
+  assert.equal(d.m.isWaiting, true);
+  const tempfail: PolicyVerdict = { action: 'tempfail', reply: REPLY.tooManyRecipients, check: 'test', reason: 'unit test' };
+  const second = d.step({ type: 'verdict', nowMs: 6, verdict: tempfail });
+  assert.deepEqual(second.filter((o) => o.type === 'reply').map((o) => (o as { reply: { code: number } }).reply.code), [452]);
+  assert.equal(second.filter((o) => o.type === 'policy').length, 1, 'the next RCPT is checked');
+  const third = d.step({ type: 'verdict', nowMs: 7, verdict: { action: 'continue' } });
+  assert.deepEqual(third.filter((o) => o.type === 'reply').map((o) => (o as { reply: { code: number } }).reply.code), [250, 250]);
+  assert.equal(d.m.transaction!.recipients.length, 1);
+  // The verdict is the session's: RSET does not clear it.
+  d.send('RSET\r\n');
+  assert.equal(d.m.session!.verdicts.length, 1);
+  assert.equal(d.m.session!.verdicts[0].stage, 'rcpt');
+});
+
+test('policy hook: a disconnect verdict at connect answers and closes', () => {
+  const m = new SmtpMachine(config({ policyStages: new Set<PolicyStage>(['connect']) }));
+  const out = m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.1', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
+  assert.equal(out.filter((o) => o.type === 'reply').length, 0, 'no greeting before the verdict');
+  const end = m.step({ type: 'verdict', nowMs: 1, verdict: { action: 'disconnect', reply: { code: 554, enhanced: '5.7.1', lines: ['No'] }, check: 't', reason: 'r' } });
+  assert.deepEqual(end.map((o) => o.type).filter((t) => t !== 'log'), ['reply', 'close']);
+  assert.equal(m.phase, 'closed');
+});
+
+test('timeout: 421 4.4.2 and close', () => {
+  const d = new Driver(config());
+  const out = d.step({ type: 'timeout', nowMs: 9 });
+  assert.equal(formatReply((out.find((o) => o.type === 'reply') as { reply: never }).reply).trimEnd(), '421 4.4.2 Timeout, closing connection');
+  assert.ok(out.some((o) => o.type === 'close'));
+});
+
+test('limits: transactions per session end with 421 4.7.0', () => {
+  const d = new Driver(config({ maxTransactions: 2 }));
+  d.send('HELO c.example\r\n');
+  d.send('MAIL FROM:<>\r\nRSET\r\nMAIL FROM:<>\r\nRSET\r\n');
+  assert.deepEqual(d.send('MAIL FROM:<>\r\n'), ['421 4.7.0 Too many transactions in one session, closing connection']);
+  assert.equal(d.m.phase, 'closed');
+});
+
+test('limits: recipients past the maximum get 452 4.5.3 and do not count as errors', () => {
+  const d = new Driver(config({ maxRecipients: 2, maxErrors: 1 }));
+  d.send('HELO c.example\r\nMAIL FROM:<>\r\n');
+  const r = d.send('RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n');
+  assert.deepEqual(r.map((x) => x.slice(0, 9)), ['250 2.1.5', '250 2.1.5', '452 4.5.3']);
+  assert.equal(d.m.phase, 'command');
+});
+
+test('limits: a data line over max_text_line_bytes is refused after the end of data', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  const r = d.send(`DATA\r\n${'x'.repeat(999)}\r\n.\r\n`);
+  assert.match(r.at(-1)!, /^550 5\.6\.0 .*line longer/);
+  txnReady(d);
+  const ok = d.send(`DATA\r\n${'x'.repeat(998)}\r\n.\r\n`);
+  assert.equal(ok.at(-1), '354 End data with <CR><LF>.<CR><LF>');
+  assert.ok(d.outputs.at(-1)!.type === 'commit');
+});
+
+test('envelope: DSN, SMTPUTF8, BODY and the Received header reach the spool', () => {
+  const d = new Driver(config());
+  d.send('EHLO c.example\r\nMAIL FROM:<jörg@c.example> SMTPUTF8 BODY=8BITMIME RET=HDRS ENVID=X+2BY\r\n');
+  d.send('RCPT TO:<alice@example.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;alice@example.test\r\n');
+  const out = d.step({ type: 'bytes', nowMs: Date.UTC(2026, 10, 23, 10, 0, 0), data: Buffer.from('DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n') });
+  const commit = out.find((o) => o.type === 'commit') as Extract<Output, { type: 'commit' }>;
+  assert.ok(commit);
+  const e = commit.envelope;
+  assert.equal(e.reversePath, 'jörg@c.example');
+  assert.equal(e.smtputf8, true);
+  assert.equal(e.body, '8BITMIME');
+  assert.equal(e.ret, 'HDRS');
+  assert.equal(e.envid, 'X+Y');
+  assert.deepEqual(e.recipients, [{ address: 'alice@example.test', notify: ['FAILURE', 'DELAY'], orcpt: { addrType: 'rfc822', address: 'alice@example.test' } }]);
+  const content = Buffer.concat(commit.body).toString('utf8');
+  assert.equal(e.size, Buffer.byteLength(content));
+  assert.match(content, /^Received: from c\.example \(\[192\.0\.2\.1\]\)\r\n\tby mx\.example\.test \(Portcullis\) with UTF8SMTP id SID01\r\n\t\(session SID\)\r\n\tfor <alice@example\.test>; Mon, 23 Nov 2026 10:00:00 \+0000\r\nSubject: x\r\n\r\nbody\r\n$/);
+  d.step({ type: 'commit-failed', nowMs: 1, reason: 'disk full' });
+  assert.equal(d.m.transaction, null, 'a failed commit drops the transaction');
+});
+
+test('commit failure answers 451 4.3.0 and the session goes on', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  d.send('DATA\r\nx\r\n.\r\nNOOP\r\n');
+  const out = d.step({ type: 'commit-failed', nowMs: 1, reason: 'EIO' });
+  assert.deepEqual(out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: never }).reply).trimEnd()), ['451 4.3.0 Temporary failure storing the message, try again later', '250 2.0.0 Ok']);
+});
