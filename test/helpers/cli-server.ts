@@ -1,0 +1,271 @@
+// Starts the real `portcullis serve` CLI as a child process, on a free loopback port, with its
+// own config, spool and log file in a temp dir, for tests that need the real process (workers,
+// signals, kill -9, restart). Only ever signals the PID it spawned; never touches other processes.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { testCerts } from './server.ts';
+
+/** The CLI entry point, run with this process's Node (24: type stripping). */
+export const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+/** The repository root: the child's working directory. */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+const READY_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+export type CliServerOptions = {
+  /** smtp.workers: 1 serves in-process; N forks N workers sharing the listener. */
+  workers: number;
+  /** relay.networks; omitted means the embedded default (loopback may relay). */
+  relayNetworks?: string[];
+  /** spool.journal_max_message_bytes; omitted means the embedded default. */
+  journalMaxMessageBytes?: number;
+};
+
+export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
+
+export type CliServer = {
+  port: number;
+  dir: string;
+  spoolDir: string;
+  configPath: string;
+  logPath: string;
+  pid: number;
+  /** Resolves when the spawned process has exited. */
+  exited: Promise<ExitInfo>;
+  /** Sends `signal` (default SIGTERM) to the spawned PID and waits for it to exit (bounded;
+   *  then SIGKILL). Resolves with how it exited. A no-op when it has already exited. */
+  stop: (signal?: NodeJS.Signals) => Promise<ExitInfo>;
+  /** Everything the server has logged so far (all runs on this dir). */
+  logText: () => string;
+  /** Starts the server again on the same config, port, spool and log file (after stop()). */
+  restart: () => Promise<CliServer>;
+  /** stop() if still running, then remove the temp dir. */
+  cleanup: () => Promise<void>;
+};
+
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** If the test process dies with a server still up, take down only the ones we spawned. */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of running) {
+      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+        try {
+          process.kill(child.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+  });
+}
+
+/** A loopback port that was free a moment ago (bind port 0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function toml(s: string): string {
+  return JSON.stringify(s);
+}
+
+function configText(opts: CliServerOptions, port: number, spoolDir: string): string {
+  const { certFile, keyFile } = testCerts();
+  const lines = [
+    '[smtp]',
+    `listen = [${toml(`127.0.0.1:${port}`)}]`,
+    'hostname = "mx.example.test"',
+    `workers = ${opts.workers}`,
+    '',
+    '[tls]',
+    `cert = ${toml(certFile)}`,
+    `key = ${toml(keyFile)}`,
+    '',
+    '[domains]',
+    'local = ["example.test"]',
+    '',
+  ];
+  if (opts.relayNetworks !== undefined) {
+    lines.push('[relay]', `networks = [${opts.relayNetworks.map(toml).join(', ')}]`, '');
+  }
+  lines.push('[spool]', `dir = ${toml(spoolDir)}`);
+  if (opts.journalMaxMessageBytes !== undefined) lines.push(`journal_max_message_bytes = ${opts.journalMaxMessageBytes}`);
+  lines.push('', '[log]', 'level = "info"', '');
+  return lines.join('\n');
+}
+
+/** Connects once; resolves with the first line the server sends (or rejects). */
+function readBanner(port: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const finish = (err: Error | null, line?: string): void => {
+      clearTimeout(timer);
+      socket.removeAllListeners('data');
+      if (err === null) socket.end('QUIT\r\n');
+      else socket.destroy();
+      socket.on('error', () => undefined);
+      if (err === null) resolve(line!);
+      else reject(err);
+    };
+    const timer = setTimeout(() => finish(new Error('no banner in time')), timeoutMs);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\r\n');
+      if (nl >= 0) finish(null, buf.slice(0, nl));
+    });
+    socket.on('error', (err) => finish(err));
+    socket.on('close', () => finish(new Error(`closed before a banner (got ${JSON.stringify(buf)})`)));
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type Layout = { dir: string; spoolDir: string; configPath: string; logPath: string; port: number };
+
+async function launch(layout: Layout, workers: number): Promise<CliServer> {
+  installExitHook();
+  const logFd = openSync(layout.logPath, 'a');
+  const logStart = (() => {
+    try {
+      return readFileSync(layout.logPath).length;
+    } catch {
+      return 0;
+    }
+  })();
+  let child: ChildProcess;
+  try {
+    // stdio to the log file, never a pipe the child could block on.
+    child = spawn(process.execPath, [CLI_MAIN, 'serve', '--config', layout.configPath], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', logFd, logFd],
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+  } finally {
+    closeSync(logFd);
+  }
+  if (child.pid === undefined) throw new Error('could not spawn the CLI server');
+  const pid = child.pid;
+  running.add(child);
+  let exitInfo: ExitInfo | null = null;
+  const exited = new Promise<ExitInfo>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      running.delete(child);
+      resolve(exitInfo);
+    });
+  });
+  const logText = (): string => readFileSync(layout.logPath, 'utf8');
+
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<ExitInfo> => {
+    if (exitInfo !== null) return exitInfo;
+    process.kill(pid, signal);
+    const timedOut = Symbol('timeout');
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([exited, new Promise<typeof timedOut>((r) => (timer = setTimeout(() => r(timedOut), STOP_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+    if (first !== timedOut) return first;
+    if (exitInfo === null) process.kill(pid, 'SIGKILL');
+    return exited;
+  };
+
+  const server: CliServer = {
+    ...layout,
+    pid,
+    exited,
+    stop,
+    logText,
+    restart: async () => {
+      if (exitInfo === null) throw new Error('restart() needs the previous run stopped first');
+      return launch(layout, workers);
+    },
+    cleanup: async () => {
+      await stop('SIGKILL');
+      await rm(layout.dir, { recursive: true, force: true });
+    },
+  };
+
+  // Ready: a TCP connect gets a 220 banner; with workers, also the primary's "ready" (every
+  // worker listening), so that connections are not all served by the first worker up.
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  let lastError = '';
+  let hasBanner = false;
+  while (Date.now() < deadline) {
+    if (exitInfo !== null) break;
+    if (!hasBanner) {
+      try {
+        const banner = await readBanner(layout.port, Math.max(100, deadline - Date.now()));
+        if (!banner.startsWith('220 ')) throw new Error(`unexpected banner ${JSON.stringify(banner)}`);
+        hasBanner = true;
+      } catch (err) {
+        lastError = (err as Error).message;
+      }
+    }
+    if (hasBanner && (workers === 1 || /"msg":"ready"/.test(logText().slice(logStart)))) return server;
+    await sleep(50);
+  }
+  const log = logText().slice(logStart);
+  await stop('SIGKILL');
+  const why = exitInfo !== null ? `exited (${JSON.stringify(exitInfo)})` : `not ready in ${READY_TIMEOUT_MS} ms (${lastError})`;
+  const err = new Error(`portcullis serve ${why}; log:\n${log}`) as Error & { isAddressInUse?: boolean };
+  err.isAddressInUse = /EADDRINUSE/.test(log);
+  throw err;
+}
+
+/** Writes a config into a new temp dir and starts `portcullis serve` on it. */
+export async function startCliServer(opts: CliServerOptions): Promise<CliServer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-cli-'));
+  try {
+    // The free port can be taken by someone else between our check and the child's bind: retry.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const spoolDir = path.join(dir, 'spool');
+      const configPath = path.join(dir, 'portcullis.toml');
+      const logPath = path.join(dir, 'server.log');
+      writeFileSync(configPath, configText(opts, port, spoolDir));
+      try {
+        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers);
+      } catch (err) {
+        if (attempt >= 3 || !(err as { isAddressInUse?: boolean }).isAddressInUse) throw err;
+      }
+    }
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Runs `portcullis <args> --config FILE` to completion; stdout as bytes. */
+export async function runCli(configPath: string, args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+  const child = spawn(process.execPath, [CLI_MAIN, ...args, '--config', configPath], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  const out: Buffer[] = [];
+  let stderr = '';
+  child.stdout!.on('data', (b: Buffer) => out.push(b));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, stdout: Buffer.concat(out), stderr };
+}
