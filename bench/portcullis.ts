@@ -1,0 +1,49 @@
+// Starts Portcullis for the benchmark: `serve` with a TOML config in the scratch dir, under the same
+// Node binary the benchmark runs on. Durable like Postfix: the spool answers 250 after fsync.
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { RunningServer, StartOptions } from './servers.ts';
+import { HOST, spawnLogged, stopTree, waitForBanner } from './util.ts';
+
+export async function startPortcullis(options: StartOptions): Promise<RunningServer> {
+  const main = join(options.repoDir, 'src/cli/main.ts');
+  if (!existsSync(main)) throw new Error('src/cli/main.ts does not exist yet');
+  const dir = join(options.scratchDir, 'portcullis');
+  mkdirSync(dir);
+  const configPath = join(dir, 'portcullis.toml');
+  // JSON string escapes are valid TOML basic-string escapes.
+  writeFileSync(
+    configPath,
+    `[smtp]
+listen = ["${HOST}:${options.port}"]
+hostname = "bench.local"
+workers = "auto"
+[domains]
+local = ["bench.test"]
+[relay]
+networks = ["127.0.0.0/8"]
+[spool]
+dir = ${JSON.stringify(join(dir, 'spool'))}
+[log]
+level = "warn"
+`,
+  );
+  const server = spawnLogged(process.execPath, [main, 'serve', '--config', configPath], {
+    cwd: options.repoDir,
+    logPath: join(dir, 'portcullis.log'),
+  });
+  try {
+    await waitForBanner(options.port, 30_000, server.exitReason);
+  } catch (error) {
+    await stopTree(server.pid);
+    throw error;
+  }
+  const { version } = JSON.parse(readFileSync(join(options.repoDir, 'package.json'), 'utf8')) as { version: string };
+  return {
+    rootPid: server.pid,
+    version: `${version} (Node ${process.versions.node}, workers = "auto")`,
+    failure: server.exitReason,
+    stop: () => stopTree(server.pid),
+  };
+}

@@ -1,0 +1,180 @@
+// `npm run bench`: Postfix's smtp-source against Portcullis and, in the same run, against Postfix and
+// Haraka under the same load; prints markdown tables for docs/benchmarks.md on stdout (progress on
+// stderr). Starts every server itself and stops each by PID (Postfix by `postfix stop`); every run
+// has a message count and a time limit. Linux only (reads /proc); the Postfix peer needs root.
+//
+//   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--debug]
+
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type Cell, runLoad, type RunResult, waitForQuiet } from './load.ts';
+import { type CellSummary, cellLabel, renderTables, summarize } from './report.ts';
+import { DISPLAY_NAMES, PORTS, type RunningServer, SERVER_NAMES, type ServerName, startServer } from './servers.ts';
+import { findExecutable } from './util.ts';
+
+const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--debug]
+  --quick  1 run per cell instead of 3, smaller message counts (a smoke test)
+  --only   the servers to measure (default: all three)
+  --debug  keep the scratch directory and turn on Postfix's mail log`;
+
+const SESSIONS = [20, 100];
+const MESSAGE_BYTES = [1024, 64 * 1024];
+/**
+ * Portcullis closes a session after smtp.maxTransactions (default 100) MAIL commands, and under -d
+ * smtp-source's sessions share one message counter, so a fast session can take more than its
+ * share: one invocation sends at most 40 messages per session on average, and a run repeats
+ * invocations until it has sent its count.
+ */
+const MAX_MESSAGES_PER_SESSION = 40;
+
+function plan(quick: boolean): Cell[] {
+  const cells: Cell[] = [];
+  for (const sessions of SESSIONS) {
+    for (const messageBytes of MESSAGE_BYTES) {
+      const messages = messageBytes <= 1024 ? (quick ? 400 : 3000) : quick ? 100 : 1000;
+      for (const reuseConnection of [false, true]) {
+        const batch = reuseConnection ? Math.min(messages, sessions * MAX_MESSAGES_PER_SESSION) : messages;
+        cells.push({ sessions, messageBytes, reuseConnection, batch, batches: Math.ceil(messages / batch) });
+      }
+    }
+  }
+  return cells;
+}
+
+/** How much other work shared the machine during the measured runs. */
+function noiseNote(otherCores: number[]): string {
+  if (otherCores.length === 0) return 'No run completed.';
+  const mean = otherCores.reduce((sum, cores) => sum + cores, 0) / otherCores.length;
+  const worst = Math.max(...otherCores);
+  const note = `Other work on the machine (other processes, hypervisor steal) kept ${mean.toFixed(2)} cores busy on average during the measured runs (worst run: ${worst.toFixed(2)}).`;
+  return worst > 0.25 ? `${note} **Warning: the machine was not quiet; these numbers are perturbed.**` : note;
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      debug: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    log(USAGE);
+    return 0;
+  }
+  const selected = (values.only ?? SERVER_NAMES.join(',')).split(',').map((name) => name.trim());
+  const unknown = selected.filter((name) => !(SERVER_NAMES as readonly string[]).includes(name));
+  if (unknown.length > 0) {
+    log(`unknown server(s): ${unknown.join(', ')}\n${USAGE}`);
+    return 2;
+  }
+  const smtpSource = findExecutable('smtp-source');
+  if (smtpSource === undefined) {
+    log('smtp-source not found: it ships in the postfix package (bash scripts/test-deps.sh installs it)');
+    return 1;
+  }
+
+  const quick = values.quick;
+  const runs = quick ? 1 : 3;
+  const invocationTimeoutMs = quick ? 60_000 : 120_000;
+  const quietWaitMs = quick ? 5_000 : 30_000;
+  const cells = plan(quick);
+  const repoDir = join(import.meta.dirname, '..');
+  // Every server's spool/queue lives here, on one file system.
+  const scratchDir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'));
+  chmodSync(scratchDir, 0o755);
+
+  let current: RunningServer | undefined;
+  const cleanUp = async () => {
+    await current?.stop();
+    current = undefined;
+    if (!values.debug) rmSync(scratchDir, { recursive: true, force: true });
+  };
+  for (const name of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(name, () => {
+      log(`\n${name}: stopping the server under test`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
+
+  const results = new Map<Cell, Record<ServerName, CellSummary>>();
+  for (const cell of cells) {
+    results.set(cell, { portcullis: { ok: false, notRun: true }, postfix: { ok: false, notRun: true }, haraka: { ok: false, notRun: true } });
+  }
+  const versions: string[] = [];
+  const otherCores: number[] = [];
+  const startedAt = Date.now();
+
+  for (const name of SERVER_NAMES.filter((server) => selected.includes(server))) {
+    const setAll = (summary: CellSummary) => cells.forEach((cell) => ((results.get(cell) as Record<ServerName, CellSummary>)[name] = summary));
+    log(`== ${DISPLAY_NAMES[name]}: starting on port ${PORTS[name]}`);
+    try {
+      current = await startServer(name, { scratchDir, repoDir, debug: values.debug, log });
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      log(`== ${DISPLAY_NAMES[name]}: failed to start: ${reason}`);
+      setAll({ ok: false, error: reason });
+      continue;
+    }
+    const server = current;
+    versions.push(`${DISPLAY_NAMES[name]} ${server.version}`);
+    // Warm-up (not measured): JIT, worker start-up, Postfix's first smtpd/cleanup processes.
+    const warmUp = await runLoad(smtpSource, PORTS[name], { sessions: 20, messageBytes: 1024, reuseConnection: false, batch: quick ? 100 : 400, batches: 1 }, server.rootPid, invocationTimeoutMs);
+    if (!warmUp.ok) log(`   warm-up failed: ${warmUp.error}`);
+    for (const cell of cells) {
+      const cellRuns: RunResult[] = [];
+      for (let i = 0; i < runs; i++) {
+        const quiet = await waitForQuiet(quietWaitMs);
+        if (!quiet.quiet) log(`   the machine is busy with other work; measuring anyway after ${(quiet.waitedMs / 1000).toFixed(0)} s`);
+        const gone = server.failure();
+        const result: RunResult = gone === undefined ? await runLoad(smtpSource, PORTS[name], cell, server.rootPid, invocationTimeoutMs) : { ok: false, error: gone };
+        cellRuns.push(result);
+        if (result.ok) otherCores.push(result.otherCores);
+        log(
+          `   ${cellLabel(cell)} run ${i + 1}: ${
+            result.ok
+              ? `${Math.round(result.messages / result.seconds)} msg/s, ${result.cpuSeconds.toFixed(2)} s CPU, ${(result.peakPssKiB / 1024).toFixed(0)} MiB PSS, other load ${result.otherCores.toFixed(2)} cores`
+              : `FAILED: ${result.error}`
+          }`,
+        );
+        if (!result.ok) break; // the cell has failed; don't spend its other runs' time limits
+      }
+      (results.get(cell) as Record<ServerName, CellSummary>)[name] = summarize(cellRuns);
+    }
+    log(`== ${DISPLAY_NAMES[name]}: stopping`);
+    await server.stop();
+    current = undefined;
+  }
+  await cleanUp();
+
+  const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
+  const cpu = cpus();
+  const header = [
+    `### ${quick ? 'Quick run' : 'Run'} of ${new Date().toISOString().slice(0, 10)}`,
+    '',
+    `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, Linux ${release()}; load: smtp-source on the same machine; ${runs === 1 ? '1 run' : `${runs} runs`} per cell; ${minutes} min in all.`,
+    '',
+    ...versions.map((line) => `- ${line}`),
+    '',
+    noiseNote(otherCores),
+    '',
+  ];
+  const report = `${header.join('\n')}\n${renderTables(cells, results, runs)}`;
+  process.stdout.write(report);
+
+  const resultsDir = join(repoDir, '.bench/results');
+  mkdirSync(resultsDir, { recursive: true });
+  const saved = join(resultsDir, `${new Date().toISOString().replaceAll(':', '-')}.md`);
+  writeFileSync(saved, report);
+  log(`\nsaved to ${saved}`);
+  return 0;
+}
+
+process.exitCode = await main();
