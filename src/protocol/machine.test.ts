@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from './machine.ts';
 import type { MachineConfig } from './machine-config.ts';
-import { REPLY, formatReply } from './replies.ts';
+import { REPLY, formatReply, type Reply } from './replies.ts';
 import type { PolicyStage } from './session.ts';
 
 function config(over: Partial<MachineConfig> = {}): MachineConfig {
@@ -138,7 +138,7 @@ test('policy hook: a disconnect verdict at connect answers and closes', () => {
 test('timeout: 421 4.4.2 and close', () => {
   const d = new Driver(config());
   const out = d.step({ type: 'timeout', nowMs: 9 });
-  assert.equal(formatReply((out.find((o) => o.type === 'reply') as { reply: never }).reply).trimEnd(), '421 4.4.2 Timeout, closing connection');
+  assert.equal(formatReply((out.find((o) => o.type === 'reply') as { reply: Reply }).reply).trimEnd(), '421 4.4.2 Timeout, closing connection');
   assert.ok(out.some((o) => o.type === 'close'));
 });
 
@@ -195,5 +195,5 @@ test('commit failure answers 451 4.3.0 and the session goes on', () => {
   txnReady(d);
   d.send('DATA\r\nx\r\n.\r\nNOOP\r\n');
   const out = d.step({ type: 'commit-failed', nowMs: 1, reason: 'EIO' });
-  assert.deepEqual(out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: never }).reply).trimEnd()), ['451 4.3.0 Temporary failure storing the message, try again later', '250 2.0.0 Ok']);
+  assert.deepEqual(out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: Reply }).reply).trimEnd()), ['451 4.3.0 Temporary failure storing the message, try again later', '250 2.0.0 Ok']);
 });
