@@ -1,0 +1,106 @@
+// A crashed worker is restarted by the supervisor without dropping the other workers' sessions:
+// with two workers, kill -9 one of them while sessions on both are mid-transaction; sessions on
+// the survivor finish their messages, and a new worker comes up and serves.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { startCliServer } from '../helpers/cli-server.ts';
+
+class Client {
+  readonly socket: net.Socket;
+  #buf = '';
+  #closed = false;
+  constructor(port: number) {
+    this.socket = net.connect({ host: '127.0.0.1', port });
+    this.socket.setEncoding('latin1');
+    this.socket.on('data', (d: string) => (this.#buf += d));
+    this.socket.on('close', () => (this.#closed = true));
+    this.socket.on('error', () => undefined);
+  }
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+  /** The next complete reply (last line), or null when the connection closed first. */
+  async reply(timeoutMs = 5000): Promise<string | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3} [^\r\n]*)\r\n/.exec(this.#buf);
+      if (m !== null) {
+        this.#buf = this.#buf.slice(m[0].length);
+        return m[1];
+      }
+      if (this.#closed) return null;
+      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms (buffer ${JSON.stringify(this.#buf)})`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  async command(line: string): Promise<string | null> {
+    this.socket.write(`${line}\r\n`);
+    return this.reply();
+  }
+}
+
+type LogLine = { msg: string; pid: number; worker?: number; port?: number; sid?: string };
+
+function logLines(text: string): LogLine[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+}
+
+test('a killed worker is restarted; sessions on the other worker are not dropped', { timeout: 60_000 }, async (t) => {
+  const server = await startCliServer({ workers: 2 });
+  t.after(() => server.cleanup());
+  const clients: Client[] = [];
+  for (let i = 0; i < 6; i++) {
+    const c = new Client(server.port);
+    clients.push(c);
+    assert.match((await c.reply()) ?? '', /^220 /);
+    assert.match((await c.command('EHLO client.example')) ?? '', /^250 /);
+    assert.match((await c.command('MAIL FROM:<a@client.example>')) ?? '', /^250 /);
+    assert.match((await c.command('RCPT TO:<alice@example.test>')) ?? '', /^250 /);
+  }
+  // Which worker holds which session: the connect log line names the client port and the pid.
+  await new Promise((r) => setTimeout(r, 200));
+  const connects = logLines(server.logText()).filter((l) => l.msg === 'connect');
+  const pidByClient = new Map(clients.map((c) => [c, connects.find((l) => l.port === c.socket.localPort)?.pid]));
+  const pidOf = (c: Client): number => {
+    const pid = pidByClient.get(c);
+    assert.ok(pid !== undefined, 'every session has a connect line');
+    return pid;
+  };
+  const pids = [...new Set(clients.map(pidOf))];
+  assert.equal(pids.length, 2, 'sessions are spread over both workers');
+  const victim = pids[0];
+  assert.notEqual(victim, server.pid, 'the victim is a worker, not the primary');
+  process.kill(victim, 'SIGKILL');
+
+  for (const c of clients) {
+    if (pidOf(c) === victim) {
+      // Its sessions end with the process (no reply to DATA).
+      assert.equal(await c.command('DATA'), null);
+    } else {
+      assert.match((await c.command('DATA')) ?? '', /^354 /);
+      c.socket.write('Subject: survivor\r\n\r\nstill here\r\n.\r\n');
+      assert.match((await c.reply()) ?? '', /^250 2\.0\.0 Ok: queued as /);
+      assert.match((await c.command('QUIT')) ?? '', /^221 /);
+    }
+  }
+
+  // The supervisor notices and starts a new worker, which serves.
+  const deadline = Date.now() + 15_000;
+  let lines = logLines(server.logText());
+  while (!lines.some((l) => l.msg === 'listening' && !pids.includes(l.pid)) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    lines = logLines(server.logText());
+  }
+  assert.ok(lines.some((l) => l.msg === 'worker died; restarting'), 'the death is logged');
+  assert.ok(lines.some((l) => l.msg === 'listening' && !pids.includes(l.pid)), 'a new worker listens');
+  for (let i = 0; i < 4; i++) {
+    const c = new Client(server.port);
+    assert.match((await c.reply()) ?? '', /^220 /);
+    assert.match((await c.command('QUIT')) ?? '', /^221 /);
+  }
+});
