@@ -13,7 +13,14 @@ const LF = 0x0a;
 const DOT = 0x2e;
 const NUL = 0x00;
 const CRLF = Buffer.from('\r\n');
+const LF_ONLY = Buffer.from('\n');
 const EMPTY = Buffer.alloc(0);
+
+/** Index of `byte` in buf[from, end), or end. */
+function nextIndex(buf: Buffer, byte: number, from: number, end: number): number {
+  const at = buf.indexOf(byte, from);
+  return at === -1 || at > end ? end : at;
+}
 
 export type LineDefect = 'bare-cr' | 'bare-lf' | 'nul';
 
@@ -98,12 +105,27 @@ export class ContentScanner {
     let state = this.#state;
     let line = this.#lineBytes;
     let runStart = start; // start of the run of input octets to keep
-    let i = start;
     let found = -1;
-    for (; i < end; i++) {
-      const b = buf[i];
-      line++;
+    // Next CR, LF and NUL at or after i (end when none): found with the native memchr-based
+    // indexOf, each octet visited once per kind, so ordinary text is skipped without a JS loop.
+    let nextCr = -1;
+    let nextLf = -1;
+    let nextNul = -1;
+    let i = start;
+    // In each state an octet is either consumed (i++) or handed unconsumed to another state
+    // (`continue` without i++), so it is classified exactly once.
+    while (i < end) {
       if (state === S_MID) {
+        if (nextCr < i) nextCr = nextIndex(buf, CR, i, end);
+        if (nextLf < i) nextLf = nextIndex(buf, LF, i, end);
+        if (nextNul < i) nextNul = nextIndex(buf, NUL, i, end);
+        let j = nextCr < nextLf ? nextCr : nextLf;
+        if (nextNul < j) j = nextNul;
+        line += j - i;
+        i = j;
+        if (i >= end) break;
+        const b = buf[i];
+        line++;
         if (b === CR) {
           state = S_CR;
         } else if (b === LF) {
@@ -114,63 +136,70 @@ export class ContentScanner {
             runStart = i + 1;
           }
           // A bare LF does not end a line: still one wire line (it counts toward its length).
-        } else if (b === NUL) {
+        } else {
           this.defects.nul = true;
           if (normalize) {
             this.#keep(buf, runStart, i);
             runStart = i + 1;
           }
         }
-      } else if (state === S_CR) {
+        i++;
+        continue;
+      }
+      const b = buf[i];
+      if (state === S_CR) {
         if (b === LF) {
+          line++;
           if (line > maxLine) this.defects.longLine = true;
           line = 0;
           state = dotStuffed ? S_LINE_START : S_MID;
-        } else {
-          this.defects.bareCr = true;
-          if (normalize) {
-            this.#keep(buf, runStart, i);
-            this.#keepConst(Buffer.from('\n'));
-            runStart = i;
-          }
-          state = S_MID;
-          i--; // this octet has not been classified yet
-          line--;
+          i++;
+          continue;
         }
-      } else if (state === S_LINE_START) {
+        // The CR (already kept as content) was bare.
+        this.defects.bareCr = true;
+        if (normalize) {
+          this.#keep(buf, runStart, i);
+          this.#keepConst(LF_ONLY);
+          runStart = i;
+        }
+        state = S_MID;
+        continue;
+      }
+      if (state === S_LINE_START) {
         if (b === DOT) {
+          line++;
           this.#keep(buf, runStart, i); // the dot is not content (stuffing or terminator)
           runStart = i + 1;
           state = S_DOT;
-        } else {
-          state = S_MID;
-          i--;
-          line--;
+          i++;
+          continue;
         }
-      } else if (state === S_DOT) {
+        state = S_MID;
+        continue;
+      }
+      if (state === S_DOT) {
         if (b === CR) {
+          line++;
           state = S_DOT_CR;
           runStart = i + 1; // the CR is kept only if it turns out not to be the terminator
-        } else {
-          state = S_MID; // a stuffed dot, removed (RFC 5321 4.5.2)
-          i--;
-          line--;
+          i++;
+          continue;
         }
-      } else {
-        // S_DOT_CR
-        if (b === LF) {
-          found = i + 1;
-          runStart = found;
-          break;
-        }
-        // "." CR <not LF>: the dot was stuffing, the CR is bare.
-        this.defects.bareCr = true;
-        if (normalize) this.#keepConst(CRLF);
-        runStart = i;
-        state = S_MID;
-        i--;
-        line--;
+        state = S_MID; // a stuffed dot, removed (RFC 5321 4.5.2)
+        continue;
       }
+      // S_DOT_CR
+      if (b === LF) {
+        found = i + 1;
+        runStart = found;
+        break;
+      }
+      // "." CR <not LF>: the dot was stuffing, the CR is bare.
+      this.defects.bareCr = true;
+      if (normalize) this.#keepConst(CRLF);
+      runStart = i;
+      state = S_MID;
     }
     // A pending "." or "." CR is not content yet (it may be the terminator); everything before
     // it was kept when the dot was seen.
@@ -186,7 +215,7 @@ export class ContentScanner {
     if (this.#state === S_CR) {
       // The CR was kept as content; nothing followed it.
       this.defects.bareCr = true;
-      if (this.#opts.isNormalizing) this.#keepConst(Buffer.from('\n'));
+      if (this.#opts.isNormalizing) this.#keepConst(LF_ONLY);
     }
   }
 
