@@ -18,8 +18,9 @@ export type ServerOptions = {
   log: Logger;
   secureContext: tls.SecureContext | null;
   policy?: PolicyRunner | null;
-  /** Bound listening handles to share (cluster workers get them from the primary via net). */
-  exclusive?: boolean;
+  /** Each cluster worker binds its own listening socket with SO_REUSEPORT, so the kernel spreads
+   *  connections over the workers and no accepted socket has to pass through the primary. */
+  isReusePort?: boolean;
 };
 
 /** How long a graceful stop waits for sessions to finish their current action. */
@@ -67,7 +68,8 @@ export class SmtpServer {
       server.on('error', (err) => log.error({ err }, 'listener error'));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host: addr.host, port: addr.port, exclusive: this.#opts.exclusive ?? false, backlog: 511 }, () => {
+        const isReusePort = this.#opts.isReusePort ?? false;
+        server.listen({ host: addr.host, port: addr.port, exclusive: isReusePort, reusePort: isReusePort, backlog: 511 }, () => {
           server.off('error', reject);
           resolve();
         });

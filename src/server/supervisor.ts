@@ -81,7 +81,9 @@ async function runWorker(cfg: Config, log: Logger): Promise<void> {
     segmentMaxBytes: cfg.spool.segmentMaxBytes,
     writerId,
   });
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext });
+  // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
+  // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker });
   await server.listen();
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
