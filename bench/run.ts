@@ -5,6 +5,7 @@
 //
 //   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--debug]
 
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,17 @@ function plan(quick: boolean): Cell[] {
     }
   }
   return cells;
+}
+
+/** The commit measured, marked when the work tree differs from it. */
+function commitOf(repoDir: string): string {
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', repoDir, ...args], { encoding: 'utf8' }).trim();
+    const dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'src') !== '';
+    return `${git('rev-parse', '--short', 'HEAD')}${dirty ? ' + uncommitted changes in src/' : ''}`;
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** How much other work shared the machine during the measured runs. */
@@ -112,23 +124,28 @@ async function main(): Promise<number> {
   const otherCores: number[] = [];
   const startedAt = Date.now();
 
+  // Each cell gets a freshly started server, so what one cell leaves behind (a grown heap, a queue
+  // directory full of entries) does not show up in the next cell's numbers.
   for (const name of SERVER_NAMES.filter((server) => selected.includes(server))) {
-    const setAll = (summary: CellSummary) => cells.forEach((cell) => ((results.get(cell) as Record<ServerName, CellSummary>)[name] = summary));
-    log(`== ${DISPLAY_NAMES[name]}: starting on port ${PORTS[name]}`);
-    try {
-      current = await startServer(name, { scratchDir, repoDir, debug: values.debug, log });
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      log(`== ${DISPLAY_NAMES[name]}: failed to start: ${reason}`);
-      setAll({ ok: false, error: reason });
-      continue;
-    }
-    const server = current;
-    versions.push(`${DISPLAY_NAMES[name]} ${server.version}`);
-    // Warm-up (not measured): JIT, worker start-up, Postfix's first smtpd/cleanup processes.
-    const warmUp = await runLoad(smtpSource, PORTS[name], { sessions: 20, messageBytes: 1024, reuseConnection: false, batch: quick ? 100 : 400, batches: 1 }, server.rootPid, invocationTimeoutMs);
-    if (!warmUp.ok) log(`   warm-up failed: ${warmUp.error}`);
-    for (const cell of cells) {
+    log(`== ${DISPLAY_NAMES[name]} on port ${PORTS[name]}`);
+    for (const [index, cell] of cells.entries()) {
+      const row = results.get(cell) as Record<ServerName, CellSummary>;
+      const serverDir = join(scratchDir, `${name}-${index + 1}`);
+      mkdirSync(serverDir);
+      try {
+        current = await startServer(name, { scratchDir: serverDir, repoDir, debug: values.debug, log });
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        log(`   failed to start: ${reason}`);
+        // Don't retry a server that cannot start for every cell.
+        for (const rest of cells.slice(index)) (results.get(rest) as Record<ServerName, CellSummary>)[name] = { ok: false, error: reason };
+        break;
+      }
+      const server = current;
+      if (index === 0) versions.push(`${DISPLAY_NAMES[name]} ${server.version}`);
+      // Warm-up (not measured): JIT, worker start-up, Postfix's first smtpd/cleanup processes.
+      const warmUp = await runLoad(smtpSource, PORTS[name], { ...cell, batch: Math.min(cell.batch, quick ? 100 : 400), batches: 1 }, server.rootPid, invocationTimeoutMs);
+      if (!warmUp.ok) log(`   warm-up failed: ${warmUp.error}`);
       const cellRuns: RunResult[] = [];
       for (let i = 0; i < runs; i++) {
         const quiet = await waitForQuiet(quietWaitMs);
@@ -146,11 +163,11 @@ async function main(): Promise<number> {
         );
         if (!result.ok) break; // the cell has failed; don't spend its other runs' time limits
       }
-      (results.get(cell) as Record<ServerName, CellSummary>)[name] = summarize(cellRuns);
+      row[name] = summarize(cellRuns);
+      await server.stop();
+      current = undefined;
+      if (!values.debug) rmSync(serverDir, { recursive: true, force: true });
     }
-    log(`== ${DISPLAY_NAMES[name]}: stopping`);
-    await server.stop();
-    current = undefined;
   }
   await cleanUp();
 
@@ -161,7 +178,7 @@ async function main(): Promise<number> {
     '',
     `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, Linux ${release()}; load: smtp-source on the same machine; ${runs === 1 ? '1 run' : `${runs} runs`} per cell; ${minutes} min in all.`,
     '',
-    ...versions.map((line) => `- ${line}`),
+    ...versions.map((line) => (line.startsWith('Portcullis') ? `- ${line}, commit ${commitOf(repoDir)}` : `- ${line}`)),
     '',
     noiseNote(otherCores),
     '',

@@ -5,7 +5,7 @@
 import { startHaraka } from './haraka.ts';
 import { startPortcullis } from './portcullis.ts';
 import { startPostfix } from './postfix.ts';
-import { isPortFree } from './util.ts';
+import { waitForFreePort } from './util.ts';
 
 export const SERVER_NAMES = ['portcullis', 'postfix', 'haraka'] as const;
 export type ServerName = (typeof SERVER_NAMES)[number];
@@ -36,7 +36,7 @@ export type RunningServer = {
 export async function startServer(name: ServerName, options: Omit<StartOptions, 'port'>): Promise<RunningServer> {
   const port = PORTS[name];
   // A stale server on the port would be measured instead of ours.
-  if (!(await isPortFree(port))) throw new Error(`port ${port} is already in use`);
+  if (!(await waitForFreePort(port, 10_000))) throw new Error(`port ${port} is already in use`);
   const start = { portcullis: startPortcullis, postfix: startPostfix, haraka: startHaraka }[name];
   return start({ ...options, port });
 }

@@ -32,15 +32,25 @@ function readBanner(port: number, timeoutMs: number): Promise<string | undefined
   });
 }
 
-export async function isPortFree(port: number): Promise<boolean> {
+function acceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: HOST, port });
     socket.on('connect', () => {
       socket.destroy();
-      resolve(false);
+      resolve(true);
     });
-    socket.on('error', () => resolve(true));
+    socket.on('error', () => resolve(false));
   });
+}
+
+/** Waits up to `timeoutMs` for nothing to listen on the port (a stopped server may take a moment). */
+export async function waitForFreePort(port: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await acceptsConnections(port)) {
+    if (Date.now() > deadline) return false;
+    await sleep(100);
+  }
+  return true;
 }
 
 /**
@@ -129,7 +139,8 @@ function signal(pid: number, name: NodeJS.Signals): void {
 
 /**
  * SIGTERM to the root we started, SIGKILL if it is still there after `graceMs`; then SIGKILL any of
- * its descendants (seen just before the stop) that outlived it.
+ * its descendants (seen just before the stop) that outlived it, and wait until all are gone, so
+ * the next server can have the port.
  */
 export async function stopTree(rootPid: number, graceMs = 10_000): Promise<void> {
   const { pids } = sampleTree(rootPid);
@@ -141,6 +152,7 @@ export async function stopTree(rootPid: number, graceMs = 10_000): Promise<void>
   for (const pid of pids) {
     if (pid !== rootPid && isRunning(pid)) signal(pid, 'SIGKILL');
   }
+  for (const pid of pids) await waitForExit(pid, 2000);
 }
 
 /** Finds an executable on PATH or in the sbin directories a non-root PATH may lack. */
