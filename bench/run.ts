@@ -23,7 +23,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,hara
 const SESSIONS = [20, 100];
 const MESSAGE_BYTES = [1024, 64 * 1024];
 /**
- * Portcullis closes a session after smtp.maxTransactions (default 100) MAIL commands, and under -d
+ * Portcullis closes a session after smtp.max_transactions (default 100) MAIL commands, and under -d
  * smtp-source's sessions share one message counter, so a fast session can take more than its
  * share: one invocation sends at most 40 messages per session on average, and a run repeats
  * invocations until it has sent its count.
@@ -61,7 +61,7 @@ function noiseNote(otherCores: number[]): string {
   const mean = otherCores.reduce((sum, cores) => sum + cores, 0) / otherCores.length;
   const worst = Math.max(...otherCores);
   const note = `Other work on the machine (other processes, hypervisor steal) kept ${mean.toFixed(2)} cores busy on average during the measured runs (worst run: ${worst.toFixed(2)}).`;
-  return worst > 0.25 ? `${note} **Warning: the machine was not quiet; these numbers are perturbed.**` : note;
+  return worst > 0.5 ? `${note} **Warning: the machine was not quiet; these numbers are perturbed.**` : note;
 }
 
 function log(line: string): void {
