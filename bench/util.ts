@@ -1,7 +1,7 @@
 // Small helpers the benchmark's server starters share: SMTP readiness, commands with a time limit,
 // and stopping a process we started by its PID. Never signals a process it was not handed.
 
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -73,7 +73,8 @@ export async function waitForBanner(port: number, timeoutMs: number, failure: ()
   throw new Error(`no 220 banner on ${HOST}:${port} within ${timeoutMs / 1000} s (${last})`);
 }
 
-export type CommandResult = { code: number | null; stdout: string; stderr: string; timedOut: boolean };
+/** `code` is null when the command was killed (time limit) or could not start. */
+export type CommandResult = { code: number | null; stdout: string; stderr: string };
 
 /** Runs a command to completion (no shell), killing it after `timeoutMs`. */
 export function runCommand(
@@ -88,14 +89,14 @@ export function runCommand(
       { timeout: options.timeoutMs, killSignal: 'SIGKILL', cwd: options.cwd, env: options.env, maxBuffer: 16 << 20 },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
-        resolve({ code, stdout, stderr, timedOut: error !== null && error.killed === true && child.exitCode === null });
+        resolve({ code, stdout, stderr });
       },
     );
     child.stdin?.end();
   });
 }
 
-export type Spawned = { child: ChildProcess; pid: number; exitReason: () => string | undefined; logPath: string };
+export type Spawned = { pid: number; exitReason: () => string | undefined };
 
 /** Starts a long-running server with stdin closed and stdout+stderr appended to `logPath`. */
 export function spawnLogged(file: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; logPath: string }): Spawned {
@@ -110,7 +111,7 @@ export function spawnLogged(file: string, args: string[], options: { cwd: string
     exit = `could not start: ${error.message}`;
   });
   if (child.pid === undefined) throw new Error(`could not start ${file}`);
-  return { child, pid: child.pid, exitReason: () => exit, logPath: options.logPath };
+  return { pid: child.pid, exitReason: () => exit };
 }
 
 /** The last lines of a log, formatted to follow a failure reason. */
