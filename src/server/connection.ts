@@ -190,13 +190,24 @@ export class Connection {
     });
   }
 
-  /** Stop reading while the machine waits (backpressure); pick the timeout for what comes next. */
+  /**
+   * Stop reading while the machine waits, or while the client is not reading our replies
+   * (Security: a client that pipelines endlessly and never reads would otherwise grow our
+   * write buffer without bound); pick the timeout for what comes next.
+   */
   #applyFlowControl(): void {
     const s = this.#socket;
     const phase = this.#machine.phase;
     if (phase === 'waiting') {
       s.pause();
       s.setTimeout(0);
+      return;
+    }
+    if (s.writableNeedDrain) {
+      s.pause();
+      s.once('drain', () => this.#applyFlowControl());
+      // The write timeout: a client that never reads is as idle as one that never writes.
+      s.setTimeout(this.#deps.commandTimeoutMs);
       return;
     }
     s.setTimeout(phase === 'data' ? this.#deps.dataTimeoutMs : this.#deps.commandTimeoutMs);

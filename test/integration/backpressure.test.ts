@@ -1,0 +1,52 @@
+// Security: a client that pipelines commands without ever reading the replies cannot make the
+// server buffer replies without bound: reading stops while the reply buffer is full.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { defaultConfig } from '../../src/config/types.ts';
+import { startTestServer } from '../helpers/server.ts';
+
+/** 300 batches of 10,000 NOOPs: 18 MB, far more than the kernel's socket buffers hold. */
+const MAX_BATCHES = 300;
+
+test('replies that the client does not read stop the server from reading more', { timeout: 30_000 }, async (t) => {
+  const cfg = defaultConfig();
+  const server = await startTestServer(cfg);
+  t.after(() => server.stop());
+  const socket = net.connect({ host: '127.0.0.1', port: server.port });
+  await new Promise((r) => socket.once('connect', r));
+  socket.pause(); // never read
+  const batch = Buffer.from('NOOP\r\n'.repeat(10_000));
+  let written = 0;
+  // Write until our own send buffer refuses more (the server stopped reading), bounded.
+  for (let i = 0; i < MAX_BATCHES; i++) {
+    const ok = socket.write(batch);
+    written += batch.length;
+    if (!ok) {
+      const drained = await Promise.race([new Promise((r) => socket.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), 500))]);
+      if (!drained) break;
+    }
+  }
+  // Each NOOP gets a 16-octet reply: had the server kept reading, it would have queued replies
+  // for everything written (kernel socket buffers alone hold a few MB).
+  t.diagnostic(`written before the server stopped reading: ${written} octets`);
+  assert.ok(written < MAX_BATCHES * batch.length, `the server kept reading (${written} octets written)`);
+  // Once the client reads, everything flows again and the session still works.
+  socket.resume();
+  let text = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (d: string) => (text += d));
+  socket.write('QUIT\r\n');
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no 221 after resuming')), 20_000);
+    const check = setInterval(() => {
+      if (text.includes('221 2.0.0 Bye')) {
+        clearInterval(check);
+        clearTimeout(timer);
+        resolve();
+      }
+    }, 20);
+  });
+  socket.destroy();
+});
