@@ -18,9 +18,16 @@ const EMPTY = Buffer.alloc(0);
 
 /** Index of `byte` in buf[from, end), or end. */
 function nextIndex(buf: Buffer, byte: number, from: number, end: number): number {
-  const at = buf.indexOf(byte, from);
-  return at === -1 || at > end ? end : at;
+  // Search only [from, end): for small BDAT chunks in a large read, searching to the end of the
+  // buffer each time would cost O(read size) per chunk.
+  const at = (end === buf.length ? buf : buf.subarray(0, end)).indexOf(byte, from);
+  return at === -1 ? end : at;
 }
+
+/** Runs shorter than this are copied into a shared block instead of kept as views, so a body of
+ *  tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) cannot cost a view per few octets. */
+const MIN_VIEW_BYTES = 4096;
+const BLOCK_BYTES = 65536;
 
 export type LineDefect = 'bare-cr' | 'bare-lf' | 'nul';
 
@@ -68,7 +75,11 @@ export type ContentOptions = {
  * known to be refused, so a refused body costs no memory.
  */
 export class ContentScanner {
-  readonly chunks: Buffer[] = [];
+  readonly #chunks: Buffer[] = [];
+  /** The block short runs are copied into, and how much of it is used. */
+  #block: Buffer | null = null;
+  #blockUsed = 0;
+  #blockStart = 0;
   /** Content octets seen (kept or not), so the size check sees the real size. */
   size = 0;
   readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false };
@@ -85,6 +96,12 @@ export class ContentScanner {
   get isRefused(): boolean {
     const d = this.defects;
     return d.tooBig || d.longLine || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
+  }
+
+  /** The kept content (canonical, unstuffed) as a list of buffers. */
+  get chunks(): Buffer[] {
+    this.#sealBlock();
+    return this.#chunks;
   }
 
   /** Kept content octets (what will be stored). */
@@ -134,6 +151,7 @@ export class ContentScanner {
             this.#keep(buf, runStart, i);
             this.#keepConst(CRLF);
             runStart = i + 1;
+            line = 0; // normalised to a line end: the next line starts here
           }
           // A bare LF does not end a line: still one wire line (it counts toward its length).
         } else {
@@ -162,6 +180,7 @@ export class ContentScanner {
           this.#keep(buf, runStart, i);
           this.#keepConst(LF_ONLY);
           runStart = i;
+          line = 0;
         }
         state = S_MID;
         continue;
@@ -187,6 +206,7 @@ export class ContentScanner {
           continue;
         }
         state = S_MID; // a stuffed dot, removed (RFC 5321 4.5.2)
+        line--; // RFC 5321 4.5.3.1.6: the limit is on the text line, without the stuffing dot
         continue;
       }
       // S_DOT_CR
@@ -197,7 +217,11 @@ export class ContentScanner {
       }
       // "." CR <not LF>: the dot was stuffing, the CR is bare.
       this.defects.bareCr = true;
-      if (normalize) this.#keepConst(CRLF);
+      line--;
+      if (normalize) {
+        this.#keepConst(CRLF);
+        line = 0;
+      }
       runStart = i;
       state = S_MID;
     }
@@ -222,12 +246,42 @@ export class ContentScanner {
   #keep(buf: Buffer, from: number, to: number): void {
     if (to <= from) return;
     this.#count(to - from);
-    if (this.#isKeeping) this.chunks.push(buf.subarray(from, to));
+    if (!this.#isKeeping) return;
+    if (to - from >= MIN_VIEW_BYTES) {
+      this.#sealBlock();
+      this.#chunks.push(buf.subarray(from, to)); // a view: no copy of long runs
+    } else {
+      this.#copy(buf, from, to);
+    }
   }
 
   #keepConst(b: Buffer): void {
     this.#count(b.length);
-    if (this.#isKeeping) this.chunks.push(b);
+    if (this.#isKeeping) this.#copy(b, 0, b.length);
+  }
+
+  #copy(src: Buffer, from: number, to: number): void {
+    let at = from;
+    while (at < to) {
+      if (this.#block === null || this.#blockUsed === this.#block.length) {
+        this.#sealBlock();
+        this.#block = Buffer.allocUnsafe(BLOCK_BYTES);
+        this.#blockUsed = 0;
+        this.#blockStart = 0;
+      }
+      const n = Math.min(to - at, this.#block.length - this.#blockUsed);
+      src.copy(this.#block, this.#blockUsed, at, at + n);
+      this.#blockUsed += n;
+      at += n;
+    }
+  }
+
+  /** Appends the filled part of the block to the chunk list (order with views preserved). */
+  #sealBlock(): void {
+    if (this.#block !== null && this.#blockUsed > this.#blockStart) {
+      this.#chunks.push(this.#block.subarray(this.#blockStart, this.#blockUsed));
+      this.#blockStart = this.#blockUsed;
+    }
   }
 
   #count(n: number): void {
@@ -236,7 +290,10 @@ export class ContentScanner {
     if (this.#isKeeping && this.isRefused) {
       // Security: a body we will refuse is not buffered.
       this.#isKeeping = false;
-      this.chunks.length = 0;
+      this.#chunks.length = 0;
+      this.#block = null;
+      this.#blockUsed = 0;
+      this.#blockStart = 0;
     }
   }
 }

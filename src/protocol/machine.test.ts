@@ -197,3 +197,72 @@ test('commit failure answers 451 4.3.0 and the session goes on', () => {
   const out = d.step({ type: 'commit-failed', nowMs: 1, reason: 'EIO' });
   assert.deepEqual(out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: Reply }).reply).trimEnd()), ['451 4.3.0 Temporary failure storing the message, try again later', '250 2.0.0 Ok']);
 });
+
+test('half-close during a commit: the 250 and the pipelined QUIT are still answered', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  d.send('DATA\r\n');
+  d.step({ type: 'bytes', nowMs: 1, data: Buffer.from('hello\r\n.\r\nQUIT\r\n') });
+  const ended = d.step({ type: 'end-of-input', nowMs: 2 });
+  assert.ok(!ended.some((o) => o.type === 'close'), 'not closed while the commit is outstanding');
+  const out = d.step({ type: 'committed', nowMs: 3 });
+  const replies = out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: Reply }).reply).trimEnd());
+  assert.deepEqual(replies.map((r) => r.slice(0, 3)), ['250', '221']);
+  assert.ok(out.some((o) => o.type === 'close'));
+});
+
+test('half-close with a partial command: answered what was complete, then closed', () => {
+  const d = new Driver(config());
+  d.send('NOOP\r\nNO');
+  const out = d.step({ type: 'end-of-input', nowMs: 2 });
+  assert.ok(out.some((o) => o.type === 'close'));
+});
+
+test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1)', () => {
+  const m = new SmtpMachine(config({ policyStages: new Set<PolicyStage>(['connect']) }));
+  m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.1', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
+  m.step({ type: 'verdict', nowMs: 1, verdict: { action: 'reject', reply: { code: 554, enhanced: '5.7.1', lines: ['No service'] }, check: 't', reason: 'r' } });
+  const out = m.step({ type: 'bytes', nowMs: 2, data: Buffer.from('EHLO c.example\r\nMAIL FROM:<>\r\nQUIT\r\n') });
+  const codes = out.filter((o) => o.type === 'reply').map((o) => (o as { reply: Reply }).reply.code);
+  assert.deepEqual(codes, [503, 503, 221]);
+});
+
+test('security: a BDAT line that does not parse ends the session (the chunk boundary is unknown)', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  const r = d.send('BDAT 75\tLAST\r\nRSET\r\nMAIL FROM:<ceo@example.test>\r\n');
+  assert.deepEqual(r, ['421 4.5.0 Malformed BDAT: chunk boundary unknown, closing connection']);
+  assert.equal(d.m.phase, 'closed');
+});
+
+test('RFC 5321 4.5.3.1.6: the stuffing dot does not count toward the 1000-octet line limit', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  d.send(`DATA\r\n..${'x'.repeat(997)}\r\n.\r\n`);
+  assert.equal(d.outputs.at(-1)!.type, 'commit');
+});
+
+test('normalize mode: LF-only lines are lines for the length limit', () => {
+  const d = new Driver(config({ isNormalizingBareLineEndings: true }));
+  txnReady(d);
+  d.send(`DATA\r\n${'line of text\n'.repeat(200)}\r\n.\r\n`);
+  assert.equal(d.outputs.at(-1)!.type, 'commit');
+});
+
+test('security: tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) are coalesced', () => {
+  const d = new Driver(config());
+  txnReady(d);
+  d.send(`DATA\r\n${'..\r\n'.repeat(50_000)}.\r\n`);
+  const commit = d.outputs.at(-1) as Extract<Output, { type: 'commit' }>;
+  assert.equal(commit.type, 'commit');
+  assert.ok(commit.body.length < 10, `${commit.body.length} pieces for 150,000 octets`);
+  assert.equal(Buffer.concat(commit.body.slice(1)).toString(), '.\r\n'.repeat(50_000));
+  d.step({ type: 'committed', nowMs: 9 });
+  d.send('MAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
+  const content = 'ab\r\n'.repeat(1250);
+  d.send(`${Array.from(content, (c) => `BDAT 1\r\n${c}`).join('')}BDAT 0 LAST\r\n`);
+  const bdat = d.outputs.at(-1) as Extract<Output, { type: 'commit' }>;
+  assert.equal(bdat.type, 'commit');
+  assert.ok(bdat.body.length < 10, `${bdat.body.length} pieces for 5,000 one-octet chunks`);
+  assert.equal(Buffer.concat(bdat.body.slice(1)).toString(), content);
+});

@@ -77,6 +77,11 @@ export class SmtpMachine {
   #scanner: ContentScanner | null = null;
   #bdat: BdatState | null = null;
   #waiting: Waiting = { kind: 'none' };
+  /** The client half-closed: finish the outstanding action and the complete commands already
+   *  received (their replies can still be written), then close. */
+  #isInputEnded = false;
+  /** A connect-stage refusal: RFC 5321 3.1, only QUIT is served after it (503 to the rest). */
+  #isRefusedAtConnect = false;
   /** Time of the input being handled: the only clock the core knows. */
   #nowMs = 0;
 
@@ -141,8 +146,7 @@ export class SmtpMachine {
         this.#fatal(REPLY.shuttingDown, out);
         break;
       case 'end-of-input':
-        if (this.#txn !== null) out.push({ type: 'log', level: 'info', msg: 'client closed the connection during a transaction' });
-        this.#close(out);
+        this.#isInputEnded = true;
         break;
       default:
         assertNever(input);
@@ -167,7 +171,13 @@ export class SmtpMachine {
   #pump(out: Output[], nowMs: number): void {
     while (this.#waiting.kind === 'none') {
       const frame = this.#framer.next();
-      if (frame === null) return;
+      if (frame === null) {
+        if (this.#isInputEnded) {
+          if (this.#txn !== null) out.push({ type: 'log', level: 'info', msg: 'client closed the connection during a transaction' });
+          this.#close(out);
+        }
+        return;
+      }
       this.#onFrame(frame, out, nowMs);
     }
   }
@@ -203,9 +213,13 @@ export class SmtpMachine {
   #onCommandLine(text: string, out: Output[], nowMs: number): void {
     const parsed = parseCommand(text);
     if (!parsed.ok) {
+      // Security: a BDAT we cannot parse leaves the chunk boundary unknown; reading on would run
+      // the chunk's octets as commands. The only safe answer is to end the session.
+      if (parsed.error === 'syntax' && parsed.usage.startsWith('BDAT')) return this.#fatal(REPLY.bdatUnparsable, out);
       this.#error(parsed.error === 'unknown' ? REPLY.unknownCommand : REPLY.syntax(parsed.usage), out);
       return;
     }
+    if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') return this.#error(REPLY.refusedAtConnect, out);
     this.#dispatch(parsed.command, out, nowMs);
   }
 
@@ -483,6 +497,7 @@ export class SmtpMachine {
       this.#txn = null;
       this.#scanner = null;
     }
+    if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     this.#reply(verdict.reply, out);
   }

@@ -24,6 +24,8 @@ export type ConnectionDeps = {
   policy: PolicyRunner | null;
   commandTimeoutMs: number;
   dataTimeoutMs: number;
+  /** Upper bound on one spool commit or policy verdict. */
+  actionTimeoutMs: number;
   /** Called once when the connection is gone. */
   onClose: (c: Connection) => void;
 };
@@ -84,6 +86,11 @@ export class Connection {
     if (this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
   }
 
+  /** Past the stop deadline: drop the connection whatever it is doing. */
+  abort(): void {
+    this.#destroy();
+  }
+
   get isIdle(): boolean {
     return this.#pendingActions === 0;
   }
@@ -106,17 +113,14 @@ export class Connection {
 
   #feed(input: Input): void {
     if (this.#isClosed) return;
-    let outputs: Output[];
     try {
-      outputs = this.#machine.step(input);
+      this.#handle(this.#machine.step(input));
     } catch (err) {
       // Our bug, not the peer's: this connection only.
-      this.#log.error({ err }, 'internal error in session machine');
+      this.#log.error({ err }, 'internal error in session');
       this.#write(formatReply(REPLY.internalError));
       this.#close();
-      return;
     }
-    this.#handle(outputs);
   }
 
   #handle(outputs: Output[]): void {
@@ -144,6 +148,7 @@ export class Connection {
               (): Input => ({ type: 'committed', nowMs: Date.now() }),
               (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
             ),
+            () => ({ type: 'commit-failed', nowMs: Date.now(), reason: 'spool commit timed out' }),
           );
           break;
         case 'policy': {
@@ -154,9 +159,10 @@ export class Connection {
               (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
               (err: unknown): Input => {
                 log.error({ err }, 'policy runner failed');
-                return { type: 'verdict', nowMs: Date.now(), verdict: { action: 'tempfail', reply: REPLY.internalError, check: 'pipeline', reason: 'runner threw' } };
+                return { type: 'verdict', nowMs: Date.now(), verdict: { action: 'disconnect', reply: REPLY.internalError, check: 'pipeline', reason: 'runner threw' } };
               },
             ),
+            () => ({ type: 'verdict', nowMs: Date.now(), verdict: { action: 'disconnect', reply: REPLY.internalError, check: 'pipeline', reason: 'policy timed out' } }),
           );
           break;
         }
@@ -181,13 +187,26 @@ export class Connection {
     this.#applyFlowControl();
   }
 
-  #runAction(p: Promise<Input>): void {
+  /**
+   * Runs one action the machine waits for. Every wait is bounded: past the deadline the action
+   * counts as failed (`onTimeout`), and its late result is ignored.
+   */
+  #runAction(p: Promise<Input>, onTimeout: () => Input): void {
     this.#pendingActions++;
-    void p.then((input) => {
+    let isSettled = false;
+    const settle = (input: Input): void => {
+      if (isSettled) return;
+      isSettled = true;
+      clearTimeout(timer);
       this.#pendingActions--;
       this.#feed(input);
       if (this.#isShuttingDown && this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
-    });
+    };
+    const timer = setTimeout(() => {
+      this.#log.warn({ timeoutMs: this.#deps.actionTimeoutMs }, 'action timed out');
+      settle(onTimeout());
+    }, this.#deps.actionTimeoutMs);
+    void p.then(settle);
   }
 
   /**
@@ -237,7 +256,10 @@ export class Connection {
       this.#feed({ type: 'tls-failed', nowMs: Date.now(), reason: err.message });
     };
     secure.once('error', onHandshakeError);
-    secure.once('close', () => this.#destroy());
+    secure.once('close', () => {
+      clearTimeout(handshakeTimer);
+      this.#destroy();
+    });
   }
 
   #write(text: string): void {

@@ -25,6 +25,8 @@ export type ServerOptions = {
 
 /** How long a graceful stop waits for sessions to finish their current action. */
 const STOP_GRACE_MS = 10_000;
+/** A spool commit or policy verdict that takes longer fails (451 / 421): every wait is bounded. */
+const ACTION_TIMEOUT_MS = 120_000;
 
 export class SmtpServer {
   readonly #opts: ServerOptions;
@@ -57,10 +59,11 @@ export class SmtpServer {
       policy: this.#opts.policy ?? null,
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
+      actionTimeoutMs: ACTION_TIMEOUT_MS,
       onClose: (c: Connection) => this.#connections.delete(c),
     };
     for (const addr of config.smtp.listen) {
-      const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+      const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
         const c = new Connection(socket, deps);
         this.#connections.add(c);
         c.start();
@@ -82,11 +85,14 @@ export class SmtpServer {
 
   /** Stop accepting, tell every session 421 4.3.2 once its current action is done, wait. */
   async stop(): Promise<void> {
-    await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // close() stops accepting at once; its callback would wait for every connection to end, so
+    // the sessions are told first (421 4.3.2 once their current action is done).
+    for (const s of this.#servers) s.close();
     for (const c of this.#connections) c.shutdown();
     const deadline = Date.now() + STOP_GRACE_MS;
     while (this.#connections.size > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
+    for (const c of this.#connections) c.abort();
   }
 }

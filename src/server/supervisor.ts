@@ -16,6 +16,8 @@ import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 /** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
 const EARLY_DEATH_MS = 5_000;
 const MAX_BACKOFF_MS = 30_000;
+/** Deaths before a first "listening" after which the primary gives up and exits 1. */
+const MAX_STARTUP_FAILURES = 3;
 
 export function workerCount(cfg: Config): number {
   return cfg.smtp.workers === 'auto' ? Math.max(1, os.availableParallelism()) : cfg.smtp.workers;
@@ -35,40 +37,64 @@ export async function serve(cfg: Config): Promise<void> {
 function runPrimary(n: number, log: Logger, tlsState: string): void {
   let isStopping = false;
   let ready = 0;
+  /** Workers that died before they ever listened: a broken set-up (port taken, bad spool). */
+  let startupFailures = 0;
   const startedAt = new Map<number, number>();
-  let backoffMs = 0;
-  const fork = (): void => {
+  const listening = new Set<number>();
+  const backoffMs = new Map<number, number>(); // per worker slot
+  const pendingForks = new Set<NodeJS.Timeout>();
+  const fork = (slot: number): void => {
+    if (isStopping) return;
     const w = cluster.fork();
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
-      if (m === 'listening' && ++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
+      if (m !== 'listening') return;
+      listening.add(w.id);
+      if (++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
+    });
+    w.on('exit', (code, signal) => {
+      const lived = Date.now() - (startedAt.get(w.id) ?? 0);
+      const didListen = listening.delete(w.id);
+      startedAt.delete(w.id);
+      if (isStopping) {
+        if (Object.keys(cluster.workers ?? {}).length === 0) {
+          log.info('all workers stopped');
+          process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+        }
+        return;
+      }
+      if (!didListen && ++startupFailures >= MAX_STARTUP_FAILURES) {
+        log.fatal({ worker: w.id, code, signal }, 'workers keep failing before they listen; giving up');
+        stop('startup failure', 1);
+        return;
+      }
+      // A crashed worker loses only its own sessions; the others keep serving.
+      const previous = backoffMs.get(slot) ?? 0;
+      const delay = lived < EARLY_DEATH_MS ? Math.min(MAX_BACKOFF_MS, Math.max(100, previous * 2)) : 0;
+      backoffMs.set(slot, delay);
+      log.error({ worker: w.id, code, signal, restartInMs: delay }, 'worker died; restarting');
+      const t = setTimeout(() => {
+        pendingForks.delete(t);
+        fork(slot);
+      }, delay);
+      pendingForks.add(t);
     });
   };
-  cluster.on('exit', (worker, code, signal) => {
-    const lived = Date.now() - (startedAt.get(worker.id) ?? 0);
-    startedAt.delete(worker.id);
-    if (isStopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
-        log.info('all workers stopped');
-        process.exit(0);
-      }
-      return;
-    }
-    // A crashed worker loses only its own sessions; the others keep serving.
-    backoffMs = lived < EARLY_DEATH_MS ? Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2)) : 0;
-    log.error({ worker: worker.id, code, signal, restartInMs: backoffMs }, 'worker died; restarting');
-    setTimeout(fork, backoffMs);
-  });
-  const stop = (sig: string): void => {
+  const stop = (why: string, exitCode = 0): void => {
     if (isStopping) return;
     isStopping = true;
-    log.info({ signal: sig }, 'stopping workers');
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    setTimeout(() => process.exit(0), 15_000).unref();
+    for (const t of pendingForks) clearTimeout(t);
+    pendingForks.clear();
+    log.info({ reason: why }, 'stopping workers');
+    const workers = Object.values(cluster.workers ?? {});
+    if (workers.length === 0) process.exit(exitCode);
+    for (const w of workers) w?.process.kill('SIGTERM');
+    setTimeout(() => process.exit(exitCode), 15_000).unref();
+    if (exitCode !== 0) process.exitCode = exitCode;
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  for (let i = 0; i < n; i++) fork();
+  for (let i = 0; i < n; i++) fork(i);
 }
 
 async function runWorker(cfg: Config, log: Logger): Promise<void> {
