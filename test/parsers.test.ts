@@ -89,3 +89,14 @@ test('addresses: RFC 5321 4.1.2 examples', () => {
   assert.ok(!ok(`<${'a'.repeat(65)}@example.test>`));
   assert.ok(!ok('<@bad:a@example.test>'.replace('@bad', 'bad')));
 });
+
+test('security: C1 controls, bidi overrides and invalid UTF-8 are refused even under SMTPUTF8', () => {
+  const ok = (s: string) => parsePath(s, { allowNull: false, allowUtf8: true }).ok;
+  assert.ok(ok('<jörg@exämple.test>'));
+  assert.ok(!ok('<a\u009bb@example.test>'));
+  assert.ok(!ok('<a\u202eb@example.test>'));
+  assert.ok(!ok('<"a\u202eb"@example.test>'));
+  assert.ok(!ok(`<${Buffer.from([0xff, 0xfe]).toString('utf8')}@example.test>`));
+  assert.ok(!ok('<a@ex\u2066ample.test>'));
+  assert.ok(!ok('<a@[IPv6:fe80::1%eth0]>'));
+});

@@ -28,8 +28,20 @@ for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!
   ATEXT[c.charCodeAt(0)] = 1;
 }
 
+/**
+ * Security: RFC 6531 allows UTF-8, but not C1 controls (U+0080-U+009F, e.g. CSI terminal
+ * escapes) or bidirectional overrides (U+202A-U+202E, U+2066-U+2069, U+200E/F), which would
+ * reach logs, Received: headers and `spool list` output; nor U+FFFD, which stands for octets that
+ * were not valid UTF-8.
+ */
+export function isAllowedNonAscii(code: number): boolean {
+  if (code <= 0x9f) return false;
+  if (code === 0x200e || code === 0x200f || (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069)) return false;
+  return code !== 0xfffd;
+}
+
 function isAtextChar(code: number, allowUtf8: boolean): boolean {
-  return code < 128 ? ATEXT[code] === 1 : allowUtf8;
+  return code < 128 ? ATEXT[code] === 1 : allowUtf8 && isAllowedNonAscii(code);
 }
 
 function isDotString(s: string, allowUtf8: boolean): boolean {
@@ -61,7 +73,7 @@ function isQuotedString(s: string, allowUtf8: boolean): boolean {
     } else if (c === 0x22) {
       return false;
     } else if (c >= 128) {
-      if (!allowUtf8) return false;
+      if (!allowUtf8 || !isAllowedNonAscii(c)) return false;
     } else if (c < 32 || c > 126) {
       return false;
     }
@@ -80,7 +92,7 @@ export function isDomain(s: string, allowUtf8 = false): boolean {
     for (let i = 0; i < label.length; i++) {
       const c = label.charCodeAt(i);
       const ok =
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || (c >= 128 && allowUtf8);
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || (c >= 128 && allowUtf8 && isAllowedNonAscii(c));
       if (!ok) return false;
     }
   }
@@ -92,7 +104,8 @@ export function isAddressLiteral(s: string): boolean {
   if (s.length < 3 || s[0] !== '[' || s[s.length - 1] !== ']') return false;
   const inner = s.slice(1, -1);
   if (isIPv4(inner)) return true;
-  if (inner.slice(0, 5).toLowerCase() === 'ipv6:') return isIPv6(inner.slice(5));
+  // RFC 5321 IPv6-addr has no zone index ("%eth0"), which node:net would accept.
+  if (inner.slice(0, 5).toLowerCase() === 'ipv6:') return !inner.includes('%') && isIPv6(inner.slice(5));
   // General-address-literal: Standardized-tag ":" 1*dcontent. No tag other than IPv6 is
   // registered, so anything else is refused rather than passed on.
   return false;
