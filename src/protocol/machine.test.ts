@@ -266,3 +266,13 @@ test('security: tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) are c
   assert.ok(bdat.body.length < 10, `${bdat.body.length} pieces for 5,000 one-octet chunks`);
   assert.equal(Buffer.concat(bdat.body.slice(1)).toString(), content);
 });
+
+test('RFC 3030: chunks pipelined after a refused BDAT chunk get the refusal, not an error each', () => {
+  const d = new Driver(config({ maxMessageBytes: 10, maxErrors: 3 }));
+  txnReady(d);
+  const chunk = 'BDAT 8\r\n12345678';
+  const r = d.send(`${chunk}${chunk}${chunk}${chunk}${chunk}BDAT 2 LAST\r\nxy`);
+  assert.deepEqual(r.map((x) => x.slice(0, 9)), ['250 2.0.0', '552 5.3.4', '552 5.3.4', '552 5.3.4', '552 5.3.4', '552 5.3.4']);
+  assert.equal(d.m.phase, 'command', 'one refused message is one error');
+  assert.deepEqual(d.send('BDAT 1 LAST\r\nx'), ['503 5.5.1 Need MAIL command']);
+});

@@ -67,7 +67,7 @@ type Waiting =
   | { kind: 'closed' };
 
 /** After a BDAT command: what to answer once its octets have been read. */
-type BdatState = { size: number; isLast: boolean; refusal: Reply | null };
+type BdatState = { size: number; isLast: boolean; refusal: Reply | null; isRestOfRefusedMessage: boolean };
 
 export class SmtpMachine {
   readonly #cfg: MachineConfig;
@@ -77,6 +77,9 @@ export class SmtpMachine {
   #scanner: ContentScanner | null = null;
   #bdat: BdatState | null = null;
   #waiting: Waiting = { kind: 'none' };
+  /** A BDAT message was refused before its LAST chunk: the client may have pipelined the rest;
+   *  those chunks get the same refusal without counting as new errors (RFC 3030 4.1). */
+  #refusedBdat: Reply | null = null;
   /** The client half-closed: finish the outstanding action and the complete commands already
    *  received (their replies can still be written), then close. */
   #isInputEnded = false;
@@ -250,6 +253,7 @@ export class SmtpMachine {
         this.#askPolicy('mail', candidate, out, (o) => {
           session.counters.transactions = seq;
           this.#txn = candidate;
+          this.#refusedBdat = null;
           this.#reply(REPLY.senderOk, o);
         });
         return;
@@ -274,6 +278,7 @@ export class SmtpMachine {
         return this.#onBdat(cmd.size, cmd.isLast, out);
       case 'RSET':
         this.#txn = null;
+        this.#refusedBdat = null;
         return this.#reply(REPLY.reset, out);
       case 'NOOP':
         // Anti-virus proxies keep sessions alive with NOOPs for minutes: free, never an error.
@@ -310,13 +315,16 @@ export class SmtpMachine {
     const txn = this.#txn;
     // RFC 3030 2: the chunk's octets follow the command whatever we answer; read them first.
     let refusal: Reply | null = null;
-    if (txn === null) refusal = REPLY.needMail;
+    const isRestOfRefusedMessage = txn === null && this.#refusedBdat !== null;
+    if (isRestOfRefusedMessage) refusal = this.#refusedBdat;
+    else if (txn === null) refusal = REPLY.needMail;
     else if (txn.recipients.length === 0) refusal = REPLY.needRcpt;
     if (refusal === null && !txn!.usedBdat) {
       txn!.usedBdat = true;
       this.#scanner = this.#newScanner(false);
     }
-    this.#bdat = { size, isLast, refusal };
+    if (isLast) this.#refusedBdat = null;
+    this.#bdat = { size, isLast, refusal, isRestOfRefusedMessage };
     this.#framer.expectBdat(size, refusal === null ? this.#scanner : null);
   }
 
@@ -333,9 +341,12 @@ export class SmtpMachine {
     const bdat = this.#bdat!;
     this.#bdat = null;
     out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: bdat.size, isLast: bdat.isLast } });
-    if (bdat.refusal !== null) return this.#error(bdat.refusal, out);
+    if (bdat.refusal !== null) return bdat.isRestOfRefusedMessage ? this.#reply(bdat.refusal, out) : this.#error(bdat.refusal, out);
     const scanner = this.#scanner!;
-    if (scanner.defects.tooBig) return this.#refuseContent(scanner, out);
+    if (scanner.defects.tooBig) {
+      if (!bdat.isLast) this.#refusedBdat = REPLY.messageTooBig;
+      return this.#refuseContent(scanner, out);
+    }
     if (!bdat.isLast) return this.#reply(REPLY.chunkOk(bdat.size), out);
     scanner.finish();
     this.#endOfContent(out, nowMs);
