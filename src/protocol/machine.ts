@@ -203,10 +203,10 @@ export class SmtpMachine {
         this.#error(REPLY.lineTooLong, out);
         return;
       case 'data-end':
-        this.#onDataEnd(out, nowMs);
+        this.#onDataEnd(out);
         return;
       case 'bdat-end':
-        this.#onBdatEnd(out, nowMs);
+        this.#onBdatEnd(out);
         return;
       default:
         assertNever(frame);
@@ -337,7 +337,7 @@ export class SmtpMachine {
     });
   }
 
-  #onBdatEnd(out: Output[], nowMs: number): void {
+  #onBdatEnd(out: Output[]): void {
     const bdat = this.#bdat!;
     this.#bdat = null;
     out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: bdat.size, isLast: bdat.isLast } });
@@ -349,20 +349,19 @@ export class SmtpMachine {
     }
     if (!bdat.isLast) return this.#reply(REPLY.chunkOk(bdat.size), out);
     scanner.finish();
-    this.#endOfContent(out, nowMs);
+    this.#endOfContent(out);
   }
 
-  #onDataEnd(out: Output[], nowMs: number): void {
+  #onDataEnd(out: Output[]): void {
     out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: this.#scanner!.size, end: '.' } });
-    this.#endOfContent(out, nowMs);
+    this.#endOfContent(out);
   }
 
-  #endOfContent(out: Output[], nowMs: number): void {
+  #endOfContent(out: Output[]): void {
     const scanner = this.#scanner!;
     if (scanner.isRefused) return this.#refuseContent(scanner, out);
     const txn = this.#txn!;
     this.#askPolicy('data', null, out, (o, now) => this.#commit(txn, scanner, o, now));
-    void nowMs;
   }
 
   /** Security: a body with bare CR/LF or NUL (smuggling), an over-long line or too many octets is refused after the real end of data. */

@@ -91,10 +91,6 @@ export class Connection {
     this.#destroy();
   }
 
-  get isIdle(): boolean {
-    return this.#pendingActions === 0;
-  }
-
   #attach(s: Socket): void {
     s.on('data', this.#onData);
     s.on('end', this.#onEnd);
