@@ -19,6 +19,8 @@ export type MachineConfig = {
   localDomains: ReadonlySet<string>;
   /** STARTTLS is advertised and honoured only when the shell has a certificate. */
   isTlsAvailable: boolean;
+  /** Policy refusals in one session after which it ends with 421 4.7.0. */
+  maxPolicyRefusals: number;
   /** Stages at which the machine asks the shell's policy pipeline and waits for a verdict. */
   policyStages: ReadonlySet<PolicyStage>;
 };

@@ -23,6 +23,7 @@ function config(over: Partial<MachineConfig> = {}): MachineConfig {
     isNormalizingBareLineEndings: false,
     localDomains: new Set(['example.test']),
     isTlsAvailable: true,
+    maxPolicyRefusals: 3,
     policyStages: new Set<PolicyStage>(),
     ...over,
   };

@@ -23,10 +23,15 @@ import {
 } from './session.ts';
 import type { Envelope } from '../spool/types.ts';
 
+/**
+ * A policy check's answer. `continue` means "no opinion"; `accept` ends the stage's checks.
+ * Refusals carry the client's reply, the check's name, the reason for the log, and the key the
+ * verdict is about (what a later transaction must match to inherit it) with an optional TTL.
+ */
 export type PolicyVerdict =
   | { action: 'continue' }
   | { action: 'accept' }
-  | { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; check: string; reason: string };
+  | { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; check: string; reason: string; key?: string; ttlSeconds?: number };
 
 export type Input =
   | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; isTls: boolean }
@@ -501,8 +506,17 @@ export class SmtpMachine {
       w.onContinue(out, nowMs);
       return;
     }
-    this.#session!.verdicts.push({ stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, atMs: nowMs });
-    out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason } });
+    const session = this.#session!;
+    session.verdicts.push({
+      stage: w.stage,
+      action: verdict.action,
+      check: verdict.check,
+      reason: verdict.reason,
+      key: verdict.key ?? '',
+      reply: verdict.reply,
+      atMs: nowMs,
+    });
+    out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
     if (w.stage === 'data') {
       this.#txn = null;
       this.#scanner = null;
@@ -510,6 +524,9 @@ export class SmtpMachine {
     if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     this.#reply(verdict.reply, out);
+    // Security: a client that keeps collecting refusals (retrying past a greylist or a block
+    // list within one session) is not served further.
+    if (session.verdicts.length >= this.#cfg.maxPolicyRefusals) this.#fatal(REPLY.tooManyRefusals, out);
   }
 
   #reply(reply: Reply, out: Output[]): void {

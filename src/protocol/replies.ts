@@ -50,6 +50,7 @@ export const REPLY = {
   internalError: reply(421, '4.3.0', 'Internal error, closing connection'),
   tooManyErrors: reply(421, '4.7.0', 'Too many errors, closing connection'),
   tooManyTransactions: reply(421, '4.7.0', 'Too many transactions in one session, closing connection'),
+  tooManyRefusals: reply(421, '4.7.0', 'Too many refusals in one session, closing connection'),
   timeout: reply(421, '4.4.2', 'Timeout, closing connection'),
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),

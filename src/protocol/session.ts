@@ -9,17 +9,22 @@
 // | STARTTLS                | dropped     | cleared       | set    | kept                  |
 
 import type { Mailbox } from './address.ts';
+import type { Reply } from './replies.ts';
 
 /** RFC 3461 4.1 NOTIFY. */
 export type DsnNotify = 'NEVER' | Array<'SUCCESS' | 'FAILURE' | 'DELAY'>;
 
 export type Peer = { address: string; port: number };
 
+/** A refusal recorded in the session's verdict log (RSET and end of data never clear it). */
 export type Verdict = {
   stage: PolicyStage;
   action: 'tempfail' | 'reject' | 'disconnect';
   check: string;
   reason: string;
+  /** What the verdict is about, as the check defines it (e.g. a recipient); '' for the session. */
+  key: string;
+  reply: Reply;
   atMs: number;
 };
 

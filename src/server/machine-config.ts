@@ -5,7 +5,13 @@ import type { Config } from '../config/types.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 
-export function machineConfigFrom(cfg: Config, opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage> }): MachineConfig {
+/** Issue 5's default: after 3 policy refusals in one session, 421 4.7.0. */
+export const DEFAULT_MAX_POLICY_REFUSALS = 3;
+
+export function machineConfigFrom(
+  cfg: Config,
+  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number },
+): MachineConfig {
   const s = cfg.smtp;
   return {
     hostname: s.hostname,
@@ -21,6 +27,7 @@ export function machineConfigFrom(cfg: Config, opts: { isTlsAvailable: boolean; 
     isNormalizingBareLineEndings: s.bareLineEndings === 'normalize',
     localDomains: new Set(cfg.domains.local.map((d) => d.toLowerCase())),
     isTlsAvailable: opts.isTlsAvailable,
+    maxPolicyRefusals: opts.maxPolicyRefusals ?? DEFAULT_MAX_POLICY_REFUSALS,
     policyStages: opts.policyStages ?? new Set(),
   };
 }

@@ -7,7 +7,8 @@ import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { SpoolWriter } from '../spool/types.ts';
-import { Connection, type PolicyRunner } from './connection.ts';
+import type { PolicyPipeline } from '../policy/pipeline.ts';
+import { Connection } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from './networks.ts';
 import { newSessionId } from './session-id.ts';
@@ -17,7 +18,8 @@ export type ServerOptions = {
   spool: SpoolWriter;
   log: Logger;
   secureContext: tls.SecureContext | null;
-  policy?: PolicyRunner | null;
+  /** The policy checks; with none, the machine applies every command without a round trip. */
+  policy?: PolicyPipeline | null;
   /** Each cluster worker binds its own listening socket with SO_REUSEPORT, so the kernel spreads
    *  connections over the workers and no accepted socket has to pass through the primary. */
   isReusePort?: boolean;
@@ -50,13 +52,13 @@ export class SmtpServer {
     const { config, log } = this.#opts;
     const relay = networkList(config.relay.networks);
     const deps = {
-      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null }),
+      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null, policyStages: this.#opts.policy?.stages }),
       spool: this.#opts.spool,
       log,
       secureContext: this.#opts.secureContext,
       isRelayClient: (address: string) => isInNetworks(relay, address),
       newSessionId,
-      policy: this.#opts.policy ?? null,
+      policy: this.#opts.policy?.run ?? null,
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
       actionTimeoutMs: ACTION_TIMEOUT_MS,

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
+import type { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { SmtpServer } from '../../src/server/server.ts';
 import { loadSecureContext } from '../../src/server/tls.ts';
 import { JournalSpool } from '../../src/spool/journal.ts';
@@ -27,7 +28,10 @@ export function testCerts(): { certFile: string; keyFile: string } {
   return certs;
 }
 
-export async function startTestServer(base?: Config, opts: { logStream?: NodeJS.WritableStream; logLevel?: string } = {}): Promise<TestServer> {
+export async function startTestServer(
+  base?: Config,
+  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline } = {},
+): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
   config.spool.dir = path.join(dir, 'spool');
@@ -38,7 +42,7 @@ export async function startTestServer(base?: Config, opts: { logStream?: NodeJS.
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
-  const server = new SmtpServer({ config, spool, log, secureContext });
+  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null });
   await server.listen();
   const port = server.addresses()[0].port;
   return {

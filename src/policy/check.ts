@@ -1,0 +1,31 @@
+// The contract every policy check implements, and what a check may see.
+// A check never writes session state: it returns a verdict; only the pipeline (through the
+// session machine) records verdicts. STYLE.md "Verdicts and checks".
+
+import type { PolicyVerdict } from '../protocol/machine.ts';
+import type { PolicyStage, SessionSecurity, Transaction, TransactionRecipient } from '../protocol/session.ts';
+
+export type CheckContext = {
+  readonly stage: PolicyStage;
+  readonly session: Readonly<SessionSecurity>;
+  readonly transaction: Readonly<Transaction> | null;
+  /** Set at the rcpt stage: the recipient being checked. */
+  readonly recipient: TransactionRecipient | null;
+  readonly nowMs: number;
+};
+
+export type Check = {
+  readonly name: string;
+  readonly stages: readonly PolicyStage[];
+  /** Time budget for one run; the pipeline's default when absent. */
+  readonly timeoutMs?: number;
+  /** The verdict when the budget runs out (default: tempfail 451 4.4.3). */
+  readonly onTimeout?: PolicyVerdict;
+  /**
+   * What a verdict of this check is about, for verdict memory: a later transaction in the same
+   * session whose key matches gets the remembered refusal again without the check running.
+   * Default: the recipient at the rcpt stage, '' (the whole session) elsewhere.
+   */
+  key?(ctx: CheckContext): string;
+  run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;
+};

@@ -1,0 +1,101 @@
+// The policy pipeline with the real session machine: order, accept, time budget, a throwing
+// check, and verdict memory (RSET and a new transaction cannot launder a refusal).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { SmtpMachine, type Output, type PolicyVerdict } from '../protocol/machine.ts';
+import { formatReply, reply } from '../protocol/replies.ts';
+import { defaultConfig } from '../config/types.ts';
+import { machineConfigFrom } from '../server/machine-config.ts';
+import type { Check } from './check.ts';
+import { PolicyPipeline } from './pipeline.ts';
+
+const log = pino({ level: 'silent' });
+const GREYLISTED = reply(451, '4.7.1', 'Greylisted, try again later');
+
+/** Drives machine + pipeline the way the connection does, and returns the reply lines. */
+async function converse(checks: Check[], input: string, maxRefusals = 3): Promise<string[]> {
+  const pipeline = new PolicyPipeline(checks, { log, defaultTimeoutMs: 50 });
+  const cfg = defaultConfig();
+  cfg.domains.local = ['example.test'];
+  const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages, maxPolicyRefusals: maxRefusals }));
+  const replies: string[] = [];
+  const handle = async (outs: Output[]): Promise<void> => {
+    for (const o of outs) {
+      if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd().split('\r\n').pop()!);
+      else if (o.type === 'commit') await handle(m.step({ type: 'committed', nowMs: 0 }));
+      else if (o.type === 'policy') await handle(m.step({ type: 'verdict', nowMs: 0, verdict: await pipeline.run(o) }));
+    }
+  };
+  await handle(m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.5', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
+  await handle(m.step({ type: 'bytes', nowMs: 1, data: Buffer.from(input) }));
+  return replies;
+}
+
+function greylistAtData(calls: { n: number }): Check {
+  return {
+    name: 'greylist',
+    stages: ['data'],
+    run: () => {
+      calls.n++;
+      return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: 'new triplet' };
+    },
+  };
+}
+
+test('seed report: a DATA-time greylist tempfail is not laundered by RSET and a new sender', async () => {
+  const calls = { n: 0 };
+  const r = await converse(
+    [greylistAtData(calls)],
+    'HELO spam.example\r\nMAIL FROM:<a@spam.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhi\r\n.\r\n' +
+      'RSET\r\nMAIL FROM:<b@other.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhi again\r\n.\r\nQUIT\r\n',
+  );
+  assert.deepEqual(r.map((x) => x.slice(0, 9)), ['220 local', '250 local', '250 2.1.0', '250 2.1.5', '354 End d', '451 4.7.1', '250 2.0.0', '250 2.1.0', '250 2.1.5', '354 End d', '451 4.7.1', '221 2.0.0']);
+  assert.equal(calls.n, 1, 'the second transaction got the remembered verdict');
+});
+
+test('verdict memory at RCPT is per key: another recipient is still checked', async () => {
+  const seen: string[] = [];
+  const check: Check = {
+    name: 'deny-bob',
+    stages: ['rcpt'],
+    run: (ctx) => {
+      seen.push(ctx.recipient!.address);
+      return ctx.recipient!.address.startsWith('bob@') ? { action: 'reject', reply: reply(550, '5.1.1', 'No such user'), check: 'deny-bob', reason: 'test' } : { action: 'continue' };
+    },
+  };
+  const r = await converse([check], 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.test>\r\nRSET\r\nMAIL FROM:<x@c.example>\r\nRCPT TO:<BOB@example.test>\r\nRCPT TO:<alice@example.test>\r\n');
+  assert.deepEqual(r.slice(3).map((x) => x.slice(0, 3)), ['550', '250', '250', '550', '250']);
+  assert.deepEqual(seen, ['bob@example.test', 'alice@example.test'], 'bob was not asked again, alice was');
+});
+
+test('after max_refusals_per_session refusals the session ends with 421 4.7.0', async () => {
+  const check: Check = { name: 'no', stages: ['rcpt'], run: () => ({ action: 'reject', reply: reply(550, '5.7.1', 'No'), check: 'no', reason: 'test' }) };
+  const r = await converse([check], 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nRCPT TO:<d@example.test>\r\n', 3);
+  assert.deepEqual(r.slice(3), ['550 5.7.1 No', '550 5.7.1 No', '550 5.7.1 No', '421 4.7.0 Too many refusals in one session, closing connection']);
+});
+
+test('order, accept and continue: accept ends the stage; continue means no opinion', async () => {
+  const order: string[] = [];
+  const mk = (name: string, v: PolicyVerdict): Check => ({ name, stages: ['mail'], run: () => (order.push(name), v) });
+  await converse([mk('a', { action: 'continue' }), mk('b', { action: 'accept' }), mk('c', { action: 'reject', reply: reply(550, '5.7.1', 'x'), check: 'c', reason: 'r' })], 'HELO c.example\r\nMAIL FROM:<>\r\n');
+  assert.deepEqual(order, ['a', 'b']);
+});
+
+test('a slow check gets its timeout verdict; a throwing check a tempfail; the session goes on', async () => {
+  const slow: Check = { name: 'slow', stages: ['rcpt'], timeoutMs: 20, run: () => new Promise(() => undefined) };
+  const r1 = await converse([slow], 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nNOOP\r\n');
+  assert.deepEqual(r1.slice(3), ['451 4.4.3 Temporary local problem, try again later', '250 2.0.0 Ok']);
+  const dnsStyle: Check = { ...slow, name: 'dnsbl', onTimeout: { action: 'continue' } };
+  const r2 = await converse([dnsStyle], 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n');
+  assert.equal(r2.at(-1), '250 2.1.5 Recipient ok', 'a DNS list that does not answer is "no answer"');
+  const broken: Check = { name: 'broken', stages: ['rcpt'], run: () => { throw new Error('bug'); } };
+  const r3 = await converse([broken], 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n');
+  assert.equal(r3.at(-1), '451 4.3.0 Temporary local problem, try again later');
+});
+
+test('a check configured twice is a configuration error', () => {
+  const c: Check = { name: 'x', stages: ['rcpt'], run: () => ({ action: 'continue' }) };
+  assert.throws(() => new PolicyPipeline([c, c], { log, defaultTimeoutMs: 10 }), /configured twice/);
+});

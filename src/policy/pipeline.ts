@@ -1,0 +1,99 @@
+// Runs the configured checks of a stage in order, each within its time budget, and remembers
+// refusals for the session: a later transaction that reaches the same check with the same key
+// gets the remembered refusal (at least as strict), whatever RSET or a new MAIL did in between.
+// Never lets a check's exception or slowness escape: a throw is our bug (tempfail, logged), a
+// timeout is the check's defined verdict.
+
+import type { Logger } from 'pino';
+import type { Output, PolicyVerdict } from '../protocol/machine.ts';
+import { reply } from '../protocol/replies.ts';
+import type { PolicyStage } from '../protocol/session.ts';
+import type { Check, CheckContext } from './check.ts';
+
+type PolicyRequest = Extract<Output, { type: 'policy' }>;
+
+export const POLICY_REPLY = {
+  checkFailed: reply(451, '4.3.0', 'Temporary local problem, try again later'),
+  checkTimedOut: reply(451, '4.4.3', 'Temporary local problem, try again later'),
+} as const;
+
+export type PipelineOptions = {
+  log: Logger;
+  defaultTimeoutMs: number;
+  now?: () => number;
+  /** Called for every decided verdict (metrics). */
+  onVerdict?: (check: string, stage: PolicyStage, action: string) => void;
+};
+
+export class PolicyPipeline {
+  readonly #checks: readonly Check[];
+  readonly #opts: PipelineOptions;
+  readonly stages: ReadonlySet<PolicyStage>;
+
+  constructor(checks: readonly Check[], opts: PipelineOptions) {
+    const names = new Set<string>();
+    for (const c of checks) {
+      if (names.has(c.name)) throw new Error(`policy check "${c.name}" configured twice`);
+      names.add(c.name);
+    }
+    this.#checks = checks;
+    this.#opts = opts;
+    this.stages = new Set(checks.flatMap((c) => c.stages));
+  }
+
+  /** The runner the connection calls for each `policy` output of the session machine. */
+  readonly run = async (request: PolicyRequest): Promise<PolicyVerdict> => {
+    const now = this.#opts.now ?? Date.now;
+    const ctx: CheckContext = {
+      stage: request.stage,
+      session: request.session,
+      transaction: request.transaction,
+      recipient: request.recipient,
+      nowMs: now(),
+    };
+    for (const check of this.#checks) {
+      if (!check.stages.includes(request.stage)) continue;
+      const key = check.key?.(ctx) ?? (ctx.recipient?.address.toLowerCase() ?? '');
+      // Security: RSET and new transactions do not launder a verdict (verdicts live in the
+      // session, not the transaction).
+      const remembered = ctx.session.verdicts.find((v) => v.check === check.name && v.key === key && v.stage === request.stage);
+      if (remembered !== undefined) {
+        this.#record(check.name, request.stage, remembered.action);
+        return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
+      }
+      const verdict = await this.#runOne(check, ctx);
+      this.#record(check.name, request.stage, verdict.action);
+      if (verdict.action === 'continue') continue;
+      if (verdict.action === 'accept') return verdict;
+      return { ...verdict, check: check.name, key: verdict.key ?? key };
+    }
+    return { action: 'continue' };
+  };
+
+  async #runOne(check: Check, ctx: CheckContext): Promise<PolicyVerdict> {
+    const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
+    const signal = AbortSignal.timeout(timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    try {
+      const result = await Promise.race([Promise.resolve().then(() => check.run(ctx, signal)), timedOut]);
+      if (result === 'timeout') {
+        this.#opts.log.warn({ sid: ctx.session.id, check: check.name, stage: ctx.stage, timeoutMs }, 'policy check timed out');
+        return check.onTimeout ?? { action: 'tempfail', reply: POLICY_REPLY.checkTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` };
+      }
+      return result;
+    } catch (err) {
+      // A check that throws has a bug: log it, answer a tempfail, keep the session.
+      this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
+      return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #record(check: string, stage: PolicyStage, action: string): void {
+    this.#opts.onVerdict?.(check, stage, action);
+  }
+}
