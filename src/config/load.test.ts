@@ -97,6 +97,8 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spool.dir': ['"/srv/portcullis/spool"', '/srv/portcullis/spool'],
   'spool.journal_max_message_bytes': ['0', 0],
   'spool.segment_max_bytes': ['1048576', 1_048_576],
+  'recipients.table': ['"recipients.txt"', 'recipients.txt'],
+  'verdicts.max_refusals_per_session': ['5', 5],
   'log.level': ['"debug"', 'debug'],
 };
 

@@ -401,7 +401,7 @@ function networkList(): Validator<string[]> {
 // ---------------------------------------------------------------------------------------------
 // The key table.
 
-const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'log'] as const satisfies readonly (keyof Config)[];
+const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'log'] as const satisfies readonly (keyof Config)[];
 type SectionName = (typeof SECTIONS)[number];
 
 /** One configuration key: where it lives in TOML and in Config, what it accepts, and its documentation. */
@@ -531,6 +531,16 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   entry('spool', 'segment_max_bytes', 'segmentMaxBytes', int(2 ** 20, 2 ** 32, { bytes: true }),
     'A journal segment is closed, and a new one started, once it grows past this size.'),
 
+  entry('recipients', 'table', 'table', pathString({ allowEmpty: true }),
+    'A file of the recipients accepted for the local domains: one address per line, or `@domain` to accept every ' +
+    'address of that domain; blank lines and lines starting with `#` are ignored. With a table, mail for any other ' +
+    'address of a local domain is refused at RCPT (`550 5.1.1`), in the session, so it is never accepted and bounced ' +
+    'later (backscatter), and the refusal counts toward the session\'s error and refusal limits. `Postmaster` is always ' +
+    'accepted (RFC 5321 4.5.1). Empty: every address of a local domain is accepted. A relative path is resolved ' +
+    'against the working directory; the file is read at start-up.'),
+  entry('verdicts', 'max_refusals_per_session', 'maxRefusalsPerSession', int(1, 100),
+    'Policy refusals (tempfail, reject) in one session after which the session ends with `421 4.7.0`. Refusals ' +
+    'belong to the session: RSET and new transactions do not clear them.'),
   entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     'The least severe log level written; `"silent"` writes nothing.'),
 ];
@@ -706,6 +716,7 @@ function resolvePaths(config: Config, cwd: string): Config {
   config.spool.dir = pin(config.spool.dir);
   config.tls.certFile = pin(config.tls.certFile);
   config.tls.keyFile = pin(config.tls.keyFile);
+  config.recipients.table = pin(config.recipients.table);
   return config;
 }
 

@@ -58,12 +58,24 @@ export type LogConfig = {
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 };
 
+export type RecipientsConfig = {
+  /** File of accepted addresses (one per line, "@domain" for a whole domain); '' = no table. */
+  table: string;
+};
+
+export type VerdictsConfig = {
+  /** Policy refusals in one session after which it ends with 421 4.7.0. */
+  maxRefusalsPerSession: number;
+};
+
 export type Config = {
   smtp: SmtpConfig;
   tls: TlsConfig;
   domains: { local: string[] };
   relay: { networks: string[] };
   spool: SpoolConfig;
+  recipients: RecipientsConfig;
+  verdicts: VerdictsConfig;
   log: LogConfig;
 };
 
@@ -91,6 +103,8 @@ export function defaultConfig(): Config {
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
+    recipients: { table: '' },
+    verdicts: { maxRefusalsPerSession: 3 },
     log: { level: 'info' },
   };
 }

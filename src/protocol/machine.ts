@@ -523,10 +523,11 @@ export class SmtpMachine {
     }
     if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
-    this.#reply(verdict.reply, out);
+    // A refusal also counts toward the error limit (an unknown recipient is a client error).
+    this.#error(verdict.reply, out);
     // Security: a client that keeps collecting refusals (retrying past a greylist or a block
     // list within one session) is not served further.
-    if (session.verdicts.length >= this.#cfg.maxPolicyRefusals) this.#fatal(REPLY.tooManyRefusals, out);
+    if (this.phase !== 'closed' && session.verdicts.length >= this.#cfg.maxPolicyRefusals) this.#fatal(REPLY.tooManyRefusals, out);
   }
 
   #reply(reply: Reply, out: Output[]): void {

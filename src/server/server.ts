@@ -52,7 +52,7 @@ export class SmtpServer {
     const { config, log } = this.#opts;
     const relay = networkList(config.relay.networks);
     const deps = {
-      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null, policyStages: this.#opts.policy?.stages }),
+      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null, policyStages: this.#opts.policy?.stages, maxPolicyRefusals: config.verdicts.maxRefusalsPerSession }),
       spool: this.#opts.spool,
       log,
       secureContext: this.#opts.secureContext,

@@ -9,6 +9,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
+import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
 import { SmtpServer } from './server.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
@@ -109,7 +110,7 @@ async function runWorker(cfg: Config, log: Logger): Promise<void> {
   });
   // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
   // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker });
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy: buildPipeline(cfg, log) });
   await server.listen();
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');

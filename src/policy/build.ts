@@ -1,0 +1,19 @@
+// Builds the policy pipeline from the configuration: which checks run, in which order.
+// Returns null when no check is configured, so the session machine skips every round trip.
+
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import type { Check } from './check.ts';
+import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
+import { PolicyPipeline } from './pipeline.ts';
+
+const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
+
+export function buildPipeline(cfg: Config, log: Logger): PolicyPipeline | null {
+  const checks: Check[] = [];
+  if (cfg.recipients.table !== '') {
+    const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
+    checks.push(recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains));
+  }
+  return checks.length === 0 ? null : new PolicyPipeline(checks, { log, defaultTimeoutMs: DEFAULT_CHECK_TIMEOUT_MS });
+}
