@@ -3,11 +3,13 @@
 # Owns only the check and, as root, the apt install; never starts, stops or configures a daemon.
 # Postfix is installed for its smtp-source/smtp-sink tools only: debconf "No configuration" leaves
 # no main.cf, so nothing can start a master on port 25 (and packages do not start daemons here).
+# redis-server is run by the tests themselves (test/helpers/redis-server.ts, a free loopback port);
+# on a host with systemd its package may also start the packaged service on 6379, which they never use.
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source openssl python3)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3)
+tools=(swaks smtp-source openssl python3 redis-server)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server)
 
 # smtp-source lives in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"
