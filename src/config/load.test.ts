@@ -99,6 +99,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spool.segment_max_bytes': ['1048576', 1_048_576],
   'recipients.table': ['"recipients.txt"', 'recipients.txt'],
   'verdicts.max_refusals_per_session': ['5', 5],
+  'state.store': ['"redis://127.0.0.1:6390/0"', 'redis://127.0.0.1:6390/0'],
   'log.level': ['"debug"', 'debug'],
 };
 

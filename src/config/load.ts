@@ -128,6 +128,23 @@ function bool(): Validator<boolean> {
   };
 }
 
+/** `"sqlite"` or a Redis URL (redis://host:port/db, rediss:// for TLS). */
+function stateStore(): Validator<string> {
+  return {
+    type: 'string',
+    allowed: '`"sqlite"`, or a Redis URL `"redis://host:port/db"` (`rediss://` for TLS)',
+    check(value, path) {
+      if (value === 'sqlite') return ok(value);
+      if (typeof value === 'string' && /^rediss?:\/\/[^\s/]+(\/\d{1,2})?$/.test(value)) return ok(value);
+      // Never echo a Redis URL back: it may hold a password.
+      return typeof value === 'string' && value.startsWith('redis')
+        ? { ok: false, problems: [`${path}: must be a Redis URL like "redis://127.0.0.1:6379/0"`] }
+        : fail(path, value, 'must be "sqlite" or a Redis URL like "redis://127.0.0.1:6379/0"');
+    },
+    toToml: (value) => JSON.stringify(value),
+  };
+}
+
 function oneOf<const T extends string>(choices: readonly T[]): Validator<T> {
   const listed = choices.map((c) => JSON.stringify(c)).join(', ');
   return {
@@ -401,7 +418,7 @@ function networkList(): Validator<string[]> {
 // ---------------------------------------------------------------------------------------------
 // The key table.
 
-const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'log'] as const satisfies readonly (keyof Config)[];
+const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'state', 'log'] as const satisfies readonly (keyof Config)[];
 type SectionName = (typeof SECTIONS)[number];
 
 /** One configuration key: where it lives in TOML and in Config, what it accepts, and its documentation. */
@@ -541,6 +558,10 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   entry('verdicts', 'max_refusals_per_session', 'maxRefusalsPerSession', int(1, 100),
     'Policy refusals (tempfail, reject) in one session after which the session ends with `421 4.7.0`. Refusals ' +
     'belong to the session: RSET and new transactions do not clear them.'),
+  entry('state', 'store', 'store', stateStore(),
+    'Where policy state shared across sessions lives (verdicts remembered by client network with their TTL). ' +
+    '`"sqlite"` keeps it in `state.sqlite` in the spool directory (WAL mode, shared by the worker processes of one ' +
+    'machine); a Redis URL shares it between several Portcullis nodes behind a load balancer.'),
   entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     'The least severe log level written; `"silent"` writes nothing.'),
 ];

@@ -76,6 +76,8 @@ export type Config = {
   spool: SpoolConfig;
   recipients: RecipientsConfig;
   verdicts: VerdictsConfig;
+  /** "sqlite" (a file in the spool dir) or "redis://host:port/db". */
+  state: { store: string };
   log: LogConfig;
 };
 
@@ -105,6 +107,7 @@ export function defaultConfig(): Config {
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
     recipients: { table: '' },
     verdicts: { maxRefusalsPerSession: 3 },
+    state: { store: 'sqlite' },
     log: { level: 'info' },
   };
 }

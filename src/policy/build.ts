@@ -3,17 +3,18 @@
 
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
+import type { StateStore } from '../store/store.ts';
 import type { Check } from './check.ts';
 import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
 const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
 
-export function buildPipeline(cfg: Config, log: Logger): PolicyPipeline | null {
+export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null = null): PolicyPipeline | null {
   const checks: Check[] = [];
   if (cfg.recipients.table !== '') {
     const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
     checks.push(recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains));
   }
-  return checks.length === 0 ? null : new PolicyPipeline(checks, { log, defaultTimeoutMs: DEFAULT_CHECK_TIMEOUT_MS });
+  return checks.length === 0 ? null : new PolicyPipeline(checks, { log, defaultTimeoutMs: DEFAULT_CHECK_TIMEOUT_MS, store });
 }

@@ -99,3 +99,57 @@ test('a check configured twice is a configuration error', () => {
   const c: Check = { name: 'x', stages: ['rcpt'], run: () => ({ action: 'continue' }) };
   assert.throws(() => new PolicyPipeline([c, c], { log, defaultTimeoutMs: 10 }), /configured twice/);
 });
+
+test('reconnect variant: a refusal with a TTL is remembered for the client network in the state store', async (t) => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { openStateStore } = await import('../store/open.ts');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-policy-'));
+  const store = await openStateStore('sqlite', { dir });
+  t.after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  let isListed = true;
+  const calls = { n: 0 };
+  const dnsbl: Check = {
+    name: 'dnsbl',
+    stages: ['rcpt'],
+    key: () => '',
+    run: () => {
+      calls.n++;
+      return isListed ? { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'dnsbl', reason: 'zen', ttlSeconds: 600 } : { action: 'continue' };
+    },
+  };
+  const session = async (address: string): Promise<string[]> => {
+    const pipeline = new PolicyPipeline([dnsbl], { log, defaultTimeoutMs: 1000, store });
+    const cfg = defaultConfig();
+    cfg.domains.local = ['example.test'];
+    const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages }));
+    const replies: string[] = [];
+    const handle = async (outs: Output[]): Promise<void> => {
+      for (const o of outs) {
+        if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd());
+        else if (o.type === 'policy') await handle(m.step({ type: 'verdict', nowMs: 0, verdict: await pipeline.run(o) }));
+      }
+    };
+    await handle(m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address, port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
+    await handle(m.step({ type: 'bytes', nowMs: 1, data: Buffer.from('HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n') }));
+    return replies;
+  };
+  assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed');
+  isListed = false; // the list would now say nothing: the remembered refusal still applies
+  assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed', 'reconnecting does not launder it');
+  assert.equal((await session('198.51.100.99')).at(-1), '554 5.7.1 Listed', 'nor does another address of the same /24');
+  assert.equal((await session('203.0.113.7')).at(-1), '250 2.1.5 Recipient ok', 'another network is checked afresh');
+  assert.equal(calls.n, 2);
+});
+
+test('client networks: IPv4 /24, IPv6 /64', async () => {
+  const { clientNetwork } = await import('./network.ts');
+  assert.equal(clientNetwork('198.51.100.7'), '198.51.100.0/24');
+  assert.equal(clientNetwork('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+  assert.equal(clientNetwork('2001:db8::1'), '2001:db8:0:0::/64');
+  assert.equal(clientNetwork('::1'), '0:0:0:0::/64');
+});

@@ -6,9 +6,11 @@
 
 import type { Logger } from 'pino';
 import type { Output, PolicyVerdict } from '../protocol/machine.ts';
-import { reply } from '../protocol/replies.ts';
+import { reply, type Reply } from '../protocol/replies.ts';
 import type { PolicyStage } from '../protocol/session.ts';
+import type { StateStore } from '../store/store.ts';
 import type { Check, CheckContext } from './check.ts';
+import { clientNetwork } from './network.ts';
 
 type PolicyRequest = Extract<Output, { type: 'policy' }>;
 
@@ -23,7 +25,12 @@ export type PipelineOptions = {
   now?: () => number;
   /** Called for every decided verdict (metrics). */
   onVerdict?: (check: string, stage: PolicyStage, action: string) => void;
+  /** Shared state: refusals with a TTL are kept here by client network, so reconnecting (to any
+   *  node sharing the store) does not launder them either. */
+  store?: StateStore | null;
 };
+
+type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
 
 export class PolicyPipeline {
   readonly #checks: readonly Check[];
@@ -61,10 +68,19 @@ export class PolicyPipeline {
         this.#record(check.name, request.stage, remembered.action);
         return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
       }
+      const storeKey = `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address)}:${key}`;
+      const stored = await this.#recall(storeKey, ctx);
+      if (stored !== null) {
+        this.#record(check.name, request.stage, stored.action);
+        return { action: stored.action, reply: stored.reply, check: check.name, reason: `remembered for the client network: ${stored.reason}`, key };
+      }
       const verdict = await this.#runOne(check, ctx);
       this.#record(check.name, request.stage, verdict.action);
       if (verdict.action === 'continue') continue;
       if (verdict.action === 'accept') return verdict;
+      if (verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
+        await this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), ctx);
+      }
       return { ...verdict, check: check.name, key: verdict.key ?? key };
     }
     return { action: 'continue' };
@@ -90,6 +106,29 @@ export class PolicyPipeline {
       return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** A store failure is not a verdict: the check then runs as if nothing were remembered. */
+  async #recall(storeKey: string, ctx: CheckContext): Promise<StoredVerdict | null> {
+    const store = this.#opts.store;
+    if (!store) return null;
+    try {
+      const text = await store.get(storeKey);
+      return text === null ? null : (JSON.parse(text) as StoredVerdict);
+    } catch (err) {
+      this.#opts.log.warn({ sid: ctx.session.id, err }, 'state store lookup failed');
+      return null;
+    }
+  }
+
+  async #remember(storeKey: string, v: StoredVerdict, ttlSeconds: number, ctx: CheckContext): Promise<void> {
+    const store = this.#opts.store;
+    if (!store) return;
+    try {
+      await store.set(storeKey, JSON.stringify(v), ttlSeconds);
+    } catch (err) {
+      this.#opts.log.warn({ sid: ctx.session.id, err }, 'state store write failed');
     }
   }
 

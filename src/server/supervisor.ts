@@ -11,6 +11,7 @@ import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
+import { openStateStore } from '../store/open.ts';
 import { SmtpServer } from './server.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
@@ -19,6 +20,7 @@ const EARLY_DEATH_MS = 5_000;
 const MAX_BACKOFF_MS = 30_000;
 /** Deaths before a first "listening" after which the primary gives up and exits 1. */
 const MAX_STARTUP_FAILURES = 3;
+const PURGE_INTERVAL_MS = 10 * 60_000;
 
 export function workerCount(cfg: Config): number {
   return cfg.smtp.workers === 'auto' ? Math.max(1, os.availableParallelism()) : cfg.smtp.workers;
@@ -110,7 +112,13 @@ async function runWorker(cfg: Config, log: Logger): Promise<void> {
   });
   // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
   // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy: buildPipeline(cfg, log) });
+  const store = await openStateStore(cfg.state.store, { dir: cfg.spool.dir });
+  // Expired records are purged in small batches (sqlite); Redis expires keys itself.
+  const purge = setInterval(() => {
+    store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
+  }, PURGE_INTERVAL_MS);
+  purge.unref();
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy: buildPipeline(cfg, log, store) });
   await server.listen();
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
@@ -119,7 +127,9 @@ async function runWorker(cfg: Config, log: Logger): Promise<void> {
     if (isStopping) return;
     isStopping = true;
     await server.stop();
+    clearInterval(purge);
     await spool.close();
+    await store.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop());
