@@ -10,6 +10,8 @@ import type { MachineConfig } from '../machine-config.ts';
 import type { DsnNotify, SessionSecurity, Transaction, TransactionRecipient } from '../session.ts';
 
 const POSTMASTER = /^ *<postmaster>/i;
+/** %-hack, bang paths and an @ inside a quoted local part. */
+const ROUTING_IN_LOCAL_PART = /[%!@]/;
 
 export type RcptCheck =
   | { ok: true; recipient: TransactionRecipient }
@@ -87,5 +89,11 @@ export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, txn: Tra
   const mailbox = recipient.mailbox;
   const isLocal = mailbox === 'postmaster' || (!mailbox.isAddressLiteral && cfg.localDomains.has(mailbox.domain));
   if (!isLocal && !session.isRelayClient) return { ok: false, reply: REPLY.relayDenied, isError: true };
+  // Security: the classic open-relay tricks hide a second destination in a local part of a local
+  // domain ("user%other@local", "other!user@local", "\"user@other\"@local"). Some delivery
+  // agents would route on them; a client that may not relay gets no such address accepted.
+  if (mailbox !== 'postmaster' && !session.isRelayClient && ROUTING_IN_LOCAL_PART.test(mailbox.localPart)) {
+    return { ok: false, reply: REPLY.relayDenied, isError: true };
+  }
   return { ok: true, recipient };
 }
