@@ -100,6 +100,9 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'recipients.table': ['"recipients.txt"', 'recipients.txt'],
   'verdicts.max_refusals_per_session': ['5', 5],
   'state.store': ['"redis://127.0.0.1:6390/0"', 'redis://127.0.0.1:6390/0'],
+  'greylist.enabled': ['true', true],
+  'greylist.delay_seconds': ['60', 60],
+  'greylist.stage': ['"data"', 'data'],
   'log.level': ['"debug"', 'debug'],
 };
 

@@ -418,7 +418,7 @@ function networkList(): Validator<string[]> {
 // ---------------------------------------------------------------------------------------------
 // The key table.
 
-const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'state', 'log'] as const satisfies readonly (keyof Config)[];
+const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'state', 'greylist', 'log'] as const satisfies readonly (keyof Config)[];
 type SectionName = (typeof SECTIONS)[number];
 
 /** One configuration key: where it lives in TOML and in Config, what it accepts, and its documentation. */
@@ -562,6 +562,15 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'Where policy state shared across sessions lives (verdicts remembered by client network with their TTL). ' +
     '`"sqlite"` keeps it in `state.sqlite` in the spool directory (WAL mode, shared by the worker processes of one ' +
     'machine); a Redis URL shares it between several Portcullis nodes behind a load balancer.'),
+  entry('greylist', 'enabled', 'enabled', bool(),
+    'Temp-fail the first delivery attempt of each (client network, sender, recipient) triplet; a retry from a new ' +
+    'connection after the delay is accepted. Off in the embedded default, on in the sample configuration. Needs the ' +
+    'state store (`state.store`). See docs/policy.md.'),
+  entry('greylist', 'delay_seconds', 'delaySeconds', int(1, 86_400),
+    'How long a new triplet must wait before a retry is accepted (postgrey\'s default, 300 s).'),
+  entry('greylist', 'stage', 'stage', oneOf(['rcpt', 'data']),
+    '`"rcpt"` temp-fails at RCPT (the usual place); `"data"` temp-fails after the end of data, for all the ' +
+    'transaction\'s recipients at once.'),
   entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     'The least severe log level written; `"silent"` writes nothing.'),
 ];

@@ -78,6 +78,7 @@ export type Config = {
   verdicts: VerdictsConfig;
   /** "sqlite" (a file in the spool dir) or "redis://host:port/db". */
   state: { store: string };
+  greylist: { enabled: boolean; delaySeconds: number; stage: 'rcpt' | 'data' };
   log: LogConfig;
 };
 
@@ -108,6 +109,7 @@ export function defaultConfig(): Config {
     recipients: { table: '' },
     verdicts: { maxRefusalsPerSession: 3 },
     state: { store: 'sqlite' },
+    greylist: { enabled: false, delaySeconds: 300, stage: 'rcpt' },
     log: { level: 'info' },
   };
 }

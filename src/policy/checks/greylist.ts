@@ -1,0 +1,71 @@
+// Greylisting: the first delivery attempt of a (client network, sender, recipient) triplet is
+// temp-failed; a retry from a new connection after the delay is accepted, as real MTAs retry.
+// Defaults follow postgrey: 300 s delay, 2-day retry window, records kept 35 days, clients grouped
+// by /24 and /64, a network auto-allowed after 5 passed retries.
+// Never remembers its temp-fail by client network (no TTL on the verdict): that would refuse the
+// legitimate retry. Within a session, verdict memory refuses the same recipient again after RSET
+// whatever time has passed, because no real MTA retries that way.
+
+import { reply } from '../../protocol/replies.ts';
+import type { StateStore } from '../../store/store.ts';
+import type { Check, CheckContext } from '../check.ts';
+import { clientNetwork } from '../network.ts';
+
+export const GREYLISTED = reply(451, '4.7.1', 'Greylisted, please try again later');
+
+export type GreylistOptions = {
+  store: StateStore;
+  stage: 'rcpt' | 'data';
+  delaySeconds: number;
+  retryWindowSeconds: number;
+  recordTtlSeconds: number;
+  autoAllowAfter: number;
+  now: () => number;
+};
+
+export const GREYLIST_DEFAULTS = {
+  delaySeconds: 300,
+  retryWindowSeconds: 2 * 86_400,
+  recordTtlSeconds: 35 * 86_400,
+  autoAllowAfter: 5,
+} as const;
+
+type Record = { firstMs: number; isPassed: boolean };
+
+export function greylistCheck(opts: GreylistOptions): Check {
+  const { store } = opts;
+  /** One triplet: 'pass' or the reason it is not passed yet. */
+  const judge = async (network: string, sender: string, recipient: string): Promise<'pass' | string> => {
+    const key = `v1:grey:${network}:${sender.toLowerCase()}:${recipient.toLowerCase()}`;
+    const nowMs = opts.now();
+    const text = await store.get(key);
+    const rec = text === null ? null : (JSON.parse(text) as Record);
+    if (rec?.isPassed) return 'pass';
+    if (rec === null || nowMs - rec.firstMs > opts.retryWindowSeconds * 1000) {
+      await store.set(key, JSON.stringify({ firstMs: nowMs, isPassed: false } satisfies Record), opts.recordTtlSeconds);
+      return 'new triplet';
+    }
+    if (nowMs - rec.firstMs < opts.delaySeconds * 1000) return `retried after ${Math.round((nowMs - rec.firstMs) / 1000)} s, before the ${opts.delaySeconds} s delay`;
+    await store.set(key, JSON.stringify({ firstMs: rec.firstMs, isPassed: true } satisfies Record), opts.recordTtlSeconds);
+    await store.increment(`v1:grey-passed:${network}`, opts.recordTtlSeconds);
+    return 'pass';
+  };
+  const recipientsOf = (ctx: CheckContext): string[] =>
+    opts.stage === 'rcpt' ? (ctx.recipient === null ? [] : [ctx.recipient.address]) : (ctx.transaction?.recipients.map((r) => r.address) ?? []);
+  return {
+    name: 'greylist',
+    stages: [opts.stage],
+    run: async (ctx) => {
+      const network = clientNetwork(ctx.session.peer.address);
+      const passed = Number((await store.get(`v1:grey-passed:${network}`)) ?? '0');
+      if (passed >= opts.autoAllowAfter) return { action: 'continue' };
+      const rp = ctx.transaction?.reversePath;
+      const sender = rp ? `${rp.localPart}@${rp.domain}` : '';
+      for (const recipient of recipientsOf(ctx)) {
+        const result = await judge(network, sender, recipient);
+        if (result !== 'pass') return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
+      }
+      return { action: 'continue' };
+    },
+  };
+}
