@@ -4,33 +4,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { SmtpMachine, type Output, type PolicyVerdict } from '../protocol/machine.ts';
-import { formatReply, reply } from '../protocol/replies.ts';
-import { defaultConfig } from '../config/types.ts';
-import { machineConfigFrom } from '../server/machine-config.ts';
+import type { PolicyVerdict } from '../protocol/machine.ts';
+import { reply } from '../protocol/replies.ts';
+import { policySession } from '../../test/helpers/policy-session.ts';
 import type { Check } from './check.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
 const log = pino({ level: 'silent' });
 const GREYLISTED = reply(451, '4.7.1', 'Greylisted, try again later');
 
-/** Drives machine + pipeline the way the connection does, and returns the reply lines. */
 async function converse(checks: Check[], input: string, maxRefusals = 3): Promise<string[]> {
-  const pipeline = new PolicyPipeline(checks, { log, defaultTimeoutMs: 50 });
-  const cfg = defaultConfig();
-  cfg.domains.local = ['example.test'];
-  const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages, maxPolicyRefusals: maxRefusals }));
-  const replies: string[] = [];
-  const handle = async (outs: Output[]): Promise<void> => {
-    for (const o of outs) {
-      if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd().split('\r\n').pop()!);
-      else if (o.type === 'commit') await handle(m.step({ type: 'committed', nowMs: 0 }));
-      else if (o.type === 'policy') await handle(m.step({ type: 'verdict', nowMs: 0, verdict: await pipeline.run(o) }));
-    }
-  };
-  await handle(m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.5', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
-  await handle(m.step({ type: 'bytes', nowMs: 1, data: Buffer.from(input) }));
-  return replies;
+  return policySession(new PolicyPipeline(checks, { log, defaultTimeoutMs: 50 }), input, { maxRefusals });
 }
 
 function greylistAtData(calls: { n: number }): Check {
@@ -122,22 +106,9 @@ test('reconnect variant: a refusal with a TTL is remembered for the client netwo
       return isListed ? { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'dnsbl', reason: 'zen', ttlSeconds: 600 } : { action: 'continue' };
     },
   };
-  const session = async (address: string): Promise<string[]> => {
-    const pipeline = new PolicyPipeline([dnsbl], { log, defaultTimeoutMs: 1000, store });
-    const cfg = defaultConfig();
-    cfg.domains.local = ['example.test'];
-    const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages }));
-    const replies: string[] = [];
-    const handle = async (outs: Output[]): Promise<void> => {
-      for (const o of outs) {
-        if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd());
-        else if (o.type === 'policy') await handle(m.step({ type: 'verdict', nowMs: 0, verdict: await pipeline.run(o) }));
-      }
-    };
-    await handle(m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address, port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
-    await handle(m.step({ type: 'bytes', nowMs: 1, data: Buffer.from('HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n') }));
-    return replies;
-  };
+  const pipeline = new PolicyPipeline([dnsbl], { log, defaultTimeoutMs: 1000, store });
+  const session = (address: string): Promise<string[]> =>
+    policySession(pipeline, 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n', { address });
   assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed');
   isListed = false; // the list would now say nothing: the remembered refusal still applies
   assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed', 'reconnecting does not launder it');

@@ -88,11 +88,9 @@ export class PolicyPipeline {
 
   async #runOne(check: Check, ctx: CheckContext): Promise<PolicyVerdict> {
     const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
+    // One timer: the signal the check sees is also what ends the wait for it.
     const signal = AbortSignal.timeout(timeoutMs);
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-    });
+    const timedOut = new Promise<'timeout'>((resolve) => signal.addEventListener('abort', () => resolve('timeout'), { once: true }));
     try {
       const result = await Promise.race([Promise.resolve().then(() => check.run(ctx, signal)), timedOut]);
       if (result === 'timeout') {
@@ -104,8 +102,6 @@ export class PolicyPipeline {
       // A check that throws has a bug: log it, answer a tempfail, keep the session.
       this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
       return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
-    } finally {
-      clearTimeout(timer);
     }
   }
 

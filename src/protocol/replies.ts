@@ -81,7 +81,6 @@ export const REPLY = {
   duplicateParameter: (name: string) => reply(501, '5.5.4', `Duplicate parameter ${name}`),
 
   // 5xx: content and policy
-  sizeDeclaredTooBig: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
   bareLineEndingData: reply(550, '5.6.0', 'Message contains bare CR, bare LF or NUL; only CRLF line endings are allowed'),
   dataLineTooLong: reply(550, '5.6.0', 'Message contains a line longer than the allowed maximum'),

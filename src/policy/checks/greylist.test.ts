@@ -8,10 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { defaultConfig } from '../../config/types.ts';
-import { SmtpMachine, type Output } from '../../protocol/machine.ts';
-import { formatReply } from '../../protocol/replies.ts';
-import { machineConfigFrom } from '../../server/machine-config.ts';
+import { policySession } from '../../../test/helpers/policy-session.ts';
 import { openStateStore } from '../../store/open.ts';
 import { PolicyPipeline } from '../pipeline.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './greylist.ts';
@@ -26,23 +23,9 @@ async function setup(t: { after: (fn: () => Promise<void>) => void }, stage: 'rc
   });
   const check = greylistCheck({ store, stage, ...GREYLIST_DEFAULTS, now: () => clock.ms });
   const pipeline = new PolicyPipeline([check], { log: pino({ level: 'silent' }), defaultTimeoutMs: 1000, store });
-  const cfg = defaultConfig();
-  cfg.domains.local = ['example.test'];
-  /** One session from `address`; returns the last line of each reply. */
-  const session = async (address: string, input: string): Promise<string[]> => {
-    const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages, maxPolicyRefusals: 10 }));
-    const replies: string[] = [];
-    const handle = async (outs: Output[]): Promise<void> => {
-      for (const o of outs) {
-        if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd().split('\r\n').pop()!);
-        else if (o.type === 'commit') await handle(m.step({ type: 'committed', nowMs: clock.ms }));
-        else if (o.type === 'policy') await handle(m.step({ type: 'verdict', nowMs: clock.ms, verdict: await pipeline.run(o) }));
-      }
-    };
-    await handle(m.step({ type: 'connected', nowMs: clock.ms, sessionId: 'S', peer: { address, port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
-    await handle(m.step({ type: 'bytes', nowMs: clock.ms, data: Buffer.from(`HELO c.example\r\n${input}`) }));
-    return replies.slice(2);
-  };
+  /** One session from `address`; returns the replies after the greeting and HELO. */
+  const session = async (address: string, input: string): Promise<string[]> =>
+    (await policySession(pipeline, `HELO c.example\r\n${input}`, { address, maxRefusals: 10, nowMs: () => clock.ms })).slice(2);
   return { clock, session };
 }
 

@@ -30,7 +30,7 @@ export const GREYLIST_DEFAULTS = {
   autoAllowAfter: 5,
 } as const;
 
-type Record = { firstMs: number; isPassed: boolean };
+type TripletRecord = { firstMs: number; isPassed: boolean };
 
 export function greylistCheck(opts: GreylistOptions): Check {
   const { store } = opts;
@@ -39,14 +39,14 @@ export function greylistCheck(opts: GreylistOptions): Check {
     const key = `v1:grey:${network}:${sender.toLowerCase()}:${recipient.toLowerCase()}`;
     const nowMs = opts.now();
     const text = await store.get(key);
-    const rec = text === null ? null : (JSON.parse(text) as Record);
+    const rec = text === null ? null : (JSON.parse(text) as TripletRecord);
     if (rec?.isPassed) return 'pass';
     if (rec === null || nowMs - rec.firstMs > opts.retryWindowSeconds * 1000) {
-      await store.set(key, JSON.stringify({ firstMs: nowMs, isPassed: false } satisfies Record), opts.recordTtlSeconds);
+      await store.set(key, JSON.stringify({ firstMs: nowMs, isPassed: false } satisfies TripletRecord), opts.recordTtlSeconds);
       return 'new triplet';
     }
     if (nowMs - rec.firstMs < opts.delaySeconds * 1000) return `retried after ${Math.round((nowMs - rec.firstMs) / 1000)} s, before the ${opts.delaySeconds} s delay`;
-    await store.set(key, JSON.stringify({ firstMs: rec.firstMs, isPassed: true } satisfies Record), opts.recordTtlSeconds);
+    await store.set(key, JSON.stringify({ firstMs: rec.firstMs, isPassed: true } satisfies TripletRecord), opts.recordTtlSeconds);
     await store.increment(`v1:grey-passed:${network}`, opts.recordTtlSeconds);
     return 'pass';
   };

@@ -42,7 +42,7 @@ export function checkMail(
         if (value === null || !/^\d{1,20}$/.test(value)) return { ok: false, reply: REPLY.badParameter(key) };
         declaredSize = Number(value);
         // RFC 1870 6.2: refuse at MAIL when the declared size is over the limit.
-        if (declaredSize > cfg.maxMessageBytes) return { ok: false, reply: REPLY.sizeDeclaredTooBig };
+        if (declaredSize > cfg.maxMessageBytes) return { ok: false, reply: REPLY.messageTooBig };
         break;
       case 'BODY': {
         const v = value?.toUpperCase();
