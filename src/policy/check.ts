@@ -27,5 +27,11 @@ export type Check = {
    * Default: the recipient at the rcpt stage, '' (the whole session) elsewhere.
    */
   key?(ctx: CheckContext): string;
+  /**
+   * Which client addresses a refusal with a TTL is remembered for across sessions: `network`
+   * (default: verdicts.ipv4_prefix / ipv6_prefix, /24 and /64) or `host` (the one address, /32
+   * or /128: a DNS list names an address, not its neighbours).
+   */
+  readonly memoryScope?: 'host' | 'network';
   run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;
 };

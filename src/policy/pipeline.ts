@@ -10,7 +10,7 @@ import { reply, type Reply } from '../protocol/replies.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check, CheckContext } from './check.ts';
-import { clientNetwork } from './network.ts';
+import { clientNetwork, DEFAULT_PREFIXES, HOST_PREFIXES, type NetworkPrefixes } from './network.ts';
 
 type PolicyRequest = Extract<Output, { type: 'policy' }>;
 
@@ -28,6 +28,8 @@ export type PipelineOptions = {
   /** Shared state: refusals with a TTL are kept here by client network, so reconnecting (to any
    *  node sharing the store) does not launder them either. */
   store?: StateStore | null;
+  /** The client network a stored refusal covers (verdicts.ipv4_prefix / ipv6_prefix). */
+  prefixes?: NetworkPrefixes;
 };
 
 type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
@@ -58,6 +60,7 @@ export class PolicyPipeline {
       recipient: request.recipient,
       nowMs: now(),
     };
+    const headers: string[] = [];
     for (const check of this.#checks) {
       if (!check.stages.includes(request.stage)) continue;
       const key = check.key?.(ctx) ?? (ctx.recipient?.address.toLowerCase() ?? '');
@@ -68,7 +71,8 @@ export class PolicyPipeline {
         this.#record(check.name, request.stage, remembered.action);
         return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
       }
-      const storeKey = `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address)}:${key}`;
+      const prefixes = check.memoryScope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
+      const storeKey = `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
       const stored = await this.#recall(storeKey, ctx);
       if (stored !== null) {
         this.#record(check.name, request.stage, stored.action);
@@ -76,14 +80,17 @@ export class PolicyPipeline {
       }
       const verdict = await this.#runOne(check, ctx);
       this.#record(check.name, request.stage, verdict.action);
-      if (verdict.action === 'continue') continue;
-      if (verdict.action === 'accept') return verdict;
+      if (verdict.action === 'continue' || verdict.action === 'accept') {
+        if (verdict.headers !== undefined) headers.push(...verdict.headers);
+        if (verdict.action === 'accept') return { action: 'accept', headers };
+        continue;
+      }
       if (verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
         await this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), ctx);
       }
       return { ...verdict, check: check.name, key: verdict.key ?? key };
     }
-    return { action: 'continue' };
+    return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
   };
 
   async #runOne(check: Check, ctx: CheckContext): Promise<PolicyVerdict> {

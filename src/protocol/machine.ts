@@ -27,10 +27,12 @@ import type { Envelope } from '../spool/types.ts';
  * A policy check's answer. `continue` means "no opinion"; `accept` ends the stage's checks.
  * Refusals carry the client's reply, the check's name, the reason for the log, and the key the
  * verdict is about (what a later transaction must match to inherit it) with an optional TTL.
+ * `headers` (continue/accept only): header fields, without CRLF, for the transaction's message,
+ * added after our Received field (e.g. Received-SPF); ignored where there is no transaction.
  */
 export type PolicyVerdict =
-  | { action: 'continue' }
-  | { action: 'accept' }
+  | { action: 'continue'; headers?: readonly string[] }
+  | { action: 'accept'; headers?: readonly string[] }
   | { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; check: string; reason: string; key?: string; ttlSeconds?: number };
 
 export type Input =
@@ -66,7 +68,7 @@ export type Phase = 'command' | 'data' | 'waiting' | 'closed';
 
 type Waiting =
   | { kind: 'none' }
-  | { kind: 'policy'; stage: PolicyStage; onContinue: (out: Output[], nowMs: number) => void }
+  | { kind: 'policy'; stage: PolicyStage; txn: Transaction | null; onContinue: (out: Output[], nowMs: number) => void }
   | { kind: 'commit'; queueId: string; envelope: Envelope }
   | { kind: 'tls' }
   | { kind: 'closed' };
@@ -254,7 +256,7 @@ export class SmtpMachine {
           return this.#error(checked.reply, out);
         }
         const seq = session.counters.transactions + 1;
-        const candidate: Transaction = { ...checked.plan, seq, recipients: [], usedBdat: false };
+        const candidate: Transaction = { ...checked.plan, seq, recipients: [], usedBdat: false, addedHeaders: [] };
         this.#askPolicy('mail', candidate, out, (o) => {
           session.counters.transactions = seq;
           this.#txn = candidate;
@@ -397,7 +399,9 @@ export class SmtpMachine {
         nowMs,
       }),
     );
-    const body = [received, ...scanner.chunks];
+    // Header fields the policy checks asked for (Received-SPF...), below our Received field.
+    const added = txn.addedHeaders.length === 0 ? null : Buffer.from(txn.addedHeaders.map((h) => `${h}\r\n`).join(''));
+    const body = added === null ? [received, ...scanner.chunks] : [received, added, ...scanner.chunks];
     const envelope: Envelope = {
       version: 1,
       queueId,
@@ -414,7 +418,7 @@ export class SmtpMachine {
         ...(r.notify !== undefined ? { notify: r.notify } : {}),
         ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
       })),
-      size: received.length + scanner.keptBytes,
+      size: received.length + (added?.length ?? 0) + scanner.keptBytes,
     };
     this.#scanner = null;
     this.#waiting = { kind: 'commit', queueId, envelope };
@@ -495,7 +499,7 @@ export class SmtpMachine {
       transaction: isTxn ? subject : this.#txn,
       recipient: subject !== null && !isTxn ? subject : null,
     });
-    this.#waiting = { kind: 'policy', stage, onContinue: apply };
+    this.#waiting = { kind: 'policy', stage, txn: isTxn ? subject : this.#txn, onContinue: apply };
   }
 
   #onVerdict(verdict: PolicyVerdict, nowMs: number, out: Output[]): void {
@@ -503,6 +507,7 @@ export class SmtpMachine {
     if (w.kind !== 'policy') throw new Error('verdict while not waiting for one');
     this.#waiting = { kind: 'none' };
     if (verdict.action === 'continue' || verdict.action === 'accept') {
+      if (verdict.headers !== undefined && w.txn !== null) w.txn.addedHeaders.push(...verdict.headers);
       w.onContinue(out, nowMs);
       return;
     }

@@ -8,7 +8,7 @@ import { REPLY, type Reply } from '../replies.ts';
 import type { MachineConfig } from '../machine-config.ts';
 import type { SessionSecurity, Transaction } from '../session.ts';
 
-export type MailPlan = Omit<Transaction, 'seq' | 'recipients' | 'usedBdat'>;
+export type MailPlan = Omit<Transaction, 'seq' | 'recipients' | 'usedBdat' | 'addedHeaders'>;
 
 const MAX_ENVID = 100; // RFC 3461 4.4
 

@@ -1,0 +1,42 @@
+// The one DNS resolver every policy check uses (DNS lists, SPF): node:dns/promises' Resolver with
+// the servers from `dns.servers` (empty = the system's), a per-query timeout and a bounded number
+// of tries, so a dead DNS server costs a known time instead of node's default retry schedule.
+// Never calls dns.lookup() (getaddrinfo), which would ignore the configured servers.
+
+import { Resolver } from 'node:dns/promises';
+
+export type DnsOptions = {
+  /** "ip" or "ip:port" ("[v6]:port"); empty = the system resolver's servers. */
+  servers: readonly string[];
+  /** Per try, in milliseconds. */
+  timeoutMs: number;
+  tries: number;
+};
+
+export type ResolvedA = { address: string; ttl: number };
+
+/** What checks need from DNS. The `resolve` signature is the one mailauth takes. */
+export type DnsClient = {
+  resolve(name: string, rrtype: string): Promise<unknown>;
+  /** A records with their TTL (seconds); [] for NXDOMAIN and no-data answers. */
+  resolve4(name: string): Promise<ResolvedA[]>;
+};
+
+/** DNS error codes that mean "this name has no such record", not "the lookup failed". */
+export const NO_RECORD_CODES: ReadonlySet<string> = new Set(['ENOTFOUND', 'ENODATA']);
+
+export function createDnsClient(opts: DnsOptions): DnsClient {
+  const resolver = new Resolver({ timeout: opts.timeoutMs, tries: opts.tries });
+  if (opts.servers.length > 0) resolver.setServers([...opts.servers]);
+  return {
+    resolve: (name, rrtype) => resolver.resolve(name, rrtype),
+    async resolve4(name) {
+      try {
+        return await resolver.resolve4(name, { ttl: true });
+      } catch (err) {
+        if (NO_RECORD_CODES.has((err as NodeJS.ErrnoException).code ?? '')) return [];
+        throw err;
+      }
+    },
+  };
+}
