@@ -8,7 +8,7 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
+import { CONFIG_KEYS, DNSBL_KEYS, type ListKey, ConfigError, loadConfig, parseConfig } from './load.ts';
 import type { ConfigKey } from './load.ts';
 import { defaultConfig } from './types.ts';
 import type { Config } from './types.ts';
@@ -41,6 +41,20 @@ function renderKeyDoc(key: ConfigKey): string {
     `- Default: \`${key.defaultToml}\``,
     `- Allowed: ${key.allowed}`,
     `- In Config: \`${key.configPath}\``,
+    '',
+    key.doc,
+  ].join('\n');
+}
+
+/** The documentation block for one key of a [[dnsbl]] table. */
+function renderListKeyDoc(key: ListKey): string {
+  return [
+    `### \`${key.path}\``,
+    '',
+    `- Type: ${key.type}`,
+    `- Default: ${key.defaultToml === undefined ? 'none: required' : `\`${key.defaultToml}\``}`,
+    `- Allowed: ${key.allowed}`,
+    `- In Config: \`dnsbl[i].${key.field}\``,
     '',
     key.doc,
   ].join('\n');
@@ -103,6 +117,29 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'greylist.enabled': ['true', true],
   'greylist.delay_seconds': ['60', 60],
   'greylist.stage': ['"data"', 'data'],
+  'verdicts.ipv4_prefix': ['32', 32],
+  'verdicts.ipv6_prefix': ['48', 48],
+  'policy.checks': ['["greylist", "spf", "helo", "recipients"]', ['greylist', 'spf', 'helo', 'recipients']],
+  'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
+  'dns.timeout_ms': ['500', 500],
+  'dns.tries': ['1', 1],
+  'dnslists.threshold': ['3', 3],
+  'dnslists.allow_threshold': ['-2', -2],
+  'dnslists.stage': ['"connect"', 'connect'],
+  'dnslists.action': ['"tempfail"', 'tempfail'],
+  'dnslists.negative_cache_seconds': ['0', 0],
+  'spf.enabled': ['true', true],
+  'spf.header': ['"authentication-results"', 'authentication-results'],
+  'spf.fail': ['"tempfail"', 'tempfail'],
+  'spf.softfail': ['"reject"', 'reject'],
+  'spf.neutral': ['"tempfail"', 'tempfail'],
+  'spf.none': ['"reject"', 'reject'],
+  'spf.temperror': ['"continue"', 'continue'],
+  'spf.permerror': ['"reject"', 'reject'],
+  'helo.require_fqdn': ['true', true],
+  'helo.require_resolvable': ['true', true],
+  'helo.reject_our_name': ['true', true],
+  'metrics.listen': ['"127.0.0.1:9425"', { host: '127.0.0.1', port: 9425 }],
   'log.level': ['"debug"', 'debug'],
 };
 
@@ -368,7 +405,7 @@ test('examples/portcullis.toml parses and shows every key', () => {
   assert.deepEqual(config.domains.local, ['example.test']);
   assert.deepEqual(config.relay.networks, ['127.0.0.0/8', '::1/128']);
   assert.equal(config.spool.dir, 'var/spool');
-  for (const key of CONFIG_KEYS) {
+  for (const key of [...CONFIG_KEYS, ...DNSBL_KEYS]) {
     assert.match(text, new RegExp(`^(# )?${key.key} = `, 'm'), `${key.path} is missing from the example`);
   }
   assert.deepEqual(loadConfig(EXAMPLE).relay.networks, ['127.0.0.0/8', '::1/128']);
@@ -380,7 +417,70 @@ test('docs/configuration.md documents every key with its default, generated from
     const block = renderKeyDoc(key);
     assert.ok(docs.includes(block), `docs/configuration.md must contain, verbatim:\n\n${block}\n`);
   }
-  const known = new Set(CONFIG_KEYS.map((k) => k.path));
+  for (const key of DNSBL_KEYS) {
+    const block = renderListKeyDoc(key);
+    assert.ok(docs.includes(block), `docs/configuration.md must contain, verbatim:\n\n${block}\n`);
+  }
+  const known = new Set([...CONFIG_KEYS, ...DNSBL_KEYS].map((k) => k.path));
   const documented = [...docs.matchAll(/^### `([^`]+)`$/gm)].map((m) => m[1]);
   assert.deepEqual(documented.filter((path) => !known.has(path)), [], 'docs describe keys the loader does not know');
+});
+
+test('[[dnsbl]] tables: defaults, order, and each problem named by its index', () => {
+  const config = parseConfig(
+    '[[dnsbl]]\nzone = "Zen.Example"\nweight = 2\n\n[[dnsbl]]\nzone = "list.example"\nanswers = ["127.0.0.[2..11]", "127.0.[0;1].[4;9..10]"]\n\n[[dnsbl]]\nzone = "wl.example"\nweight = -3\n',
+    'dnsbl.toml',
+  );
+  assert.deepEqual(config.dnsbl, [
+    { zone: 'zen.example', weight: 2, answers: [] },
+    { zone: 'list.example', weight: 1, answers: ['127.0.0.[2..11]', '127.0.[0;1].[4;9..10]'] },
+    { zone: 'wl.example', weight: -3, answers: [] },
+  ]);
+  assert.throws(
+    () => parseConfig('[[dnsbl]]\nweight = 2\n[[dnsbl]]\nzone = "a.example"\nweigth = 1\n[[dnsbl]]\nzone = "a.example"\n[[dnsbl]]\nzone = "b.example"\nweight = 0\nanswers = ["127.0.0.[11..2]", "127.0.0", "300.0.0.1", "127.0.0.[a..b]"]\n', 'bad.toml'),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'dnsbl[0]: zone must be set, e.g. zone = "zen.example"',
+        'unknown key "dnsbl[1].weigth" (did you mean "dnsbl[1].weight"?)',
+        'dnsbl[2].zone = "a.example": already listed as dnsbl[1]',
+        'dnsbl[3].weight = 0: must not be 0 (a list that never counts); remove the [[dnsbl]] table instead',
+        'dnsbl[3].answers[0] = "127.0.0.[11..2]": range "11..2" runs backwards',
+        'dnsbl[3].answers[1] = "127.0.0": must have four octets, e.g. "127.0.0.2" or "127.0.0.[2..11]"',
+        'dnsbl[3].answers[2] = "300.0.0.1": octet "300" must be within 0..255',
+        'dnsbl[3].answers[3] = "127.0.0.[a..b]": octet "[a..b]" must be a number, [a..b] or [a;b;c]',
+      ]);
+      return true;
+    },
+  );
+  assert.throws(() => parseConfig('[dnsbl]\nzone = "a.example"\n', 'single.toml'), /write each list under its own \[\[dnsbl\]\] header/);
+});
+
+test('policy checks: names, duplicates, and a configured check left out of the list', () => {
+  assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, [
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist" (did you mean "greylist"?)',
+    ]);
+    return true;
+  });
+  assert.throws(() => parseConfig('[policy]\nchecks = ["spf", "spf"]\n', 'p.toml'), /policy.checks\[1\] = "spf": already listed as policy.checks\[0\]/);
+  assert.throws(
+    () => parseConfig('[policy]\nchecks = ["spf"]\n[greylist]\nenabled = true\n', 'p.toml'),
+    /policy.checks = \["spf"\]: greylist.enabled = true, so list "greylist" too \(or turn it off\)/,
+  );
+});
+
+test('dns servers, metrics listen and allow threshold say what is wrong', () => {
+  assert.throws(() => parseConfig('[dns]\nservers = ["ns.example", "127.0.0.1:99999", "[::1]"]\n', 'd.toml'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.problems.length, 3);
+    assert.match(err.problems[0], /^dns.servers\[0\] = "ns.example": must be an IP address/);
+    assert.match(err.problems[1], /port "99999" must be an integer from 1 to 65535/);
+    return true;
+  });
+  assert.deepEqual(parseConfig('[dns]\nservers = ["::1"]\n', 'd.toml').dns.servers, ['::1']);
+  assert.throws(() => parseConfig('[metrics]\nlisten = "9425"\n', 'm.toml'), /metrics.listen = "9425": must be "host:port"/);
+  assert.equal(parseConfig('[metrics]\nlisten = ""\n', 'm.toml').metrics.listen, null);
+  assert.throws(() => parseConfig('[dnslists]\nallow_threshold = 1\n', 't.toml'), /allow_threshold = 1: must be an integer from -1000 to 0, or "off"/);
 });

@@ -8,7 +8,8 @@ import { resolve } from 'node:path';
 import { domainToASCII } from 'node:url';
 import { parse, TomlDate, TomlError } from 'smol-toml';
 import { defaultConfig } from './types.ts';
-import type { Config, ListenAddress } from './types.ts';
+import type { Config, DnsListConfig, ListenAddress, PolicyCheckName } from './types.ts';
+import { POLICY_CHECK_NAMES } from './types.ts';
 
 /** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
 export class ConfigError extends Error {
@@ -415,10 +416,138 @@ function networkList(): Validator<string[]> {
   };
 }
 
+/** An integer, or `"off"`: the feature the number tunes is disabled. */
+function intOrOff(min: number, max: number): Validator<number | null> {
+  return {
+    type: 'integer or string',
+    allowed: `${min} to ${max}, or \`"off"\``,
+    check(value, path) {
+      if (value === 'off') return ok(null);
+      if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return ok(value);
+      return fail(path, value, `must be an integer from ${min} to ${max}, or "off"`);
+    },
+    toToml: (value) => (value === null ? '"off"' : String(value)),
+  };
+}
+
+/** One "host:port" to listen on, or "" for off. */
+function optionalListen(): Validator<ListenAddress | null> {
+  return {
+    type: 'string',
+    allowed: '`"host:port"` (IPv6 in brackets), or `""` for off',
+    check(value, path) {
+      if (value === '') return ok(null);
+      if (typeof value !== 'string') return fail(path, value, `must be a "host:port" string or "", not ${typeName(value)}`);
+      const parsed = parseListen(value);
+      return typeof parsed === 'string' ? fail(path, value, parsed) : ok(parsed);
+    },
+    toToml: (value) => JSON.stringify(value === null ? '' : formatListen(value)),
+  };
+}
+
+/** DNS servers as node's Resolver.setServers takes them: "ip", "ip:port", "[ipv6]:port". */
+function dnsServers(): Validator<string[]> {
+  const each = arrayOf('DNS server addresses', '["127.0.0.1:5353"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a string, not ${typeName(value)}`);
+    if (isIP(value) !== 0) return ok(value);
+    const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(value);
+    const plain = /^([^:]+):(\d{1,5})$/.exec(value);
+    const [host, port] = bracketed !== null ? [bracketed[1], bracketed[2]] : plain !== null ? [plain[1], plain[2]] : ['', ''];
+    if (host === '' || isIP(host) === 0) {
+      return fail(path, value, 'must be an IP address, "ip:port" or "[ipv6]:port" (a DNS server is named by address, not by name)');
+    }
+    if (!(Number(port) >= 1 && Number(port) <= 65535)) return fail(path, value, `port "${port}" must be an integer from 1 to 65535`);
+    return ok(value);
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'IP addresses, optionally with a port (`"127.0.0.1:5353"`, `"[::1]:53"`); `[]` for the system resolver',
+    check: each,
+    toToml: (value) => `[${value.map((v) => JSON.stringify(v)).join(', ')}]`,
+  };
+}
+
+/** The policy checks to run, in order; each name once. */
+function checkList(): Validator<PolicyCheckName[]> {
+  const names = POLICY_CHECK_NAMES as readonly string[];
+  const each = arrayOf('check names', '["recipients", "dnsbl", "greylist"]', (value, path) => {
+    if (typeof value === 'string' && names.includes(value)) return ok(value as PolicyCheckName);
+    const near = typeof value === 'string' ? closest(value, names) : undefined;
+    return fail(path, value, `must be one of ${names.map((n) => JSON.stringify(n)).join(', ')}${near === undefined ? '' : ` (did you mean "${near}"?)`}`);
+  });
+  return {
+    type: 'array of strings',
+    allowed: `each of ${names.map((n) => `\`"${n}"\``).join(', ')} at most once; \`[]\` for none`,
+    check(value, path) {
+      const checked = each(value, path);
+      if (!checked.ok) return checked;
+      const problems: string[] = [];
+      checked.value.forEach((name, i) => {
+        const first = checked.value.indexOf(name);
+        if (first !== i) problems.push(`${path}[${i}] = ${show(name)}: already listed as ${path}[${first}]`);
+      });
+      return problems.length === 0 ? checked : { ok: false, problems };
+    },
+    toToml: (value) => `[${value.map((v) => JSON.stringify(v)).join(', ')}]`,
+  };
+}
+
+/** A signed integer weight for a DNS list. */
+function weight(): Validator<number> {
+  return {
+    type: 'integer',
+    allowed: '-100 to 100, not 0; negative for an allow list',
+    check(value, path) {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < -100 || value > 100) {
+        return fail(path, value, 'must be an integer from -100 to 100 (negative for an allow list)');
+      }
+      if (value === 0) return fail(path, value, 'must not be 0 (a list that never counts); remove the [[dnsbl]] table instead');
+      return ok(value);
+    },
+    toToml: String,
+  };
+}
+
+/** Answer patterns of a DNS list, postscreen style: each octet a number, [a..b] or [a;b;c]. */
+function answerPatterns(): Validator<string[]> {
+  const each = arrayOf('answer patterns', '["127.0.0.[2..11]"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a string, not ${typeName(value)}`);
+    const problem = answerPatternProblem(value);
+    return problem === undefined ? ok(value) : fail(path, value, problem);
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'IPv4 patterns whose octets are a number, `[a..b]` or `[a;b;c]`; `[]` for any answer in 127.0.0.0/8 but 127.255.255.0/24',
+    check: each,
+    toToml: (value) => `[${value.map((v) => JSON.stringify(v)).join(', ')}]`,
+  };
+}
+
+/** Why `text` is not an answer pattern, or undefined. Kept in step with the DNS list check's parser. */
+export function answerPatternProblem(text: string): string | undefined {
+  const octets = text.match(/\[[^\]]*\]|[^.[\]]+/g) ?? [];
+  if (octets.length !== 4 || octets.join('.') !== text) return 'must have four octets, e.g. "127.0.0.2" or "127.0.0.[2..11]"';
+  for (const octet of octets) {
+    const inner = /^\[(.*)\]$/.exec(octet);
+    const parts = inner === null ? [octet] : inner[1].split(';');
+    for (const part of parts) {
+      const range = /^(\d{1,3})\.\.(\d{1,3})$/.exec(part);
+      const [lo, hi] = range !== null ? [Number(range[1]), Number(range[2])] : /^\d{1,3}$/.test(part) ? [Number(part), Number(part)] : [NaN, NaN];
+      if (Number.isNaN(lo) || (range !== null && inner === null)) return `octet "${octet}" must be a number, [a..b] or [a;b;c]`;
+      if (lo > 255 || hi > 255) return `octet "${octet}" must be within 0..255`;
+      if (lo > hi) return `range "${part}" runs backwards`;
+    }
+  }
+  return undefined;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The key table.
 
-const SECTIONS = ['smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'state', 'greylist', 'log'] as const satisfies readonly (keyof Config)[];
+const SECTIONS = [
+  'smtp', 'tls', 'domains', 'relay', 'spool', 'recipients', 'verdicts', 'state', 'greylist', 'policy', 'dns', 'dnslists', 'spf', 'helo',
+  'metrics', 'log',
+] as const satisfies readonly (keyof Config)[];
 type SectionName = (typeof SECTIONS)[number];
 
 /** One configuration key: where it lives in TOML and in Config, what it accepts, and its documentation. */
@@ -571,11 +700,162 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   entry('greylist', 'stage', 'stage', oneOf(['rcpt', 'data']),
     '`"rcpt"` temp-fails at RCPT (the usual place); `"data"` temp-fails after the end of data, for all the ' +
     'transaction\'s recipients at once.'),
+  entry('verdicts', 'ipv4_prefix', 'ipv4Prefix', int(8, 32),
+    'The IPv4 network a policy refusal with a TTL is remembered for across sessions: `24` means a refusal of ' +
+    '192.0.2.7 also answers 192.0.2.99 until it expires (senders rotate addresses within their network); `32` ' +
+    'remembers it for the one address. Checks whose verdict is about one address (DNS lists) always use /32.'),
+  entry('verdicts', 'ipv6_prefix', 'ipv6Prefix', int(16, 128),
+    'The IPv6 network a policy refusal with a TTL is remembered for (`64`: one customer network). DNS lists ' +
+    'always use /128.'),
+  entry('policy', 'checks', 'checks', checkList(),
+    'The policy checks, in the order they run at each stage (connect, HELO, MAIL, each RCPT, end of data). A ' +
+    'check runs when it is listed here and configured in its own section (`recipients.table` set, `helo` options ' +
+    'on, `[[dnsbl]]` tables present, `spf.enabled`, `greylist.enabled`); leaving a name out turns the check off. ' +
+    'Relay control (`relay.networks`) always runs first, at RCPT. The first refusal ends a stage; a DNS allow list ' +
+    'that accepts skips the checks after it at that stage. See docs/policy.md.'),
+  entry('dns', 'servers', 'servers', dnsServers(),
+    'The DNS servers the policy checks ask (DNS lists, SPF, HELO names). `[]` uses the system resolver ' +
+    '(/etc/resolv.conf). Use a local caching resolver: public resolvers are refused by most DNS lists.'),
+  entry('dns', 'timeout_ms', 'timeoutMs', int(100, 30_000),
+    'How long one DNS query waits for an answer before it is tried again (or given up).'),
+  entry('dns', 'tries', 'tries', int(1, 5),
+    'How many times a DNS query is sent before it counts as unanswered.'),
+  entry('dnslists', 'threshold', 'threshold', int(1, 1000),
+    'The score at which a client is refused: the sum of the weights of the `[[dnsbl]]` lists that list its ' +
+    'address. With the default weights of 1, one listing refuses.'),
+  entry('dnslists', 'allow_threshold', 'allowThreshold', intOrOff(-1000, 0),
+    'A score at or below this accepts the client at the DNS list\'s stage, so the checks after it at that stage ' +
+    '(greylisting, say) do not run: give an allow list a negative weight. `"off"`: an allow list only offsets ' +
+    'block lists.'),
+  entry('dnslists', 'stage', 'stage', oneOf(['connect', 'rcpt']),
+    '`"rcpt"` refuses a listed client at each RCPT (the reply names the list, and the client\'s sender and ' +
+    'recipients appear in the log); `"connect"` refuses it in the greeting (`554`), leaving only QUIT.'),
+  entry('dnslists', 'action', 'action', oneOf(['reject', 'tempfail']),
+    '`"reject"` answers a listed client `554 5.7.1`; `"tempfail"` answers `450 4.7.1`, for trying a new list ' +
+    'without losing mail.'),
+  entry('dnslists', 'negative_cache_seconds', 'negativeCacheSeconds', int(0, 3600),
+    'How long "not listed" is cached per address and list (listed answers are cached for their DNS TTL).'),
+  entry('spf', 'enabled', 'enabled', bool(),
+    'Check the sender with SPF (RFC 7208) at MAIL: the MAIL FROM domain, or the HELO name for the null sender ' +
+    '`<>`. Evaluated by the mailauth library, with RFC 7208\'s limits of 10 DNS-querying mechanisms and 2 void ' +
+    'lookups. Clients in `relay.networks` are not checked.'),
+  entry('spf', 'header', 'header', oneOf(['received-spf', 'authentication-results', 'none']),
+    'The header field added to accepted mail with the SPF result: `Received-SPF` (RFC 7208 9.1), ' +
+    '`Authentication-Results` (RFC 8601), or none.'),
+  entry('spf', 'fail', 'fail', oneOf(['continue', 'tempfail', 'reject']),
+    'What an SPF `fail` does: `"reject"` answers `550 5.7.23` (RFC 7372), `"tempfail"` `451 4.7.24`, `"continue"` ' +
+    'accepts the mail with the result in its header.'),
+  entry('spf', 'softfail', 'softfail', oneOf(['continue', 'tempfail', 'reject']),
+    'What an SPF `softfail` (`~all`) does.'),
+  entry('spf', 'neutral', 'neutral', oneOf(['continue', 'tempfail', 'reject']),
+    'What an SPF `neutral` (`?all`) does.'),
+  entry('spf', 'none', 'none', oneOf(['continue', 'tempfail', 'reject']),
+    'What happens when the domain publishes no SPF record.'),
+  entry('spf', 'temperror', 'temperror', oneOf(['continue', 'tempfail', 'reject']),
+    'What a temporary DNS failure during the check does (`"tempfail"`: `451 4.7.24`, the client retries later).'),
+  entry('spf', 'permerror', 'permerror', oneOf(['continue', 'tempfail', 'reject']),
+    'What a broken SPF record (syntax error, more than 10 DNS-querying mechanisms, more than 2 void lookups) does. ' +
+    'Many domains publish broken records, hence `"continue"`.'),
+  entry('helo', 'require_fqdn', 'requireFqdn', bool(),
+    'Refuse (`550 5.7.1`) a HELO/EHLO name that is not a fully-qualified domain name (a bare word like ' +
+    '`localhost` or `PC-1234`) or an address literal. Off by default: broken clients and proxies exist.'),
+  entry('helo', 'require_resolvable', 'requireResolvable', bool(),
+    'Refuse (`550 5.7.1`) a HELO/EHLO domain name that has no A, AAAA or MX record (a DNS failure answers ' +
+    '`450 4.7.1`). Address literals are not looked up.'),
+  entry('helo', 'reject_our_name', 'rejectOurName', bool(),
+    'Refuse (`550 5.7.1`) a client that announces our own `smtp.hostname`, a local domain, or our own address ' +
+    'as a literal: a forgery no honest client makes.'),
+  entry('metrics', 'listen', 'listen', optionalListen(),
+    'Serve Prometheus metrics over HTTP at `/metrics` on this address (from the main process, summed over the ' +
+    'workers). Keep it on loopback or a management network. `""`: no metrics endpoint.'),
   entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     'The least severe log level written; `"silent"` writes nothing.'),
 ];
 
 const KEYS_BY_PATH = new Map(CONFIG_KEYS.map((k) => [k.path, k]));
+
+/** One key of a `[[dnsbl]]` table (an array of tables: each table is one DNS list). */
+export type ListKey = {
+  /** Documented path, e.g. "dnsbl[].zone". */
+  readonly path: string;
+  readonly key: string;
+  readonly field: keyof DnsListConfig;
+  readonly type: string;
+  readonly allowed: string;
+  /** `undefined` for a key every table must set. */
+  readonly defaultToml: string | undefined;
+  readonly doc: string;
+  readonly check: (value: unknown, path: string) => Checked<unknown>;
+};
+
+function listKey<F extends keyof DnsListConfig>(
+  key: string, field: F, validator: Validator<DnsListConfig[F]>, fallback: DnsListConfig[F] | undefined, doc: string,
+): ListKey {
+  return {
+    path: `dnsbl[].${key}`, key, field, type: validator.type, allowed: validator.allowed,
+    defaultToml: fallback === undefined ? undefined : validator.toToml(fallback), doc,
+    check: (value, path) => validator.check(value, path),
+  };
+}
+
+export const DNSBL_KEYS: readonly ListKey[] = [
+  listKey('zone', 'zone', domainName(), undefined,
+    'The DNS list\'s zone, e.g. `"zen.example"`: a client 192.0.2.1 is looked up as `1.2.0.192.zen.example` ' +
+    '(IPv6: 32 reversed nibbles). Required; each zone once.'),
+  listKey('weight', 'weight', weight(), 1,
+    'What a listing adds to the client\'s score (`dnslists.threshold` refuses). Negative for an allow list ' +
+    '(a DNSWL): its listing offsets block lists, or accepts with `dnslists.allow_threshold`.'),
+  listKey('answers', 'answers', answerPatterns(), [],
+    'Which A answers count as listed, e.g. `["127.0.0.[2..11]"]` or `["127.0.0.2", "127.0.0.[4;9]"]`. `[]`: any ' +
+    'answer in 127.0.0.0/8 except 127.255.255.0/24, which lists such as Spamhaus use for "query refused" errors ' +
+    'and which never counts.'),
+];
+
+const DNSBL_KEYS_BY_NAME = new Map(DNSBL_KEYS.map((k) => [k.key, k]));
+
+/** `[[dnsbl]]` tables -> DnsListConfig[], with each problem named by its index ("dnsbl[1].weight"). */
+function parseDnsLists(value: unknown, problems: string[]): DnsListConfig[] {
+  if (!Array.isArray(value) || !value.every(isTable)) {
+    problems.push(`dnsbl = ${show(value)}: must be tables: write each list under its own [[dnsbl]] header`);
+    return [];
+  }
+  const lists: DnsListConfig[] = [];
+  const zones = new Map<string, number>();
+  value.forEach((table, i) => {
+    const list: Partial<DnsListConfig> = { weight: 1, answers: [] };
+    let isValid = true;
+    for (const [key, item] of Object.entries(table)) {
+      const spec = DNSBL_KEYS_BY_NAME.get(key);
+      if (spec === undefined) {
+        const near = closest(key, DNSBL_KEYS.map((k) => k.key));
+        problems.push(`unknown key "dnsbl[${i}].${key}"${near === undefined ? '' : ` (did you mean "dnsbl[${i}].${near}"?)`}`);
+        isValid = false;
+        continue;
+      }
+      const checked = spec.check(item, `dnsbl[${i}].${key}`);
+      if (checked.ok) (list as Record<string, unknown>)[spec.field] = checked.value;
+      else {
+        problems.push(...checked.problems);
+        isValid = false;
+      }
+    }
+    if (list.zone === undefined) {
+      if (!('zone' in table)) problems.push(`dnsbl[${i}]: zone must be set, e.g. zone = "zen.example"`);
+      return;
+    }
+    list.zone = list.zone.toLowerCase();
+    const first = zones.get(list.zone);
+    if (first !== undefined) {
+      problems.push(`dnsbl[${i}].zone = ${show(list.zone)}: already listed as dnsbl[${first}]`);
+      return;
+    }
+    zones.set(list.zone, i);
+    if (isValid) lists.push(list as DnsListConfig);
+  });
+  return lists;
+}
+
+
 
 // ---------------------------------------------------------------------------------------------
 // Suggestions for unknown names.
@@ -667,6 +947,20 @@ function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
       `spool.journal_max_message_bytes = ${journalMaxMessageBytes}: must not exceed spool.segment_max_bytes (${segmentMaxBytes})`,
     );
   }
+  // A check configured in its own section but left out of policy.checks would silently not run.
+  if (!invalid.has('policy.checks')) {
+    const listed = new Set(config.policy.checks);
+    const wanted: [PolicyCheckName, boolean, string][] = [
+      ['recipients', config.recipients.table !== '', 'recipients.table is set'],
+      ['greylist', config.greylist.enabled, 'greylist.enabled = true'],
+      ['spf', config.spf.enabled, 'spf.enabled = true'],
+      ['dnsbl', config.dnsbl.length > 0, '[[dnsbl]] tables are present'],
+      ['helo', config.helo.requireFqdn || config.helo.requireResolvable || config.helo.rejectOurName, 'a helo option is on'],
+    ];
+    for (const [name, isOn, why] of wanted) {
+      if (isOn && !listed.has(name)) problems.push(`policy.checks = ${show(config.policy.checks)}: ${why}, so list "${name}" too (or turn it off)`);
+    }
+  }
   return problems;
 }
 
@@ -688,6 +982,10 @@ export function parseConfig(text: string, source: string): Config {
   const problems: string[] = [];
   const invalid = new Set<string>();
   for (const [name, sectionValue] of Object.entries(document)) {
+    if (name === 'dnsbl') {
+      config.dnsbl = parseDnsLists(sectionValue, problems);
+      continue;
+    }
     if (!isSection(name)) {
       problems.push(isTable(sectionValue) ? unknownSection(name) : unknownKey(undefined, name));
       continue;

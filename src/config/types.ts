@@ -66,6 +66,54 @@ export type RecipientsConfig = {
 export type VerdictsConfig = {
   /** Policy refusals in one session after which it ends with 421 4.7.0. */
   maxRefusalsPerSession: number;
+  /** The client network a refusal with a TTL is remembered for across sessions. */
+  ipv4Prefix: number;
+  ipv6Prefix: number;
+};
+
+/** The policy checks, in the order they run at each stage. */
+export type PolicyCheckName = 'recipients' | 'helo' | 'dnsbl' | 'spf' | 'greylist';
+export const POLICY_CHECK_NAMES: readonly PolicyCheckName[] = ['recipients', 'helo', 'dnsbl', 'spf', 'greylist'];
+
+export type DnsConfig = {
+  /** "ip" or "ip:port" ("[v6]:port"); empty = the system resolver. */
+  servers: string[];
+  timeoutMs: number;
+  tries: number;
+};
+
+/** One `[[dnsbl]]` table: a DNS block list (positive weight) or allow list (negative weight). */
+export type DnsListConfig = { zone: string; weight: number; answers: string[] };
+
+export type DnsListsConfig = {
+  threshold: number;
+  /** A score at or below this accepts the client for the stage (skips the later checks); null = never. */
+  allowThreshold: number | null;
+  stage: 'connect' | 'rcpt';
+  action: 'reject' | 'tempfail';
+  negativeCacheSeconds: number;
+};
+
+export type SpfAction = 'continue' | 'tempfail' | 'reject';
+
+export type SpfConfig = {
+  enabled: boolean;
+  header: 'received-spf' | 'authentication-results' | 'none';
+  fail: SpfAction;
+  softfail: SpfAction;
+  neutral: SpfAction;
+  none: SpfAction;
+  temperror: SpfAction;
+  permerror: SpfAction;
+};
+
+export type HeloConfig = {
+  /** Refuse a HELO/EHLO name that is not a fully-qualified domain name (or an address literal). */
+  requireFqdn: boolean;
+  /** Refuse a HELO/EHLO name that has no A, AAAA or MX record. */
+  requireResolvable: boolean;
+  /** Refuse a client that announces our own host name or a local domain. */
+  rejectOurName: boolean;
 };
 
 export type Config = {
@@ -79,6 +127,15 @@ export type Config = {
   /** "sqlite" (a file in the spool dir) or "redis://host:port/db". */
   state: { store: string };
   greylist: { enabled: boolean; delaySeconds: number; stage: 'rcpt' | 'data' };
+  policy: { checks: PolicyCheckName[] };
+  dns: DnsConfig;
+  /** `[[dnsbl]]` tables, in file order. */
+  dnsbl: DnsListConfig[];
+  dnslists: DnsListsConfig;
+  spf: SpfConfig;
+  helo: HeloConfig;
+  /** Prometheus metrics over HTTP; null = off. */
+  metrics: { listen: ListenAddress | null };
   log: LogConfig;
 };
 
@@ -107,9 +164,25 @@ export function defaultConfig(): Config {
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
     recipients: { table: '' },
-    verdicts: { maxRefusalsPerSession: 3 },
+    verdicts: { maxRefusalsPerSession: 3, ipv4Prefix: 24, ipv6Prefix: 64 },
     state: { store: 'sqlite' },
     greylist: { enabled: false, delaySeconds: 300, stage: 'rcpt' },
+    policy: { checks: [...POLICY_CHECK_NAMES] },
+    dns: { servers: [], timeoutMs: 2000, tries: 2 },
+    dnsbl: [],
+    dnslists: { threshold: 1, allowThreshold: null, stage: 'rcpt', action: 'reject', negativeCacheSeconds: 60 },
+    spf: {
+      enabled: false,
+      header: 'received-spf',
+      fail: 'reject',
+      softfail: 'continue',
+      neutral: 'continue',
+      none: 'continue',
+      temperror: 'tempfail',
+      permerror: 'continue',
+    },
+    helo: { requireFqdn: false, requireResolvable: false, rejectOurName: false },
+    metrics: { listen: null },
     log: { level: 'info' },
   };
 }

@@ -1,8 +1,11 @@
-// Builds the policy pipeline from the configuration: which checks run, in which order.
-// Returns null when no check is configured, so the session machine skips every round trip.
+// Builds the policy pipeline from the configuration: which checks run, in which order
+// (`policy.checks`), each from its own section. Returns null when no check is configured, so the
+// session machine skips every round trip. Owns the DNS client the checks share (one per worker).
 
 import type { Logger } from 'pino';
-import type { Config } from '../config/types.ts';
+import type { Config, PolicyCheckName } from '../config/types.ts';
+import { createDnsClient, type DnsClient } from '../dns/resolver.ts';
+import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check } from './check.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
@@ -11,17 +14,45 @@ import { PolicyPipeline } from './pipeline.ts';
 
 const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
 
-export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null = null): PolicyPipeline | null {
-  const checks: Check[] = [];
-  if (cfg.recipients.table !== '') {
-    const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
-    checks.push(recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains));
-  }
-  if (cfg.greylist.enabled) {
-    if (store === null) throw new Error('greylist.enabled needs a state store');
-    checks.push(
-      greylistCheck({ store, stage: cfg.greylist.stage, ...GREYLIST_DEFAULTS, delaySeconds: cfg.greylist.delaySeconds, now: Date.now }),
-    );
-  }
-  return checks.length === 0 ? null : new PolicyPipeline(checks, { log, defaultTimeoutMs: DEFAULT_CHECK_TIMEOUT_MS, store });
+export type PipelineHooks = {
+  /** Called for every verdict a check decides (metrics). */
+  onVerdict?: (check: string, stage: PolicyStage, action: string) => void;
+  /** A DNS client to use instead of one built from `dns` (tests). */
+  dns?: DnsClient;
+  now?: () => number;
+};
+
+export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null = null, hooks: PipelineHooks = {}): PolicyPipeline | null {
+  const now = hooks.now ?? Date.now;
+  let dns = hooks.dns ?? null;
+  const dnsClient = (): DnsClient => (dns ??= createDnsClient({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, tries: cfg.dns.tries }));
+  const needStore = (what: string): StateStore => {
+    if (store === null) throw new Error(`${what} needs a state store`);
+    return store;
+  };
+  const builders: Record<PolicyCheckName, () => Check | null> = {
+    recipients: () => {
+      if (cfg.recipients.table === '') return null;
+      const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
+      return recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains);
+    },
+    helo: () => null,
+    dnsbl: () => null,
+    spf: () => null,
+    greylist: () =>
+      cfg.greylist.enabled
+        ? greylistCheck({ store: needStore('greylist.enabled'), stage: cfg.greylist.stage, ...GREYLIST_DEFAULTS, delaySeconds: cfg.greylist.delaySeconds, now })
+        : null,
+  };
+  void dnsClient;
+  const checks = cfg.policy.checks.map((name) => builders[name]()).filter((c): c is Check => c !== null);
+  if (checks.length === 0) return null;
+  return new PolicyPipeline(checks, {
+    log,
+    defaultTimeoutMs: DEFAULT_CHECK_TIMEOUT_MS,
+    store,
+    now,
+    prefixes: { ipv4: cfg.verdicts.ipv4Prefix, ipv6: cfg.verdicts.ipv6Prefix },
+    ...(hooks.onVerdict !== undefined ? { onVerdict: hooks.onVerdict } : {}),
+  });
 }
