@@ -9,6 +9,7 @@ import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check } from './check.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
+import { heloCheck } from './checks/helo.ts';
 import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
@@ -26,6 +27,8 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
   const now = hooks.now ?? Date.now;
   let dns = hooks.dns ?? null;
   const dnsClient = (): DnsClient => (dns ??= createDnsClient({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, tries: cfg.dns.tries }));
+  // One query's worst case: every try times out; a little slack so the resolver answers first.
+  const dnsBudgetMs = cfg.dns.timeoutMs * cfg.dns.tries + 500;
   const needStore = (what: string): StateStore => {
     if (store === null) throw new Error(`${what} needs a state store`);
     return store;
@@ -36,7 +39,11 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
       const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
       return recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains);
     },
-    helo: () => null,
+    helo: () => {
+      const { requireFqdn, requireResolvable, rejectOurName } = cfg.helo;
+      if (!requireFqdn && !requireResolvable && !rejectOurName) return null;
+      return heloCheck({ requireFqdn, requireResolvable, rejectOurName, ourNames: [cfg.smtp.hostname, ...cfg.domains.local], dns: dnsClient(), timeoutMs: dnsBudgetMs });
+    },
     dnsbl: () => null,
     spf: () => null,
     greylist: () =>
@@ -44,7 +51,6 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
         ? greylistCheck({ store: needStore('greylist.enabled'), stage: cfg.greylist.stage, ...GREYLIST_DEFAULTS, delaySeconds: cfg.greylist.delaySeconds, now })
         : null,
   };
-  void dnsClient;
   const checks = cfg.policy.checks.map((name) => builders[name]()).filter((c): c is Check => c !== null);
   if (checks.length === 0) return null;
   return new PolicyPipeline(checks, {

@@ -11,6 +11,8 @@ export type CheckContext = {
   readonly transaction: Readonly<Transaction> | null;
   /** Set at the rcpt stage: the recipient being checked. */
   readonly recipient: TransactionRecipient | null;
+  /** The HELO/EHLO name: at the helo stage the one being announced (not yet the session's). */
+  readonly heloName: string | null;
   readonly nowMs: number;
 };
 

@@ -58,6 +58,7 @@ export class PolicyPipeline {
       session: request.session,
       transaction: request.transaction,
       recipient: request.recipient,
+      heloName: request.heloName,
       nowMs: now(),
     };
     const headers: string[] = [];

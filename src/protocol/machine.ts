@@ -58,6 +58,8 @@ export type Output =
       session: Readonly<SessionSecurity>;
       transaction: Readonly<Transaction> | null;
       recipient: TransactionRecipient | null;
+      /** The HELO/EHLO name: at the helo stage the one being announced, later the session's. */
+      heloName: string | null;
     }
   | { type: 'commit'; envelope: Envelope; body: Buffer[] }
   | { type: 'close' }
@@ -174,7 +176,7 @@ export class SmtpMachine {
       isTls: input.isTls,
       nowMs: input.nowMs,
     });
-    this.#askPolicy('connect', null, out, (o) => o.push({ type: 'reply', reply: REPLY.greeting(this.#cfg.hostname) }));
+    this.#askPolicy('connect', null, out, this.#session!.heloName, (o) => o.push({ type: 'reply', reply: REPLY.greeting(this.#cfg.hostname) }));
   }
 
   /** Frames and handles input until it runs out or an action must be waited for. */
@@ -241,7 +243,7 @@ export class SmtpMachine {
       case 'HELO': {
         const checked = checkHelo(cfg, session, cmd.verb, cmd.domain);
         if (!checked.ok) return this.#error(checked.reply, out);
-        this.#askPolicy('helo', null, out, (o) => {
+        this.#askPolicy('helo', null, out, checked.heloName, (o) => {
           session.heloName = checked.heloName;
           session.heloVerb = cmd.verb;
           this.#txn = null; // RFC 5321 4.1.4: EHLO resets like RSET
@@ -257,7 +259,7 @@ export class SmtpMachine {
         }
         const seq = session.counters.transactions + 1;
         const candidate: Transaction = { ...checked.plan, seq, recipients: [], usedBdat: false, addedHeaders: [] };
-        this.#askPolicy('mail', candidate, out, (o) => {
+        this.#askPolicy('mail', candidate, out, this.#session!.heloName, (o) => {
           session.counters.transactions = seq;
           this.#txn = candidate;
           this.#refusedBdat = null;
@@ -272,7 +274,7 @@ export class SmtpMachine {
           return this.#reply(checked.reply, out);
         }
         const txn = this.#txn!;
-        this.#askPolicy('rcpt', checked.recipient, out, (o) => {
+        this.#askPolicy('rcpt', checked.recipient, out, this.#session!.heloName, (o) => {
           txn.recipients.push(checked.recipient);
           session.counters.recipients++;
           this.#reply(REPLY.recipientOk, o);
@@ -368,7 +370,7 @@ export class SmtpMachine {
     const scanner = this.#scanner!;
     if (scanner.isRefused) return this.#refuseContent(scanner, out);
     const txn = this.#txn!;
-    this.#askPolicy('data', null, out, (o, now) => this.#commit(txn, scanner, o, now));
+    this.#askPolicy('data', null, out, this.#session!.heloName, (o, now) => this.#commit(txn, scanner, o, now));
   }
 
   /** Security: a body with bare CR/LF or NUL (smuggling), an over-long line or too many octets is refused after the real end of data. */
@@ -485,6 +487,7 @@ export class SmtpMachine {
     stage: PolicyStage,
     subject: Transaction | TransactionRecipient | null,
     out: Output[],
+    heloName: string | null,
     apply: (out: Output[], nowMs: number) => void,
   ): void {
     if (!this.#cfg.policyStages.has(stage)) {
@@ -498,6 +501,7 @@ export class SmtpMachine {
       session: this.#session!,
       transaction: isTxn ? subject : this.#txn,
       recipient: subject !== null && !isTxn ? subject : null,
+      heloName,
     });
     this.#waiting = { kind: 'policy', stage, txn: isTxn ? subject : this.#txn, onContinue: apply };
   }

@@ -1,0 +1,103 @@
+// HELO/EHLO name checks, each an option and all off by default: broken clients and proxies send
+// bare words and unresolvable names, and RFC 5321 4.1.4 forbids refusing mail only because the
+// name does not match the client's address. What an operator may turn on:
+// - require_fqdn: the name must be a fully-qualified domain name or a valid address literal;
+// - require_resolvable: a domain name must have an A, AAAA or MX record (a DNS failure tempfails);
+// - reject_our_name: a client may not announce our own host name, a local domain, or our address.
+// Runs at the helo stage on the name being announced; the verdict is keyed by that name, so the
+// same name sent again in the session gets the same answer without another lookup.
+
+import { isIP } from 'node:net';
+import type { DnsClient } from '../../dns/resolver.ts';
+import { NO_RECORD_CODES } from '../../dns/resolver.ts';
+import type { PolicyVerdict } from '../../protocol/machine.ts';
+import { reply } from '../../protocol/replies.ts';
+import type { Check, CheckContext } from '../check.ts';
+
+export const HELO_REPLY = {
+  notFqdn: reply(550, '5.7.1', 'HELO/EHLO name rejected: use your fully-qualified domain name'),
+  unresolvable: reply(550, '5.7.1', 'HELO/EHLO name rejected: it has no address or MX record'),
+  lookupFailed: reply(450, '4.7.1', 'HELO/EHLO name cannot be looked up now, try again later'),
+  ourName: reply(550, '5.7.1', 'HELO/EHLO name rejected: that is this server\'s name'),
+} as const;
+
+export type HeloOptions = {
+  requireFqdn: boolean;
+  requireResolvable: boolean;
+  rejectOurName: boolean;
+  /** Our smtp.hostname and the local domains (any case). */
+  ourNames: readonly string[];
+  dns: DnsClient;
+  /** Budget for the lookups of one name. */
+  timeoutMs: number;
+};
+
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+/** "[192.0.2.1]" / "[IPv6:2001:db8::1]" -> the address; null when `name` is no address literal. */
+function literalAddress(name: string): string | null {
+  const m = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(name);
+  if (m === null) return null;
+  const isV6Tagged = /^\[IPv6:/i.test(name);
+  const family = isIP(m[1]);
+  return (isV6Tagged && family === 6) || (!isV6Tagged && family === 4) ? m[1].toLowerCase() : null;
+}
+
+/** RFC 1123 2.1 host name with at least two labels, and a top-level label that is not all digits. */
+export function isFqdn(name: string): boolean {
+  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
+  if (bare.length > 253) return false;
+  const labels = bare.split('.');
+  return labels.length >= 2 && labels.every((l) => LABEL.test(l)) && !/^\d+$/.test(labels[labels.length - 1]);
+}
+
+export function heloCheck(opts: HeloOptions): Check {
+  const ourNames = new Set(opts.ourNames.map((n) => n.toLowerCase()));
+  const refuse = (r: typeof HELO_REPLY[keyof typeof HELO_REPLY], reason: string): PolicyVerdict => ({
+    action: r.code >= 500 ? 'reject' : 'tempfail',
+    reply: r,
+    check: 'helo',
+    reason,
+  });
+  /** 'yes' | 'no' | 'unknown' (every lookup failed for another reason than "no such record"). */
+  const resolves = async (name: string, signal: AbortSignal): Promise<'yes' | 'no' | 'unknown'> => {
+    const answers = await Promise.all(
+      ['A', 'AAAA', 'MX'].map((rr) =>
+        opts.dns.resolve(name, rr).then(
+          (records) => (Array.isArray(records) && records.length > 0 ? 'yes' : 'no'),
+          (err: NodeJS.ErrnoException) => (NO_RECORD_CODES.has(err.code ?? '') ? 'no' : 'unknown'),
+        ),
+      ),
+    );
+    if (signal.aborted) return 'unknown';
+    if (answers.includes('yes')) return 'yes';
+    return answers.includes('unknown') ? 'unknown' : 'no';
+  };
+  return {
+    name: 'helo',
+    stages: ['helo'],
+    timeoutMs: opts.timeoutMs,
+    onTimeout: refuse(HELO_REPLY.lookupFailed, 'HELO name lookup timed out'),
+    key: (ctx: CheckContext) => (ctx.heloName ?? '').toLowerCase(),
+    run: async (ctx, signal) => {
+      const name = ctx.heloName ?? '';
+      const literal = literalAddress(name);
+      if (opts.rejectOurName) {
+        const bare = name.toLowerCase().replace(/\.$/, '');
+        if (ourNames.has(bare)) return refuse(HELO_REPLY.ourName, `announced our name ${bare}`);
+        if (literal !== null && literal === ctx.session.local.address.toLowerCase() && literal !== ctx.session.peer.address.toLowerCase()) {
+          return refuse(HELO_REPLY.ourName, `announced our address ${literal}`);
+        }
+      }
+      if (literal !== null) return { action: 'continue' };
+      if (opts.requireFqdn && !isFqdn(name)) return refuse(HELO_REPLY.notFqdn, `not a fully-qualified domain name: ${JSON.stringify(name).slice(0, 80)}`);
+      if (opts.requireResolvable) {
+        if (!isFqdn(name)) return refuse(HELO_REPLY.unresolvable, `not a domain name: ${JSON.stringify(name).slice(0, 80)}`);
+        const found = await resolves(name, signal);
+        if (found === 'no') return refuse(HELO_REPLY.unresolvable, `${name} has no A, AAAA or MX record`);
+        if (found === 'unknown') return refuse(HELO_REPLY.lookupFailed, `lookups of ${name} failed`);
+      }
+      return { action: 'continue' };
+    },
+  };
+}
