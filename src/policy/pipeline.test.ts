@@ -9,6 +9,7 @@ import { reply } from '../protocol/replies.ts';
 import { policySession } from '../../test/helpers/policy-session.ts';
 import type { Check } from './check.ts';
 import { PolicyPipeline } from './pipeline.ts';
+import { STORE_KINDS, useStores } from '../../test/helpers/stores.ts';
 
 const log = pino({ level: 'silent' });
 const GREYLISTED = reply(451, '4.7.1', 'Greylisted, try again later');
@@ -84,35 +85,56 @@ test('a check configured twice is a configuration error', () => {
   assert.throws(() => new PolicyPipeline([c, c], { log, defaultTimeoutMs: 10 }), /configured twice/);
 });
 
-test('reconnect variant: a refusal with a TTL is remembered for the client network in the state store', async (t) => {
-  const { mkdtempSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
-  const { openStateStore } = await import('../store/open.ts');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-policy-'));
-  const store = await openStateStore('sqlite', { dir });
-  t.after(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+const openStore = useStores();
+
+for (const kind of STORE_KINDS) {
+  test(`${kind}: reconnect variant: a refusal with a TTL is remembered for the client network`, async (t) => {
+    const store = await openStore(kind, t);
+    let isListed = true;
+    const calls = { n: 0 };
+    const listCheck: Check = {
+      name: 'blocklist',
+      stages: ['rcpt'],
+      key: () => '',
+      run: () => {
+        calls.n++;
+        return isListed ? { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'blocklist', reason: 'zen', ttlSeconds: 600 } : { action: 'continue' };
+      },
+    };
+    const pipeline = new PolicyPipeline([listCheck], { log, defaultTimeoutMs: 1000, store });
+    const session = (address: string): Promise<string[]> =>
+      policySession(pipeline, 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n', { address });
+    assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed');
+    isListed = false; // the check would now say nothing: the remembered refusal still applies
+    assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed', 'reconnecting does not launder it');
+    assert.equal((await session('198.51.100.99')).at(-1), '554 5.7.1 Listed', 'nor does another address of the same /24');
+    assert.equal((await session('203.0.113.7')).at(-1), '250 2.1.5 Recipient ok', 'another network is checked afresh');
+    assert.equal(calls.n, 2);
   });
-  let isListed = true;
-  const calls = { n: 0 };
-  const dnsbl: Check = {
-    name: 'dnsbl',
-    stages: ['rcpt'],
-    key: () => '',
-    run: () => {
-      calls.n++;
-      return isListed ? { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'dnsbl', reason: 'zen', ttlSeconds: 600 } : { action: 'continue' };
-    },
-  };
-  const pipeline = new PolicyPipeline([dnsbl], { log, defaultTimeoutMs: 1000, store });
-  const session = (address: string): Promise<string[]> =>
-    policySession(pipeline, 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n', { address });
-  assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed');
-  isListed = false; // the list would now say nothing: the remembered refusal still applies
-  assert.equal((await session('198.51.100.7')).at(-1), '554 5.7.1 Listed', 'reconnecting does not launder it');
-  assert.equal((await session('198.51.100.99')).at(-1), '554 5.7.1 Listed', 'nor does another address of the same /24');
-  assert.equal((await session('203.0.113.7')).at(-1), '250 2.1.5 Recipient ok', 'another network is checked afresh');
-  assert.equal(calls.n, 2);
-});
+
+  test(`${kind}: RCPT-time variant across sessions, with the network prefix configured (/32) and per host`, async (t) => {
+    const store = await openStore(kind, t);
+    const calls = { n: 0 };
+    const deny = (name: string, memoryScope?: 'host'): Check => ({
+      name,
+      stages: ['rcpt'],
+      ...(memoryScope !== undefined ? { memoryScope } : {}),
+      run: (ctx) => {
+        calls.n++;
+        return { action: 'tempfail', reply: reply(450, '4.7.1', `${name} says later`), check: name, reason: 'test', key: ctx.recipient!.address, ttlSeconds: 300 };
+      },
+    });
+    const input = 'HELO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.test>\r\nRSET\r\nMAIL FROM:<c@d.example>\r\nRCPT TO:<x@example.test>\r\n';
+    const strict = new PolicyPipeline([deny('per-host')], { log, defaultTimeoutMs: 1000, store, prefixes: { ipv4: 32, ipv6: 128 } });
+    assert.deepEqual((await policySession(strict, input, { address: '192.0.2.1' })).filter((r) => r.startsWith('450')).length, 2);
+    assert.equal(calls.n, 1, 'RSET and a new sender got the remembered verdict');
+    assert.equal((await policySession(strict, input, { address: '192.0.2.1' })).filter((r) => r.startsWith('450')).length, 2);
+    assert.equal(calls.n, 1, 'reconnecting got it from the store');
+    await policySession(strict, input, { address: '192.0.2.2' });
+    assert.equal(calls.n, 2, 'a neighbour is checked afresh with /32');
+    const hostScoped = new PolicyPipeline([deny('host-scoped', 'host')], { log, defaultTimeoutMs: 1000, store });
+    await policySession(hostScoped, input, { address: '192.0.2.1' });
+    await policySession(hostScoped, input, { address: '192.0.2.3' });
+    assert.equal(calls.n, 4, 'a host-scoped check (DNS lists) ignores the /24 default');
+  });
+}
