@@ -69,18 +69,18 @@ export class PolicyPipeline {
       // session, not the transaction).
       const remembered = ctx.session.verdicts.find((v) => v.check === check.name && v.key === key && v.stage === request.stage);
       if (remembered !== undefined) {
-        this.#record(check.name, request.stage, remembered.action);
+        this.#record(ctx, check.name, remembered.action, 'remembered in the session');
         return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
       }
       const prefixes = check.memoryScope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
       const storeKey = `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
       const stored = await this.#recall(storeKey, ctx);
       if (stored !== null) {
-        this.#record(check.name, request.stage, stored.action);
+        this.#record(ctx, check.name, stored.action, 'remembered for the client network');
         return { action: stored.action, reply: stored.reply, check: check.name, reason: `remembered for the client network: ${stored.reason}`, key };
       }
       const verdict = await this.#runOne(check, ctx);
-      this.#record(check.name, request.stage, verdict.action);
+      this.#record(ctx, check.name, verdict.action, verdict.action === 'continue' || verdict.action === 'accept' ? '' : verdict.reason);
       if (verdict.action === 'continue' || verdict.action === 'accept') {
         if (verdict.headers !== undefined) headers.push(...verdict.headers);
         if (verdict.action === 'accept') return { action: 'accept', headers };
@@ -136,7 +136,10 @@ export class PolicyPipeline {
     }
   }
 
-  #record(check: string, stage: PolicyStage, action: string): void {
-    this.#opts.onVerdict?.(check, stage, action);
+  /** Every check's verdict is counted (metrics) and logged with the session id; refusals are
+   *  also logged at info by the session machine, so this line is debug. */
+  #record(ctx: CheckContext, check: string, action: string, reason: string): void {
+    this.#opts.onVerdict?.(check, ctx.stage, action);
+    this.#opts.log.debug({ sid: ctx.session.id, check, stage: ctx.stage, action, ...(reason !== '' ? { reason } : {}) }, 'policy check verdict');
   }
 }
