@@ -27,6 +27,8 @@ export type CliServerOptions = {
   relayNetworks?: string[];
   /** spool.journal_max_message_bytes; omitted means the embedded default. */
   journalMaxMessageBytes?: number;
+  /** More TOML appended to the file: other sections ([policy], [dns], [[dnsbl]] ...). */
+  extraToml?: string;
 };
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
@@ -97,6 +99,7 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
   lines.push('[spool]', `dir = ${toml(spoolDir)}`);
   if (opts.journalMaxMessageBytes !== undefined) lines.push(`journal_max_message_bytes = ${opts.journalMaxMessageBytes}`);
   lines.push('', '[log]', 'level = "info"', '');
+  if (opts.extraToml !== undefined) lines.push(opts.extraToml, '');
   return lines.join('\n');
 }
 
