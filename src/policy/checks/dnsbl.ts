@@ -1,0 +1,332 @@
+// DNS block and allow lists (DNSBL/DNSWL) with weighted scores, on the model of Postfix's
+// postscreen_dnsbl_sites: each list is asked about the client address (all lists in parallel),
+// every list whose A answer matches its patterns adds its weight (negative for allow lists), and
+// the sum decides: at or above `threshold` a refusal naming the block lists, at or below
+// `allowThreshold` an accept that ends the stage, otherwise no opinion.
+// A zone may appear in several lists with different patterns and weights (dnswl.org's trust
+// levels): it is asked once per client.
+// Owns the lookup cache of this worker (per query name, by answer TTL, bounded, shared in-flight
+// lookups). Never turns a DNS failure into a refusal: a list that does not answer in time counts
+// as "not listed" and is not cached. Never counts a 127.255.255.x answer (a list's "query
+// refused / error" code) as a listing. RFC 5782 2.1 (IPv4 names), 2.4 (IPv6 nibbles), 2.3 (the
+// 127.0.0.0/8 answer range).
+//
+// Hand-written rather than a dependency: the npm DNSBL packages (`dnsbl`, `@ehp/dnsbl`,
+// `dnsbl-lookup`, the deprecated `dronebl`) answer listed / not listed per list and stop there:
+// no weights, no answer patterns, no TTL-aware cache, no error-code handling, and none takes our
+// DnsClient (configured servers, bounded tries).
+
+import { isIPv4, isIPv6 } from 'node:net';
+import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
+import type { PolicyVerdict } from '../../protocol/machine.ts';
+import { reply, type Reply } from '../../protocol/replies.ts';
+import type { Check } from '../check.ts';
+
+export type DnsListSpec = {
+  zone: string;
+  /** Added to the score when the list answers with a matching address; negative = allow list. */
+  weight: number;
+  /** postscreen-style patterns (`127.0.0.[2..11]`); [] = any 127.0.0.0/8 answer. */
+  answers: readonly string[];
+};
+
+export type DnsblOptions = {
+  lists: readonly DnsListSpec[];
+  /** A score at or above this refuses the client. */
+  threshold: number;
+  /** A score at or below this accepts the client for the stage (later checks are skipped); absent = never. */
+  allowThreshold?: number;
+  stage: 'connect' | 'rcpt';
+  /** reject = 554 5.7.1, tempfail = 450 4.7.1 (421 4.7.1 and disconnect at the connect stage). */
+  action: 'reject' | 'tempfail';
+  dns: DnsClient;
+  /** Budget for all lookups of one client (they run in parallel). */
+  lookupTimeoutMs: number;
+  /** How long "not listed" is cached: node reports no TTL (SOA minimum) for NXDOMAIN. */
+  negativeCacheSeconds: number;
+  maxCacheEntries: number;
+  /** Milliseconds since the epoch. */
+  now: () => number;
+  log?: { warn(obj: object, msg: string): void };
+};
+
+export const DNSBL_DEFAULTS = {
+  threshold: 1,
+  action: 'reject',
+  stage: 'rcpt',
+  lookupTimeoutMs: 5000,
+  negativeCacheSeconds: 60,
+  maxCacheEntries: 10_000,
+} as const;
+
+/**
+ * What the client sees: the lists that counted against it, so its operator knows where to ask.
+ * At the connect stage a temporary refusal is 421 (RFC 5321 3.1 and 4.2.5: a greeting is 220,
+ * 554, or 421, which closes the connection); elsewhere it is 450.
+ */
+export function dnsblReply(action: 'reject' | 'tempfail', stage: 'connect' | 'rcpt', address: string, zones: readonly string[]): Reply {
+  const text = `Service unavailable; client [${address}] blocked using ${zones.join(', ')}`;
+  if (action === 'reject') return reply(554, '5.7.1', text);
+  return reply(stage === 'connect' ? 421 : 450, '4.7.1', text);
+}
+
+/** Longest a cached answer (and so a remembered refusal) lives, whatever TTL a list publishes. */
+const MAX_CACHE_SECONDS = 86_400;
+/** A list answering with its error code is logged at most this often. */
+const ERROR_LOG_INTERVAL_MS = 60_000;
+/** The check's own time budget exceeds the lookups' so the lookups' timer decides, not the pipeline's. */
+const TIMEOUT_MARGIN_MS = 250;
+
+// ---------------------------------------------------------------------------------------------
+// Answer patterns: four dot-separated octets, each a number, a `[a..b]` range or a `[a;b;c]`
+// list whose items are numbers or ranges (`[1;3..5]`).
+
+type OctetSet = readonly (readonly [number, number])[];
+
+export function parseAnswerPattern(text: string): { ok: true; test: (address: string) => boolean } | { ok: false; problem: string } {
+  const parts = text.split('.');
+  // A range "[2..11]" contains dots: re-join the pieces between brackets first.
+  const octets: string[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    let part = parts[i];
+    if (part.startsWith('[')) {
+      while (!part.endsWith(']') && i + 1 < parts.length) part += `.${parts[++i]}`;
+    }
+    octets.push(part);
+  }
+  if (octets.length !== 4) return { ok: false, problem: `answer pattern "${text}" needs four octets separated by dots, found ${octets.length}` };
+  const sets: OctetSet[] = [];
+  for (let i = 0; i < 4; i++) {
+    const parsed = parseOctet(octets[i]);
+    if (typeof parsed === 'string') return { ok: false, problem: `answer pattern "${text}", octet ${i + 1} "${octets[i]}": ${parsed}` };
+    sets.push(parsed);
+  }
+  return {
+    ok: true,
+    test: (address) => {
+      const values = ipv4Octets(address);
+      return values !== null && values.every((v, i) => sets[i].some(([lo, hi]) => v >= lo && v <= hi));
+    },
+  };
+}
+
+/** The ranges an octet pattern allows, or why it is wrong. */
+function parseOctet(text: string): OctetSet | string {
+  if (!text.startsWith('[')) {
+    const n = parseNumber(text);
+    return typeof n === 'string' ? n : [[n, n]];
+  }
+  if (!text.endsWith(']')) return 'a "[" without its "]"';
+  const inner = text.slice(1, -1);
+  if (inner === '') return 'an empty []';
+  const out: (readonly [number, number])[] = [];
+  for (const item of inner.split(';')) {
+    const bounds = item.split('..');
+    if (bounds.length > 2) return `"${item}" is not a number or an a..b range`;
+    const lo = parseNumber(bounds[0]);
+    if (typeof lo === 'string') return lo;
+    const hi = bounds.length === 2 ? parseNumber(bounds[1]) : lo;
+    if (typeof hi === 'string') return hi;
+    if (lo > hi) return `the range [${lo}..${hi}] is empty (its start is above its end)`;
+    out.push([lo, hi]);
+  }
+  return out;
+}
+
+function parseNumber(text: string): number | string {
+  if (!/^[0-9]{1,3}$/.test(text)) return `"${text}" is not a number, an [a..b] range or an [a;b;c] list`;
+  const n = Number(text);
+  return n > 255 ? `${n} is above 255` : n;
+}
+
+function ipv4Octets(address: string): number[] | null {
+  if (!isIPv4(address)) return null;
+  return address.split('.').map(Number);
+}
+
+/** RFC 5782 2.3: a listing is an address in 127.0.0.0/8 (an answer elsewhere is a broken or hijacking resolver). */
+function isDefaultListed(address: string): boolean {
+  const o = ipv4Octets(address);
+  return o !== null && o[0] === 127;
+}
+
+/** Spamhaus and others answer 127.255.255.x for "refused / over quota / error": never a listing. */
+function isListErrorCode(address: string): boolean {
+  return address.startsWith('127.255.255.') && isIPv4(address);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query names.
+
+/** RFC 5782 2.1 / 2.4: the reversed octets or nibbles, without the zone; null for a non-IP peer. */
+export function reversedName(address: string): string | null {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  const v4 = mapped !== null ? mapped[1] : address;
+  if (isIPv4(v4)) return v4.split('.').map(Number).reverse().join('.');
+  if (!isIPv6(address) || address.includes('%')) return null;
+  let text = address.toLowerCase();
+  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (tail !== null) {
+    const [a, b, c, d] = tail.slice(1).map(Number);
+    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, rest] = text.split('::');
+  const h = head === '' ? [] : head.split(':');
+  const t = rest === undefined || rest === '' ? [] : rest.split(':');
+  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const nibbles = groups.map((g) => g.padStart(4, '0')).join('');
+  return [...nibbles].reverse().join('.');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The check.
+
+type Lookup = { kind: 'answers'; answers: readonly ResolvedA[]; expiresMs: number } | { kind: 'failed'; problem: string };
+
+type CompiledList = { zone: string; weight: number; matches: (address: string) => boolean };
+
+/** Throws on a setting that is our configuration's bug (the config loader should refuse it first). */
+export function dnsblCheck(opts: DnsblOptions): Check {
+  if (opts.lists.length === 0) throw new Error('dnsbl: no lists configured');
+  if (!(opts.threshold > 0)) throw new Error('dnsbl: threshold must be above 0 (0 would refuse every client)');
+  if (opts.allowThreshold !== undefined && !(opts.allowThreshold < 0)) {
+    throw new Error('dnsbl: allow threshold must be below 0 (0 would accept every client that no list names)');
+  }
+  const lists: CompiledList[] = opts.lists.map((spec) => {
+    const zone = spec.zone.toLowerCase().replace(/\.$/, '');
+    // Security: the zone is written into the client's reply: a host name only, never CR/LF.
+    if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+$/.test(zone)) {
+      throw new Error(`dnsbl: "${spec.zone}" is not a DNS zone name`);
+    }
+    if (!Number.isFinite(spec.weight)) throw new Error(`dnsbl: ${zone}: weight must be a number`);
+    const tests = spec.answers.map((text) => {
+      const p = parseAnswerPattern(text);
+      if (!p.ok) throw new Error(`dnsbl: ${zone}: ${p.problem}`);
+      return p.test;
+    });
+    const matches = tests.length === 0 ? isDefaultListed : (a: string) => tests.some((t) => t(a));
+    return { zone, weight: spec.weight, matches };
+  });
+  const zones = [...new Set(lists.map((l) => l.zone))];
+
+  const cache = new Map<string, { answers: readonly ResolvedA[]; expiresMs: number }>();
+  const inFlight = new Map<string, Promise<Lookup>>();
+  const errorLoggedMs = new Map<string, number>();
+
+  const remember = (name: string, answers: readonly ResolvedA[], seconds: number, nowMs: number): number => {
+    const expiresMs = nowMs + seconds * 1000;
+    if (seconds <= 0) return expiresMs;
+    cache.delete(name);
+    // Bounded memory: a Map iterates in insertion order, so the first key is the oldest entry.
+    while (cache.size >= opts.maxCacheEntries && cache.size > 0) cache.delete(cache.keys().next().value!);
+    if (opts.maxCacheEntries > 0) cache.set(name, { answers, expiresMs });
+    return expiresMs;
+  };
+
+  /** One query name: from the cache, joined to a lookup under way, or asked now. */
+  const lookup = (name: string): Promise<Lookup> => {
+    const nowMs = opts.now();
+    const hit = cache.get(name);
+    if (hit !== undefined) {
+      if (hit.expiresMs > nowMs) return Promise.resolve({ kind: 'answers', ...hit });
+      cache.delete(name);
+    }
+    const pending = inFlight.get(name);
+    if (pending !== undefined) return pending;
+    const started = opts.dns.resolve4(name).then(
+      (answers): Lookup => {
+        const doneMs = opts.now();
+        const seconds = answers.length === 0
+          ? opts.negativeCacheSeconds
+          : Math.min(MAX_CACHE_SECONDS, Math.max(1, Math.min(...answers.map((a) => a.ttl))));
+        return { kind: 'answers', answers, expiresMs: remember(name, answers, seconds, doneMs) };
+      },
+      // A failed lookup is not cached: the next client asks again.
+      (err: unknown): Lookup => ({ kind: 'failed', problem: (err as NodeJS.ErrnoException).code ?? String(err) }),
+    ).finally(() => inFlight.delete(name));
+    inFlight.set(name, started);
+    return started;
+  };
+
+  const warnListError = (zone: string, address: string): void => {
+    const nowMs = opts.now();
+    const last = errorLoggedMs.get(zone);
+    if (last !== undefined && nowMs - last < ERROR_LOG_INTERVAL_MS) return;
+    errorLoggedMs.set(zone, nowMs);
+    opts.log?.warn({ check: 'dnsbl', zone, answer: address }, 'DNS list answered with an error code (query refused?); not counted as a listing');
+  };
+
+  return {
+    name: 'dnsbl',
+    stages: [opts.stage],
+    timeoutMs: opts.lookupTimeoutMs + TIMEOUT_MARGIN_MS,
+    onTimeout: { action: 'continue' },
+    memoryScope: 'host',
+    // The verdict is about the client, not a recipient: one refusal covers the session.
+    key: () => '',
+    run: async (ctx, signal): Promise<PolicyVerdict> => {
+      if (ctx.session.isRelayClient) return { action: 'continue' };
+      const address = ctx.session.peer.address;
+      const reversed = reversedName(address);
+      if (reversed === null) return { action: 'continue' };
+
+      // One timer for all lookups of this client; the pipeline's signal ends the wait too.
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort = (): void => {};
+      const budget = new Promise<Lookup>((resolve) => {
+        const expire = (): void => resolve({ kind: 'failed', problem: `no answer within ${opts.lookupTimeoutMs} ms` });
+        timer = setTimeout(expire, opts.lookupTimeoutMs);
+        onAbort = expire;
+        if (signal.aborted) expire();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      });
+      let results: Lookup[];
+      try {
+        results = await Promise.all(zones.map((zone) => Promise.race([lookup(`${reversed}.${zone}`), budget])));
+      } finally {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+      }
+      const byZone = new Map(zones.map((zone, i) => [zone, results[i]]));
+
+      const nowMs = opts.now();
+      let score = 0;
+      let minTtlSeconds = Infinity;
+      const hits: string[] = [];
+      const blockZones: string[] = [];
+      for (const [zone, result] of byZone) {
+        if (result.kind === 'failed') {
+          opts.log?.warn({ sid: ctx.session.id, check: 'dnsbl', zone, problem: result.problem }, 'DNS list lookup failed; counted as not listed');
+          hits.push(`${zone} failed (${result.problem})`);
+          continue;
+        }
+        for (const a of result.answers) if (isListErrorCode(a.address)) warnListError(zone, a.address);
+      }
+      for (const list of lists) {
+        const result = byZone.get(list.zone)!;
+        if (result.kind === 'failed') continue;
+        const matching = result.answers.filter((a) => !isListErrorCode(a.address) && list.matches(a.address));
+        if (matching.length === 0) continue;
+        score += list.weight;
+        hits.push(`${list.zone}=${matching.map((a) => a.address).join('/')} (weight ${list.weight})`);
+        if (list.weight > 0 && !blockZones.includes(list.zone)) blockZones.push(list.zone);
+        // A cached answer is only valid for what is left of its TTL.
+        minTtlSeconds = Math.min(minTtlSeconds, Math.ceil((result.expiresMs - nowMs) / 1000));
+      }
+      const detail = hits.length === 0 ? 'no list answered' : hits.join(', ');
+      if (score >= opts.threshold) {
+        return {
+          // A 421 greeting means the connection closes: the pipeline must say so.
+          action: opts.action === 'tempfail' && opts.stage === 'connect' ? 'disconnect' : opts.action,
+          reply: dnsblReply(opts.action, opts.stage, address, blockZones),
+          check: 'dnsbl',
+          reason: `score ${score} >= ${opts.threshold}: ${detail}`,
+          key: '',
+          ttlSeconds: Math.max(1, Math.min(MAX_CACHE_SECONDS, minTtlSeconds)),
+        };
+      }
+      if (opts.allowThreshold !== undefined && score <= opts.allowThreshold) return { action: 'accept' };
+      return { action: 'continue' };
+    },
+  };
+}
