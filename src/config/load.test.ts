@@ -8,7 +8,8 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_KEYS, DNSBL_KEYS, type ListKey, ConfigError, loadConfig, parseConfig } from './load.ts';
+import { renderKeyDoc, renderListKeyDoc } from './docs.ts';
+import { CONFIG_KEYS, DNSBL_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
 import type { ConfigKey } from './load.ts';
 import { defaultConfig } from './types.ts';
 import type { Config } from './types.ts';
@@ -30,34 +31,6 @@ function problemsOf(text: string): string[] {
 
 function valueAt(config: Config, key: ConfigKey): unknown {
   return (config[key.section] as Record<string, unknown>)[key.field];
-}
-
-/** The documentation block for one key; docs/configuration.md must hold each one verbatim. */
-function renderKeyDoc(key: ConfigKey): string {
-  return [
-    `### \`${key.path}\``,
-    '',
-    `- Type: ${key.type}`,
-    `- Default: \`${key.defaultToml}\``,
-    `- Allowed: ${key.allowed}`,
-    `- In Config: \`${key.configPath}\``,
-    '',
-    key.doc,
-  ].join('\n');
-}
-
-/** The documentation block for one key of a [[dnsbl]] table. */
-function renderListKeyDoc(key: ListKey): string {
-  return [
-    `### \`${key.path}\``,
-    '',
-    `- Type: ${key.type}`,
-    `- Default: ${key.defaultToml === undefined ? 'none: required' : `\`${key.defaultToml}\``}`,
-    `- Allowed: ${key.allowed}`,
-    `- In Config: \`dnsbl[i].${key.field}\``,
-    '',
-    key.doc,
-  ].join('\n');
 }
 
 test('an empty file gives the embedded defaults', () => {
@@ -431,6 +404,8 @@ test('[[dnsbl]] tables: defaults, order, and each problem named by its index', (
     '[[dnsbl]]\nzone = "Zen.Example"\nweight = 2\n\n[[dnsbl]]\nzone = "list.example"\nanswers = ["127.0.0.[2..11]", "127.0.[0;1].[4;9..10]"]\n\n[[dnsbl]]\nzone = "wl.example"\nweight = -3\n',
     'dnsbl.toml',
   );
+  // One zone twice with other answers and weights (trust levels) is fine.
+  assert.equal(parseConfig('[[dnsbl]]\nzone = "wl.example"\nanswers = ["127.0.[0..255].1"]\nweight = -1\n[[dnsbl]]\nzone = "wl.example"\nanswers = ["127.0.[0..255].3"]\nweight = -5\n', 'trust.toml').dnsbl.length, 2);
   assert.deepEqual(config.dnsbl, [
     { zone: 'zen.example', weight: 2, answers: [] },
     { zone: 'list.example', weight: 1, answers: ['127.0.0.[2..11]', '127.0.[0;1].[4;9..10]'] },
@@ -443,12 +418,12 @@ test('[[dnsbl]] tables: defaults, order, and each problem named by its index', (
       assert.deepEqual(err.problems, [
         'dnsbl[0]: zone must be set, e.g. zone = "zen.example"',
         'unknown key "dnsbl[1].weigth" (did you mean "dnsbl[1].weight"?)',
-        'dnsbl[2].zone = "a.example": already listed as dnsbl[1]',
+        'dnsbl[2].zone = "a.example": already listed with the same answers as dnsbl[1]',
         'dnsbl[3].weight = 0: must not be 0 (a list that never counts); remove the [[dnsbl]] table instead',
-        'dnsbl[3].answers[0] = "127.0.0.[11..2]": range "11..2" runs backwards',
-        'dnsbl[3].answers[1] = "127.0.0": must have four octets, e.g. "127.0.0.2" or "127.0.0.[2..11]"',
-        'dnsbl[3].answers[2] = "300.0.0.1": octet "300" must be within 0..255',
-        'dnsbl[3].answers[3] = "127.0.0.[a..b]": octet "[a..b]" must be a number, [a..b] or [a;b;c]',
+        'dnsbl[3].answers[0] = "127.0.0.[11..2]": octet 4 "[11..2]": the range [11..2] is empty (its start is above its end)',
+        'dnsbl[3].answers[1] = "127.0.0": needs four octets separated by dots, found 3',
+        'dnsbl[3].answers[2] = "300.0.0.1": octet 1 "300": 300 is above 255',
+        'dnsbl[3].answers[3] = "127.0.0.[a..b]": octet 4 "[a..b]": "a" is not a number, an [a..b] range or an [a;b;c] list',
       ]);
       return true;
     },
@@ -482,5 +457,5 @@ test('dns servers, metrics listen and allow threshold say what is wrong', () => 
   assert.deepEqual(parseConfig('[dns]\nservers = ["::1"]\n', 'd.toml').dns.servers, ['::1']);
   assert.throws(() => parseConfig('[metrics]\nlisten = "9425"\n', 'm.toml'), /metrics.listen = "9425": must be "host:port"/);
   assert.equal(parseConfig('[metrics]\nlisten = ""\n', 'm.toml').metrics.listen, null);
-  assert.throws(() => parseConfig('[dnslists]\nallow_threshold = 1\n', 't.toml'), /allow_threshold = 1: must be an integer from -1000 to 0, or "off"/);
+  assert.throws(() => parseConfig('[dnslists]\nallow_threshold = 1\n', 't.toml'), /allow_threshold = 1: must be an integer from -1000 to -1, or "off"/);
 });

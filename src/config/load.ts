@@ -10,6 +10,7 @@ import { parse, TomlDate, TomlError } from 'smol-toml';
 import { defaultConfig } from './types.ts';
 import type { Config, DnsListConfig, ListenAddress, PolicyCheckName } from './types.ts';
 import { POLICY_CHECK_NAMES } from './types.ts';
+import { parseAnswerPattern } from '../policy/checks/dnsbl.ts';
 
 /** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
 export class ConfigError extends Error {
@@ -512,8 +513,9 @@ function weight(): Validator<number> {
 function answerPatterns(): Validator<string[]> {
   const each = arrayOf('answer patterns', '["127.0.0.[2..11]"]', (value, path) => {
     if (typeof value !== 'string') return fail(path, value, `must be a string, not ${typeName(value)}`);
-    const problem = answerPatternProblem(value);
-    return problem === undefined ? ok(value) : fail(path, value, problem);
+    // The DNS list check's own parser: what the loader accepts is exactly what the check runs.
+    const parsed = parseAnswerPattern(value);
+    return parsed.ok ? ok(value) : fail(path, value, parsed.problem.replace(/^answer pattern "[^"]*",? /, ''));
   });
   return {
     type: 'array of strings',
@@ -521,24 +523,6 @@ function answerPatterns(): Validator<string[]> {
     check: each,
     toToml: (value) => `[${value.map((v) => JSON.stringify(v)).join(', ')}]`,
   };
-}
-
-/** Why `text` is not an answer pattern, or undefined. Kept in step with the DNS list check's parser. */
-export function answerPatternProblem(text: string): string | undefined {
-  const octets = text.match(/\[[^\]]*\]|[^.[\]]+/g) ?? [];
-  if (octets.length !== 4 || octets.join('.') !== text) return 'must have four octets, e.g. "127.0.0.2" or "127.0.0.[2..11]"';
-  for (const octet of octets) {
-    const inner = /^\[(.*)\]$/.exec(octet);
-    const parts = inner === null ? [octet] : inner[1].split(';');
-    for (const part of parts) {
-      const range = /^(\d{1,3})\.\.(\d{1,3})$/.exec(part);
-      const [lo, hi] = range !== null ? [Number(range[1]), Number(range[2])] : /^\d{1,3}$/.test(part) ? [Number(part), Number(part)] : [NaN, NaN];
-      if (Number.isNaN(lo) || (range !== null && inner === null)) return `octet "${octet}" must be a number, [a..b] or [a;b;c]`;
-      if (lo > 255 || hi > 255) return `octet "${octet}" must be within 0..255`;
-      if (lo > hi) return `range "${part}" runs backwards`;
-    }
-  }
-  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -723,16 +707,16 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   entry('dnslists', 'threshold', 'threshold', int(1, 1000),
     'The score at which a client is refused: the sum of the weights of the `[[dnsbl]]` lists that list its ' +
     'address. With the default weights of 1, one listing refuses.'),
-  entry('dnslists', 'allow_threshold', 'allowThreshold', intOrOff(-1000, 0),
+  entry('dnslists', 'allow_threshold', 'allowThreshold', intOrOff(-1000, -1),
     'A score at or below this accepts the client at the DNS list\'s stage, so the checks after it at that stage ' +
-    '(greylisting, say) do not run: give an allow list a negative weight. `"off"`: an allow list only offsets ' +
-    'block lists.'),
+    '(greylisting, say) do not run: give an allow list a negative weight. Negative only: an unlisted client scores ' +
+    '0. `"off"`: an allow list only offsets block lists.'),
   entry('dnslists', 'stage', 'stage', oneOf(['connect', 'rcpt']),
     '`"rcpt"` refuses a listed client at each RCPT (the reply names the list, and the client\'s sender and ' +
     'recipients appear in the log); `"connect"` refuses it in the greeting (`554`), leaving only QUIT.'),
   entry('dnslists', 'action', 'action', oneOf(['reject', 'tempfail']),
-    '`"reject"` answers a listed client `554 5.7.1`; `"tempfail"` answers `450 4.7.1`, for trying a new list ' +
-    'without losing mail.'),
+    '`"reject"` answers a listed client `554 5.7.1`; `"tempfail"` answers `450 4.7.1` (at connect `421 4.7.1` and ' +
+    'the connection closes: a greeting can only be 220, 554 or 421), for trying a new list without losing mail.'),
   entry('dnslists', 'negative_cache_seconds', 'negativeCacheSeconds', int(0, 3600),
     'How long "not listed" is cached per address and list (listed answers are cached for their DNS TTL).'),
   entry('spf', 'enabled', 'enabled', bool(),
@@ -801,7 +785,8 @@ function listKey<F extends keyof DnsListConfig>(
 export const DNSBL_KEYS: readonly ListKey[] = [
   listKey('zone', 'zone', domainName(), undefined,
     'The DNS list\'s zone, e.g. `"zen.example"`: a client 192.0.2.1 is looked up as `1.2.0.192.zen.example` ' +
-    '(IPv6: 32 reversed nibbles). Required; each zone once.'),
+    '(IPv6: 32 reversed nibbles). Required. A zone may appear in several tables with different `answers` and ' +
+    'weights (the trust levels of an allow list); it is still asked once per client.'),
   listKey('weight', 'weight', weight(), 1,
     'What a listing adds to the client\'s score (`dnslists.threshold` refuses). Negative for an allow list ' +
     '(a DNSWL): its listing offsets block lists, or accepts with `dnslists.allow_threshold`.'),
@@ -844,12 +829,15 @@ function parseDnsLists(value: unknown, problems: string[]): DnsListConfig[] {
       return;
     }
     list.zone = list.zone.toLowerCase();
-    const first = zones.get(list.zone);
+    // A zone may appear again with other answers and weight (trust levels of one allow list);
+    // the same zone with the same answers would count one listing twice.
+    const id = `${list.zone} ${JSON.stringify(list.answers ?? [])}`;
+    const first = zones.get(id);
     if (first !== undefined) {
-      problems.push(`dnsbl[${i}].zone = ${show(list.zone)}: already listed as dnsbl[${first}]`);
+      problems.push(`dnsbl[${i}].zone = ${show(list.zone)}: already listed with the same answers as dnsbl[${first}]`);
       return;
     }
-    zones.set(list.zone, i);
+    zones.set(id, i);
     if (isValid) lists.push(list as DnsListConfig);
   });
   return lists;

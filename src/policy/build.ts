@@ -8,6 +8,7 @@ import { createDnsClient, type DnsClient } from '../dns/resolver.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check } from './check.ts';
+import { DNSBL_DEFAULTS, dnsblCheck } from './checks/dnsbl.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
 import { heloCheck } from './checks/helo.ts';
 import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
@@ -44,7 +45,22 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
       if (!requireFqdn && !requireResolvable && !rejectOurName) return null;
       return heloCheck({ requireFqdn, requireResolvable, rejectOurName, ourNames: [cfg.smtp.hostname, ...cfg.domains.local], dns: dnsClient(), timeoutMs: dnsBudgetMs });
     },
-    dnsbl: () => null,
+    dnsbl: () =>
+      cfg.dnsbl.length === 0
+        ? null
+        : dnsblCheck({
+            ...DNSBL_DEFAULTS,
+            lists: cfg.dnsbl,
+            threshold: cfg.dnslists.threshold,
+            ...(cfg.dnslists.allowThreshold !== null ? { allowThreshold: cfg.dnslists.allowThreshold } : {}),
+            stage: cfg.dnslists.stage,
+            action: cfg.dnslists.action,
+            negativeCacheSeconds: cfg.dnslists.negativeCacheSeconds,
+            dns: dnsClient(),
+            lookupTimeoutMs: dnsBudgetMs,
+            now,
+            log,
+          }),
     spf: () => null,
     greylist: () =>
       cfg.greylist.enabled
