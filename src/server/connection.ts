@@ -6,6 +6,7 @@
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { SessionMetrics } from '../obs/metrics.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import { formatReply, REPLY } from '../protocol/replies.ts';
@@ -26,6 +27,8 @@ export type ConnectionDeps = {
   dataTimeoutMs: number;
   /** Upper bound on one spool commit or policy verdict. */
   actionTimeoutMs: number;
+  /** Accepted messages and negative replies are counted here (sessions: by the server). */
+  metrics?: SessionMetrics | null;
   /** Called once when the connection is gone. */
   onClose: (c: Connection) => void;
 };
@@ -114,6 +117,7 @@ export class Connection {
     } catch (err) {
       // Our bug, not the peer's: this connection only.
       this.#log.error({ err }, 'internal error in session');
+      this.#deps.metrics?.reply(REPLY.internalError.code);
       this.#write(formatReply(REPLY.internalError));
       this.#close();
     }
@@ -125,9 +129,11 @@ export class Connection {
     let startTls = false;
     const log = this.#log;
     const isDebug = log.isLevelEnabled('debug');
+    const metrics = this.#deps.metrics ?? null;
     for (const o of outputs) {
       switch (o.type) {
         case 'reply': {
+          if (metrics !== null && o.reply.code >= 400) metrics.reply(o.reply.code);
           const wire = formatReply(o.reply);
           text += wire;
           if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
@@ -138,15 +144,21 @@ export class Connection {
             if (isDebug) log.debug({ dir: 'C', ...o.fields }, o.msg);
           } else log[o.level](o.fields ?? {}, o.msg);
           break;
-        case 'commit':
+        case 'commit': {
+          const bytes = o.envelope.size;
           this.#runAction(
             this.#deps.spool.commit(o.envelope, o.body).then(
               (): Input => ({ type: 'committed', nowMs: Date.now() }),
               (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
             ),
             () => ({ type: 'commit-failed', nowMs: Date.now(), reason: 'spool commit timed out' }),
+            // Counted only when the commit's own result is fed (answered 250), not after a timeout.
+            metrics === null ? undefined : (input) => {
+              if (input.type === 'committed') metrics.messageAccepted(bytes);
+            },
           );
           break;
+        }
         case 'policy': {
           const runner = this.#deps.policy;
           const verdict = runner === null ? Promise.resolve<PolicyVerdict>({ action: 'continue' }) : runner(o);
@@ -187,7 +199,7 @@ export class Connection {
    * Runs one action the machine waits for. Every wait is bounded: past the deadline the action
    * counts as failed (`onTimeout`), and its late result is ignored.
    */
-  #runAction(p: Promise<Input>, onTimeout: () => Input): void {
+  #runAction(p: Promise<Input>, onTimeout: () => Input, onResult?: (input: Input) => void): void {
     this.#pendingActions++;
     let isSettled = false;
     const settle = (input: Input): void => {
@@ -202,7 +214,10 @@ export class Connection {
       this.#log.warn({ timeoutMs: this.#deps.actionTimeoutMs }, 'action timed out');
       settle(onTimeout());
     }, this.#deps.actionTimeoutMs);
-    void p.then(settle);
+    void p.then((input) => {
+      if (!isSettled) onResult?.(input);
+      settle(input);
+    });
   }
 
   /**

@@ -6,6 +6,7 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
+import type { SessionMetrics } from '../obs/metrics.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { Connection } from './connection.ts';
@@ -23,6 +24,8 @@ export type ServerOptions = {
   /** Each cluster worker binds its own listening socket with SO_REUSEPORT, so the kernel spreads
    *  connections over the workers and no accepted socket has to pass through the primary. */
   isReusePort?: boolean;
+  /** Sessions, accepted messages and negative replies are counted here; absent: not counted. */
+  metrics?: SessionMetrics | null;
 };
 
 /** How long a graceful stop waits for sessions to finish their current action. */
@@ -50,6 +53,7 @@ export class SmtpServer {
 
   async listen(): Promise<void> {
     const { config, log } = this.#opts;
+    const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
     const deps = {
       machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null, policyStages: this.#opts.policy?.stages, maxPolicyRefusals: config.verdicts.maxRefusalsPerSession }),
@@ -62,12 +66,17 @@ export class SmtpServer {
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
       actionTimeoutMs: ACTION_TIMEOUT_MS,
-      onClose: (c: Connection) => this.#connections.delete(c),
+      metrics,
+      onClose: (c: Connection) => {
+        this.#connections.delete(c);
+        metrics?.sessionClosed();
+      },
     };
     for (const addr of config.smtp.listen) {
       const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
         const c = new Connection(socket, deps);
         this.#connections.add(c);
+        metrics?.sessionOpened();
         c.start();
       });
       server.on('error', (err) => log.error({ err }, 'listener error'));

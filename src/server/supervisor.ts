@@ -9,6 +9,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
+import { answerClusterScrapes, clusterSource, Metrics, PrimaryMetrics, startMetricsServer, type MetricsHttpServer } from '../obs/metrics.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
 import { openStateStore } from '../store/open.ts';
@@ -28,16 +29,29 @@ export function workerCount(cfg: Config): number {
 
 /** Entry point for `portcullis serve`: primary or worker, decided by node:cluster. */
 export async function serve(cfg: Config): Promise<void> {
-  if (cluster.isWorker) return runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }));
+  const metricsListen = cfg.metrics.listen;
+  if (cluster.isWorker) {
+    const metrics = metricsListen === null ? null : new Metrics();
+    // First thing: a scrape the primary sends before a worker answers waits prom-client's 5 s.
+    if (metrics !== null) answerClusterScrapes(metrics);
+    return runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }), metrics);
+  }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
-  if (n === 1) return runWorker(cfg, log);
-  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok');
+  if (n === 1) return runWorker(cfg, log, metricsListen === null ? null : new Metrics());
+  // The primary serves /metrics: the workers' registries summed, plus its own.
+  let primaryMetrics: PrimaryMetrics | null = null;
+  let metricsHttp: MetricsHttpServer | null = null;
+  if (metricsListen !== null) {
+    primaryMetrics = new PrimaryMetrics();
+    metricsHttp = await startMetricsServer(metricsListen, clusterSource(primaryMetrics), log);
+  }
+  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp);
 }
 
-function runPrimary(n: number, log: Logger, tlsState: string): void {
+function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMetrics | null, metricsHttp: MetricsHttpServer | null): void {
   let isStopping = false;
   let ready = 0;
   /** Workers that died before they ever listened: a broken set-up (port taken, bad spool). */
@@ -76,6 +90,7 @@ function runPrimary(n: number, log: Logger, tlsState: string): void {
       const delay = lived < EARLY_DEATH_MS ? Math.min(MAX_BACKOFF_MS, Math.max(100, previous * 2)) : 0;
       backoffMs.set(slot, delay);
       log.error({ worker: w.id, code, signal, restartInMs: delay }, 'worker died; restarting');
+      metrics?.workerRestarted();
       const t = setTimeout(() => {
         pendingForks.delete(t);
         fork(slot);
@@ -89,6 +104,7 @@ function runPrimary(n: number, log: Logger, tlsState: string): void {
     for (const t of pendingForks) clearTimeout(t);
     pendingForks.clear();
     log.info({ reason: why }, 'stopping workers');
+    void metricsHttp?.close();
     const workers = Object.values(cluster.workers ?? {});
     if (workers.length === 0) process.exit(exitCode);
     for (const w of workers) w?.process.kill('SIGTERM');
@@ -100,7 +116,8 @@ function runPrimary(n: number, log: Logger, tlsState: string): void {
   for (let i = 0; i < n; i++) fork(i);
 }
 
-async function runWorker(cfg: Config, log: Logger): Promise<void> {
+/** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics). */
+async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Promise<void> {
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const secureContext = await loadSecureContext(tlsFiles);
   const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
@@ -118,15 +135,19 @@ async function runWorker(cfg: Config, log: Logger): Promise<void> {
     store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
   }, PURGE_INTERVAL_MS);
   purge.unref();
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy: buildPipeline(cfg, log, store) });
+  const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
   await server.listen();
+  const metricsListen = cfg.metrics.listen;
+  // In a worker the primary serves /metrics; a single process serves its own.
+  const metricsHttp = metrics !== null && metricsListen !== null && !cluster.isWorker ? await startMetricsServer(metricsListen, metrics.source(), log) : null;
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
   let isStopping = false;
   const stop = async (): Promise<void> => {
     if (isStopping) return;
     isStopping = true;
-    await server.stop();
+    await Promise.all([server.stop(), metricsHttp?.close()]);
     clearInterval(purge);
     await spool.close();
     await store.close();
