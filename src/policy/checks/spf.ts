@@ -1,0 +1,290 @@
+// SPF (RFC 7208) at MAIL FROM: asks mailauth's check_host() for the MAIL FROM identity, or for the
+// HELO identity when the reverse path is null (2.4), and maps each of the seven results to a
+// configured action; refusals use the RFC 7372 codes (X.7.23 failed, X.7.24 error).
+// Owns only the mapping, the reply texts and the added header field (Received-SPF, RFC 7208 9.1,
+// or Authentication-Results, RFC 8601). Never evaluates SPF itself and never relaxes mailauth's
+// limits (10 DNS mechanisms, 2 void lookups: 4.6.4); never checks relay clients (outbound mail);
+// never puts DNS text or control characters into a reply; never remembers a refusal by client
+// network (no TTL: the result depends on the sender domain, which is the verdict's key).
+
+import { domainToASCII } from 'node:url';
+import type { SPFOptions, SPFResult as MailauthSpfResult } from 'mailauth';
+import { spf as mailauthSpf } from 'mailauth/lib/spf/index.js';
+import type { DnsClient } from '../../dns/resolver.ts';
+import type { PolicyVerdict } from '../../protocol/machine.ts';
+import { reply, type Reply } from '../../protocol/replies.ts';
+import type { Check, CheckContext } from '../check.ts';
+
+export type SpfResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
+export type SpfAction = 'continue' | 'tempfail' | 'reject';
+
+export type SpfOptions = {
+  /** Every lookup goes through this client (its servers, per-try timeout and tries). */
+  dns: DnsClient;
+  /** Our name: mailauth's `mta` in the header comment, Received-SPF receiver=, the A-R authserv-id. */
+  hostname: string;
+  actions: Readonly<Record<SpfResult, SpfAction>>;
+  header: 'received-spf' | 'authentication-results' | 'none';
+  /** Budget for the whole evaluation (all lookups); running out is a temperror. */
+  timeoutMs: number;
+};
+
+/** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. */
+export const SPF_DEFAULT_ACTIONS: Record<SpfResult, SpfAction> = {
+  pass: 'continue',
+  fail: 'reject',
+  softfail: 'continue',
+  neutral: 'continue',
+  none: 'continue',
+  temperror: 'tempfail',
+  permerror: 'continue',
+};
+
+export const SPF_DEFAULTS = {
+  actions: SPF_DEFAULT_ACTIONS,
+  header: 'received-spf',
+  timeoutMs: 10_000,
+} as const satisfies Omit<SpfOptions, 'dns' | 'hostname'>;
+
+/** RFC 7208 4.6.4. Passed to mailauth explicitly (its defaults are the same) so they are visible here. */
+export const SPF_MAX_DNS_MECHANISMS = 10;
+export const SPF_MAX_VOID_LOOKUPS = 2;
+
+const RESULTS: ReadonlySet<string> = new Set<SpfResult>(['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror']);
+
+/** The reply catalogue of this check (RFC 7372 3.2): X.7.23 when the result is not accepted by
+ *  local policy, X.7.24 when evaluation ended in an error; 451 only with X.7.24, the one SPF code
+ *  registered for 451. Domain and address are sanitized by the caller. */
+export const SPF_REPLY = {
+  failed: (domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: ${domain} does not designate ${ip} as permitted sender`),
+  refused: (result: SpfResult, domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: result ${result} for ${domain} and ${ip} is not accepted here`),
+  permerror: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} is invalid`),
+  temperrorRefused: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} could not be looked up`),
+  tryLater: reply(451, '4.7.24', 'SPF validation error, try again later'),
+  deferred: (result: SpfResult, domain: string) => reply(451, '4.7.24', `SPF validation gave ${result} for ${domain}, try again later`),
+} as const;
+
+/** What one evaluation produced. */
+type SpfOutcome = {
+  result: SpfResult;
+  /** The checked domain, lower-cased (A-labels); '' when there was nothing to check. */
+  domain: string;
+  identity: 'mailfrom' | 'helo';
+  /** For the log: mailauth's comment (may quote the record), never sent to the client. */
+  comment: string;
+  /** Received-SPF and Authentication-Results field lines (no final CRLF), valid header fields. */
+  receivedSpf: string;
+  authResults: string;
+};
+
+// mailauth's typings describe the resolver as returning strings only (MX answers are objects);
+// the function is node:dns's `resolve` shape either way, which DnsClient.resolve is.
+type MailauthResolver = NonNullable<SPFOptions['resolver']>;
+
+export function spfCheck(opts: SpfOptions): Check {
+  const onTimeout = verdictFor(opts, { result: 'temperror', domain: '', ip: '', reason: `SPF evaluation timed out after ${opts.timeoutMs} ms` }, []);
+  return {
+    name: 'spf',
+    stages: ['mail'],
+    timeoutMs: opts.timeoutMs,
+    onTimeout,
+    key: (ctx) => {
+      const id = identityOf(ctx);
+      return id.domain !== '' ? id.domain : (ctx.transaction?.reversePath?.domain ?? ctx.session.heloName ?? '').toLowerCase();
+    },
+    run: async (ctx, signal) => {
+      // Security: relay clients send outbound mail; their MAIL FROM is ours to vouch for.
+      if (ctx.session.isRelayClient) return { action: 'continue' };
+      const ip = normalizeIp(ctx.session.peer.address);
+      const outcome = await evaluateSpf(opts, ctx, ip, signal);
+      const header = opts.header === 'received-spf' ? [outcome.receivedSpf] : opts.header === 'authentication-results' ? [outcome.authResults] : [];
+      const reason = `spf ${outcome.result} for ${outcome.identity} ${outcome.domain || '(none)'} from ${ip}: ${oneLine(outcome.comment, 400)}`;
+      return verdictFor(opts, { result: outcome.result, domain: outcome.domain, ip, reason }, header);
+    },
+  };
+}
+
+/** Runs mailauth for the session's identity; never throws for DNS trouble (that is temperror). */
+async function evaluateSpf(opts: SpfOptions, ctx: CheckContext, ip: string, signal: AbortSignal): Promise<SpfOutcome> {
+  const id = identityOf(ctx);
+  const helo = ctx.session.heloName ?? ctx.heloName ?? undefined;
+  if (id.domain === '' || id.sender === null) {
+    // RFC 7208 4.3: no usable domain (an address literal, no HELO name) -> "none", no DNS.
+    const comment = `${opts.hostname}: no domain to check for ${id.identity === 'helo' ? 'the HELO identity' : 'the MAIL FROM identity'}`;
+    return finish(opts, { result: 'none', domain: id.domain, identity: id.identity, comment, ip, helo, envelopeFrom: id.sender ?? '' });
+  }
+  const res: MailauthSpfResult = await mailauthSpf({
+    // For the null reverse path this is "postmaster@<helo>" (RFC 7208 2.4), what mailauth would
+    // substitute for a missing sender itself, but with the A-label form of the HELO name.
+    sender: id.sender,
+    ip,
+    helo,
+    mta: opts.hostname,
+    maxResolveCount: SPF_MAX_DNS_MECHANISMS,
+    maxVoidCount: SPF_MAX_VOID_LOOKUPS,
+    resolver: abortableResolver(opts.dns, signal) as MailauthResolver,
+  });
+  const raw = String(res.status?.result ?? '');
+  const result: SpfResult = RESULTS.has(raw) ? (raw as SpfResult) : raw === 'temperr' ? 'temperror' : 'permerror';
+  return finish(opts, {
+    result,
+    domain: id.domain,
+    identity: id.identity,
+    comment: res.status?.comment ?? '',
+    ip,
+    helo,
+    envelopeFrom: res['envelope-from'] ?? id.sender,
+  });
+}
+
+type Identity = { identity: 'mailfrom' | 'helo'; domain: string; sender: string | null };
+
+/** RFC 7208 2.4: MAIL FROM, or postmaster@<HELO name> for the null reverse path. */
+function identityOf(ctx: CheckContext): Identity {
+  const rp = ctx.transaction?.reversePath ?? null;
+  if (rp !== null) {
+    if (rp.isAddressLiteral) return { identity: 'mailfrom', domain: '', sender: null };
+    const domain = asciiDomain(rp.domain);
+    return { identity: 'mailfrom', domain, sender: domain === '' ? null : `${rp.localPart}@${domain}` };
+  }
+  const helo = ctx.session.heloName ?? ctx.heloName;
+  if (helo === null || helo.startsWith('[')) return { identity: 'helo', domain: '', sender: null };
+  const domain = asciiDomain(helo);
+  return { identity: 'helo', domain, sender: domain === '' ? null : `postmaster@${domain}` };
+}
+
+/** Lower-cased A-label form (mailauth refuses U-labels as "none"), '' when not a domain name. */
+function asciiDomain(name: string): string {
+  const ascii = domainToASCII(name.replace(/\.$/, '')).toLowerCase();
+  return /^[a-z0-9_-]+(\.[a-z0-9_-]+)+$/.test(ascii) && ascii.length <= 253 ? ascii : '';
+}
+
+/** IPv4-mapped IPv6 (a dual-stack listener) is the IPv4 client for SPF (RFC 7208 5: ip4). */
+function normalizeIp(address: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return m === null ? address : m[1];
+}
+
+/**
+ * The DNS client as mailauth's resolver, cut off when the check's budget runs out: the pending
+ * and every later lookup fail with ETIMEOUT (mailauth's temperror), so an abandoned evaluation
+ * stops at once instead of walking the rest of a record chain.
+ */
+function abortableResolver(dns: DnsClient, signal: AbortSignal): (name: string, rrtype: string) => Promise<unknown> {
+  const timedOut = (): Error => Object.assign(new Error('SPF evaluation timed out'), { code: 'ETIMEOUT' });
+  return (name, rrtype) => {
+    if (signal.aborted) return Promise.reject(timedOut());
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(timedOut());
+      signal.addEventListener('abort', onAbort, { once: true });
+      dns.resolve(name, rrtype).then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  };
+}
+
+type Finished = {
+  result: SpfResult;
+  domain: string;
+  identity: 'mailfrom' | 'helo';
+  comment: string;
+  ip: string;
+  helo: string | undefined;
+  envelopeFrom: string;
+};
+
+function finish(opts: SpfOptions, f: Finished): SpfOutcome {
+  // mailauth's own field is "Received-SPF: <result> (<comment>) client-ip=<ip>;", folded at 160
+  // columns with its comment unbounded (it can quote a record). The same field is rebuilt here
+  // from its parts with the comment bounded, plus the pairs RFC 7208 9.1 asks for, then folded.
+  const base = `Received-SPF: ${f.result} (${commentText(f.comment)}) client-ip=${f.ip};`;
+  const pairs = [
+    ...(f.envelopeFrom !== '' ? [`envelope-from=${kvValue(f.envelopeFrom)};`] : []),
+    ...(f.helo !== undefined ? [`helo=${kvValue(f.helo)};`] : []),
+    `receiver=${kvValue(opts.hostname)};`,
+    `identity=${f.identity};`,
+  ];
+  const receivedSpf = foldField(`${base} ${pairs.join(' ')}`);
+  const prop = f.identity === 'mailfrom' ? 'smtp.mailfrom' : 'smtp.helo';
+  const propValue = f.identity === 'mailfrom' ? f.domain : (f.domain !== '' ? f.domain : (f.helo ?? ''));
+  const authResults = foldField(`Authentication-Results: ${arValue(opts.hostname)}; spf=${f.result}${propValue !== '' ? ` ${prop}=${arValue(propValue)}` : ''}`);
+  return { result: f.result, domain: f.domain, identity: f.identity, comment: f.comment, receivedSpf, authResults };
+}
+
+function verdictFor(opts: SpfOptions, v: { result: SpfResult; domain: string; ip: string; reason: string }, headers: readonly string[]): PolicyVerdict {
+  const action = opts.actions[v.result];
+  if (action === 'continue') return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
+  const domain = replySafe(v.domain, 253) || 'the sender domain';
+  const ip = replySafe(v.ip, 45) || 'the client';
+  let r: Reply;
+  if (action === 'tempfail') {
+    r = v.result === 'temperror' || v.result === 'permerror' || v.domain === '' ? SPF_REPLY.tryLater : SPF_REPLY.deferred(v.result, domain);
+  } else if (v.result === 'permerror') {
+    r = SPF_REPLY.permerror(domain);
+  } else if (v.result === 'temperror') {
+    r = SPF_REPLY.temperrorRefused(domain);
+  } else if (v.result === 'fail' || v.result === 'softfail') {
+    r = SPF_REPLY.failed(domain, ip);
+  } else {
+    r = SPF_REPLY.refused(v.result, domain, ip);
+  }
+  // No ttlSeconds: the refusal is about the sender domain (the key), not the client network.
+  return { action, reply: r, check: 'spf', reason: v.reason };
+}
+
+/** Printable ASCII only, no spaces, bounded: for reply text built from client or DNS data. */
+function replySafe(text: string, max: number): string {
+  return text.replace(/[^\x21-\x7e]/g, '?').slice(0, max);
+}
+
+/** One line of printable text (for comments and log reasons). */
+function oneLine(text: string, max: number): string {
+  return text.replace(/[\x00-\x1f\x7f]+/g, ' ').replace(/\s+/g, ' ').trim().slice(0, max);
+}
+
+/** RFC 5322 3.2.2 ctext: no unescaped parentheses or backslashes. */
+function commentText(text: string): string {
+  return oneLine(text, 400).replace(/[\\()]/g, (c) => `\\${c}`);
+}
+
+/** RFC 7208 9.1 key-value: dot-atom when possible, else a quoted-string. */
+function kvValue(value: string): string {
+  const v = oneLine(value, 300);
+  return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+/** RFC 8601 2.2 value: a token (RFC 2045) or a quoted-string; domain names are tokens. */
+function arValue(value: string): string {
+  const v = oneLine(value, 300);
+  return /^[!#$%&'*+.0-9A-Z^_`a-z{|}~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+/** Undo folding (CRLF + WSP -> WSP) and turn any other control character into a space. */
+function unfold(field: string): string {
+  return field.replace(/\r?\n(?=[ \t])/g, '').replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ').trim();
+}
+
+const FOLD_AT = 78;
+/** A field name (at most ~80 here) + ": " + one word, or " " + one word, stays within 998. */
+const MAX_WORD = 900;
+
+/**
+ * A valid header field, without the final CRLF (the machine adds it): no CR or LF except folds,
+ * every fold is CRLF + one space before a word, no line longer than 998 octets (RFC 5322 2.1.1,
+ * 2.2.3). Words longer than a line are cut (they are comments or values, never the field name).
+ */
+export function foldField(field: string): string {
+  const words = unfold(field).split(/[ \t]+/).filter((w) => w !== '').map((w) => (w.length > MAX_WORD ? `${w.slice(0, MAX_WORD - 3)}...` : w));
+  const lines: string[] = [];
+  let line = '';
+  for (const [i, w] of words.entries()) {
+    if (line === '') line = w;
+    // The first value word stays with the field name, however long.
+    else if (i === 1 || line.length + 1 + w.length <= FOLD_AT) line += ` ${w}`;
+    else {
+      lines.push(line);
+      line = ` ${w}`;
+    }
+  }
+  if (line !== '') lines.push(line);
+  return lines.join('\r\n');
+}
