@@ -1,17 +1,32 @@
 // Starts Portcullis for the benchmark: `serve` with a TOML config in the scratch dir, under the same
 // Node binary the benchmark runs on. Durable like Postfix: the spool answers 250 after fsync.
+// The policy scenario (policy.ts) adds TOML sections, narrows relay.networks and seeds the state
+// store before the server starts.
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunningServer, StartOptions } from './servers.ts';
 import { HOST, spawnLogged, stopTree, waitForBanner } from './util.ts';
 
-export async function startPortcullis(options: StartOptions): Promise<RunningServer> {
+export type PortcullisOptions = StartOptions & {
+  /** relay.networks; default ["127.0.0.0/8"] (the load's client may relay). */
+  relayNetworks?: readonly string[];
+  /** Appended to the configuration (whole TOML sections). */
+  extraToml?: string;
+  /** Called with the spool directory (not yet created) after the config is written, before the server starts. */
+  beforeStart?: (paths: { spoolDir: string; configPath: string }) => Promise<void>;
+};
+
+export type RunningPortcullis = RunningServer & { spoolDir: string; configPath: string };
+
+export async function startPortcullis(options: PortcullisOptions): Promise<RunningPortcullis> {
   const main = join(options.repoDir, 'src/cli/main.ts');
   if (!existsSync(main)) throw new Error('src/cli/main.ts does not exist yet');
   const dir = join(options.scratchDir, 'portcullis');
   mkdirSync(dir);
   const configPath = join(dir, 'portcullis.toml');
+  const spoolDir = join(dir, 'spool');
+  const relayNetworks = options.relayNetworks ?? ['127.0.0.0/8'];
   // JSON string escapes are valid TOML basic-string escapes.
   writeFileSync(
     configPath,
@@ -22,13 +37,14 @@ workers = "auto"
 [domains]
 local = ["bench.test"]
 [relay]
-networks = ["127.0.0.0/8"]
+networks = ${JSON.stringify(relayNetworks)}
 [spool]
-dir = ${JSON.stringify(join(dir, 'spool'))}
+dir = ${JSON.stringify(spoolDir)}
 [log]
 level = "warn"
-`,
+${options.extraToml ?? ''}`,
   );
+  await options.beforeStart?.({ spoolDir, configPath });
   const server = spawnLogged(process.execPath, [main, 'serve', '--config', configPath], {
     cwd: options.repoDir,
     logPath: join(dir, 'portcullis.log'),
@@ -45,5 +61,7 @@ level = "warn"
     version: `${version} (Node ${process.versions.node}, workers = "auto")`,
     failure: server.exitReason,
     stop: () => stopTree(server.pid),
+    spoolDir,
+    configPath,
   };
 }

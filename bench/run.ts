@@ -1,9 +1,11 @@
 // `npm run bench`: Postfix's smtp-source against Portcullis and, in the same run, against Postfix and
-// Haraka under the same load; prints markdown tables for docs/benchmarks.md on stdout (progress on
-// stderr). Starts every server itself and stops each by PID (Postfix by `postfix stop`); every run
-// has a message count and a time limit. Linux only (reads /proc); the Postfix peer needs root.
+// Haraka under the same load; then the policy scenario (policy.ts): Portcullis with DNS lists, SPF
+// and greylisting against the plain engine. Prints markdown tables for docs/benchmarks.md on stdout
+// (progress on stderr). Starts every server itself and stops each by PID (Postfix by `postfix
+// stop`); every run has a message count and a time limit. Linux only (reads /proc); the Postfix
+// peer needs root.
 //
-//   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--debug]
+//   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
 
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,14 +13,17 @@ import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Cell, runLoad, type RunResult, waitForQuiet } from './load.ts';
+import { runPolicyScenario } from './policy.ts';
 import { type CellSummary, cellLabel, renderTables, summarize } from './report.ts';
 import { DISPLAY_NAMES, PORTS, type RunningServer, SERVER_NAMES, type ServerName, startServer } from './servers.ts';
 import { findExecutable } from './util.ts';
 
-const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--debug]
-  --quick  1 run per cell instead of 3, smaller message counts (a smoke test)
-  --only   the servers to measure (default: all three)
-  --debug  keep the scratch directory and turn on Postfix's mail log`;
+const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
+  --quick        1 run per cell instead of 3, smaller message counts (a smoke test)
+  --only         the servers to measure (default: all three); the policy scenario runs when
+                 portcullis is one of them
+  --policy-only  only the policy scenario (Portcullis with and without DNS lists, SPF, greylisting)
+  --debug        keep the scratch directory and turn on Postfix's mail log`;
 
 const SESSIONS = [20, 100];
 const MESSAGE_BYTES = [1024, 64 * 1024];
@@ -73,6 +78,7 @@ async function main(): Promise<number> {
     options: {
       quick: { type: 'boolean', default: false },
       only: { type: 'string' },
+      'policy-only': { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -87,6 +93,14 @@ async function main(): Promise<number> {
     log(`unknown server(s): ${unknown.join(', ')}\n${USAGE}`);
     return 2;
   }
+  const policyOnly = values['policy-only'];
+  if (policyOnly && values.only !== undefined) {
+    log(`--policy-only and --only do not go together\n${USAGE}`);
+    return 2;
+  }
+  const peerServers = policyOnly ? [] : SERVER_NAMES.filter((server) => selected.includes(server));
+  const runPolicy = policyOnly || selected.includes('portcullis');
+
   const smtpSource = findExecutable('smtp-source');
   if (smtpSource === undefined) {
     log('smtp-source not found: it ships in the postfix package (bash scripts/test-deps.sh installs it)');
@@ -104,9 +118,11 @@ async function main(): Promise<number> {
   chmodSync(scratchDir, 0o755);
 
   let current: RunningServer | undefined;
+  const policyCleanups = new Set<() => Promise<void>>();
   const cleanUp = async () => {
     await current?.stop();
     current = undefined;
+    for (const stop of policyCleanups) await stop();
     if (!values.debug) rmSync(scratchDir, { recursive: true, force: true });
   };
   for (const name of ['SIGINT', 'SIGTERM'] as const) {
@@ -126,7 +142,7 @@ async function main(): Promise<number> {
 
   // Each cell gets a freshly started server, so what one cell leaves behind (a grown heap, a queue
   // directory full of entries) does not show up in the next cell's numbers.
-  for (const name of SERVER_NAMES.filter((server) => selected.includes(server))) {
+  for (const name of peerServers) {
     log(`== ${DISPLAY_NAMES[name]} on port ${PORTS[name]}`);
     for (const [index, cell] of cells.entries()) {
       const row = results.get(cell) as Record<ServerName, CellSummary>;
@@ -169,6 +185,29 @@ async function main(): Promise<number> {
       if (!values.debug) rmSync(serverDir, { recursive: true, force: true });
     }
   }
+
+  let policyMarkdown = '';
+  if (runPolicy) {
+    const policy = await runPolicyScenario({
+      smtpSource,
+      repoDir,
+      scratchDir,
+      quick,
+      debug: values.debug,
+      runs,
+      invocationTimeoutMs,
+      quietWaitMs,
+      log,
+      cleanups: policyCleanups,
+    }).catch((error: unknown) => {
+      const reason = error instanceof Error ? error.message : String(error);
+      log(`   policy scenario failed: ${reason}`);
+      return { versions: [], otherCores: [], markdown: `#### Policy overhead\n\nfailed: ${reason}\n` };
+    });
+    for (const line of policy.versions) if (!versions.some((known) => known.split(' (')[0] === line.split(' (')[0])) versions.push(line);
+    otherCores.push(...policy.otherCores);
+    policyMarkdown = policy.markdown;
+  }
   await cleanUp();
 
   const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
@@ -183,7 +222,8 @@ async function main(): Promise<number> {
     noiseNote(otherCores),
     '',
   ];
-  const report = `${header.join('\n')}\n${renderTables(cells, results, runs)}`;
+  const peerMarkdown = peerServers.length > 0 ? renderTables(cells, results, runs) : '';
+  const report = `${header.join('\n')}\n${[peerMarkdown, policyMarkdown].filter((part) => part !== '').join('\n')}`;
   process.stdout.write(report);
 
   const resultsDir = join(repoDir, '.bench/results');

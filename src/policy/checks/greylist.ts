@@ -32,11 +32,16 @@ export const GREYLIST_DEFAULTS = {
 
 type TripletRecord = { firstMs: number; isPassed: boolean };
 
+/** The state-store key of one triplet; `network` as clientNetwork() gives it ("192.0.2.0/24"). */
+export function tripletKey(network: string, sender: string, recipient: string): string {
+  return `v1:grey:${network}:${sender.toLowerCase()}:${recipient.toLowerCase()}`;
+}
+
 export function greylistCheck(opts: GreylistOptions): Check {
   const { store } = opts;
   /** One triplet: 'pass' or the reason it is not passed yet. */
   const judge = async (network: string, sender: string, recipient: string): Promise<'pass' | string> => {
-    const key = `v1:grey:${network}:${sender.toLowerCase()}:${recipient.toLowerCase()}`;
+    const key = tripletKey(network, sender, recipient);
     const nowMs = opts.now();
     const text = await store.get(key);
     const rec = text === null ? null : (JSON.parse(text) as TripletRecord);
