@@ -12,6 +12,7 @@ import { DNSBL_DEFAULTS, dnsblCheck } from './checks/dnsbl.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
 import { heloCheck } from './checks/helo.ts';
 import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
+import { SPF_DEFAULTS, spfCheck } from './checks/spf.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
 const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
@@ -61,7 +62,18 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
             now,
             log,
           }),
-    spf: () => null,
+    spf: () => {
+      if (!cfg.spf.enabled) return null;
+      const { fail, softfail, neutral, none, temperror, permerror } = cfg.spf;
+      return spfCheck({
+        dns: dnsClient(),
+        hostname: cfg.smtp.hostname,
+        actions: { pass: 'continue', fail, softfail, neutral, none, temperror, permerror },
+        header: cfg.spf.header,
+        // An SPF evaluation may take up to 10 lookups in a row; never less than two slow ones.
+        timeoutMs: Math.max(SPF_DEFAULTS.timeoutMs, 2 * dnsBudgetMs),
+      });
+    },
     greylist: () =>
       cfg.greylist.enabled
         ? greylistCheck({ store: needStore('greylist.enabled'), stage: cfg.greylist.stage, ...GREYLIST_DEFAULTS, delaySeconds: cfg.greylist.delaySeconds, now })
