@@ -10,6 +10,7 @@ import { parse, TomlDate, TomlError } from 'smol-toml';
 import { defaultConfig } from './types.ts';
 import type { Config, DnsListConfig, ListenAddress, PolicyCheckName } from './types.ts';
 import { POLICY_CHECK_NAMES } from './types.ts';
+import { formatIPv6, ipv6Groups } from '../net/ip.ts';
 import { parseAnswerPattern } from '../policy/checks/dnsbl.ts';
 
 /** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
@@ -330,39 +331,6 @@ function ipv4Words(address: string): number[] {
   return address.split('.').map(Number);
 }
 
-/** Eight 16-bit groups; `address` has already passed isIP(...) === 6 and holds no zone. */
-function ipv6Words(address: string): number[] {
-  let text = address;
-  const tail: number[] = [];
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4 !== null) {
-    const [a, b, c, d] = ipv4Words(v4[1]);
-    tail.push((a << 8) | b, (c << 8) | d);
-    text = text.slice(0, -v4[1].length).replace(/:$/, '');
-    if (text.endsWith(':')) text += ':'; // "::1.2.3.4" -> "::" after the slice
-  }
-  const groups = (part: string) => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
-  const gap = text.indexOf('::');
-  if (gap < 0) return [...groups(text), ...tail];
-  const head = groups(text.slice(0, gap));
-  const rest = [...groups(text.slice(gap + 2)), ...tail];
-  return [...head, ...new Array<number>(8 - head.length - rest.length).fill(0), ...rest];
-}
-
-/** RFC 5952 4.2 text form: lowercase, longest run of two or more zero groups as "::". */
-function formatIpv6(words: number[]): string {
-  let [bestStart, bestLength] = [-1, 1];
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLength) [bestStart, bestLength] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
-}
-
 /** Clears the host bits below `prefix` in words of `bits` bits each. */
 function maskWords(words: number[], bits: number, prefix: number): number[] {
   return words.map((word, i) => {
@@ -388,11 +356,11 @@ function parseNetwork(text: string): string | { problem: string } {
   }
   // Security: /0 lets every client on the Internet relay through us: an open relay, never intended.
   if (prefix === 0) return { problem: 'a /0 network would let every client relay (an open relay)' };
-  const [words, bits] = family === 4 ? [ipv4Words(address), 8] : [ipv6Words(address), 16];
+  const [words, bits] = family === 4 ? [ipv4Words(address), 8] : [ipv6Groups(address), 16];
   const network = maskWords(words, bits, prefix);
   if (network.some((word, i) => word !== words[i])) {
     // "10.1.2.3/8" is usually a typo for one host or for the network; make the operator say which.
-    const base = family === 4 ? network.join('.') : formatIpv6(network);
+    const base = family === 4 ? network.join('.') : formatIPv6(network);
     return { problem: `has host bits set: write "${base}/${prefix}" for the network, or "${address}" for one host` };
   }
   try {

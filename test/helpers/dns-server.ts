@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ownProcess } from './owned-process.ts';
 import { freePort } from './ports.ts';
 
 export type DnsServerOptions = {
@@ -34,7 +35,6 @@ export type DnsTestServer = {
 const READY_TIMEOUT_MS = 5000;
 /** Debian installs it in /usr/sbin, which a non-root PATH often lacks. */
 const DNSMASQ = existsSync('/usr/sbin/dnsmasq') ? '/usr/sbin/dnsmasq' : 'dnsmasq';
-const STOP_TIMEOUT_MS = 3000;
 
 export async function startDnsServer(opts: DnsServerOptions): Promise<DnsTestServer> {
   let lastError: unknown;
@@ -64,23 +64,9 @@ async function startOnce(opts: DnsServerOptions): Promise<DnsTestServer> {
   });
   let stderr = '';
   child.stderr?.on('data', (b: Buffer) => { stderr += b.toString('utf8').slice(0, 4000); });
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => { exited = true; resolve(); });
-    child.once('error', (err) => { exited = true; stderr += String(err); resolve(); });
-  });
-  const killOnExit = () => { if (!exited) child.kill('SIGKILL'); };
-  process.once('exit', killOnExit);
+  const owned = ownProcess(child);
   const stop = async () => {
-    process.removeListener('exit', killOnExit);
-    if (!exited) {
-      child.kill('SIGTERM');
-      const timedOut = await Promise.race([exit.then(() => false), sleep(STOP_TIMEOUT_MS, undefined, { ref: false }).then(() => true)]);
-      if (timedOut) {
-        child.kill('SIGKILL');
-        await exit;
-      }
-    }
+    await owned.stop();
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -95,9 +81,10 @@ async function startOnce(opts: DnsServerOptions): Promise<DnsTestServer> {
       // NXDOMAIN from a local zone is an answer: the server is up.
       if ((err as NodeJS.ErrnoException).code === 'ENOTFOUND' || (err as NodeJS.ErrnoException).code === 'ENODATA') break;
     }
-    if (exited || Date.now() > deadline) {
+    if (owned.isExited() || Date.now() > deadline) {
       await stop();
-      throw new Error(`dnsmasq did not start on port ${port}: ${exited ? 'it exited' : 'no answer in time'}\n${stderr}`);
+      const why = owned.spawnError() !== null ? String(owned.spawnError()) : owned.isExited() ? 'it exited' : 'no answer in time';
+      throw new Error(`dnsmasq did not start on port ${port}: ${why}\n${stderr}`);
     }
     await sleep(50);
   }

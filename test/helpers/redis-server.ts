@@ -9,12 +9,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ownProcess } from './owned-process.ts';
 import { freePort } from './ports.ts';
 
 export type RedisTestServer = { url: string; port: number; dir: string; stop: () => Promise<void> };
 
 const READY_TIMEOUT_MS = 5000;
-const STOP_TIMEOUT_MS = 3000;
 
 export async function startRedisServer(): Promise<RedisTestServer> {
   // Another process may take the free port between our probe and redis's bind: retry a few times.
@@ -44,33 +44,17 @@ async function startOnce(): Promise<RedisTestServer> {
   } finally {
     closeSync(stdio);
   }
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => { exited = true; resolve(); });
-    child.once('error', () => { exited = true; resolve(); });
-  });
-  let spawnError: Error | null = null;
-  child.once('error', (err) => { spawnError = err; });
-  const killOnExit = () => { if (!exited) child.kill('SIGKILL'); };
-  process.once('exit', killOnExit);
-
+  const owned = ownProcess(child);
   const stop = async () => {
-    process.removeListener('exit', killOnExit);
-    if (!exited) {
-      child.kill('SIGTERM');
-      const timedOut = await Promise.race([exit.then(() => false), sleep(STOP_TIMEOUT_MS, undefined, { ref: false }).then(() => true)]);
-      if (timedOut) {
-        child.kill('SIGKILL');
-        await exit;
-      }
-    }
+    await owned.stop();
     rmSync(dir, { recursive: true, force: true });
   };
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await answersPing(port))) {
-    if (exited || Date.now() > deadline) {
-      const why = spawnError !== null ? String(spawnError) : exited ? 'redis-server exited' : 'no PONG in time';
+    if (owned.isExited() || Date.now() > deadline) {
+      const spawnError = owned.spawnError();
+      const why = spawnError !== null ? String(spawnError) : owned.isExited() ? 'redis-server exited' : 'no PONG in time';
       const log = readLog(logFile) + readLog(stdioFile);
       await stop();
       throw new Error(`redis-server did not start on port ${port}: ${why}\n${log}`);

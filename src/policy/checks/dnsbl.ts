@@ -17,6 +17,7 @@
 // DnsClient (configured servers, bounded tries).
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { ipv6Groups } from '../../net/ip.ts';
 import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
@@ -164,17 +165,7 @@ export function reversedName(address: string): string | null {
   const v4 = mapped !== null ? mapped[1] : address;
   if (isIPv4(v4)) return v4.split('.').map(Number).reverse().join('.');
   if (!isIPv6(address) || address.includes('%')) return null;
-  let text = address.toLowerCase();
-  const tail = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (tail !== null) {
-    const [a, b, c, d] = tail.slice(1).map(Number);
-    text = `${text.slice(0, tail.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, rest] = text.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const t = rest === undefined || rest === '' ? [] : rest.split(':');
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  const nibbles = groups.map((g) => g.padStart(4, '0')).join('');
+  const nibbles = ipv6Groups(address).map((g) => g.toString(16).padStart(4, '0')).join('');
   return [...nibbles].reverse().join('.');
 }
 

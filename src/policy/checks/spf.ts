@@ -14,9 +14,10 @@ import type { DnsClient } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
 import type { Check, CheckContext } from '../check.ts';
+import { defaultConfig, type SpfAction } from '../../config/types.ts';
 
 export type SpfResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
-export type SpfAction = 'continue' | 'tempfail' | 'reject';
+export type { SpfAction };
 
 export type SpfOptions = {
   /** Every lookup goes through this client (its servers, per-try timeout and tries). */
@@ -29,16 +30,10 @@ export type SpfOptions = {
   timeoutMs: number;
 };
 
-/** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. */
-export const SPF_DEFAULT_ACTIONS: Record<SpfResult, SpfAction> = {
-  pass: 'continue',
-  fail: 'reject',
-  softfail: 'continue',
-  neutral: 'continue',
-  none: 'continue',
-  temperror: 'tempfail',
-  permerror: 'continue',
-};
+/** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. The embedded
+ *  default configuration ([spf] in src/config/types.ts) is the one place these are written. */
+const { fail, softfail, neutral, none, temperror, permerror } = defaultConfig().spf;
+export const SPF_DEFAULT_ACTIONS: Record<SpfResult, SpfAction> = { pass: 'continue', fail, softfail, neutral, none, temperror, permerror };
 
 export const SPF_DEFAULTS = {
   actions: SPF_DEFAULT_ACTIONS,
