@@ -30,9 +30,11 @@ export type Check = {
    */
   key?(ctx: CheckContext): string;
   /**
-   * Which client addresses a refusal with a TTL is remembered for across sessions: `network`
-   * (default: verdicts.ipv4_prefix / ipv6_prefix, /24 and /64) or `host` (the one address, /32
-   * or /128: a DNS list names an address, not its neighbours).
+   * Whether, and for which client addresses, a refusal with a TTL is remembered across sessions
+   * (in the state store): `network` (verdicts.ipv4_prefix / ipv6_prefix, default /24 and /64) or
+   * `host` (the one address, /32 or /128: a DNS list names an address, not its neighbours).
+   * Absent: refusals live in the session only, `ttlSeconds` is ignored, and the check costs no
+   * store lookup (greylisting, SPF and the recipient table never remember by network).
    */
   readonly memoryScope?: 'host' | 'network';
   run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;

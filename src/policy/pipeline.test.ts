@@ -95,6 +95,7 @@ for (const kind of STORE_KINDS) {
     const listCheck: Check = {
       name: 'blocklist',
       stages: ['rcpt'],
+      memoryScope: 'network',
       key: () => '',
       run: () => {
         calls.n++;
@@ -115,7 +116,7 @@ for (const kind of STORE_KINDS) {
   test(`${kind}: RCPT-time variant across sessions, with the network prefix configured (/32) and per host`, async (t) => {
     const store = await openStore(kind, t);
     const calls = { n: 0 };
-    const deny = (name: string, memoryScope?: 'host'): Check => ({
+    const deny = (name: string, memoryScope: 'host' | 'network' | undefined): Check => ({
       name,
       stages: ['rcpt'],
       ...(memoryScope !== undefined ? { memoryScope } : {}),
@@ -125,7 +126,7 @@ for (const kind of STORE_KINDS) {
       },
     });
     const input = 'HELO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.test>\r\nRSET\r\nMAIL FROM:<c@d.example>\r\nRCPT TO:<x@example.test>\r\n';
-    const strict = new PolicyPipeline([deny('per-host')], { log, defaultTimeoutMs: 1000, store, prefixes: { ipv4: 32, ipv6: 128 } });
+    const strict = new PolicyPipeline([deny('per-host', 'network')], { log, defaultTimeoutMs: 1000, store, prefixes: { ipv4: 32, ipv6: 128 } });
     assert.deepEqual((await policySession(strict, input, { address: '192.0.2.1' })).filter((r) => r.startsWith('450')).length, 2);
     assert.equal(calls.n, 1, 'RSET and a new sender got the remembered verdict');
     assert.equal((await policySession(strict, input, { address: '192.0.2.1' })).filter((r) => r.startsWith('450')).length, 2);
@@ -136,5 +137,9 @@ for (const kind of STORE_KINDS) {
     await policySession(hostScoped, input, { address: '192.0.2.1' });
     await policySession(hostScoped, input, { address: '192.0.2.3' });
     assert.equal(calls.n, 4, 'a host-scoped check (DNS lists) ignores the /24 default');
+    const sessionOnly = new PolicyPipeline([deny('session-only', undefined)], { log, defaultTimeoutMs: 1000, store });
+    await policySession(sessionOnly, input, { address: '192.0.2.1' });
+    await policySession(sessionOnly, input, { address: '192.0.2.1' });
+    assert.equal(calls.n, 6, 'a check without a memory scope is not remembered across sessions, TTL or not');
   });
 }

@@ -72,9 +72,11 @@ export class PolicyPipeline {
         this.#record(ctx, check.name, remembered.action, 'remembered in the session');
         return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
       }
-      const prefixes = check.memoryScope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
-      const storeKey = `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
-      const stored = await this.#recall(storeKey, ctx);
+      // Only checks that keep refusals across sessions cost a store lookup per stage.
+      const scope = check.memoryScope;
+      const prefixes = scope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
+      const storeKey = scope === undefined ? '' : `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
+      const stored = scope === undefined ? null : await this.#recall(storeKey, ctx);
       if (stored !== null) {
         this.#record(ctx, check.name, stored.action, 'remembered for the client network');
         return { action: stored.action, reply: stored.reply, check: check.name, reason: `remembered for the client network: ${stored.reason}`, key };
@@ -86,7 +88,7 @@ export class PolicyPipeline {
         if (verdict.action === 'accept') return { action: 'accept', headers };
         continue;
       }
-      if (verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
+      if (scope !== undefined && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
         await this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), ctx);
       }
       return { ...verdict, check: check.name, key: verdict.key ?? key };
@@ -96,11 +98,19 @@ export class PolicyPipeline {
 
   async #runOne(check: Check, ctx: CheckContext): Promise<PolicyVerdict> {
     const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
-    // One timer: the signal the check sees is also what ends the wait for it.
-    const signal = AbortSignal.timeout(timeoutMs);
-    const timedOut = new Promise<'timeout'>((resolve) => signal.addEventListener('abort', () => resolve('timeout'), { once: true }));
+    // One timer, cleared as soon as the check answers (a per-check AbortSignal.timeout would live
+    // on for the whole budget after every check): its abort is what the check sees and what ends
+    // the wait for it.
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => {
+        controller.abort();
+        resolve('timeout');
+      }, timeoutMs);
+    });
     try {
-      const result = await Promise.race([Promise.resolve().then(() => check.run(ctx, signal)), timedOut]);
+      const result = await Promise.race([Promise.resolve().then(() => check.run(ctx, controller.signal)), timedOut]);
       if (result === 'timeout') {
         this.#opts.log.warn({ sid: ctx.session.id, check: check.name, stage: ctx.stage, timeoutMs }, 'policy check timed out');
         return check.onTimeout ?? { action: 'tempfail', reply: POLICY_REPLY.checkTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` };
@@ -110,6 +120,8 @@ export class PolicyPipeline {
       // A check that throws has a bug: log it, answer a tempfail, keep the session.
       this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
       return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -140,6 +152,7 @@ export class PolicyPipeline {
    *  also logged at info by the session machine, so this line is debug. */
   #record(ctx: CheckContext, check: string, action: string, reason: string): void {
     this.#opts.onVerdict?.(check, ctx.stage, action);
-    this.#opts.log.debug({ sid: ctx.session.id, check, stage: ctx.stage, action, ...(reason !== '' ? { reason } : {}) }, 'policy check verdict');
+    const log = this.#opts.log;
+    if (log.isLevelEnabled('debug')) log.debug({ sid: ctx.session.id, check, stage: ctx.stage, action, ...(reason !== '' ? { reason } : {}) }, 'policy check verdict');
   }
 }

@@ -214,14 +214,19 @@ export function dnsblCheck(opts: DnsblOptions): Check {
     return expiresMs;
   };
 
+  /** A cached, unexpired answer for one query name, or undefined. */
+  const cachedLookup = (name: string): Lookup | undefined => {
+    const hit = cache.get(name);
+    if (hit === undefined) return undefined;
+    if (hit.expiresMs > opts.now()) return { kind: 'answers', ...hit };
+    cache.delete(name);
+    return undefined;
+  };
+
   /** One query name: from the cache, joined to a lookup under way, or asked now. */
   const lookup = (name: string): Promise<Lookup> => {
-    const nowMs = opts.now();
-    const hit = cache.get(name);
-    if (hit !== undefined) {
-      if (hit.expiresMs > nowMs) return Promise.resolve({ kind: 'answers', ...hit });
-      cache.delete(name);
-    }
+    const hit = cachedLookup(name);
+    if (hit !== undefined) return Promise.resolve(hit);
     const pending = inFlight.get(name);
     if (pending !== undefined) return pending;
     const started = opts.dns.resolve4(name).then(
@@ -261,63 +266,74 @@ export function dnsblCheck(opts: DnsblOptions): Check {
       const reversed = reversedName(address);
       if (reversed === null) return { action: 'continue' };
 
-      // One timer for all lookups of this client; the pipeline's signal ends the wait too.
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort = (): void => {};
-      const budget = new Promise<Lookup>((resolve) => {
-        const expire = (): void => resolve({ kind: 'failed', problem: `no answer within ${opts.lookupTimeoutMs} ms` });
-        timer = setTimeout(expire, opts.lookupTimeoutMs);
-        onAbort = expire;
-        if (signal.aborted) expire();
-        else signal.addEventListener('abort', onAbort, { once: true });
-      });
-      let results: Lookup[];
-      try {
-        results = await Promise.all(zones.map((zone) => Promise.race([lookup(`${reversed}.${zone}`), budget])));
-      } finally {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-      }
-      const byZone = new Map(zones.map((zone, i) => [zone, results[i]]));
-
-      const nowMs = opts.now();
-      let score = 0;
-      let minTtlSeconds = Infinity;
-      const hits: string[] = [];
-      const blockZones: string[] = [];
-      for (const [zone, result] of byZone) {
-        if (result.kind === 'failed') {
-          opts.log?.warn({ sid: ctx.session.id, check: 'dnsbl', zone, problem: result.problem }, 'DNS list lookup failed; counted as not listed');
-          hits.push(`${zone} failed (${result.problem})`);
-          continue;
-        }
-        for (const a of result.answers) if (isListErrorCode(a.address)) warnListError(zone, a.address);
-      }
-      for (const list of lists) {
-        const result = byZone.get(list.zone)!;
-        if (result.kind === 'failed') continue;
-        const matching = result.answers.filter((a) => !isListErrorCode(a.address) && list.matches(a.address));
-        if (matching.length === 0) continue;
-        score += list.weight;
-        hits.push(`${list.zone}=${matching.map((a) => a.address).join('/')} (weight ${list.weight})`);
-        if (list.weight > 0 && !blockZones.includes(list.zone)) blockZones.push(list.zone);
-        // A cached answer is only valid for what is left of its TTL.
-        minTtlSeconds = Math.min(minTtlSeconds, Math.ceil((result.expiresMs - nowMs) / 1000));
-      }
-      const detail = hits.length === 0 ? 'no list answered' : hits.join(', ');
-      if (score >= opts.threshold) {
-        return {
-          // A 421 greeting means the connection closes: the pipeline must say so.
-          action: opts.action === 'tempfail' && opts.stage === 'connect' ? 'disconnect' : opts.action,
-          reply: dnsblReply(opts.action, opts.stage, address, blockZones),
-          check: 'dnsbl',
-          reason: `score ${score} >= ${opts.threshold}: ${detail}`,
-          key: '',
-          ttlSeconds: Math.max(1, Math.min(MAX_CACHE_SECONDS, minTtlSeconds)),
-        };
-      }
-      if (opts.allowThreshold !== undefined && score <= opts.allowThreshold) return { action: 'accept' };
-      return { action: 'continue' };
+      // Fast path: every list's answer for this client is cached (the common case for a busy
+      // client): no timer, no promises.
+      const names = zones.map((zone) => `${reversed}.${zone}`);
+      const cached = names.map((name) => cachedLookup(name));
+      const results = cached.every((c) => c !== undefined) ? (cached as Lookup[]) : await lookupAll(names, signal);
+      return judgeResults(ctx.session.id, address, results);
     },
   };
+
+  /** All query names of one client in parallel, bounded by one timer and the pipeline's signal. */
+  async function lookupAll(names: readonly string[], signal: AbortSignal): Promise<Lookup[]> {
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort = (): void => {};
+    const budget = new Promise<Lookup>((resolve) => {
+      const expire = (): void => resolve({ kind: 'failed', problem: `no answer within ${opts.lookupTimeoutMs} ms` });
+      timer = setTimeout(expire, opts.lookupTimeoutMs);
+      onAbort = expire;
+      if (signal.aborted) expire();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.all(names.map((name) => Promise.race([lookup(name), budget])));
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  function judgeResults(sid: string, address: string, results: readonly Lookup[]): PolicyVerdict {
+    const byZone = new Map(zones.map((zone, i) => [zone, results[i]]));
+
+    const nowMs = opts.now();
+    let score = 0;
+    let minTtlSeconds = Infinity;
+    const hits: string[] = [];
+    const blockZones: string[] = [];
+    for (const [zone, result] of byZone) {
+      if (result.kind === 'failed') {
+        opts.log?.warn({ sid, check: 'dnsbl', zone, problem: result.problem }, 'DNS list lookup failed; counted as not listed');
+        hits.push(`${zone} failed (${result.problem})`);
+        continue;
+      }
+      for (const a of result.answers) if (isListErrorCode(a.address)) warnListError(zone, a.address);
+    }
+    for (const list of lists) {
+      const result = byZone.get(list.zone)!;
+      if (result.kind === 'failed') continue;
+      const matching = result.answers.filter((a) => !isListErrorCode(a.address) && list.matches(a.address));
+      if (matching.length === 0) continue;
+      score += list.weight;
+      hits.push(`${list.zone}=${matching.map((a) => a.address).join('/')} (weight ${list.weight})`);
+      if (list.weight > 0 && !blockZones.includes(list.zone)) blockZones.push(list.zone);
+      // A cached answer is only valid for what is left of its TTL.
+      minTtlSeconds = Math.min(minTtlSeconds, Math.ceil((result.expiresMs - nowMs) / 1000));
+    }
+    const detail = hits.length === 0 ? 'no list answered' : hits.join(', ');
+    if (score >= opts.threshold) {
+      return {
+        // A 421 greeting means the connection closes: the pipeline must say so.
+        action: opts.action === 'tempfail' && opts.stage === 'connect' ? 'disconnect' : opts.action,
+        reply: dnsblReply(opts.action, opts.stage, address, blockZones),
+        check: 'dnsbl',
+        reason: `score ${score} >= ${opts.threshold}: ${detail}`,
+        key: '',
+        ttlSeconds: Math.max(1, Math.min(MAX_CACHE_SECONDS, minTtlSeconds)),
+      };
+    }
+    if (opts.allowThreshold !== undefined && score <= opts.allowThreshold) return { action: 'accept' };
+    return { action: 'continue' };
+  }
 }

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { policySession } from '../../../test/helpers/policy-session.ts';
 import { STORE_KINDS, useStores, type StoreKind } from '../../../test/helpers/stores.ts';
 import { PolicyPipeline } from '../pipeline.ts';
+import type { StateStore } from '../../store/store.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './greylist.ts';
 
 const openStore = useStores();
@@ -61,5 +62,25 @@ for (const kind of STORE_KINDS) {
     }
     assert.equal((await session('203.0.113.77', 'MAIL FROM:<brand-new@x.example>\r\nRCPT TO:<bob@example.test>\r\n')).at(-1), '250 2.1.5 Recipient ok');
     assert.equal((await session('192.0.2.1', 'MAIL FROM:<brand-new@x.example>\r\nRCPT TO:<bob@example.test>\r\n')).at(-1), '451 4.7.1 Greylisted, please try again later', 'other networks are not');
+  });
+
+  test(`${kind}: greylist: a passed triplet and an auto-allowed network are not read from the store again for a while`, async (t) => {
+    const clock = { ms: Date.UTC(2026, 10, 23, 12, 0, 0) };
+    const real = await openStore(kind, t, () => clock.ms);
+    let reads = 0;
+    const store: StateStore = { ...real, get: (key) => (reads++, real.get(key)), set: real.set.bind(real), increment: real.increment.bind(real), setIfAbsent: real.setIfAbsent.bind(real), delete: real.delete.bind(real), purgeExpired: real.purgeExpired.bind(real), close: async () => undefined };
+    const check = greylistCheck({ store, stage: 'rcpt', ...GREYLIST_DEFAULTS, now: () => clock.ms });
+    const pipeline = new PolicyPipeline([check], { log: pino({ level: 'silent' }), defaultTimeoutMs: 1000, store });
+    const session = async (address: string): Promise<string | undefined> =>
+      (await policySession(pipeline, `HELO c.example\r\n${TX}`, { address, maxRefusals: 10, nowMs: () => clock.ms })).at(-1);
+    assert.match((await session('198.51.100.7'))!, /^451/);
+    clock.ms += 400_000;
+    assert.match((await session('198.51.100.7'))!, /^250/);
+    reads = 0;
+    assert.match((await session('198.51.100.7'))!, /^250/);
+    assert.equal(reads, 0, 'the passed triplet came from memory');
+    clock.ms += 11 * 60_000;
+    assert.match((await session('198.51.100.7'))!, /^250/);
+    assert.ok(reads > 0, 'after ten minutes the store is asked again');
   });
 }

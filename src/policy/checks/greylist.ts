@@ -37,8 +37,30 @@ export function tripletKey(network: string, sender: string, recipient: string): 
   return `v1:grey:${network}:${sender.toLowerCase()}:${recipient.toLowerCase()}`;
 }
 
+/**
+ * How long this process trusts what it learnt that only changes slowly: a passed triplet and an
+ * auto-allowed network stay so for weeks (until their records expire), so re-reading them from
+ * the store for every message of a busy sender buys nothing. Bounded in entries.
+ */
+const KNOWN_GOOD_CACHE_MS = 10 * 60_000;
+const KNOWN_GOOD_MAX_ENTRIES = 10_000;
+
 export function greylistCheck(opts: GreylistOptions): Check {
   const { store } = opts;
+  const knownGood = new Map<string, number>(); // triplet or network key -> expiry (ms)
+  const isKnownGood = (key: string, nowMs: number): boolean => {
+    const expiresMs = knownGood.get(key);
+    if (expiresMs === undefined) return false;
+    if (expiresMs > nowMs) return true;
+    knownGood.delete(key);
+    return false;
+  };
+  const learnGood = (key: string, nowMs: number): void => {
+    knownGood.delete(key);
+    // A Map iterates in insertion order: the first key is the oldest entry.
+    while (knownGood.size >= KNOWN_GOOD_MAX_ENTRIES) knownGood.delete(knownGood.keys().next().value!);
+    knownGood.set(key, nowMs + KNOWN_GOOD_CACHE_MS);
+  };
   /** One triplet: 'pass' or the reason it is not passed yet. */
   const judge = async (network: string, sender: string, recipient: string): Promise<'pass' | string> => {
     const key = tripletKey(network, sender, recipient);
@@ -62,13 +84,22 @@ export function greylistCheck(opts: GreylistOptions): Check {
     stages: [opts.stage],
     run: async (ctx) => {
       const network = clientNetwork(ctx.session.peer.address);
-      const passed = Number((await store.get(`v1:grey-passed:${network}`)) ?? '0');
-      if (passed >= opts.autoAllowAfter) return { action: 'continue' };
+      const networkKey = `v1:grey-passed:${network}`;
+      const nowMs = opts.now();
+      if (isKnownGood(networkKey, nowMs)) return { action: 'continue' };
       const rp = ctx.transaction?.reversePath;
       const sender = rp ? `${rp.localPart}@${rp.domain}` : '';
-      for (const recipient of recipientsOf(ctx)) {
+      const pending = recipientsOf(ctx).filter((recipient) => !isKnownGood(tripletKey(network, sender, recipient), nowMs));
+      if (pending.length === 0) return { action: 'continue' };
+      const passed = Number((await store.get(networkKey)) ?? '0');
+      if (passed >= opts.autoAllowAfter) {
+        learnGood(networkKey, nowMs);
+        return { action: 'continue' };
+      }
+      for (const recipient of pending) {
         const result = await judge(network, sender, recipient);
         if (result !== 'pass') return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
+        learnGood(tripletKey(network, sender, recipient), nowMs);
       }
       return { action: 'continue' };
     },

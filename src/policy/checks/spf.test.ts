@@ -303,7 +303,8 @@ test('spf: added fields are valid header fields: folded with CRLF + space, no ba
 });
 
 test('spf: verdict memory: after RSET a MAIL from the same domain gets the remembered refusal without DNS; another domain is checked', async () => {
-  const pipeline = new PolicyPipeline([spfCheck(options())], { log: pino({ level: 'silent' }), defaultTimeoutMs: 10_000 });
+  // No result cache: only verdict memory may spare the second lookup here.
+  const pipeline = new PolicyPipeline([spfCheck(options({ cacheSeconds: 0 }))], { log: pino({ level: 'silent' }), defaultTimeoutMs: 10_000 });
   const session = async (input: string): Promise<{ replies: string[]; queries: number }> => {
     await sleep(50);
     const before = dns.queryCount();
@@ -321,4 +322,33 @@ test('spf: verdict memory: after RSET a MAIL from the same domain gets the remem
   const other = await session('MAIL FROM:<a@fail.spf.test>\r\nRSET\r\nMAIL FROM:<c@ip4.spf.test>\r\n');
   assert.deepEqual(other.replies, [refused, '250 2.0.0 Reset', '250 2.1.0 Sender ok']);
   assert.ok(other.queries > one.queries, 'the other domain was checked');
+});
+
+test('spf: a result is reused for the same address, sender and HELO name until cacheSeconds pass; temperror never', async () => {
+  const clock = { ms: 0 };
+  const check = spfCheck(options({ cacheSeconds: 60, now: () => clock.ms }));
+  const queriesFor = async (c: Ctx): Promise<number> => {
+    await sleep(50);
+    const before = dns.queryCount();
+    await check.run(contextFor(c), AbortSignal.timeout(5000));
+    await sleep(100);
+    return dns.queryCount() - before;
+  };
+  assert.ok((await queriesFor({ from: 'user@include.spf.test' })) >= 2, 'first evaluation asks DNS');
+  assert.equal(await queriesFor({ from: 'user@include.spf.test' }), 0, 'the same triple is reused');
+  assert.ok((await queriesFor({ from: 'other@include.spf.test' })) >= 2, 'another local part is evaluated (macros may use it)');
+  assert.ok((await queriesFor({ from: 'user@include.spf.test', ip: OTHER_IP })) >= 2, 'another client address is evaluated');
+  clock.ms += 61_000;
+  assert.ok((await queriesFor({ from: 'user@include.spf.test' })) >= 2, 'after cacheSeconds it is evaluated again');
+  const dead = await deadDnsServer();
+  try {
+    const slow = spfCheck(options({ dns: createDnsClient({ servers: [dead.server], timeoutMs: 100, tries: 1 }), now: () => clock.ms }));
+    const ctx = contextFor({ from: 'user@ip4.spf.test' });
+    assert.equal((await slow.run(ctx, AbortSignal.timeout(5000))).action, 'tempfail');
+    const started = Date.now();
+    assert.equal((await slow.run(ctx, AbortSignal.timeout(5000))).action, 'tempfail');
+    assert.ok(Date.now() - started >= 90, 'the temperror was not reused: DNS was asked again');
+  } finally {
+    await dead.close();
+  }
 });

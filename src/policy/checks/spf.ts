@@ -28,6 +28,11 @@ export type SpfOptions = {
   header: 'received-spf' | 'authentication-results' | 'none';
   /** Budget for the whole evaluation (all lookups); running out is a temperror. */
   timeoutMs: number;
+  /** How long a result is reused for the same client address, sender and HELO name (0 = never). */
+  cacheSeconds?: number;
+  /** Bound on cached results (oldest dropped first). */
+  maxCacheEntries?: number;
+  now?: () => number;
 };
 
 /** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. The embedded
@@ -39,6 +44,8 @@ export const SPF_DEFAULTS = {
   actions: SPF_DEFAULT_ACTIONS,
   header: 'received-spf',
   timeoutMs: 10_000,
+  cacheSeconds: 60,
+  maxCacheEntries: 10_000,
 } as const satisfies Omit<SpfOptions, 'dns' | 'hostname'>;
 
 /** RFC 7208 4.6.4. Passed to mailauth explicitly (its defaults are the same) so they are visible here. */
@@ -77,6 +84,29 @@ type SpfOutcome = {
 type MailauthResolver = NonNullable<SPFOptions['resolver']>;
 
 export function spfCheck(opts: SpfOptions): Check {
+  const now = opts.now ?? Date.now;
+  const cacheMs = (opts.cacheSeconds ?? SPF_DEFAULTS.cacheSeconds) * 1000;
+  const maxEntries = opts.maxCacheEntries ?? SPF_DEFAULTS.maxCacheEntries;
+  // An evaluation depends only on the client address, the sender (macros may use its local part)
+  // and the HELO name, and on DNS: a result is reused for a short while (one DNS TTL's worth of
+  // staleness at most, bounded by cacheSeconds), so a busy sender costs one evaluation, not one
+  // per message. Temporary errors are never reused.
+  const cache = new Map<string, { outcome: SpfOutcome; expiresMs: number }>();
+  const evaluate = async (ctx: CheckContext, ip: string, signal: AbortSignal): Promise<SpfOutcome> => {
+    if (cacheMs <= 0 || maxEntries <= 0) return evaluateSpf(opts, ctx, ip, signal);
+    const key = `${ip} ${identityOf(ctx).sender ?? ''} ${(ctx.session.heloName ?? ctx.heloName ?? '').toLowerCase()}`;
+    const hit = cache.get(key);
+    const nowMs = now();
+    if (hit !== undefined && hit.expiresMs > nowMs) return hit.outcome;
+    if (hit !== undefined) cache.delete(key);
+    const outcome = await evaluateSpf(opts, ctx, ip, signal);
+    if (outcome.result !== 'temperror') {
+      // Bounded memory: a Map iterates in insertion order, so the first key is the oldest entry.
+      while (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
+      cache.set(key, { outcome, expiresMs: now() + cacheMs });
+    }
+    return outcome;
+  };
   const onTimeout = verdictFor(opts, { result: 'temperror', domain: '', ip: '', reason: `SPF evaluation timed out after ${opts.timeoutMs} ms` }, []);
   return {
     name: 'spf',
@@ -91,7 +121,7 @@ export function spfCheck(opts: SpfOptions): Check {
       // Security: relay clients send outbound mail; their MAIL FROM is ours to vouch for.
       if (ctx.session.isRelayClient) return { action: 'continue' };
       const ip = normalizeIp(ctx.session.peer.address);
-      const outcome = await evaluateSpf(opts, ctx, ip, signal);
+      const outcome = await evaluate(ctx, ip, signal);
       const header = opts.header === 'received-spf' ? [outcome.receivedSpf] : opts.header === 'authentication-results' ? [outcome.authResults] : [];
       const reason = `spf ${outcome.result} for ${outcome.identity} ${outcome.domain || '(none)'} from ${ip}: ${oneLine(outcome.comment, 400)}`;
       return verdictFor(opts, { result: outcome.result, domain: outcome.domain, ip, reason }, header);
