@@ -14,6 +14,9 @@ export const HOST_PREFIXES: NetworkPrefixes = { ipv4: 32, ipv6: 128 };
 /** "192.0.2.77" -> "192.0.2.0/24"; "2001:db8:1:2:3::4" -> "2001:db8:1:2::/64". */
 export function clientNetwork(address: string, prefixes: NetworkPrefixes = DEFAULT_PREFIXES): string {
   if (isIPv4(address)) {
+    // The two prefixes used on every message, without arithmetic.
+    if (prefixes.ipv4 === 32) return `${address}/32`;
+    if (prefixes.ipv4 === 24) return `${address.slice(0, address.lastIndexOf('.'))}.0/24`;
     const n = address.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0);
     const size = 2 ** (32 - prefixes.ipv4);
     const base = n - (n % size);

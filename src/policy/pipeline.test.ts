@@ -142,4 +142,29 @@ for (const kind of STORE_KINDS) {
     await policySession(sessionOnly, input, { address: '192.0.2.1' });
     assert.equal(calls.n, 6, 'a check without a memory scope is not remembered across sessions, TTL or not');
   });
+
+  test(`${kind}: a refusal another node stored is seen here within the recall cache time (5 s)`, async (t) => {
+    const store = await openStore(kind, t);
+    const clock = { ms: 1_000_000 };
+    const calls = { n: 0 };
+    const listCheck: Check = {
+      name: 'shared',
+      stages: ['rcpt'],
+      memoryScope: 'host',
+      key: () => '',
+      run: () => (calls.n++, { action: 'continue' }),
+    };
+    const pipeline = new PolicyPipeline([listCheck], { log, defaultTimeoutMs: 1000, store, now: () => clock.ms });
+    const rcpt = async (): Promise<string | undefined> =>
+      (await policySession(pipeline, 'HELO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\n', { address: '198.51.100.7' })).at(-1);
+    assert.equal(await rcpt(), '250 2.1.5 Recipient ok');
+    // Another node refuses this client and stores it (same key layout as the pipeline's).
+    const refusal = { action: 'reject', reply: reply(554, '5.7.1', 'Listed elsewhere'), reason: 'other node' };
+    await store.set('v1:verdict:shared:rcpt:198.51.100.7/32:', JSON.stringify(refusal), 600);
+    clock.ms += 4_000;
+    assert.equal(await rcpt(), '250 2.1.5 Recipient ok', 'within 5 s this process trusts its last read');
+    clock.ms += 1_500;
+    assert.equal(await rcpt(), '554 5.7.1 Listed elsewhere', 'then it reads the store again');
+    assert.equal(calls.n, 2);
+  });
 }

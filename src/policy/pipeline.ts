@@ -34,9 +34,18 @@ export type PipelineOptions = {
 
 type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
 
+/**
+ * How long this process trusts what it last read from (or wrote to) the shared store for one key,
+ * so a busy client costs one store read per few seconds instead of one per message. The price:
+ * a refusal stored by another worker or node is seen here up to this much later.
+ */
+const RECALL_CACHE_MS = 5_000;
+const RECALL_CACHE_MAX_ENTRIES = 10_000;
+
 export class PolicyPipeline {
   readonly #checks: readonly Check[];
   readonly #opts: PipelineOptions;
+  readonly #recalled = new Map<string, { verdict: StoredVerdict | null; expiresMs: number }>();
   readonly stages: ReadonlySet<PolicyStage>;
 
   constructor(checks: readonly Check[], opts: PipelineOptions) {
@@ -129,18 +138,30 @@ export class PolicyPipeline {
   async #recall(storeKey: string, ctx: CheckContext): Promise<StoredVerdict | null> {
     const store = this.#opts.store;
     if (!store) return null;
+    const hit = this.#recalled.get(storeKey);
+    if (hit !== undefined && hit.expiresMs > ctx.nowMs) return hit.verdict;
     try {
       const text = await store.get(storeKey);
-      return text === null ? null : (JSON.parse(text) as StoredVerdict);
+      const verdict = text === null ? null : (JSON.parse(text) as StoredVerdict);
+      this.#cacheRecall(storeKey, verdict, ctx.nowMs);
+      return verdict;
     } catch (err) {
       this.#opts.log.warn({ sid: ctx.session.id, err }, 'state store lookup failed');
       return null;
     }
   }
 
+  #cacheRecall(storeKey: string, verdict: StoredVerdict | null, nowMs: number): void {
+    this.#recalled.delete(storeKey);
+    // A Map iterates in insertion order: the first key is the oldest entry.
+    while (this.#recalled.size >= RECALL_CACHE_MAX_ENTRIES) this.#recalled.delete(this.#recalled.keys().next().value!);
+    this.#recalled.set(storeKey, { verdict, expiresMs: nowMs + RECALL_CACHE_MS });
+  }
+
   async #remember(storeKey: string, v: StoredVerdict, ttlSeconds: number, ctx: CheckContext): Promise<void> {
     const store = this.#opts.store;
     if (!store) return;
+    if (ttlSeconds * 1000 >= RECALL_CACHE_MS) this.#cacheRecall(storeKey, v, ctx.nowMs);
     try {
       await store.set(storeKey, JSON.stringify(v), ttlSeconds);
     } catch (err) {
