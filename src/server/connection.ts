@@ -46,7 +46,12 @@ export class Connection {
   #isShuttingDown = false;
   #pendingActions = 0;
   readonly #startedMs = Date.now();
-  readonly #onData = (chunk: Buffer): void => this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
+  readonly #onData = (chunk: Buffer): void => {
+    this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
+    // Security: input that arrives while the machine waits is only buffered; stop reading until
+    // the wait ends, so a client pipelining without end holds at most one chunk here.
+    if (this.#machine.phase === 'waiting' && !this.#isClosed && !this.#socket.isPaused()) this.#socket.pause();
+  };
   readonly #onEnd = (): void => this.#feed({ type: 'end-of-input', nowMs: Date.now() });
   readonly #onTimeout = (): void => this.#feed({ type: 'timeout', nowMs: Date.now() });
   readonly #onError = (err: Error): void => {
@@ -229,8 +234,9 @@ export class Connection {
     const s = this.#socket;
     const phase = this.#machine.phase;
     if (phase === 'waiting') {
-      s.pause();
-      s.setTimeout(0);
+      // Reading stops only if the client sends more while we wait (#onData): a verdict or commit
+      // that comes back at once then costs no read stop/start. The action's own deadline (shorter
+      // than any session timeout) bounds the wait; the session timeout is re-armed after it.
       return;
     }
     if (s.writableNeedDrain) {
