@@ -85,12 +85,14 @@ export class PolicyPipeline {
       const scope = check.memoryScope;
       const prefixes = scope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
       const storeKey = scope === undefined ? '' : `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
-      const stored = scope === undefined ? null : await this.#recall(storeKey, ctx);
+      const recalled = scope === undefined ? null : this.#recall(storeKey, ctx);
+      const stored = recalled instanceof Promise ? await recalled : recalled;
       if (stored !== null) {
         this.#record(ctx, check.name, stored.action, 'remembered for the client network');
         return { action: stored.action, reply: stored.reply, check: check.name, reason: `remembered for the client network: ${stored.reason}`, key };
       }
-      const verdict = await this.#runOne(check, ctx);
+      const answer = this.#runOne(check, ctx);
+      const verdict = answer instanceof Promise ? await answer : answer;
       this.#record(ctx, check.name, verdict.action, verdict.action === 'continue' || verdict.action === 'accept' ? '' : verdict.reason);
       if (verdict.action === 'continue' || verdict.action === 'accept') {
         if (verdict.headers !== undefined) headers.push(...verdict.headers);
@@ -105,41 +107,58 @@ export class PolicyPipeline {
     return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
   };
 
-  async #runOne(check: Check, ctx: CheckContext): Promise<PolicyVerdict> {
-    const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
-    // One timer, cleared as soon as the check answers (a per-check AbortSignal.timeout would live
-    // on for the whole budget after every check): its abort is what the check sees and what ends
-    // the wait for it.
+  /**
+   * Runs one check within its budget. A check that answers synchronously (from its cache, say)
+   * costs no timer and no promise; one that goes async gets one timer, cleared when it answers,
+   * whose abort is what the check sees and what ends the wait for it.
+   */
+  #runOne(check: Check, ctx: CheckContext): PolicyVerdict | Promise<PolicyVerdict> {
     const controller = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => {
-        controller.abort();
-        resolve('timeout');
-      }, timeoutMs);
-    });
+    let answer: PolicyVerdict | Promise<PolicyVerdict>;
     try {
-      const result = await Promise.race([Promise.resolve().then(() => check.run(ctx, controller.signal)), timedOut]);
-      if (result === 'timeout') {
-        this.#opts.log.warn({ sid: ctx.session.id, check: check.name, stage: ctx.stage, timeoutMs }, 'policy check timed out');
-        return check.onTimeout ?? { action: 'tempfail', reply: POLICY_REPLY.checkTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` };
-      }
-      return result;
+      answer = check.run(ctx, controller.signal);
     } catch (err) {
-      // A check that throws has a bug: log it, answer a tempfail, keep the session.
-      this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
-      return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
-    } finally {
-      clearTimeout(timer);
+      return this.#threw(check, ctx, err);
     }
+    if (!(answer instanceof Promise)) return answer;
+    const running = answer;
+    const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
+    return new Promise<PolicyVerdict>((resolve) => {
+      const timer = setTimeout(() => {
+        controller.abort();
+        this.#opts.log.warn({ sid: ctx.session.id, check: check.name, stage: ctx.stage, timeoutMs }, 'policy check timed out');
+        resolve(check.onTimeout ?? { action: 'tempfail', reply: POLICY_REPLY.checkTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` });
+      }, timeoutMs);
+      running.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          resolve(this.#threw(check, ctx, err));
+        },
+      );
+    });
+  }
+
+  /** A check that throws has a bug: log it, answer a tempfail, keep the session. */
+  #threw(check: Check, ctx: CheckContext, err: unknown): PolicyVerdict {
+    this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
+    return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
   }
 
   /** A store failure is not a verdict: the check then runs as if nothing were remembered. */
-  async #recall(storeKey: string, ctx: CheckContext): Promise<StoredVerdict | null> {
+  /** What the store remembers for this key: from this process's recent reads when it can. */
+  #recall(storeKey: string, ctx: CheckContext): StoredVerdict | null | Promise<StoredVerdict | null> {
     const store = this.#opts.store;
     if (!store) return null;
     const hit = this.#recalled.get(storeKey);
     if (hit !== undefined && hit.expiresMs > ctx.nowMs) return hit.verdict;
+    return this.#read(store, storeKey, ctx);
+  }
+
+  async #read(store: StateStore, storeKey: string, ctx: CheckContext): Promise<StoredVerdict | null> {
     try {
       const text = await store.get(storeKey);
       const verdict = text === null ? null : (JSON.parse(text) as StoredVerdict);

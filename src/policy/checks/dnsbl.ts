@@ -214,6 +214,16 @@ export function dnsblCheck(opts: DnsblOptions): Check {
     return expiresMs;
   };
 
+  /** The query names of the last client asked about: its next RCPT costs no string work. */
+  let lastNames: { address: string; names: readonly string[] | null } = { address: '', names: null };
+  const queryNamesOf = (address: string): readonly string[] | null => {
+    if (lastNames.address !== address) {
+      const reversed = reversedName(address);
+      lastNames = { address, names: reversed === null ? null : zones.map((zone) => `${reversed}.${zone}`) };
+    }
+    return lastNames.names;
+  };
+
   /** A cached, unexpired answer for one query name, or undefined. */
   const cachedLookup = (name: string): Lookup | undefined => {
     const hit = cache.get(name);
@@ -260,18 +270,16 @@ export function dnsblCheck(opts: DnsblOptions): Check {
     memoryScope: 'host',
     // The verdict is about the client, not a recipient: one refusal covers the session.
     key: () => '',
-    run: async (ctx, signal): Promise<PolicyVerdict> => {
+    run: (ctx, signal): PolicyVerdict | Promise<PolicyVerdict> => {
       if (ctx.session.isRelayClient) return { action: 'continue' };
       const address = ctx.session.peer.address;
-      const reversed = reversedName(address);
-      if (reversed === null) return { action: 'continue' };
-
+      const names = queryNamesOf(address);
+      if (names === null) return { action: 'continue' };
       // Fast path: every list's answer for this client is cached (the common case for a busy
-      // client): no timer, no promises.
-      const names = zones.map((zone) => `${reversed}.${zone}`);
+      // client): answered synchronously, no timer, no promise.
       const cached = names.map((name) => cachedLookup(name));
-      const results = cached.every((c) => c !== undefined) ? (cached as Lookup[]) : await lookupAll(names, signal);
-      return judgeResults(ctx.session.id, address, results);
+      if (cached.every((c) => c !== undefined)) return judgeResults(ctx.session.id, address, cached as Lookup[]);
+      return lookupAll(names, signal).then((results) => judgeResults(ctx.session.id, address, results));
     },
   };
 

@@ -8,6 +8,7 @@
 
 import { reply } from '../../protocol/replies.ts';
 import type { StateStore } from '../../store/store.ts';
+import type { PolicyVerdict } from '../../protocol/machine.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { clientNetwork } from '../network.ts';
 
@@ -82,7 +83,8 @@ export function greylistCheck(opts: GreylistOptions): Check {
   return {
     name: 'greylist',
     stages: [opts.stage],
-    run: async (ctx) => {
+    // Synchronous while memory answers (no store round trip): a known-good network or triplets.
+    run: (ctx) => {
       const network = clientNetwork(ctx.session.peer.address);
       const networkKey = `v1:grey-passed:${network}`;
       const nowMs = opts.now();
@@ -91,17 +93,21 @@ export function greylistCheck(opts: GreylistOptions): Check {
       const sender = rp ? `${rp.localPart}@${rp.domain}` : '';
       const pending = recipientsOf(ctx).filter((recipient) => !isKnownGood(tripletKey(network, sender, recipient), nowMs));
       if (pending.length === 0) return { action: 'continue' };
-      const passed = Number((await store.get(networkKey)) ?? '0');
-      if (passed >= opts.autoAllowAfter) {
-        learnGood(networkKey, nowMs);
-        return { action: 'continue' };
-      }
-      for (const recipient of pending) {
-        const result = await judge(network, sender, recipient);
-        if (result !== 'pass') return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
-        learnGood(tripletKey(network, sender, recipient), nowMs);
-      }
-      return { action: 'continue' };
+      return judgeAll(network, networkKey, sender, pending, nowMs);
     },
   };
+
+  async function judgeAll(network: string, networkKey: string, sender: string, pending: readonly string[], nowMs: number): Promise<PolicyVerdict> {
+    const passed = Number((await store.get(networkKey)) ?? '0');
+    if (passed >= opts.autoAllowAfter) {
+      learnGood(networkKey, nowMs);
+      return { action: 'continue' };
+    }
+    for (const recipient of pending) {
+      const result = await judge(network, sender, recipient);
+      if (result !== 'pass') return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
+      learnGood(tripletKey(network, sender, recipient), nowMs);
+    }
+    return { action: 'continue' };
+  }
 }

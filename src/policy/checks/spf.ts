@@ -91,21 +91,29 @@ export function spfCheck(opts: SpfOptions): Check {
   // and the HELO name, and on DNS: a result is reused for a short while (one DNS TTL's worth of
   // staleness at most, bounded by cacheSeconds), so a busy sender costs one evaluation, not one
   // per message. Temporary errors are never reused.
-  const cache = new Map<string, { outcome: SpfOutcome; expiresMs: number }>();
-  const evaluate = async (ctx: CheckContext, ip: string, signal: AbortSignal): Promise<SpfOutcome> => {
-    if (cacheMs <= 0 || maxEntries <= 0) return evaluateSpf(opts, ctx, ip, signal);
-    const key = `${ip} ${identityOf(ctx).sender ?? ''} ${(ctx.session.heloName ?? ctx.heloName ?? '').toLowerCase()}`;
+  const cache = new Map<string, { verdict: PolicyVerdict; expiresMs: number }>();
+  const cacheKeyOf = (ctx: CheckContext, ip: string): string => {
+    const rp = ctx.transaction?.reversePath ?? null;
+    return `${ip} ${rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`} ${(ctx.session.heloName ?? ctx.heloName ?? '').toLowerCase()}`;
+  };
+  const cached = (key: string): PolicyVerdict | undefined => {
     const hit = cache.get(key);
-    const nowMs = now();
-    if (hit !== undefined && hit.expiresMs > nowMs) return hit.outcome;
-    if (hit !== undefined) cache.delete(key);
+    if (hit === undefined) return undefined;
+    if (hit.expiresMs > now()) return hit.verdict;
+    cache.delete(key);
+    return undefined;
+  };
+  const evaluate = async (ctx: CheckContext, ip: string, signal: AbortSignal, key: string | null): Promise<PolicyVerdict> => {
     const outcome = await evaluateSpf(opts, ctx, ip, signal);
-    if (outcome.result !== 'temperror') {
+    const header = opts.header === 'received-spf' ? [outcome.receivedSpf] : opts.header === 'authentication-results' ? [outcome.authResults] : [];
+    const reason = `spf ${outcome.result} for ${outcome.identity} ${outcome.domain || '(none)'} from ${ip}: ${oneLine(outcome.comment, 400)}`;
+    const verdict = verdictFor(opts, { result: outcome.result, domain: outcome.domain, ip, reason }, header);
+    if (key !== null && outcome.result !== 'temperror') {
       // Bounded memory: a Map iterates in insertion order, so the first key is the oldest entry.
       while (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
-      cache.set(key, { outcome, expiresMs: now() + cacheMs });
+      cache.set(key, { verdict, expiresMs: now() + cacheMs });
     }
-    return outcome;
+    return verdict;
   };
   const onTimeout = verdictFor(opts, { result: 'temperror', domain: '', ip: '', reason: `SPF evaluation timed out after ${opts.timeoutMs} ms` }, []);
   return {
@@ -117,14 +125,14 @@ export function spfCheck(opts: SpfOptions): Check {
       const id = identityOf(ctx);
       return id.domain !== '' ? id.domain : (ctx.transaction?.reversePath?.domain ?? ctx.session.heloName ?? '').toLowerCase();
     },
-    run: async (ctx, signal) => {
+    // Synchronous when the result is cached: no promise, no timer.
+    run: (ctx, signal) => {
       // Security: relay clients send outbound mail; their MAIL FROM is ours to vouch for.
       if (ctx.session.isRelayClient) return { action: 'continue' };
       const ip = normalizeIp(ctx.session.peer.address);
-      const outcome = await evaluate(ctx, ip, signal);
-      const header = opts.header === 'received-spf' ? [outcome.receivedSpf] : opts.header === 'authentication-results' ? [outcome.authResults] : [];
-      const reason = `spf ${outcome.result} for ${outcome.identity} ${outcome.domain || '(none)'} from ${ip}: ${oneLine(outcome.comment, 400)}`;
-      return verdictFor(opts, { result: outcome.result, domain: outcome.domain, ip, reason }, header);
+      if (cacheMs <= 0 || maxEntries <= 0) return evaluate(ctx, ip, signal, null);
+      const key = cacheKeyOf(ctx, ip);
+      return cached(key) ?? evaluate(ctx, ip, signal, key);
     },
   };
 }
@@ -180,7 +188,9 @@ function identityOf(ctx: CheckContext): Identity {
 
 /** Lower-cased A-label form (mailauth refuses U-labels as "none"), '' when not a domain name. */
 function asciiDomain(name: string): string {
-  const ascii = domainToASCII(name.replace(/\.$/, '')).toLowerCase();
+  // Nearly every domain is ASCII already: only the rest pays for domainToASCII.
+  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
+  const ascii = (/^[\x21-\x7e]*$/.test(bare) ? bare : domainToASCII(bare)).toLowerCase();
   return /^[a-z0-9_-]+(\.[a-z0-9_-]+)+$/.test(ascii) && ascii.length <= 253 ? ascii : '';
 }
 
