@@ -85,6 +85,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spool.journal_max_message_bytes': ['0', 0],
   'spool.segment_max_bytes': ['1048576', 1_048_576],
   'recipients.table': ['"recipients.txt"', 'recipients.txt'],
+  'recipients.addresses': ['["Alice@Example.TEST", "@example.org"]', ['alice@example.test', '@example.org']],
   'verdicts.max_refusals_per_session': ['5', 5],
   'state.store': ['"redis://127.0.0.1:6390/0"', 'redis://127.0.0.1:6390/0'],
   'greylist.enabled': ['true', true],

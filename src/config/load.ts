@@ -436,6 +436,26 @@ function dnsServers(): Validator<string[]> {
   };
 }
 
+/** Recipient addresses or "@domain" entries, as in the recipient table file. */
+function recipientList(): Validator<string[]> {
+  const each = arrayOf('addresses', '["alice@example.test", "@example.org"]', (value, path) => {
+    if (typeof value !== 'string') return fail(path, value, `must be a string, not ${typeName(value)}`);
+    if (/[\s\x00-\x1f\x7f]/.test(value) || !value.includes('@') || value.endsWith('@')) {
+      return fail(path, value, 'must be an address ("alice@example.test") or "@domain" for a whole domain');
+    }
+    const domain = value.slice(value.lastIndexOf('@') + 1);
+    const problem = domainProblem(domain);
+    if (problem !== undefined) return fail(path, value, `domain "${domain}" ${problem}`);
+    return ok(value.toLowerCase());
+  });
+  return {
+    type: 'array of strings',
+    allowed: 'addresses and `"@domain"` entries; `[]` for none',
+    check: each,
+    toToml: (value) => `[${value.map((v) => JSON.stringify(v)).join(', ')}]`,
+  };
+}
+
 /** The policy checks to run, in order; each name once. */
 function checkList(): Validator<PolicyCheckName[]> {
   const names = POLICY_CHECK_NAMES as readonly string[];
@@ -636,6 +656,10 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'later (backscatter), and the refusal counts toward the session\'s error and refusal limits. `Postmaster` is always ' +
     'accepted (RFC 5321 4.5.1). Empty: every address of a local domain is accepted. A relative path is resolved ' +
     'against the working directory; the file is read at start-up.'),
+  entry('recipients', 'addresses', 'addresses', recipientList(),
+    'Accepted recipients written in the configuration itself, in the same forms as the table file ' +
+    '(`"alice@example.test"`, `"@example.org"` for a whole domain), merged with `recipients.table`. With either ' +
+    'set, other addresses of the local domains are refused at RCPT (`550 5.1.1`). Lowercased on load.'),
   entry('verdicts', 'max_refusals_per_session', 'maxRefusalsPerSession', int(1, 100),
     'Policy refusals (tempfail, reject) in one session after which the session ends with `421 4.7.0`. Refusals ' +
     'belong to the session: RSET and new transactions do not clear them.'),
@@ -907,7 +931,7 @@ function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
   if (!invalid.has('policy.checks')) {
     const listed = new Set(config.policy.checks);
     const wanted: [PolicyCheckName, boolean, string][] = [
-      ['recipients', config.recipients.table !== '', 'recipients.table is set'],
+      ['recipients', config.recipients.table !== '' || config.recipients.addresses.length > 0, 'recipients.table or recipients.addresses is set'],
       ['greylist', config.greylist.enabled, 'greylist.enabled = true'],
       ['spf', config.spf.enabled, 'spf.enabled = true'],
       ['dnsbl', config.dnsbl.length > 0, '[[dnsbl]] tables are present'],

@@ -61,6 +61,8 @@ export type LogConfig = {
 export type RecipientsConfig = {
   /** File of accepted addresses (one per line, "@domain" for a whole domain); '' = no table. */
   table: string;
+  /** Accepted addresses written in the configuration itself, same forms; merged with the file. */
+  addresses: string[];
 };
 
 export type VerdictsConfig = {
@@ -163,7 +165,7 @@ export function defaultConfig(): Config {
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
-    recipients: { table: '' },
+    recipients: { table: '', addresses: [] },
     verdicts: { maxRefusalsPerSession: 3, ipv4Prefix: 24, ipv6Prefix: 64 },
     state: { store: 'sqlite' },
     greylist: { enabled: false, delaySeconds: 300, stage: 'rcpt' },

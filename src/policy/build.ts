@@ -11,7 +11,7 @@ import type { Check } from './check.ts';
 import { DNSBL_DEFAULTS, dnsblCheck } from './checks/dnsbl.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
 import { heloCheck } from './checks/helo.ts';
-import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
+import { loadRecipientTable, parseRecipientTable, recipientsCheck } from './checks/recipients.ts';
 import { SPF_DEFAULTS, spfCheck } from './checks/spf.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
@@ -37,9 +37,18 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
   };
   const builders: Record<PolicyCheckName, () => Check | null> = {
     recipients: () => {
-      if (cfg.recipients.table === '') return null;
+      const { table, addresses } = cfg.recipients;
+      if (table === '' && addresses.length === 0) return null;
       const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
-      return recipientsCheck(loadRecipientTable(cfg.recipients.table), localDomains);
+      const inline = parseRecipientTable(addresses.join('\n'), 'recipients.addresses');
+      const fromFile = table === '' ? null : loadRecipientTable(table);
+      return recipientsCheck(
+        {
+          addresses: new Set([...inline.addresses, ...(fromFile?.addresses ?? [])]),
+          catchAllDomains: new Set([...inline.catchAllDomains, ...(fromFile?.catchAllDomains ?? [])]),
+        },
+        localDomains,
+      );
     },
     helo: () => {
       const { requireFqdn, requireResolvable, rejectOurName } = cfg.helo;
