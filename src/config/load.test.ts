@@ -96,7 +96,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'policy.checks': ['["greylist", "spf", "helo", "recipients"]', ['greylist', 'spf', 'helo', 'recipients']],
   'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
   'dns.timeout_ms': ['500', 500],
-  'dns.tries': ['1', 1],
+  'dns.tries': ['3', 3],
   'dnslists.threshold': ['3', 3],
   'dnslists.allow_threshold': ['-2', -2],
   'dnslists.stage': ['"connect"', 'connect'],
@@ -459,4 +459,20 @@ test('dns servers, metrics listen and allow threshold say what is wrong', () => 
   assert.throws(() => parseConfig('[metrics]\nlisten = "9425"\n', 'm.toml'), /metrics.listen = "9425": must be "host:port"/);
   assert.equal(parseConfig('[metrics]\nlisten = ""\n', 'm.toml').metrics.listen, null);
   assert.throws(() => parseConfig('[dnslists]\nallow_threshold = 1\n', 't.toml'), /allow_threshold = 1: must be an integer from -1000 to -1, or "off"/);
+});
+
+test('dns.timeout_ms x 2^dns.tries is bounded so every check answers within the session limit', () => {
+  assert.equal(parseConfig('[dns]\ntimeout_ms = 3000\ntries = 3\n', 'ok.toml').dns.tries, 3);
+  assert.throws(
+    () => parseConfig('[dns]\ntimeout_ms = 30000\ntries = 2\n', 'slow.toml'),
+    /dns.timeout_ms = 30000, dns.tries = 2: an unanswered query would wait about 120000 ms .* at most 30000/,
+  );
+});
+
+test('what the loader accepts, the checks build: one-label DNS-list zones refused; "#" in a TOML address kept', async () => {
+  assert.throws(() => parseConfig('[[dnsbl]]\nzone = "localbl"\n', 'z.toml'), /dnsbl\[0\].zone = "localbl": must have two or more labels/);
+  const { buildPipeline } = await import('../policy/build.ts');
+  const { pino } = await import('pino');
+  const cfg = parseConfig('[domains]\nlocal = ["example.test"]\n[recipients]\naddresses = ["a#b@example.test"]\n[[dnsbl]]\nzone = "bl.example"\n', 'ok.toml');
+  assert.ok(buildPipeline(cfg, pino({ level: 'silent' })) !== null);
 });

@@ -481,6 +481,20 @@ function checkList(): Validator<PolicyCheckName[]> {
   };
 }
 
+/** A DNS list's zone: a domain name of two labels or more (the check writes it into replies). */
+function dnsListZone(): Validator<string> {
+  const name = domainName();
+  return {
+    ...name,
+    allowed: 'a domain name of two or more labels, e.g. `"zen.example"`',
+    check(value, path) {
+      const checked = name.check(value, path);
+      if (checked.ok && !checked.value.includes('.')) return fail(path, value, 'must have two or more labels, e.g. "zen.example"');
+      return checked;
+    },
+  };
+}
+
 /** A signed integer weight for a DNS list. */
 function weight(): Validator<number> {
   return {
@@ -693,9 +707,11 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'The DNS servers the policy checks ask (DNS lists, SPF, HELO names). `[]` uses the system resolver ' +
     '(/etc/resolv.conf). Use a local caching resolver: public resolvers are refused by most DNS lists.'),
   entry('dns', 'timeout_ms', 'timeoutMs', int(100, 30_000),
-    'How long one DNS query waits for an answer before it is tried again (or given up).'),
+    'How long the first try of a DNS query waits for an answer; each further try waits twice as long ' +
+    '(the resolver library\'s schedule), so an unanswered query gives up after about `timeout_ms` × 2^`tries`. ' +
+    'That product may be at most 30000 (30 s), so every check answers well within the session\'s 120 s limit.'),
   entry('dns', 'tries', 'tries', int(1, 5),
-    'How many times a DNS query is sent before it counts as unanswered.'),
+    'How many times a DNS query is sent before it counts as unanswered (see `dns.timeout_ms`).'),
   entry('dnslists', 'threshold', 'threshold', int(1, 1000),
     'The score at which a client is refused: the sum of the weights of the `[[dnsbl]]` lists that list its ' +
     'address. With the default weights of 1, one listing refuses.'),
@@ -775,7 +791,7 @@ function listKey<F extends keyof DnsListConfig>(
 }
 
 export const DNSBL_KEYS: readonly ListKey[] = [
-  listKey('zone', 'zone', domainName(), undefined,
+  listKey('zone', 'zone', dnsListZone(), undefined,
     'The DNS list\'s zone, e.g. `"zen.example"`: a client 192.0.2.1 is looked up as `1.2.0.192.zen.example` ' +
     '(IPv6: 32 reversed nibbles). Required. A zone may appear in several tables with different `answers` and ' +
     'weights (the trust levels of an allow list); it is still asked once per client.'),
@@ -909,6 +925,9 @@ function syntaxProblem(err: TomlError): string {
   return `TOML syntax error at line ${err.line}, column ${err.column}: ${headline}`;
 }
 
+/** The longest an unanswered DNS query may take (see crossProblems). */
+export const MAX_DNS_WAIT_MS = 30_000;
+
 /** Checks that involve two keys; run only when both keys were themselves valid. */
 function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
   const problems: string[] = [];
@@ -926,6 +945,17 @@ function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
     problems.push(
       `spool.journal_max_message_bytes = ${journalMaxMessageBytes}: must not exceed spool.segment_max_bytes (${segmentMaxBytes})`,
     );
+  }
+  // A DNS query that never gets an answer takes about timeout_ms x 2^tries (c-ares doubles the wait
+  // at each try); the checks must answer well within the session's 120 s limit on any action.
+  if (!invalid.has('dns.timeout_ms') && !invalid.has('dns.tries')) {
+    const worstMs = config.dns.timeoutMs * 2 ** config.dns.tries;
+    if (worstMs > MAX_DNS_WAIT_MS) {
+      problems.push(
+        `dns.timeout_ms = ${config.dns.timeoutMs}, dns.tries = ${config.dns.tries}: an unanswered query would wait about ` +
+          `${worstMs} ms (each try waits twice as long as the one before); keep timeout_ms x 2^tries at most ${MAX_DNS_WAIT_MS}`,
+      );
+    }
   }
   // A check configured in its own section but left out of policy.checks would silently not run.
   if (!invalid.has('policy.checks')) {

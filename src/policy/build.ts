@@ -11,7 +11,7 @@ import type { Check } from './check.ts';
 import { DNSBL_DEFAULTS, dnsblCheck } from './checks/dnsbl.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './checks/greylist.ts';
 import { heloCheck } from './checks/helo.ts';
-import { loadRecipientTable, parseRecipientTable, recipientsCheck } from './checks/recipients.ts';
+import { loadRecipientTable, recipientsCheck } from './checks/recipients.ts';
 import { SPF_DEFAULTS, spfCheck } from './checks/spf.ts';
 import { PolicyPipeline } from './pipeline.ts';
 
@@ -29,8 +29,11 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
   const now = hooks.now ?? Date.now;
   let dns = hooks.dns ?? null;
   const dnsClient = (): DnsClient => (dns ??= createDnsClient({ servers: cfg.dns.servers, timeoutMs: cfg.dns.timeoutMs, tries: cfg.dns.tries }));
-  // One query's worst case: every try times out; a little slack so the resolver answers first.
-  const dnsBudgetMs = cfg.dns.timeoutMs * cfg.dns.tries + 500;
+  // One query's worst case: every try times out, each waiting twice as long as the one before
+  // (c-ares; measured: 500 ms x 3 tries gives up after 4 s); a little slack so the resolver's own
+  // "timed out" answers first. The loader keeps timeout x 2^tries <= 30 s, so every check's budget
+  // (SPF: two of these) stays within the connection's 120 s limit on any action.
+  const dnsBudgetMs = cfg.dns.timeoutMs * 2 ** cfg.dns.tries + 500;
   const needStore = (what: string): StateStore => {
     if (store === null) throw new Error(`${what} needs a state store`);
     return store;
@@ -40,12 +43,13 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
       const { table, addresses } = cfg.recipients;
       if (table === '' && addresses.length === 0) return null;
       const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));
-      const inline = parseRecipientTable(addresses.join('\n'), 'recipients.addresses');
+      // The TOML entries are already validated (and lowercased): used as they are, not re-parsed
+      // as file lines ('#' is a comment in the file, a valid local-part character here).
       const fromFile = table === '' ? null : loadRecipientTable(table);
       return recipientsCheck(
         {
-          addresses: new Set([...inline.addresses, ...(fromFile?.addresses ?? [])]),
-          catchAllDomains: new Set([...inline.catchAllDomains, ...(fromFile?.catchAllDomains ?? [])]),
+          addresses: new Set([...addresses.filter((a) => !a.startsWith('@')), ...(fromFile?.addresses ?? [])]),
+          catchAllDomains: new Set([...addresses.filter((a) => a.startsWith('@')).map((a) => a.slice(1)), ...(fromFile?.catchAllDomains ?? [])]),
         },
         localDomains,
       );

@@ -11,6 +11,7 @@ import { checkMail } from './commands/mail.ts';
 import { checkRcpt } from './commands/rcpt.ts';
 import { ContentScanner, Framer, type Frame } from './framing.ts';
 import type { MachineConfig } from './machine-config.ts';
+import { renameForgedAuthResults } from './auth-results.ts';
 import { formatReceived } from './received.ts';
 import { REPLY, type Reply } from './replies.ts';
 import {
@@ -28,7 +29,7 @@ import type { Envelope } from '../spool/types.ts';
  * Refusals carry the client's reply, the check's name, the reason for the log, and the key the
  * verdict is about (what a later transaction must match to inherit it) with an optional TTL.
  * `headers` (continue/accept only): header fields, without CRLF, for the transaction's message,
- * added after our Received field (e.g. Received-SPF); ignored where there is no transaction.
+ * added above our Received field (e.g. Received-SPF); ignored where there is no transaction.
  */
 export type PolicyVerdict =
   | { action: 'continue'; headers?: readonly string[] }
@@ -401,9 +402,15 @@ export class SmtpMachine {
         nowMs,
       }),
     );
-    // Header fields the policy checks asked for (Received-SPF...), below our Received field.
+    // Header fields the policy checks asked for (Received-SPF, Authentication-Results) go above
+    // our Received field (RFC 7208 9.1, RFC 8601 2.1). Security: an incoming
+    // Authentication-Results field that claims our name is renamed (RFC 8601 5), so nobody behind
+    // us trusts a forged "spf=pass".
     const added = txn.addedHeaders.length === 0 ? null : Buffer.from(txn.addedHeaders.map((h) => `${h}\r\n`).join(''));
-    const body = added === null ? [received, ...scanner.chunks] : [received, added, ...scanner.chunks];
+    const content = renameForgedAuthResults(scanner.chunks, this.#cfg.hostname);
+    const body = added === null ? [received, ...content] : [added, received, ...content];
+    let size = 0;
+    for (const b of body) size += b.length;
     const envelope: Envelope = {
       version: 1,
       queueId,
@@ -420,7 +427,7 @@ export class SmtpMachine {
         ...(r.notify !== undefined ? { notify: r.notify } : {}),
         ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
       })),
-      size: received.length + (added?.length ?? 0) + scanner.keptBytes,
+      size,
     };
     this.#scanner = null;
     this.#waiting = { kind: 'commit', queueId, envelope };

@@ -73,7 +73,7 @@ export type Transaction = {
   readonly recipients: TransactionRecipient[];
   /** Set once BDAT has been used: DATA is then refused (RFC 3030 3). */
   usedBdat: boolean;
-  /** Header fields (no CRLF) policy checks add to the message, below our Received field. */
+  /** Header fields (no CRLF) policy checks add to the message, above our Received field. */
   readonly addedHeaders: string[];
 };
 

@@ -63,7 +63,7 @@ async function messagesIn(spoolDir: string): Promise<string[]> {
   return out;
 }
 
-test('DNS list and SPF from TOML: a listed client is refused naming the list; SPF pass adds Received-SPF, fail is refused', async (t) => {
+test('DNS list and SPF from TOML: a listed client is refused naming the list; SPF pass prepends Received-SPF, fail is refused', async (t) => {
   const server: CliServer = await startCliServer({ workers: 2, relayNetworks: [], extraToml: policyToml('') });
   t.after(() => server.cleanup());
 
@@ -96,7 +96,7 @@ test('DNS list and SPF from TOML: a listed client is refused naming the list; SP
   await server.stop();
   const messages = await messagesIn(server.spoolDir);
   assert.equal(messages.length, 1);
-  const [received, spf] = messages[0].split('\r\n').reduce<string[][]>((fields, line) => {
+  const [spf, received] = messages[0].split('\r\n').reduce<string[][]>((fields, line) => {
     if (/^[ \t]/.test(line) && fields.length > 0) fields[fields.length - 1].push(line);
     else fields.push([line]);
     return fields;

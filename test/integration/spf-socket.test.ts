@@ -1,7 +1,8 @@
 // The SPF check end to end over a real socket: a real server (connection, machine, pipeline,
 // spool) asking a real DNS server (dnsmasq on loopback). A forged sender domain is refused at MAIL
-// with 550 5.7.23; a permitted one is accepted and the spooled message carries Received-SPF
-// directly below our Received field. The client is 127.0.0.1, not a relay client here.
+// with 550 5.7.23; a permitted one is accepted and the spooled message carries Received-SPF,
+// prepended directly above our Received field (RFC 7208 9.1). The client is 127.0.0.1, not a
+// relay client here.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -26,7 +27,7 @@ function headerFields(message: string): string[] {
   return fields;
 }
 
-test('SPF over a real socket: forged domain refused 550 5.7.23; a pass is spooled with Received-SPF below Received', async (t) => {
+test('SPF over a real socket: forged domain refused 550 5.7.23; a pass is spooled with Received-SPF above Received', async (t) => {
   const dns = await startDnsServer({
     zones: ['spf.test'],
     records: ['txt-record=local.spf.test,"v=spf1 ip4:127.0.0.1 -all"', 'txt-record=forged.spf.test,"v=spf1 ip4:192.0.2.1 -all"'],
@@ -60,9 +61,9 @@ test('SPF over a real socket: forged domain refused 550 5.7.23; a pass is spoole
   }
   assert.equal(messages.length, 1);
   const fields = headerFields(messages[0]);
-  assert.match(fields[0], /^Received: from client\.spf\.test /);
+  assert.match(fields[1], /^Received: from client\.spf\.test /);
   assert.equal(
-    fields[1].replace(/\r\n(?=[ \t])/g, ''),
+    fields[0].replace(/\r\n(?=[ \t])/g, ''),
     'Received-SPF: pass (mx.example.test: domain of a@local.spf.test designates 127.0.0.1 as permitted sender) client-ip=127.0.0.1;' +
       ' envelope-from="a@local.spf.test"; helo=client.spf.test; receiver=mx.example.test; identity=mailfrom;',
   );

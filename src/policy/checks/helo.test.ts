@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { createDnsClient, type DnsClient } from '../../dns/resolver.ts';
 import { startDnsServer, type DnsTestServer } from '../../../test/helpers/dns-server.ts';
 import { policySession } from '../../../test/helpers/policy-session.ts';
+import { newSessionSecurity } from '../../protocol/session.ts';
 import { PolicyPipeline } from '../pipeline.ts';
 import { heloCheck, isFqdn, type HeloOptions } from './helo.ts';
 
@@ -85,4 +86,13 @@ test('the verdict is kept for the name: sending it again does not look it up aga
     '550 5.7.1', '550 5.7.1', '250 local',
   ]);
   assert.equal(dns.queryCount() - before, 3 + 3, 'one round of A/AAAA/MX per distinct name');
+});
+
+test('reject_our_name: our IPv6 address in any text form is refused', async () => {
+  const check = heloCheck({ ...OFF, rejectOurName: true, ourNames: ['mx.example.test'], dns: client, timeoutMs: 1000 });
+  const session = newSessionSecurity({ id: 'S', peer: { address: '2001:db8::99', port: 1 }, local: { address: '2001:db8::1', port: 25 }, isRelayClient: false, isTls: false, nowMs: 0 });
+  for (const [name, action] of [['[IPv6:2001:db8:0:0:0:0:0:1]', 'reject'], ['[IPv6:2001:DB8::0:1]', 'reject'], ['[IPv6:2001:db8::2]', 'continue']] as const) {
+    const v = await check.run({ stage: 'helo', session, transaction: null, recipient: null, heloName: name, nowMs: 0 }, new AbortController().signal);
+    assert.equal(v.action, action, name);
+  }
 });

@@ -8,6 +8,7 @@
 // same name sent again in the session gets the same answer without another lookup.
 
 import { isIP } from 'node:net';
+import { formatIPv6, ipv6Groups } from '../../net/ip.ts';
 import type { DnsClient } from '../../dns/resolver.ts';
 import { NO_RECORD_CODES } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
@@ -40,7 +41,13 @@ function literalAddress(name: string): string | null {
   if (m === null) return null;
   const isV6Tagged = /^\[IPv6:/i.test(name);
   const family = isIP(m[1]);
-  return (isV6Tagged && family === 6) || (!isV6Tagged && family === 4) ? m[1].toLowerCase() : null;
+  if (isV6Tagged && family === 6) return canonicalIp(m[1]);
+  return !isV6Tagged && family === 4 ? m[1] : null;
+}
+
+/** One text form per address, so "2001:db8:0:0:0:0:0:1" and "2001:db8::1" compare equal. */
+function canonicalIp(address: string): string {
+  return isIP(address) === 6 ? formatIPv6(ipv6Groups(address)) : address;
 }
 
 /** RFC 1123 2.1 host name with at least two labels, and a top-level label that is not all digits. */
@@ -85,7 +92,7 @@ export function heloCheck(opts: HeloOptions): Check {
       if (opts.rejectOurName) {
         const bare = name.toLowerCase().replace(/\.$/, '');
         if (ourNames.has(bare)) return refuse(HELO_REPLY.ourName, `announced our name ${bare}`);
-        if (literal !== null && literal === ctx.session.local.address.toLowerCase() && literal !== ctx.session.peer.address.toLowerCase()) {
+        if (literal !== null && literal === canonicalIp(ctx.session.local.address) && literal !== canonicalIp(ctx.session.peer.address)) {
           return refuse(HELO_REPLY.ourName, `announced our address ${literal}`);
         }
       }

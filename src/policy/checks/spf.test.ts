@@ -115,6 +115,7 @@ function assertValidField(field: string): void {
   const lines = field.split('\r\n');
   for (const [i, line] of lines.entries()) {
     assert.ok(!/[\r\n\x00]/.test(line), `no bare CR, LF or NUL in line ${i}: ${JSON.stringify(line)}`);
+    assert.ok(/^[\x09\x20-\x7e]*$/.test(line), `printable ASCII only in line ${i}: ${JSON.stringify(line)}`);
     assert.ok(Buffer.byteLength(line) <= 998, 'at most 998 octets per line');
     if (i > 0) assert.match(line, /^[ \t]+\S/, `continuation line ${i} starts with whitespace and is not blank`);
   }
@@ -351,4 +352,15 @@ test('spf: a result is reused for the same address, sender and HELO name until c
   } finally {
     await dead.close();
   }
+});
+
+test('spf: a non-ASCII HELO name or sender never reaches the added field raw', async () => {
+  for (const header of ['received-spf', 'authentication-results'] as const) {
+    const v = await run({ from: null, helo: 'j\u00f6rg\u0085\u200b\ufffd.example' }, { header });
+    assert.equal(v.action, 'continue');
+    assertValidField(headerOf(v));
+  }
+  const v = await run({ from: 'user@ip4.spf.test', helo: 'h\u00e9lo\u202e.example' });
+  assertValidField(headerOf(v));
+  assert.match(headerOf(v), /helo="?h\?lo\?\.example"?;/);
 });

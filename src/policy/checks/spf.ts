@@ -276,20 +276,28 @@ function oneLine(text: string, max: number): string {
   return text.replace(/[\x00-\x1f\x7f]+/g, ' ').replace(/\s+/g, ' ').trim().slice(0, max);
 }
 
+/**
+ * Printable ASCII for a header field we add: the message may not be SMTPUTF8, so non-ASCII (raw
+ * 8-bit, invisible and bidi characters from a HELO name or sender) becomes "?", as in Received.
+ */
+function asciiLine(text: string, max: number): string {
+  return oneLine(text, max).replace(/[^\x20-\x7e]/g, '?');
+}
+
 /** RFC 5322 3.2.2 ctext: no unescaped parentheses or backslashes. */
 function commentText(text: string): string {
-  return oneLine(text, 400).replace(/[\\()]/g, (c) => `\\${c}`);
+  return asciiLine(text, 400).replace(/[\\()]/g, (c) => `\\${c}`);
 }
 
 /** RFC 7208 9.1 key-value: dot-atom when possible, else a quoted-string. */
 function kvValue(value: string): string {
-  const v = oneLine(value, 300);
+  const v = asciiLine(value, 300);
   return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
 /** RFC 8601 2.2 value: a token (RFC 2045) or a quoted-string; domain names are tokens. */
 function arValue(value: string): string {
-  const v = oneLine(value, 300);
+  const v = asciiLine(value, 300);
   return /^[!#$%&'*+.0-9A-Z^_`a-z{|}~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
