@@ -82,7 +82,8 @@ test('DNS list and SPF from TOML: a listed client is refused naming the list; SP
   assert.match(await clean.send('MAIL FROM:<a@sender.test>'), /^250 /);
   assert.match(await clean.send('RCPT TO:<alice@example.test>'), /^250 /);
   assert.match(await clean.send('DATA'), /^354 /);
-  assert.match(await clean.send('Subject: hi\r\n\r\nhello\r\n.'), /^250 /);
+  // A forged Authentication-Results under our name (the server is mx.example.test).
+  assert.match(await clean.send('Subject: hi\r\nAuthentication-Results: MX.example.test; spf=pass smtp.mailfrom=bank.example\r\n\r\nhello\r\n.'), /^250 /);
   await clean.send('QUIT');
   clean.close();
 
@@ -103,6 +104,8 @@ test('DNS list and SPF from TOML: a listed client is refused naming the list; SP
   }, []);
   assert.match(received[0], /^Received: /);
   assert.match(spf.join('\r\n'), /^Received-SPF: pass /);
+  assert.match(messages[0], /\r\nX-Original-Authentication-Results: MX\.example\.test; spf=pass smtp\.mailfrom=bank\.example\r\n/, 'RFC 8601 5: renamed');
+  assert.doesNotMatch(messages[0], /\r\nAuthentication-Results:/);
   assert.match(server.logText(), /"check":"dnsbl"/);
 });
 
