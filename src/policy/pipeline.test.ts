@@ -168,3 +168,22 @@ for (const kind of STORE_KINDS) {
     assert.equal(calls.n, 2);
   });
 }
+
+test('a remembered refusal applies before any check runs: a later accept (allow list) cannot skip it', async () => {
+  // The allow list's first lookup "fails" (no opinion); from then on it accepts the client.
+  let allowCalls = 0;
+  const allowList: Check = { name: 'allow', stages: ['rcpt'], key: () => '', run: () => (allowCalls++ === 0 ? { action: 'continue' } : { action: 'accept' }) };
+  const grey: Check = { name: 'grey', stages: ['rcpt'], run: () => ({ action: 'tempfail', reply: GREYLISTED, check: 'grey', reason: 'new' }) };
+  const pipeline = new PolicyPipeline([allowList, grey], { log, defaultTimeoutMs: 50 });
+  const r = await policySession(
+    pipeline,
+    'HELO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<x@example.test>\r\nRSET\r\nMAIL FROM:<b@c.example>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<y@example.test>\r\n',
+    { maxRefusals: 5 },
+  );
+  assert.deepEqual(r.slice(3).filter((x) => !x.startsWith('250 2.0.0') && !x.startsWith('250 2.1.0')), [
+    '451 4.7.1 Greylisted, try again later',
+    '451 4.7.1 Greylisted, try again later',
+    '250 2.1.5 Recipient ok',
+  ]);
+  assert.equal(allowCalls, 2, 'x@ got the remembered refusal without any check running; y@ was accepted by the allow list');
+});

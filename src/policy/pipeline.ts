@@ -70,17 +70,23 @@ export class PolicyPipeline {
       heloName: request.heloName,
       nowMs: now(),
     };
-    const headers: string[] = [];
-    for (const check of this.#checks) {
-      if (!check.stages.includes(request.stage)) continue;
-      const key = check.key?.(ctx) ?? (ctx.recipient?.address.toLowerCase() ?? '');
-      // Security: RSET and new transactions do not launder a verdict (verdicts live in the
-      // session, not the transaction).
-      const remembered = ctx.session.verdicts.find((v) => v.check === check.name && v.key === key && v.stage === request.stage);
-      if (remembered !== undefined) {
+    const checks = this.#checks.filter((c) => c.stages.includes(request.stage));
+    const keys = checks.map((c) => c.key?.(ctx) ?? (ctx.recipient?.address.toLowerCase() ?? ''));
+    // Security: RSET and new transactions do not launder a verdict (verdicts live in the session,
+    // not the transaction). Every remembered refusal of this stage applies before any check runs,
+    // so not even an earlier check's `accept` (an allow list) can skip it.
+    if (ctx.session.verdicts.length > 0) {
+      for (const [i, check] of checks.entries()) {
+        const key = keys[i];
+        const remembered = ctx.session.verdicts.find((v) => v.check === check.name && v.key === key && v.stage === request.stage);
+        if (remembered === undefined) continue;
         this.#record(ctx, check.name, remembered.action, 'remembered in the session');
         return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
       }
+    }
+    const headers: string[] = [];
+    for (const [i, check] of checks.entries()) {
+      const key = keys[i];
       // Only checks that keep refusals across sessions cost a store lookup per stage.
       const scope = check.memoryScope;
       const prefixes = scope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
@@ -102,7 +108,8 @@ export class PolicyPipeline {
       if (scope !== undefined && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
         await this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), ctx);
       }
-      return { ...verdict, check: check.name, key: verdict.key ?? key };
+      // The check's key, always: what verdict memory looks up next time must be what it stored.
+      return { ...verdict, check: check.name, key };
     }
     return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
   };
