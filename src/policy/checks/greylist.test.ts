@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { policySession } from '../../../test/helpers/policy-session.ts';
 import { STORE_KINDS, useStores, type StoreKind } from '../../../test/helpers/stores.ts';
 import { PolicyPipeline } from '../pipeline.ts';
-import type { StateStore } from '../../store/store.ts';
+import { StoreError, type StateStore } from '../../store/store.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './greylist.ts';
 
 const openStore = useStores();
@@ -84,3 +84,22 @@ for (const kind of STORE_KINDS) {
     assert.ok(reads > 0, 'after ten minutes the store is asked again');
   });
 }
+
+test('greylist: a state store that is down gives a typed 451 4.3.0, not a thrown error', async () => {
+  const down: StateStore = {
+    get: () => Promise.reject(new StoreError('connection refused')),
+    set: () => Promise.reject(new StoreError('connection refused')),
+    delete: () => Promise.reject(new StoreError('connection refused')),
+    increment: () => Promise.reject(new StoreError('connection refused')),
+    setIfAbsent: () => Promise.reject(new StoreError('connection refused')),
+    purgeExpired: () => Promise.resolve(0),
+    close: () => Promise.resolve(),
+  };
+  const check = greylistCheck({ store: down, stage: 'rcpt', ...GREYLIST_DEFAULTS, now: Date.now });
+  const lines: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+  const pipeline = new PolicyPipeline([check], { log, defaultTimeoutMs: 1000 });
+  const r = await policySession(pipeline, `HELO c.example\r\n${TX}`, { address: '198.51.100.7' });
+  assert.equal(r.at(-1), '451 4.3.0 Temporary local problem, please try again later');
+  assert.ok(!lines.some((l) => l.includes('policy check threw')), 'not logged as our bug');
+});

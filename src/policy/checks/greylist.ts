@@ -7,12 +7,13 @@
 // whatever time has passed, because no real MTA retries that way.
 
 import { reply } from '../../protocol/replies.ts';
-import type { StateStore } from '../../store/store.ts';
+import { StoreError, type StateStore } from '../../store/store.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { clientNetwork } from '../network.ts';
 
 export const GREYLISTED = reply(451, '4.7.1', 'Greylisted, please try again later');
+export const STORE_UNAVAILABLE = reply(451, '4.3.0', 'Temporary local problem, please try again later');
 
 export type GreylistOptions = {
   store: StateStore;
@@ -93,7 +94,12 @@ export function greylistCheck(opts: GreylistOptions): Check {
       const sender = rp ? `${rp.localPart}@${rp.domain}` : '';
       const pending = recipientsOf(ctx).filter((recipient) => !isKnownGood(tripletKey(network, sender, recipient), nowMs));
       if (pending.length === 0) return { action: 'continue' };
-      return judgeAll(network, networkKey, sender, pending, nowMs);
+      // A state store that is down is an operational failure, not our bug: a typed tempfail
+      // (as any MTA defers when its greylisting service is away), not a thrown error.
+      return judgeAll(network, networkKey, sender, pending, nowMs).catch((err: unknown): PolicyVerdict => {
+        if (!(err instanceof StoreError)) throw err;
+        return { action: 'tempfail', reply: STORE_UNAVAILABLE, check: 'greylist', reason: `state store unavailable: ${err.message}` };
+      });
     },
   };
 
