@@ -9,7 +9,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
-import { answerClusterScrapes, clusterSource, Metrics, PrimaryMetrics, startMetricsServer, type MetricsHttpServer } from '../obs/metrics.ts';
+import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
 import { openStateStore } from '../store/open.ts';
@@ -30,23 +30,25 @@ export function workerCount(cfg: Config): number {
 /** Entry point for `portcullis serve`: primary or worker, decided by node:cluster. */
 export async function serve(cfg: Config): Promise<void> {
   const metricsListen = cfg.metrics.listen;
+  // prom-client is loaded only when metrics are on: a worker without them stays that much smaller.
+  const obs = metricsListen === null ? null : await import('../obs/metrics.ts');
   if (cluster.isWorker) {
-    const metrics = metricsListen === null ? null : new Metrics();
+    const metrics = obs === null ? null : new obs.Metrics();
     // First thing: a scrape the primary sends before a worker answers waits prom-client's 5 s.
-    if (metrics !== null) answerClusterScrapes(metrics);
+    if (obs !== null && metrics !== null) obs.answerClusterScrapes(metrics);
     return runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }), metrics);
   }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
-  if (n === 1) return runWorker(cfg, log, metricsListen === null ? null : new Metrics());
+  if (n === 1) return runWorker(cfg, log, obs === null ? null : new obs.Metrics());
   // The primary serves /metrics: the workers' registries summed, plus its own.
   let primaryMetrics: PrimaryMetrics | null = null;
   let metricsHttp: MetricsHttpServer | null = null;
-  if (metricsListen !== null) {
-    primaryMetrics = new PrimaryMetrics();
-    metricsHttp = await startMetricsServer(metricsListen, clusterSource(primaryMetrics), log);
+  if (obs !== null && metricsListen !== null) {
+    primaryMetrics = new obs.PrimaryMetrics();
+    metricsHttp = await obs.startMetricsServer(metricsListen, obs.clusterSource(primaryMetrics), log);
   }
   runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp);
 }
@@ -140,7 +142,10 @@ async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Pro
   await server.listen();
   const metricsListen = cfg.metrics.listen;
   // In a worker the primary serves /metrics; a single process serves its own.
-  const metricsHttp = metrics !== null && metricsListen !== null && !cluster.isWorker ? await startMetricsServer(metricsListen, metrics.source(), log) : null;
+  const metricsHttp =
+    metrics !== null && metricsListen !== null && !cluster.isWorker
+      ? await (await import('../obs/metrics.ts')).startMetricsServer(metricsListen, metrics.source(), log)
+      : null;
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
   let isStopping = false;

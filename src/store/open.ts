@@ -4,7 +4,6 @@
 
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { RedisStore } from './redis.ts';
 import { SqliteStore } from './sqlite.ts';
 import type { StateStore } from './store.ts';
 
@@ -31,6 +30,8 @@ export async function openStateStore(setting: string, options: OpenStateStoreOpt
     return new SqliteStore(path.join(options.dir, SQLITE_STATE_FILE), options.now === undefined ? {} : { now: options.now });
   }
   if (setting.startsWith('redis://') || setting.startsWith('rediss://')) {
+    // ioredis is loaded only for a Redis store: a node on sqlite never carries it.
+    const { RedisStore } = await import('./redis.ts');
     return RedisStore.open(setting);
   }
   // The value is not echoed: a mistyped Redis URL may still carry its password.

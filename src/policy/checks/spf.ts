@@ -9,7 +9,6 @@
 
 import { domainToASCII } from 'node:url';
 import type { SPFOptions, SPFResult as MailauthSpfResult } from 'mailauth';
-import { spf as mailauthSpf } from 'mailauth/lib/spf/index.js';
 import type { DnsClient } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
@@ -146,6 +145,9 @@ async function evaluateSpf(opts: SpfOptions, ctx: CheckContext, ip: string, sign
     const comment = `${opts.hostname}: no domain to check for ${id.identity === 'helo' ? 'the HELO identity' : 'the MAIL FROM identity'}`;
     return finish(opts, { result: 'none', domain: id.domain, identity: id.identity, comment, ip, helo, envelopeFrom: id.sender ?? '' });
   }
+  // mailauth (and what it brings) is loaded on the first evaluation, so a server without SPF
+  // never carries it.
+  const { spf: mailauthSpf } = await import('mailauth/lib/spf/index.js');
   const res: MailauthSpfResult = await mailauthSpf({
     // For the null reverse path this is "postmaster@<helo>" (RFC 7208 2.4), what mailauth would
     // substitute for a missing sender itself, but with the A-label form of the HELO name.
