@@ -34,6 +34,12 @@ const MESSAGE_BYTES = [1024, 64 * 1024];
  * invocations until it has sent its count.
  */
 const MAX_MESSAGES_PER_SESSION = 40;
+/** Runs per cell of the policy scenario (see runPolicyScenario). */
+const POLICY_RUNS = 5;
+
+function runsText(n: number): string {
+  return n === 1 ? '1 run' : `${n} runs`;
+}
 
 function plan(quick: boolean): Cell[] {
   const cells: Cell[] = [];
@@ -194,7 +200,8 @@ async function main(): Promise<number> {
       scratchDir,
       quick,
       debug: values.debug,
-      runs,
+      // The overhead is a difference of two noisy medians: five alternating runs each, not three.
+      runs: quick ? 1 : POLICY_RUNS,
       invocationTimeoutMs,
       quietWaitMs,
       log,
@@ -215,7 +222,7 @@ async function main(): Promise<number> {
   const header = [
     `### ${quick ? 'Quick run' : 'Run'} of ${new Date().toISOString().slice(0, 10)}`,
     '',
-    `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, Linux ${release()}; load: smtp-source on the same machine; ${runs === 1 ? '1 run' : `${runs} runs`} per cell; ${minutes} min in all.`,
+    `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, Linux ${release()}; load: smtp-source on the same machine; ${runsText(policyOnly ? (quick ? 1 : POLICY_RUNS) : runs)} per cell${runPolicy && !policyOnly && !quick ? ` (${POLICY_RUNS} in the policy scenario)` : ''}; ${minutes} min in all.`,
     '',
     ...versions.map((line) => (line.startsWith('Portcullis') ? `- ${line}, commit ${commitOf(repoDir)}` : `- ${line}`)),
     '',
