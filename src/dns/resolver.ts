@@ -17,6 +17,8 @@ export type ResolvedA = { address: string; ttl: number };
 
 /** What checks need from DNS. The `resolve` signature is the one mailauth takes. */
 export type DnsClient = {
+  /** What it was built from: a worker thread builds its own client from these (SPF). */
+  readonly options: DnsOptions;
   resolve(name: string, rrtype: string): Promise<unknown>;
   /** A records with their TTL (seconds); [] for NXDOMAIN and no-data answers. */
   resolve4(name: string): Promise<ResolvedA[]>;
@@ -29,6 +31,7 @@ export function createDnsClient(opts: DnsOptions): DnsClient {
   const resolver = new Resolver({ timeout: opts.timeoutMs, tries: opts.tries });
   if (opts.servers.length > 0) resolver.setServers([...opts.servers]);
   return {
+    options: { servers: [...opts.servers], timeoutMs: opts.timeoutMs, tries: opts.tries },
     resolve: (name, rrtype) => resolver.resolve(name, rrtype),
     async resolve4(name) {
       try {

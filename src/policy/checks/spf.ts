@@ -8,8 +8,9 @@
 // network (no TTL: the result depends on the sender domain, which is the verdict's key).
 
 import { domainToASCII } from 'node:url';
-import type { SPFOptions, SPFResult as MailauthSpfResult } from 'mailauth';
-import type { DnsClient } from '../../dns/resolver.ts';
+import { Worker } from 'node:worker_threads';
+import type { DnsClient, DnsOptions } from '../../dns/resolver.ts';
+import type { SpfThreadReply, SpfThreadRequest } from './spf-thread.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
 import type { Check, CheckContext } from '../check.ts';
@@ -78,9 +79,6 @@ type SpfOutcome = {
   authResults: string;
 };
 
-// mailauth's typings describe the resolver as returning strings only (MX answers are objects);
-// the function is node:dns's `resolve` shape either way, which DnsClient.resolve is.
-type MailauthResolver = NonNullable<SPFOptions['resolver']>;
 
 export function spfCheck(opts: SpfOptions): Check {
   const now = opts.now ?? Date.now;
@@ -145,30 +143,35 @@ async function evaluateSpf(opts: SpfOptions, ctx: CheckContext, ip: string, sign
     const comment = `${opts.hostname}: no domain to check for ${id.identity === 'helo' ? 'the HELO identity' : 'the MAIL FROM identity'}`;
     return finish(opts, { result: 'none', domain: id.domain, identity: id.identity, comment, ip, helo, envelopeFrom: id.sender ?? '' });
   }
-  // mailauth (and what it brings) is loaded on the first evaluation, so a server without SPF
-  // never carries it.
-  const { spf: mailauthSpf } = await import('mailauth/lib/spf/index.js');
-  const res: MailauthSpfResult = await mailauthSpf({
-    // For the null reverse path this is "postmaster@<helo>" (RFC 7208 2.4), what mailauth would
-    // substitute for a missing sender itself, but with the A-label form of the HELO name.
-    sender: id.sender,
-    ip,
-    helo,
-    mta: opts.hostname,
-    maxResolveCount: SPF_MAX_DNS_MECHANISMS,
-    maxVoidCount: SPF_MAX_VOID_LOOKUPS,
-    resolver: abortableResolver(opts.dns, signal) as MailauthResolver,
-  });
-  const raw = String(res.status?.result ?? '');
+  // mailauth runs in a worker thread of its own (spf-thread.ts), started on the first evaluation.
+  const res = await spfThreadFor(opts.dns.options).evaluate(
+    {
+      // For the null reverse path this is "postmaster@<helo>" (RFC 7208 2.4), what mailauth would
+      // substitute for a missing sender itself, but with the A-label form of the HELO name.
+      sender: id.sender,
+      ip,
+      helo,
+      mta: opts.hostname,
+      maxResolveCount: SPF_MAX_DNS_MECHANISMS,
+      maxVoidCount: SPF_MAX_VOID_LOOKUPS,
+      deadlineMs: Date.now() + opts.timeoutMs,
+    },
+    signal,
+  );
+  if ('error' in res) {
+    // A lookup cut off by the budget, or the thread failing: mailauth's own word for it.
+    return finish(opts, { result: 'temperror', domain: id.domain, identity: id.identity, comment: `${opts.hostname}: ${res.error}`, ip, helo, envelopeFrom: id.sender });
+  }
+  const raw = res.result;
   const result: SpfResult = RESULTS.has(raw) ? (raw as SpfResult) : raw === 'temperr' ? 'temperror' : 'permerror';
   return finish(opts, {
     result,
     domain: id.domain,
     identity: id.identity,
-    comment: res.status?.comment ?? '',
+    comment: res.comment,
     ip,
     helo,
-    envelopeFrom: res['envelope-from'] ?? id.sender,
+    envelopeFrom: res.envelopeFrom ?? id.sender,
   });
 }
 
@@ -200,23 +203,6 @@ function asciiDomain(name: string): string {
 function normalizeIp(address: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return m === null ? address : m[1];
-}
-
-/**
- * The DNS client as mailauth's resolver, cut off when the check's budget runs out: the pending
- * and every later lookup fail with ETIMEOUT (mailauth's temperror), so an abandoned evaluation
- * stops at once instead of walking the rest of a record chain.
- */
-function abortableResolver(dns: DnsClient, signal: AbortSignal): (name: string, rrtype: string) => Promise<unknown> {
-  const timedOut = (): Error => Object.assign(new Error('SPF evaluation timed out'), { code: 'ETIMEOUT' });
-  return (name, rrtype) => {
-    if (signal.aborted) return Promise.reject(timedOut());
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(timedOut());
-      signal.addEventListener('abort', onAbort, { once: true });
-      dns.resolve(name, rrtype).then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
-  };
 }
 
 type Finished = {
@@ -332,4 +318,68 @@ export function foldField(field: string): string {
   }
   if (line !== '') lines.push(line);
   return lines.join('\r\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SPF thread: one per DNS configuration in this process, started on first use, restarted
+// after a crash. Requests carry a deadline (the thread stops looking things up past it); the
+// caller's signal ends the wait on this side at once.
+
+type SpfThreadResult = Extract<SpfThreadReply, { result: string }> | { error: string };
+
+class SpfThread {
+  readonly #dns: DnsOptions;
+  #worker: Worker | null = null;
+  readonly #pending = new Map<number, (reply: SpfThreadResult) => void>();
+  #nextId = 1;
+
+  constructor(dns: DnsOptions) {
+    this.#dns = dns;
+  }
+
+  evaluate(request: Omit<SpfThreadRequest, 'id'>, signal: AbortSignal): Promise<SpfThreadResult> {
+    if (signal.aborted) return Promise.resolve({ error: 'SPF evaluation timed out' });
+    const id = this.#nextId++;
+    return new Promise((resolve) => {
+      const onAbort = (): void => settle({ error: 'SPF evaluation timed out' });
+      const worker = this.#start();
+      const settle = (reply: SpfThreadResult): void => {
+        if (!this.#pending.delete(id)) return;
+        signal.removeEventListener('abort', onAbort);
+        // Idle, the thread never keeps the process alive; with a request pending it does.
+        if (this.#pending.size === 0) worker.unref();
+        resolve(reply);
+      };
+      this.#pending.set(id, settle);
+      signal.addEventListener('abort', onAbort, { once: true });
+      worker.ref();
+      worker.postMessage({ ...request, id } satisfies SpfThreadRequest);
+    });
+  }
+
+  #start(): Worker {
+    if (this.#worker !== null) return this.#worker;
+    const worker = new Worker(new URL('./spf-thread.ts', import.meta.url), { workerData: this.#dns });
+    worker.on('message', (reply: SpfThreadReply) => this.#pending.get(reply.id)?.(reply));
+    const fail = (why: string): void => {
+      if (this.#worker === worker) this.#worker = null;
+      for (const settle of [...this.#pending.values()]) settle({ error: why });
+    };
+    worker.on('error', (err) => fail(`SPF thread failed: ${err.message}`));
+    worker.on('exit', (code) => fail(`SPF thread exited (${code})`));
+    this.#worker = worker;
+    return worker;
+  }
+}
+
+const spfThreads = new Map<string, SpfThread>();
+
+function spfThreadFor(dns: DnsOptions): SpfThread {
+  const key = JSON.stringify(dns);
+  let thread = spfThreads.get(key);
+  if (thread === undefined) {
+    thread = new SpfThread(dns);
+    spfThreads.set(key, thread);
+  }
+  return thread;
 }
