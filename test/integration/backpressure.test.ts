@@ -14,16 +14,11 @@ import { startTestServer } from '../helpers/server.ts';
 /** 300 batches of 10,000 NOOPs: 18 MB, far more than the kernel's socket buffers hold. */
 const MAX_BATCHES = 300;
 
-test('replies that the client does not read stop the server from reading more', { timeout: 30_000 }, async (t) => {
-  const cfg = defaultConfig();
-  const server = await startTestServer(cfg);
-  t.after(() => server.stop());
-  const socket = net.connect({ host: '127.0.0.1', port: server.port });
-  await new Promise((r) => socket.once('connect', r));
-  socket.pause(); // never read
+/** Writes NOOP batches until our own send buffer stays full for 500 ms (the server stopped
+ *  reading) or MAX_BATCHES were written. */
+async function floodUntilRefused(socket: net.Socket): Promise<{ written: number; batch: Buffer }> {
   const batch = Buffer.from('NOOP\r\n'.repeat(10_000));
   let written = 0;
-  // Write until our own send buffer refuses more (the server stopped reading), bounded.
   for (let i = 0; i < MAX_BATCHES; i++) {
     const ok = socket.write(batch);
     written += batch.length;
@@ -32,6 +27,33 @@ test('replies that the client does not read stop the server from reading more', 
       if (!drained) break;
     }
   }
+  return { written, batch };
+}
+
+/** Polls `isDone` every 20 ms, at most 20 s. */
+function waitFor(isDone: () => boolean, failure: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      clearInterval(check);
+      reject(new Error(failure));
+    }, 20_000);
+    const check = setInterval(() => {
+      if (!isDone()) return;
+      clearInterval(check);
+      clearTimeout(timer);
+      resolve();
+    }, 20);
+  });
+}
+
+test('replies that the client does not read stop the server from reading more', { timeout: 30_000 }, async (t) => {
+  const cfg = defaultConfig();
+  const server = await startTestServer(cfg);
+  t.after(() => server.stop());
+  const socket = net.connect({ host: '127.0.0.1', port: server.port });
+  await new Promise((r) => socket.once('connect', r));
+  socket.pause(); // never read
+  const { written, batch } = await floodUntilRefused(socket);
   // Each NOOP gets a 16-octet reply: had the server kept reading, it would have queued replies
   // for everything written (kernel socket buffers alone hold a few MB).
   t.diagnostic(`written before the server stopped reading: ${written} octets`);
@@ -42,16 +64,7 @@ test('replies that the client does not read stop the server from reading more', 
   socket.setEncoding('latin1');
   socket.on('data', (d: string) => (text += d));
   socket.write('QUIT\r\n');
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no 221 after resuming')), 20_000);
-    const check = setInterval(() => {
-      if (text.includes('221 2.0.0 Bye')) {
-        clearInterval(check);
-        clearTimeout(timer);
-        resolve();
-      }
-    }, 20);
-  });
+  await waitFor(() => text.includes('221 2.0.0 Bye'), 'no 221 after resuming');
   socket.destroy();
 });
 
@@ -68,29 +81,11 @@ test('input sent while a policy verdict is pending is not read without bound', {
   let text = '';
   socket.on('data', (d: string) => (text += d));
   socket.write('HELO c.example\r\nMAIL FROM:<a@c.example>\r\n');
-  const batch = Buffer.from('NOOP\r\n'.repeat(10_000));
-  let written = 0;
-  for (let i = 0; i < MAX_BATCHES; i++) {
-    const ok = socket.write(batch);
-    written += batch.length;
-    if (!ok) {
-      const drained = await Promise.race([new Promise((r) => socket.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), 500))]);
-      if (!drained) break;
-    }
-  }
+  const { written, batch } = await floodUntilRefused(socket);
   t.diagnostic(`written while the verdict was pending: ${written} octets`);
   assert.ok(written < MAX_BATCHES * batch.length, `the server kept reading while it waited (${written} octets written)`);
   assert.doesNotMatch(text, /250 2\.1\.0/, 'MAIL is still waiting for its verdict');
   release();
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('MAIL never answered after the verdict')), 20_000);
-    const check = setInterval(() => {
-      if (text.includes('250 2.1.0')) {
-        clearInterval(check);
-        clearTimeout(timer);
-        resolve();
-      }
-    }, 20);
-  });
+  await waitFor(() => text.includes('250 2.1.0'), 'MAIL never answered after the verdict');
   socket.destroy();
 });
