@@ -42,7 +42,6 @@ export async function smtpConnect(port: number, opts: { localAddress?: string } 
   socket.on('close', () => onEnd(new Error(`connection closed; unread: ${JSON.stringify(buffer)}`)));
   const next = (): Promise<string> =>
     new Promise((resolve, reject) => {
-      if (failure !== null && buffer === '') return reject(failure);
       const timer = setTimeout(() => reject(new Error(`no reply in ${REPLY_TIMEOUT_MS} ms; got ${JSON.stringify(buffer)}`)), REPLY_TIMEOUT_MS);
       waiter = (r) => {
         clearTimeout(timer);
@@ -52,7 +51,13 @@ export async function smtpConnect(port: number, opts: { localAddress?: string } 
         clearTimeout(timer);
         reject(err);
       };
+      // A reply already read is delivered even after the close; a closed connection will not
+      // complete a partial one, so fail now rather than after the timeout.
       tryDeliver();
+      if (waiter !== null && failure !== null) {
+        waiter = null;
+        fail(failure);
+      }
     });
   const banner = await next();
   return {
