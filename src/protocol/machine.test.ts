@@ -277,3 +277,15 @@ test('RFC 3030: chunks pipelined after a refused BDAT chunk get the refusal, not
   assert.equal(d.m.phase, 'command', 'one refused message is one error');
   assert.deepEqual(d.send('BDAT 1 LAST\r\nx'), ['503 5.5.1 Need MAIL command']);
 });
+
+test('spool below its free-space floor: MAIL gets 452 4.3.1 (not counted as an error) until space returns', () => {
+  const d = new Driver(config({ maxErrors: 2 }));
+  d.send('EHLO c.example\r\n');
+  d.step({ type: 'spool-space', nowMs: ++d.now, isLow: true });
+  assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
+  assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
+  assert.equal(d.m.session!.counters.errors, 0);
+  assert.equal(d.m.transaction, null);
+  d.step({ type: 'spool-space', nowMs: ++d.now, isLow: false });
+  assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['250 2.1.0 Sender ok']);
+});

@@ -46,7 +46,10 @@ export type Input =
   | { type: 'tls-failed'; nowMs: number; reason: string }
   | { type: 'timeout'; nowMs: number }
   | { type: 'shutdown'; nowMs: number }
-  | { type: 'end-of-input'; nowMs: number };
+  | { type: 'end-of-input'; nowMs: number }
+  /** The spool's free space fell below (or rose back above) its floor: MAIL is refused with
+   *  452 4.3.1 while it is low, so no client uploads a body only to get a 451. */
+  | { type: 'spool-space'; nowMs: number; isLow: boolean };
 
 export type LogLevel = 'debug' | 'info' | 'warn';
 
@@ -95,6 +98,8 @@ export class SmtpMachine {
   #isInputEnded = false;
   /** A connect-stage refusal: RFC 5321 3.1, only QUIT is served after it (503 to the rest). */
   #isRefusedAtConnect = false;
+  /** The spool is below its free-space floor (fed by the shell): MAIL gets 452 4.3.1. */
+  #isSpoolLow = false;
   /** Time of the input being handled: the only clock the core knows. */
   #nowMs = 0;
 
@@ -160,6 +165,9 @@ export class SmtpMachine {
         break;
       case 'end-of-input':
         this.#isInputEnded = true;
+        break;
+      case 'spool-space':
+        this.#isSpoolLow = input.isLow;
         break;
       default:
         assertNever(input);
@@ -253,9 +261,10 @@ export class SmtpMachine {
         return;
       }
       case 'MAIL': {
-        const checked = checkMail(cfg, session, this.#txn, cmd.argument);
+        const checked = checkMail(cfg, session, this.#txn, cmd.argument, this.#isSpoolLow);
         if (!checked.ok) {
           if (checked.isFatal) return this.#fatal(checked.reply, out);
+          if (checked.isNotAnError) return this.#reply(checked.reply, out);
           return this.#error(checked.reply, out);
         }
         const seq = session.counters.transactions + 1;

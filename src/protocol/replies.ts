@@ -55,6 +55,7 @@ export const REPLY = {
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   storageFailed: reply(451, '4.3.0', 'Temporary failure storing the message, try again later'),
+  spoolFull: reply(452, '4.3.1', 'Insufficient system storage, try again later'),
   tlsUnavailable: reply(454, '4.7.0', 'TLS not available'),
 
   // 5xx: syntax and sequence

@@ -17,12 +17,16 @@ export function checkMail(
   session: SessionSecurity,
   txn: Transaction | null,
   argument: string,
-): { ok: true; plan: MailPlan } | { ok: false; reply: Reply; isFatal?: boolean } {
+  isSpoolLow = false,
+): { ok: true; plan: MailPlan } | { ok: false; reply: Reply; isFatal?: boolean; /** our condition, not the client's error */ isNotAnError?: boolean } {
   if (session.heloVerb === null) return { ok: false, reply: REPLY.heloFirst };
   if (txn !== null) return { ok: false, reply: REPLY.nestedMail };
   if (session.counters.transactions >= cfg.maxTransactions) {
     return { ok: false, reply: REPLY.tooManyTransactions, isFatal: true };
   }
+  // RFC 5321 4.5.3.1.10 / RFC 3463 4.3.1: out of storage is a temporary condition; refusing at
+  // MAIL spares the client the upload of a body that could not be stored.
+  if (isSpoolLow) return { ok: false, reply: REPLY.spoolFull, isNotAnError: true };
   const path = parsePath(argument, { allowNull: true, allowUtf8: true });
   if (!path.ok) return { ok: false, reply: REPLY.badSenderSyntax };
   const parsed = parseParams(path.rest);
