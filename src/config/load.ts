@@ -662,6 +662,10 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     '`spool.segment_max_bytes`.'),
   entry('spool', 'segment_max_bytes', 'segmentMaxBytes', int(2 ** 20, 2 ** 32, { bytes: true }),
     'A journal segment is closed, and a new one started, once it grows past this size.'),
+  entry('spool', 'min_free_bytes', 'minFreeBytes', int(0, 2 ** 50, { bytes: true }),
+    'While the spool\'s file system has less free space than this, MAIL is answered `452 4.3.1` (RFC 3463: ' +
+    'insufficient system storage), so no client uploads a body that could not be stored; mail is accepted again ' +
+    'once space returns. Checked every few seconds. `0` turns the check off.'),
 
   entry('recipients', 'table', 'table', pathString({ allowEmpty: true }),
     'A file of the recipients accepted for the local domains: one address per line, or `@domain` to accept every ' +
@@ -762,6 +766,10 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'workers). Keep it on loopback or a management network. `""`: no metrics endpoint.'),
   entry('log', 'level', 'level', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     'The least severe log level written; `"silent"` writes nothing.'),
+  entry('log', 'format', 'format', oneOf(['auto', 'json', 'pretty']),
+    '`"json"` writes one JSON object per line (for files and log shippers); `"pretty"` writes one human line per ' +
+    'event with its time, level, session id, queue id and message; `"auto"` is pretty when standard output is a ' +
+    'terminal and JSON otherwise.'),
 ];
 
 const KEYS_BY_PATH = new Map(CONFIG_KEYS.map((k) => [k.path, k]));

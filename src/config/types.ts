@@ -52,10 +52,14 @@ export type SpoolConfig = {
   journalMaxMessageBytes: number;
   /** A segment is closed and a new one started past this size. */
   segmentMaxBytes: number;
+  /** Below this much free space on the spool's file system MAIL is answered 452 4.3.1; 0 = off. */
+  minFreeBytes: number;
 };
 
 export type LogConfig = {
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  /** "auto": one human line per event on a terminal, JSON lines otherwise. */
+  format: 'auto' | 'json' | 'pretty';
 };
 
 export type RecipientsConfig = {
@@ -164,7 +168,7 @@ export function defaultConfig(): Config {
     tls: { certFile: '', keyFile: '', enabled: true },
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
-    spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864 },
+    spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864, minFreeBytes: 104_857_600 },
     recipients: { table: '', addresses: [] },
     verdicts: { maxRefusalsPerSession: 3, ipv4Prefix: 24, ipv6Prefix: 64 },
     state: { store: 'sqlite' },
@@ -185,6 +189,6 @@ export function defaultConfig(): Config {
     },
     helo: { requireFqdn: false, requireResolvable: false, rejectOurName: false },
     metrics: { listen: null },
-    log: { level: 'info' },
+    log: { level: 'info', format: 'auto' },
   };
 }
