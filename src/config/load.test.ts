@@ -84,6 +84,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spool.dir': ['"/srv/portcullis/spool"', '/srv/portcullis/spool'],
   'spool.journal_max_message_bytes': ['0', 0],
   'spool.segment_max_bytes': ['1048576', 1_048_576],
+  'spool.min_free_bytes': ['0', 0],
   'recipients.table': ['"recipients.txt"', 'recipients.txt'],
   'recipients.addresses': ['["Alice@Example.TEST", "@example.org"]', ['alice@example.test', '@example.org']],
   'verdicts.max_refusals_per_session': ['5', 5],
@@ -115,6 +116,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'helo.reject_our_name': ['true', true],
   'metrics.listen': ['"127.0.0.1:9425"', { host: '127.0.0.1', port: 9425 }],
   'log.level': ['"debug"', 'debug'],
+  'log.format': ['"pretty"', 'pretty'],
 };
 
 test('every key round-trips a non-default value', () => {
