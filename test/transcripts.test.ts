@@ -12,17 +12,17 @@ const files = readdirSync(dir).filter((f) => f.endsWith('.txt')).sort();
 
 for (const file of files) {
   const t = loadTranscript(dir + file);
-  test(`transcript ${file} (core, whole writes)`, () => {
-    runCore(t);
+  test(`transcript ${file} (core, whole writes)`, async () => {
+    await runCore(t);
   });
-  test(`transcript ${file} (core, byte by byte)`, () => {
-    runCore(t, (b) => Array.from(b, (x) => Buffer.from([x])));
+  test(`transcript ${file} (core, byte by byte)`, async () => {
+    await runCore(t, (b) => Array.from(b, (x) => Buffer.from([x])));
   });
-  test(`transcript ${file} (core, random chunkings)`, () => {
-    fc.assert(
-      fc.property(fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 32 }), (sizes) => {
+  test(`transcript ${file} (core, random chunkings)`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 32 }), async (sizes) => {
         let k = 0;
-        runCore(t, (b) => {
+        await runCore(t, (b) => {
           const out: Buffer[] = [];
           for (let i = 0; i < b.length; ) {
             const n = sizes[k++ % sizes.length];

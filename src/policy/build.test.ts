@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { parseConfig } from '../config/load.ts';
 import { openStateStore } from '../store/open.ts';
-import { policySession } from '../../test/helpers/policy-session.ts';
+import { policySession } from '../../test/helpers/drive.ts';
 import { buildPipeline } from './build.ts';
 
 const log = pino({ level: 'silent' });

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import type { PolicyVerdict } from '../protocol/machine.ts';
 import { reply } from '../protocol/replies.ts';
-import { policySession } from '../../test/helpers/policy-session.ts';
+import { policySession } from '../../test/helpers/drive.ts';
 import type { Check } from './check.ts';
 import { PolicyPipeline } from './pipeline.ts';
 import { STORE_KINDS, useStores } from '../../test/helpers/stores.ts';

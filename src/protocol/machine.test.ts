@@ -3,7 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { SmtpMachine, type Input, type Output, type PolicyVerdict } from './machine.ts';
+import { MachineDriver } from '../../test/helpers/drive.ts';
+import { SmtpMachine, type Output, type PolicyVerdict } from './machine.ts';
 import type { MachineConfig } from './machine-config.ts';
 import { REPLY, formatReply, type Reply } from './replies.ts';
 import type { PolicyStage } from './session.ts';
@@ -29,102 +30,82 @@ function config(over: Partial<MachineConfig> = {}): MachineConfig {
   };
 }
 
-class Driver {
-  readonly m: SmtpMachine;
-  readonly outputs: Output[] = [];
-  now = 1_000_000;
-  constructor(cfg: MachineConfig) {
-    this.m = new SmtpMachine(cfg);
-    this.step({ type: 'connected', nowMs: this.now, sessionId: 'SID', peer: { address: '192.0.2.1', port: 5 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
-  }
-  step(input: Input): Output[] {
-    const out = this.m.step(input);
-    this.outputs.push(...out);
-    return out;
-  }
-  send(text: string): string[] {
-    return this.step({ type: 'bytes', nowMs: ++this.now, data: Buffer.from(text, 'utf8') })
-      .filter((o) => o.type === 'reply')
-      .map((o) => formatReply((o as Extract<Output, { type: 'reply' }>).reply).trimEnd());
-  }
-}
-
-function txnReady(d: Driver): void {
+function txnReady(d: MachineDriver): void {
   d.send('EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
-  assert.ok(d.m.transaction !== null);
+  assert.ok(d.machine.transaction !== null);
 }
 
 test('state table: RSET drops the transaction, keeps HELO, TLS, counters and verdicts', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
-  const before = { ...d.m.session!.counters };
+  const before = { ...d.machine.session!.counters };
   d.send('RSET\r\n');
-  assert.equal(d.m.transaction, null);
-  assert.equal(d.m.session!.heloName, 'c.example');
-  assert.equal(d.m.session!.counters.transactions, before.transactions);
-  assert.equal(d.m.session!.counters.recipients, before.recipients);
+  assert.equal(d.machine.transaction, null);
+  assert.equal(d.machine.session!.heloName, 'c.example');
+  assert.equal(d.machine.session!.counters.transactions, before.transactions);
+  assert.equal(d.machine.session!.counters.recipients, before.recipients);
 });
 
 test('state table: end of data (accepted or refused) drops the transaction, keeps the rest', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   const outs = d.step({ type: 'bytes', nowMs: 2, data: Buffer.from('DATA\r\nhi\r\n.\r\n') });
   assert.ok(outs.some((o) => o.type === 'commit'));
   d.step({ type: 'committed', nowMs: 3 });
-  assert.equal(d.m.transaction, null);
-  assert.equal(d.m.session!.heloName, 'c.example');
-  assert.equal(d.m.session!.counters.messages, 1);
+  assert.equal(d.machine.transaction, null);
+  assert.equal(d.machine.session!.heloName, 'c.example');
+  assert.equal(d.machine.session!.counters.messages, 1);
   d.send('MAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
   const r = d.send('DATA\r\nbare\nLF\r\n.\r\n');
   assert.match(r.at(-1)!, /^550 5\.6\.0/);
-  assert.equal(d.m.transaction, null);
-  assert.equal(d.m.session!.heloName, 'c.example');
+  assert.equal(d.machine.transaction, null);
+  assert.equal(d.machine.session!.heloName, 'c.example');
 });
 
 test('state table: a second EHLO drops the transaction and replaces the HELO identity', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   d.send('EHLO other.example\r\n');
-  assert.equal(d.m.transaction, null);
-  assert.equal(d.m.session!.heloName, 'other.example');
-  assert.equal(d.m.session!.counters.transactions, 1);
+  assert.equal(d.machine.transaction, null);
+  assert.equal(d.machine.session!.heloName, 'other.example');
+  assert.equal(d.machine.session!.counters.transactions, 1);
 });
 
 test('state table: STARTTLS clears the HELO identity, sets TLS, keeps counters and verdicts', () => {
-  const d = new Driver(config({ policyStages: new Set<PolicyStage>(['helo']) }));
+  const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['helo']) }));
   d.send('EHLO c.example\r\n');
   d.step({ type: 'verdict', nowMs: 1, verdict: { action: 'continue' } });
   d.send('FOO\r\n');
-  const errors = d.m.session!.counters.errors;
+  const errors = d.machine.session!.counters.errors;
   const r = d.send('STARTTLS\r\n');
   assert.deepEqual(r, ['220 2.0.0 Ready to start TLS']);
   assert.ok(d.outputs.some((o) => o.type === 'start-tls'));
   d.step({ type: 'tls-ready', nowMs: 5, protocol: 'TLSv1.3' });
-  assert.equal(d.m.session!.isTls, true);
-  assert.equal(d.m.session!.heloName, null);
-  assert.equal(d.m.session!.heloVerb, null);
-  assert.equal(d.m.session!.counters.errors, errors);
+  assert.equal(d.machine.session!.isTls, true);
+  assert.equal(d.machine.session!.heloName, null);
+  assert.equal(d.machine.session!.heloVerb, null);
+  assert.equal(d.machine.session!.counters.errors, errors);
 });
 
 test('policy hook: the machine waits for the verdict and answers pipelined commands in order', () => {
-  const d = new Driver(config({ policyStages: new Set<PolicyStage>(['rcpt']) }));
+  const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['rcpt']) }));
   d.send('EHLO c.example\r\nMAIL FROM:<a@c.example>\r\n');
   const first = d.step({ type: 'bytes', nowMs: 5, data: Buffer.from('RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nNOOP\r\n') });
   const asks = first.filter((o) => o.type === 'policy');
   assert.equal(asks.length, 1, 'one check outstanding at a time');
   assert.equal(first.filter((o) => o.type === 'reply').length, 0, 'nothing answered past the outstanding check');
-  assert.equal(d.m.isWaiting, true);
+  assert.equal(d.machine.isWaiting, true);
   const tempfail: PolicyVerdict = { action: 'tempfail', reply: REPLY.tooManyRecipients, check: 'test', reason: 'unit test' };
   const second = d.step({ type: 'verdict', nowMs: 6, verdict: tempfail });
   assert.deepEqual(second.filter((o) => o.type === 'reply').map((o) => (o as { reply: { code: number } }).reply.code), [452]);
   assert.equal(second.filter((o) => o.type === 'policy').length, 1, 'the next RCPT is checked');
   const third = d.step({ type: 'verdict', nowMs: 7, verdict: { action: 'continue' } });
   assert.deepEqual(third.filter((o) => o.type === 'reply').map((o) => (o as { reply: { code: number } }).reply.code), [250, 250]);
-  assert.equal(d.m.transaction!.recipients.length, 1);
+  assert.equal(d.machine.transaction!.recipients.length, 1);
   // The verdict is the session's: RSET does not clear it.
   d.send('RSET\r\n');
-  assert.equal(d.m.session!.verdicts.length, 1);
-  assert.equal(d.m.session!.verdicts[0].stage, 'rcpt');
+  assert.equal(d.machine.session!.verdicts.length, 1);
+  assert.equal(d.machine.session!.verdicts[0].stage, 'rcpt');
 });
 
 test('policy hook: a disconnect verdict at connect answers and closes', () => {
@@ -137,30 +118,30 @@ test('policy hook: a disconnect verdict at connect answers and closes', () => {
 });
 
 test('timeout: 421 4.4.2 and close', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   const out = d.step({ type: 'timeout', nowMs: 9 });
   assert.equal(formatReply((out.find((o) => o.type === 'reply') as { reply: Reply }).reply).trimEnd(), '421 4.4.2 Timeout, closing connection');
   assert.ok(out.some((o) => o.type === 'close'));
 });
 
 test('limits: transactions per session end with 421 4.7.0', () => {
-  const d = new Driver(config({ maxTransactions: 2 }));
+  const d = new MachineDriver(config({ maxTransactions: 2 }));
   d.send('HELO c.example\r\n');
   d.send('MAIL FROM:<>\r\nRSET\r\nMAIL FROM:<>\r\nRSET\r\n');
   assert.deepEqual(d.send('MAIL FROM:<>\r\n'), ['421 4.7.0 Too many transactions in one session, closing connection']);
-  assert.equal(d.m.phase, 'closed');
+  assert.equal(d.machine.phase, 'closed');
 });
 
 test('limits: recipients past the maximum get 452 4.5.3 and do not count as errors', () => {
-  const d = new Driver(config({ maxRecipients: 2, maxErrors: 1 }));
+  const d = new MachineDriver(config({ maxRecipients: 2, maxErrors: 1 }));
   d.send('HELO c.example\r\nMAIL FROM:<>\r\n');
   const r = d.send('RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n');
   assert.deepEqual(r.map((x) => x.slice(0, 9)), ['250 2.1.5', '250 2.1.5', '452 4.5.3']);
-  assert.equal(d.m.phase, 'command');
+  assert.equal(d.machine.phase, 'command');
 });
 
 test('limits: a data line over max_text_line_bytes is refused after the end of data', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   const r = d.send(`DATA\r\n${'x'.repeat(999)}\r\n.\r\n`);
   assert.match(r.at(-1)!, /^550 5\.6\.0 .*line longer/);
@@ -171,7 +152,7 @@ test('limits: a data line over max_text_line_bytes is refused after the end of d
 });
 
 test('envelope: DSN, SMTPUTF8, BODY and the Received header reach the spool', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   d.send('EHLO c.example\r\nMAIL FROM:<jörg@c.example> SMTPUTF8 BODY=8BITMIME RET=HDRS ENVID=X+2BY\r\n');
   d.send('RCPT TO:<alice@example.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;alice@example.test\r\n');
   const out = d.step({ type: 'bytes', nowMs: Date.UTC(2026, 10, 23, 10, 0, 0), data: Buffer.from('DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n') });
@@ -188,11 +169,11 @@ test('envelope: DSN, SMTPUTF8, BODY and the Received header reach the spool', ()
   assert.equal(e.size, Buffer.byteLength(content));
   assert.match(content, /^Received: from c\.example \(\[192\.0\.2\.1\]\)\r\n\tby mx\.example\.test \(Portcullis\) with UTF8SMTP id SID01\r\n\t\(session SID\)\r\n\tfor <alice@example\.test>; Mon, 23 Nov 2026 10:00:00 \+0000\r\nSubject: x\r\n\r\nbody\r\n$/);
   d.step({ type: 'commit-failed', nowMs: 1, reason: 'disk full' });
-  assert.equal(d.m.transaction, null, 'a failed commit drops the transaction');
+  assert.equal(d.machine.transaction, null, 'a failed commit drops the transaction');
 });
 
 test('commit failure answers 451 4.3.0 and the session goes on', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   d.send('DATA\r\nx\r\n.\r\nNOOP\r\n');
   const out = d.step({ type: 'commit-failed', nowMs: 1, reason: 'EIO' });
@@ -200,7 +181,7 @@ test('commit failure answers 451 4.3.0 and the session goes on', () => {
 });
 
 test('half-close during a commit: the 250 and the pipelined QUIT are still answered', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   d.send('DATA\r\n');
   d.step({ type: 'bytes', nowMs: 1, data: Buffer.from('hello\r\n.\r\nQUIT\r\n') });
@@ -213,7 +194,7 @@ test('half-close during a commit: the 250 and the pipelined QUIT are still answe
 });
 
 test('half-close with a partial command: answered what was complete, then closed', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   d.send('NOOP\r\nNO');
   const out = d.step({ type: 'end-of-input', nowMs: 2 });
   assert.ok(out.some((o) => o.type === 'close'));
@@ -229,29 +210,29 @@ test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1)', () => {
 });
 
 test('security: a BDAT line that does not parse ends the session (the chunk boundary is unknown)', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   const r = d.send('BDAT 75\tLAST\r\nRSET\r\nMAIL FROM:<ceo@example.test>\r\n');
   assert.deepEqual(r, ['421 4.5.0 Malformed BDAT: chunk boundary unknown, closing connection']);
-  assert.equal(d.m.phase, 'closed');
+  assert.equal(d.machine.phase, 'closed');
 });
 
 test('RFC 5321 4.5.3.1.6: the stuffing dot does not count toward the 1000-octet line limit', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   d.send(`DATA\r\n..${'x'.repeat(997)}\r\n.\r\n`);
   assert.equal(d.outputs.at(-1)!.type, 'commit');
 });
 
 test('normalize mode: LF-only lines are lines for the length limit', () => {
-  const d = new Driver(config({ isNormalizingBareLineEndings: true }));
+  const d = new MachineDriver(config({ isNormalizingBareLineEndings: true }));
   txnReady(d);
   d.send(`DATA\r\n${'line of text\n'.repeat(200)}\r\n.\r\n`);
   assert.equal(d.outputs.at(-1)!.type, 'commit');
 });
 
 test('security: tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) are coalesced', () => {
-  const d = new Driver(config());
+  const d = new MachineDriver(config());
   txnReady(d);
   d.send(`DATA\r\n${'..\r\n'.repeat(50_000)}.\r\n`);
   const commit = d.outputs.at(-1) as Extract<Output, { type: 'commit' }>;
@@ -269,23 +250,23 @@ test('security: tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) are c
 });
 
 test('RFC 3030: chunks pipelined after a refused BDAT chunk get the refusal, not an error each', () => {
-  const d = new Driver(config({ maxMessageBytes: 10, maxErrors: 3 }));
+  const d = new MachineDriver(config({ maxMessageBytes: 10, maxErrors: 3 }));
   txnReady(d);
   const chunk = 'BDAT 8\r\n12345678';
   const r = d.send(`${chunk}${chunk}${chunk}${chunk}${chunk}BDAT 2 LAST\r\nxy`);
   assert.deepEqual(r.map((x) => x.slice(0, 9)), ['250 2.0.0', '552 5.3.4', '552 5.3.4', '552 5.3.4', '552 5.3.4', '552 5.3.4']);
-  assert.equal(d.m.phase, 'command', 'one refused message is one error');
+  assert.equal(d.machine.phase, 'command', 'one refused message is one error');
   assert.deepEqual(d.send('BDAT 1 LAST\r\nx'), ['503 5.5.1 Need MAIL command']);
 });
 
 test('spool below its free-space floor: MAIL gets 452 4.3.1 (not counted as an error) until space returns', () => {
-  const d = new Driver(config({ maxErrors: 2 }));
+  const d = new MachineDriver(config({ maxErrors: 2 }));
   d.send('EHLO c.example\r\n');
-  d.step({ type: 'spool-space', nowMs: ++d.now, isLow: true });
+  d.step({ type: 'spool-space', nowMs: (d.clock.advance(1), d.clock.now()), isLow: true });
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
-  assert.equal(d.m.session!.counters.errors, 0);
-  assert.equal(d.m.transaction, null);
-  d.step({ type: 'spool-space', nowMs: ++d.now, isLow: false });
+  assert.equal(d.machine.session!.counters.errors, 0);
+  assert.equal(d.machine.transaction, null);
+  d.step({ type: 'spool-space', nowMs: (d.clock.advance(1), d.clock.now()), isLow: false });
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['250 2.1.0 Sender ok']);
 });

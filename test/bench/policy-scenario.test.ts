@@ -13,7 +13,7 @@ import { preAllowTriplet } from '../../bench/policy.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from '../../src/policy/checks/greylist.ts';
 import { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { openStateStore } from '../../src/store/open.ts';
-import { policySession } from '../helpers/policy-session.ts';
+import { policySession } from '../helpers/drive.ts';
 
 test('bench policy scenario: a pre-allowed triplet passes greylisting; others still wait', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-bench-policy-'));

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { startDnsServer, type DnsTestServer } from '../../../test/helpers/dns-server.ts';
-import { policySession } from '../../../test/helpers/policy-session.ts';
+import { policySession } from '../../../test/helpers/drive.ts';
 import { createDnsClient } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import type { SessionSecurity } from '../../protocol/session.ts';

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { createDnsClient, type DnsClient } from '../../dns/resolver.ts';
 import { startDnsServer, type DnsTestServer } from '../../../test/helpers/dns-server.ts';
-import { policySession } from '../../../test/helpers/policy-session.ts';
+import { policySession } from '../../../test/helpers/drive.ts';
 import { newSessionSecurity } from '../../protocol/session.ts';
 import { PolicyPipeline } from '../pipeline.ts';
 import { heloCheck, isFqdn, type HeloOptions } from './helo.ts';

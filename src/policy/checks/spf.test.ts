@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { startDnsServer, type DnsTestServer } from '../../../test/helpers/dns-server.ts';
-import { policySession } from '../../../test/helpers/policy-session.ts';
+import { policySession } from '../../../test/helpers/drive.ts';
 import { createDnsClient, type DnsClient } from '../../dns/resolver.ts';
 import { parseMailbox } from '../../protocol/address.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
