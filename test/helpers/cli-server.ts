@@ -5,12 +5,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testCerts } from './server.ts';
 import { freePort } from './ports.ts';
+import { SmtpClient } from './smtp-client.ts';
 
 /** The CLI entry point, run with this process's Node (24: type stripping). */
 export const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
@@ -104,29 +104,17 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
 }
 
 /** Connects once; resolves with the first line the server sends (or rejects). */
-function readBanner(port: number, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    let buf = '';
-    const finish = (err: Error | null, line?: string): void => {
-      clearTimeout(timer);
-      socket.removeAllListeners('data');
-      if (err === null) socket.end('QUIT\r\n');
-      else socket.destroy();
-      socket.on('error', () => undefined);
-      if (err === null) resolve(line!);
-      else reject(err);
-    };
-    const timer = setTimeout(() => finish(new Error('no banner in time')), timeoutMs);
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      buf += chunk;
-      const nl = buf.indexOf('\r\n');
-      if (nl >= 0) finish(null, buf.slice(0, nl));
-    });
-    socket.on('error', (err) => finish(err));
-    socket.on('close', () => finish(new Error(`closed before a banner (got ${JSON.stringify(buf)})`)));
-  });
+async function readBanner(port: number, timeoutMs: number): Promise<string> {
+  const client = await SmtpClient.connect(port);
+  try {
+    const line = await client.line(timeoutMs);
+    if (line === null) throw new Error('closed before a banner');
+    client.end('QUIT\r\n');
+    return line;
+  } catch (err) {
+    client.close();
+    throw err;
+  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

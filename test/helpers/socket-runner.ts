@@ -1,95 +1,64 @@
-// Plays a transcript against a real server over a loopback socket (TLS included).
+// Plays a transcript against a real server over a loopback socket (TLS included), with the
+// suite's one SMTP client. @verdict and @now act on the server's stub checks and pipeline clock,
+// which the caller built from the same transcript (startTranscriptServer).
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import tls from 'node:tls';
 import { readMessage, scanSpool } from '../../src/spool/reader.ts';
-import { matches, withoutReceived, type Transcript } from './transcript.ts';
+import { TestClock } from './drive.ts';
+import { startTestServer, type TestServer } from './server.ts';
+import { SmtpClient } from './smtp-client.ts';
+import { matches, TranscriptPolicy, withoutReceived, type Transcript } from './transcript.ts';
 
 const READ_TIMEOUT_MS = 5000;
 
-class LineReader {
-  #buf = '';
-  #waiters: Array<() => void> = [];
-  #closed = false;
-  attach(s: net.Socket): void {
-    s.setEncoding('latin1');
-    s.on('data', (d: string) => {
-      this.#buf += d;
-      this.#wake();
-    });
-    s.on('close', () => {
-      this.#closed = true;
-      this.#wake();
-    });
-    s.on('error', () => undefined);
-  }
-  detach(s: net.Socket): void {
-    s.removeAllListeners('data');
-    s.removeAllListeners('close');
-  }
-  #wake(): void {
-    for (const w of this.#waiters.splice(0)) w();
-  }
-  get closed(): boolean {
-    return this.#closed;
-  }
-  async line(): Promise<string | null> {
-    const deadline = Date.now() + READ_TIMEOUT_MS;
-    for (;;) {
-      const i = this.#buf.indexOf('\r\n');
-      if (i !== -1) {
-        const l = this.#buf.slice(0, i);
-        this.#buf = this.#buf.slice(i + 2);
-        return l;
-      }
-      if (this.#closed || Date.now() > deadline) return null;
-      await new Promise<void>((r) => {
-        this.#waiters.push(r);
-        setTimeout(r, 100);
-      });
-    }
-  }
-  async waitClosed(): Promise<boolean> {
-    const deadline = Date.now() + READ_TIMEOUT_MS;
-    while (!this.#closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    return this.#closed;
-  }
+/** What a socket run can change besides the bytes it sends: the server's stub checks and clock. */
+export type SocketRunHooks = { policy?: TranscriptPolicy; clock?: TestClock };
+
+/**
+ * A real server for one run of `t`: its pipeline holds the transcript's stub checks (none: no
+ * pipeline) on a test clock that @now moves. Pass the hooks to runSocket.
+ */
+export async function startTranscriptServer(t: Transcript): Promise<{ server: TestServer; hooks: SocketRunHooks }> {
+  const clock = new TestClock(Date.now());
+  const policy = new TranscriptPolicy(t, clock.now);
+  const server = await startTestServer(t.config, policy.pipeline !== null ? { policy: policy.pipeline } : {});
+  return { server, hooks: { policy, clock } };
 }
 
-export async function runSocket(t: Transcript, port: number, spoolDir: string): Promise<void> {
-  let socket: net.Socket = net.connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  const reader = new LineReader();
-  reader.attach(socket);
+export async function runSocket(t: Transcript, port: number, spoolDir: string, hooks: SocketRunHooks = {}): Promise<void> {
+  const client = await SmtpClient.connect(port);
+  const line = async (): Promise<string | null> => {
+    try {
+      return await client.line(READ_TIMEOUT_MS);
+    } catch {
+      return null; // the timeout
+    }
+  };
   try {
     for (const step of t.steps) {
       switch (step.kind) {
         case 'send':
-          socket.write(step.data);
+          client.write(step.data);
           break;
         case 'expect': {
-          const got = await reader.line();
+          const got = await line();
           assert.ok(got !== null, `${t.name}:${step.line}: expected "${step.pattern}", got nothing (closed or timeout)`);
           assert.ok(matches(step.pattern, got), `${t.name}:${step.line}: expected "${step.pattern}", got "${got}"`);
           break;
         }
-        case 'tls': {
-          reader.detach(socket);
-          const secure = tls.connect({ socket, rejectUnauthorized: false, servername: 'mx.example.test' });
-          await new Promise<void>((resolve, reject) => {
-            secure.once('secureConnect', resolve);
-            secure.once('error', reject);
-          });
-          socket = secure;
-          reader.attach(secure);
+        case 'tls':
+          await client.startTls('mx.example.test');
           break;
-        }
         case 'closed':
-          assert.ok(await reader.waitClosed(), `${t.name}:${step.line}: expected the server to close`);
+          assert.ok(await client.waitClosed(READ_TIMEOUT_MS), `${t.name}:${step.line}: expected the server to close`);
+          break;
+        case 'now':
+          assert.ok(hooks.clock !== undefined, `${t.name}: @now over a socket needs the server's pipeline clock`);
+          hooks.clock.advance(step.advanceMs);
+          break;
+        case 'verdict':
+          assert.ok(hooks.policy !== undefined, `${t.name}: @verdict over a socket needs the server's stub checks`);
+          hooks.policy.apply(step);
           break;
         case 'spool-count': {
           let n = 0;
@@ -108,6 +77,6 @@ export async function runSocket(t: Transcript, port: number, spoolDir: string): 
       }
     }
   } finally {
-    socket.destroy();
+    client.close();
   }
 }

@@ -1,64 +1,35 @@
 // GET /metrics on the real `portcullis serve`: with workers the primary answers with the workers'
 // counters summed (prom-client's AggregatorRegistry over cluster IPC); with one worker the process
 // serves its own. SMTP traffic (accepted messages, one recipient refused by the table) goes over
-// raw loopback sockets; every wait is bounded; the helper signals only the PID it spawned.
+// loopback with the suite's SMTP client; every wait is bounded; the helper signals only the PID it spawned.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { startCliServer } from '../helpers/cli-server.ts';
 import { freePort } from '../helpers/ports.ts';
-
-const REPLY_TIMEOUT_MS = 10_000;
+import { SmtpClient, type ClientReply } from '../helpers/smtp-client.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One SMTP session, one command at a time; returns each reply's code. */
 async function session(port: number, commands: string[]): Promise<number[]> {
-  const socket = net.connect({ host: '127.0.0.1', port });
-  socket.setEncoding('latin1');
-  let buffer = '';
-  const codes: number[] = [];
-  const nextReply = (): Promise<number> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`no reply in time; got ${JSON.stringify(buffer)}`)), REPLY_TIMEOUT_MS);
-      const check = (): void => {
-        const m = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})(?: [^\r\n]*)?\r\n/.exec(buffer);
-        if (m === null) return;
-        buffer = buffer.slice(m[0].length);
-        done(null, Number(m[1]));
-      };
-      const onData = (chunk: string): void => {
-        buffer += chunk;
-        check();
-      };
-      const onClose = (): void => done(new Error(`closed; got ${JSON.stringify(buffer)}`));
-      function done(err: Error | null, code?: number): void {
-        clearTimeout(timer);
-        socket.off('data', onData);
-        socket.off('close', onClose);
-        if (err === null) resolve(code!);
-        else reject(err);
-      }
-      socket.on('data', onData);
-      socket.on('close', onClose);
-      check();
-    });
-  socket.on('error', () => undefined);
+  const client = await SmtpClient.connect(port);
+  const code = async (reply: Promise<ClientReply | null>): Promise<number> => {
+    const r = await reply;
+    if (r === null) throw new Error('closed before a reply');
+    return r.code;
+  };
   try {
-    codes.push(await nextReply());
-    for (const c of commands) {
-      socket.write(`${c}\r\n`);
-      codes.push(await nextReply());
-    }
+    const codes = [await code(client.reply())];
+    for (const c of commands) codes.push(await code(client.command(c)));
+    return codes;
   } finally {
-    socket.destroy();
+    client.close();
   }
-  return codes;
 }
 
 function get(port: number, urlPath: string): Promise<{ status: number; body: string }> {

@@ -5,10 +5,10 @@
 // to spool), not the disk's flush. Traffic goes to 127.0.0.1 only.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { test } from 'node:test';
 import { readMessage, scanSpool, type SpoolDamage } from '../../src/spool/reader.ts';
 import { runCli, startCliServer, type CliServer } from '../helpers/cli-server.ts';
+import { SmtpClient } from '../helpers/smtp-client.ts';
 import { withoutReceived } from '../helpers/transcript.ts';
 
 const CONNECTIONS = 4;
@@ -19,96 +19,6 @@ const SEND_DEADLINE_MS = 20_000;
 const PER_SESSION = 40;
 /** Small, so that some messages take the file-per-message path and the rest the journal. */
 const JOURNAL_MAX_MESSAGE_BYTES = 8192;
-
-type Reply = { code: number; text: string };
-
-/** A minimal SMTP client over node:net: one command, one reply. */
-class SmtpClient {
-  readonly #socket: net.Socket;
-  #buf = '';
-  #lines: string[] = [];
-  #waiter: (() => void) | null = null;
-  #closedError: Error | null = null;
-  /** A command (or data) was sent and its reply has not arrived. */
-  isAwaitingReply = false;
-
-  private constructor(socket: net.Socket) {
-    this.#socket = socket;
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      this.#buf += chunk;
-      let nl: number;
-      while ((nl = this.#buf.indexOf('\r\n')) >= 0) {
-        this.#lines.push(this.#buf.slice(0, nl));
-        this.#buf = this.#buf.slice(nl + 2);
-      }
-      this.#wake();
-    });
-    const onGone = (err?: Error): void => {
-      this.#closedError ??= err ?? new Error('connection closed');
-      this.#wake();
-    };
-    socket.on('error', onGone);
-    socket.on('close', () => onGone());
-  }
-
-  static connect(port: number): Promise<SmtpClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port });
-      socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new SmtpClient(socket));
-      });
-    });
-  }
-
-  #wake(): void {
-    const w = this.#waiter;
-    this.#waiter = null;
-    w?.();
-  }
-
-  async #line(): Promise<string> {
-    for (;;) {
-      const line = this.#lines.shift();
-      if (line !== undefined) return line;
-      if (this.#closedError !== null) throw this.#closedError;
-      await new Promise<void>((r) => (this.#waiter = r));
-    }
-  }
-
-  /** Reads one whole reply (continuation lines "250-" up to the final "250 "). */
-  async reply(): Promise<Reply> {
-    const texts: string[] = [];
-    for (;;) {
-      const line = await this.#line();
-      const m = /^(\d{3})([ -])(.*)$/.exec(line);
-      if (m === null) throw new Error(`malformed reply line ${JSON.stringify(line)}`);
-      texts.push(m[3]);
-      if (m[2] === ' ') {
-        this.isAwaitingReply = false;
-        return { code: Number(m[1]), text: texts.join('\n') };
-      }
-    }
-  }
-
-  async command(line: string, expect: number): Promise<Reply> {
-    return this.send(`${line}\r\n`, expect, line);
-  }
-
-  async send(data: string, expect: number, what: string): Promise<Reply> {
-    this.isAwaitingReply = true;
-    this.#socket.write(data, 'latin1');
-    const r = await this.reply();
-    if (r.code !== expect) throw new Error(`${what.slice(0, 40)}: expected ${expect}, got ${r.code} ${r.text}`);
-    return r;
-  }
-
-  close(): void {
-    this.#socket.destroy();
-  }
-}
 
 /** The canonical (stored) content of message n: CRLF lines, some starting with ".",
  *  every seventh one larger than the journal limit. */
@@ -141,22 +51,22 @@ async function sender(port: number, run: Run, clients: Set<SmtpClient>, dataInFl
       client = await SmtpClient.connect(port);
       clients.add(client);
       const banner = await client.reply();
-      if (banner.code !== 220) throw new Error(`banner ${banner.code} ${banner.text}`);
-      await client.command('EHLO crash.client.example', 250);
+      if (banner?.code !== 220) throw new Error(`banner ${banner?.text ?? '(closed)'}`);
+      await client.expect('EHLO crash.client.example\r\n', 250);
       for (let k = 0; k < PER_SESSION && !run.killed && run.nextSeq < MAX_MESSAGES && Date.now() < deadline; k++) {
         const n = run.nextSeq++;
-        await client.command('MAIL FROM:<crash@client.example>', 250);
-        await client.command('RCPT TO:<alice@example.test>', 250);
-        await client.command('DATA', 354);
+        await client.expect('MAIL FROM:<crash@client.example>\r\n', 250);
+        await client.expect('RCPT TO:<alice@example.test>\r\n', 250);
+        await client.expect('DATA\r\n', 354);
         dataInFlight.add(n);
-        const r = await client.send(dataFor(n), 250, `data of ${n}`);
+        const r = await client.expect(dataFor(n), 250, `data of ${n}`);
         dataInFlight.delete(n);
-        const m = /^2\.0\.0 Ok: queued as ([A-Za-z0-9]+)$/.exec(r.text);
+        const m = /^250 2\.0\.0 Ok: queued as ([A-Za-z0-9]+)$/.exec(r.last);
         if (m === null) throw new Error(`unexpected 250 text ${r.text}`);
         run.acked.set(m[1], n);
         onAck();
       }
-      if (!run.killed) await client.command('QUIT', 221);
+      if (!run.killed) await client.expect('QUIT\r\n', 221);
     } catch (err) {
       // After the kill every connection breaks: expected. Before it, a failure.
       if (!run.killed) run.errorsBeforeKill.push((err as Error).message);
@@ -231,15 +141,15 @@ test('kill -9 of the server mid-traffic loses no acknowledged message and return
     server = await server.restart();
     const client = await SmtpClient.connect(server.port);
     try {
-      assert.equal((await client.reply()).code, 220);
-      await client.command('EHLO crash.client.example', 250);
-      await client.command('MAIL FROM:<crash@client.example>', 250);
-      await client.command('RCPT TO:<alice@example.test>', 250);
-      await client.command('DATA', 354);
-      const r = await client.send(dataFor(100_000), 250, 'data after restart');
+      assert.equal((await client.reply())?.code, 220);
+      await client.expect('EHLO crash.client.example\r\n', 250);
+      await client.expect('MAIL FROM:<crash@client.example>\r\n', 250);
+      await client.expect('RCPT TO:<alice@example.test>\r\n', 250);
+      await client.expect('DATA\r\n', 354);
+      const r = await client.expect(dataFor(100_000), 250, 'data after restart');
       const newId = /queued as ([A-Za-z0-9]+)$/.exec(r.text)?.[1];
       assert.ok(newId, r.text);
-      await client.command('QUIT', 221);
+      await client.expect('QUIT\r\n', 221);
       const listed = await runCli(server.configPath, ['spool', 'list']);
       assert.equal(listed.code, 0, listed.stderr);
       const ids = new Set(listed.stdout.toString('utf8').split('\n').filter((l) => l !== '').map((l) => l.split(' ')[0]));

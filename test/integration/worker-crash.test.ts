@@ -3,44 +3,15 @@
 // the survivor finish their messages, and a new worker comes up and serves.
 
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { test } from 'node:test';
 import { startCliServer } from '../helpers/cli-server.ts';
+import { SmtpClient, type ClientReply } from '../helpers/smtp-client.ts';
 
 const SESSIONS = 16;
 
-class Client {
-  readonly socket: net.Socket;
-  #buf = '';
-  #closed = false;
-  constructor(port: number) {
-    this.socket = net.connect({ host: '127.0.0.1', port });
-    this.socket.setEncoding('latin1');
-    this.socket.on('data', (d: string) => (this.#buf += d));
-    this.socket.on('close', () => (this.#closed = true));
-    this.socket.on('error', () => undefined);
-  }
-  get isClosed(): boolean {
-    return this.#closed;
-  }
-  /** The next complete reply (last line), or null when the connection closed first. */
-  async reply(timeoutMs = 5000): Promise<string | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3} [^\r\n]*)\r\n/.exec(this.#buf);
-      if (m !== null) {
-        this.#buf = this.#buf.slice(m[0].length);
-        return m[1];
-      }
-      if (this.#closed) return null;
-      if (Date.now() > deadline) throw new Error(`no reply within ${timeoutMs} ms (buffer ${JSON.stringify(this.#buf)})`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-  async command(line: string): Promise<string | null> {
-    this.socket.write(`${line}\r\n`);
-    return this.reply();
-  }
+/** The last line of the next reply, or null when the connection closed first. */
+async function last(reply: Promise<ClientReply | null>): Promise<string | null> {
+  return (await reply)?.last ?? null;
 }
 
 type LogLine = { msg: string; pid: number; worker?: number; port?: number; sid?: string };
@@ -55,22 +26,22 @@ function logLines(text: string): LogLine[] {
 test('a killed worker is restarted; sessions on the other worker are not dropped', { timeout: 60_000 }, async (t) => {
   const server = await startCliServer({ workers: 2 });
   t.after(() => server.cleanup());
-  const clients: Client[] = [];
+  const clients: SmtpClient[] = [];
   // The kernel spreads connections over the workers' SO_REUSEPORT sockets by a hash of the
   // addresses: with 16 sessions the chance that all land on one worker is 2^-15.
   for (let i = 0; i < SESSIONS; i++) {
-    const c = new Client(server.port);
+    const c = await SmtpClient.connect(server.port);
     clients.push(c);
-    assert.match((await c.reply()) ?? '', /^220 /);
-    assert.match((await c.command('EHLO client.example')) ?? '', /^250 /);
-    assert.match((await c.command('MAIL FROM:<a@client.example>')) ?? '', /^250 /);
-    assert.match((await c.command('RCPT TO:<alice@example.test>')) ?? '', /^250 /);
+    assert.match((await last(c.reply())) ?? '', /^220 /);
+    assert.match((await last(c.command('EHLO client.example'))) ?? '', /^250 /);
+    assert.match((await last(c.command('MAIL FROM:<a@client.example>'))) ?? '', /^250 /);
+    assert.match((await last(c.command('RCPT TO:<alice@example.test>'))) ?? '', /^250 /);
   }
   // Which worker holds which session: the connect log line names the client port and the pid.
   await new Promise((r) => setTimeout(r, 200));
   const connects = logLines(server.logText()).filter((l) => l.msg === 'connect');
   const pidByClient = new Map(clients.map((c) => [c, connects.find((l) => l.port === c.socket.localPort)?.pid]));
-  const pidOf = (c: Client): number => {
+  const pidOf = (c: SmtpClient): number => {
     const pid = pidByClient.get(c);
     assert.ok(pid !== undefined, 'every session has a connect line');
     return pid;
@@ -84,12 +55,12 @@ test('a killed worker is restarted; sessions on the other worker are not dropped
   for (const c of clients) {
     if (pidOf(c) === victim) {
       // Its sessions end with the process (no reply to DATA).
-      assert.equal(await c.command('DATA'), null);
+      assert.equal(await last(c.command('DATA')), null);
     } else {
-      assert.match((await c.command('DATA')) ?? '', /^354 /);
-      c.socket.write('Subject: survivor\r\n\r\nstill here\r\n.\r\n');
-      assert.match((await c.reply()) ?? '', /^250 2\.0\.0 Ok: queued as /);
-      assert.match((await c.command('QUIT')) ?? '', /^221 /);
+      assert.match((await last(c.command('DATA'))) ?? '', /^354 /);
+      c.write('Subject: survivor\r\n\r\nstill here\r\n.\r\n');
+      assert.match((await last(c.reply())) ?? '', /^250 2\.0\.0 Ok: queued as /);
+      assert.match((await last(c.command('QUIT'))) ?? '', /^221 /);
     }
   }
 
@@ -103,8 +74,8 @@ test('a killed worker is restarted; sessions on the other worker are not dropped
   assert.ok(lines.some((l) => l.msg === 'worker died; restarting'), 'the death is logged');
   assert.ok(lines.some((l) => l.msg === 'listening' && !pids.includes(l.pid)), 'a new worker listens');
   for (let i = 0; i < 4; i++) {
-    const c = new Client(server.port);
-    assert.match((await c.reply()) ?? '', /^220 /);
-    assert.match((await c.command('QUIT')) ?? '', /^221 /);
+    const c = await SmtpClient.connect(server.port);
+    assert.match((await last(c.reply())) ?? '', /^220 /);
+    assert.match((await last(c.command('QUIT'))) ?? '', /^221 /);
   }
 });
