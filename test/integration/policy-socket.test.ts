@@ -2,6 +2,7 @@
 // tempfail, RSET, a second transaction from another sender to the same recipient) is refused
 // again, through the real connection, pipeline and spool.
 
+import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { defaultConfig } from '../../src/config/types.ts';
@@ -54,10 +55,16 @@ S: 221 *
 `;
 
 test('rset-launders-greylist (seed report, DATA stage) is refused over a real socket', async (t) => {
+  // Tempfail on the first call only: the second 451 must come from verdict memory (a stub that
+  // refused every call would pass with memory switched off).
+  let calls = 0;
   const greylist: Check = {
     name: 'greylist',
     stages: ['data'],
-    run: () => ({ action: 'tempfail', reply: reply(451, '4.7.1', 'Greylisted, try again later'), check: 'greylist', reason: 'new triplet' }),
+    run: () =>
+      calls++ === 0
+        ? { action: 'tempfail', reply: reply(451, '4.7.1', 'Greylisted, try again later'), check: 'greylist', reason: 'new triplet' }
+        : { action: 'continue' },
   };
   const pipeline = new PolicyPipeline([greylist], { log: pino({ level: 'silent' }), defaultTimeoutMs: 1000 });
   const transcript = parseTranscript('rset-launders-greylist', SEED);
@@ -67,4 +74,5 @@ test('rset-launders-greylist (seed report, DATA stage) is refused over a real so
   const server = await startTestServer(cfg, { policy: pipeline });
   t.after(() => server.stop());
   await runSocket(transcript, server.port, server.spoolDir);
+  assert.equal(calls, 1, 'the second transaction got the remembered verdict without the check running');
 });
