@@ -26,8 +26,9 @@
 // next calls at any of its stages. ACTION is continue, accept, tempfail, reject or disconnect.
 // From the line on, the stub answers ACTION on its next N calls (at that stage) and `continue`
 // after them: so a later refusal can only come from verdict memory, and a test fails if memory
-// is switched off. A line replaces what an earlier one for the same check and stage had left
-// unused. A call the pipeline answers from memory never reaches the stub and uses up nothing.
+// is switched off. A line replaces what an earlier one for the same check and stage (or the same
+// check without a stage) had left unused; a call uses its stage's line before the any-stage one.
+// A call the pipeline answers from memory never reaches the stub and uses up nothing.
 // The reply is CODE X.Y.Z TEXT when given, else tempfail "451 4.7.1 Try again later", reject
 // "550 5.7.1 Refused by policy", disconnect "421 4.7.1 Closing connection". The stub's verdict
 // key is the pipeline's default (the recipient at rcpt, '' elsewhere), with no TTL and no store.
