@@ -262,11 +262,11 @@ test('RFC 3030: chunks pipelined after a refused BDAT chunk get the refusal, not
 test('spool below its free-space floor: MAIL gets 452 4.3.1 (not counted as an error) until space returns', () => {
   const d = new MachineDriver(config({ maxErrors: 2 }));
   d.send('EHLO c.example\r\n');
-  d.step({ type: 'spool-space', nowMs: (d.clock.advance(1), d.clock.now()), isLow: true });
+  d.step({ type: 'spool-space', nowMs: d.tick(), isLow: true });
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['452 4.3.1 Insufficient system storage, try again later']);
   assert.equal(d.machine.session!.counters.errors, 0);
   assert.equal(d.machine.transaction, null);
-  d.step({ type: 'spool-space', nowMs: (d.clock.advance(1), d.clock.now()), isLow: false });
+  d.step({ type: 'spool-space', nowMs: d.tick(), isLow: false });
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['250 2.1.0 Sender ok']);
 });

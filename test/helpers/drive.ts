@@ -4,7 +4,7 @@
 // timer or reads the real clock. Policy outputs can go through a real PolicyPipeline, so verdict
 // memory under test is the production code, never a stand-in.
 
-import { defaultConfig, type Config } from '../../src/config/types.ts';
+import { defaultConfig } from '../../src/config/types.ts';
 import type { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../../src/protocol/machine.ts';
 import type { MachineConfig } from '../../src/protocol/machine-config.ts';
@@ -116,11 +116,16 @@ export class MachineDriver {
     return produced;
   }
 
-  /** Sends bytes (after advancing the clock by `stepMs`); returns each reply, formatted. */
-  send(data: string | Buffer): string[] {
+  /** Advances the clock by `stepMs`; returns the new time (for an input the test builds). */
+  tick(): number {
     this.clock.advance(this.#opts.stepMs ?? 1);
+    return this.clock.now();
+  }
+
+  /** Sends bytes (after a `tick`); returns each reply, formatted. */
+  send(data: string | Buffer): string[] {
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    return formatted(this.step({ type: 'bytes', nowMs: this.clock.now(), data: bytes }));
+    return formatted(this.step({ type: 'bytes', nowMs: this.tick(), data: bytes }));
   }
 
   /** `send`, then `settle`: for a driver whose policy runner answers asynchronously. */
@@ -149,7 +154,6 @@ export type PolicySessionOptions = {
   address?: string;
   maxRefusals?: number;
   nowMs?: () => number;
-  config?: Config;
 };
 
 /**
@@ -157,8 +161,8 @@ export type PolicySessionOptions = {
  * connection does; returns the last line of every reply, greeting included.
  */
 export async function policySession(pipeline: PolicyPipeline, input: string, opts: PolicySessionOptions = {}): Promise<string[]> {
-  const cfg = opts.config ?? defaultConfig();
-  if (opts.config === undefined) cfg.domains.local = ['example.test'];
+  const cfg = defaultConfig();
+  cfg.domains.local = ['example.test'];
   const clock: DriveClock = opts.nowMs !== undefined ? { now: opts.nowMs, advance: () => undefined } : new TestClock(0);
   const d = new MachineDriver(
     machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: pipeline.stages, maxPolicyRefusals: opts.maxRefusals ?? 3 }),
