@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { ContentScanner } from '../src/protocol/framing.ts';
-import { SmtpMachine, type Output } from '../src/protocol/machine.ts';
 import { formatReply } from '../src/protocol/replies.ts';
 import { machineConfigFrom } from '../src/server/machine-config.ts';
 import { defaultConfig } from '../src/config/types.ts';
+import { MachineDriver } from './helpers/drive.ts';
 
 const SEED = 20231218;
 
@@ -37,21 +37,9 @@ function session(bareLineEndings: 'reject' | 'normalize', pieces: Buffer[]): Run
   const cfg = defaultConfig();
   cfg.domains.local = ['example.test'];
   cfg.smtp.bareLineEndings = bareLineEndings;
-  const m = new SmtpMachine(machineConfigFrom(cfg, { isTlsAvailable: false }));
-  const replies: string[] = [];
-  const stored: Buffer[] = [];
-  const handle = (outs: Output[]): void => {
-    for (const o of outs) {
-      if (o.type === 'reply') replies.push(formatReply(o.reply).trimEnd().split('\r\n').pop()!);
-      if (o.type === 'commit') {
-        stored.push(Buffer.concat(o.body));
-        handle(m.step({ type: 'committed', nowMs: 0 }));
-      }
-    }
-  };
-  handle(m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.9', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false }));
-  for (const p of pieces) handle(m.step({ type: 'bytes', nowMs: 0, data: p }));
-  return { replies, stored };
+  const d = new MachineDriver(machineConfigFrom(cfg, { isTlsAvailable: false }), { peer: '192.0.2.9', sessionId: 'S', commits: 'accept' });
+  for (const p of pieces) d.send(p);
+  return { replies: d.replies.map((r) => formatReply(r).trimEnd().split('\r\n').pop()!), stored: d.stored };
 }
 
 function wire(variant: string): Buffer {

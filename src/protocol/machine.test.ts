@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MachineDriver } from '../../test/helpers/drive.ts';
-import { SmtpMachine, type Output, type PolicyVerdict } from './machine.ts';
+import type { Output, PolicyVerdict } from './machine.ts';
 import type { MachineConfig } from './machine-config.ts';
 import { REPLY, formatReply, type Reply } from './replies.ts';
 import type { PolicyStage } from './session.ts';
@@ -109,12 +109,12 @@ test('policy hook: the machine waits for the verdict and answers pipelined comma
 });
 
 test('policy hook: a disconnect verdict at connect answers and closes', () => {
-  const m = new SmtpMachine(config({ policyStages: new Set<PolicyStage>(['connect']) }));
-  const out = m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.1', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
+  const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['connect']) }), { isConnecting: false });
+  const out = d.connect();
   assert.equal(out.filter((o) => o.type === 'reply').length, 0, 'no greeting before the verdict');
-  const end = m.step({ type: 'verdict', nowMs: 1, verdict: { action: 'disconnect', reply: { code: 554, enhanced: '5.7.1', lines: ['No'] }, check: 't', reason: 'r' } });
+  const end = d.step({ type: 'verdict', nowMs: 1, verdict: { action: 'disconnect', reply: { code: 554, enhanced: '5.7.1', lines: ['No'] }, check: 't', reason: 'r' } });
   assert.deepEqual(end.map((o) => o.type).filter((t) => t !== 'log'), ['reply', 'close']);
-  assert.equal(m.phase, 'closed');
+  assert.equal(d.machine.phase, 'closed');
 });
 
 test('timeout: 421 4.4.2 and close', () => {
@@ -201,10 +201,9 @@ test('half-close with a partial command: answered what was complete, then closed
 });
 
 test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1)', () => {
-  const m = new SmtpMachine(config({ policyStages: new Set<PolicyStage>(['connect']) }));
-  m.step({ type: 'connected', nowMs: 0, sessionId: 'S', peer: { address: '192.0.2.1', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isTls: false });
-  m.step({ type: 'verdict', nowMs: 1, verdict: { action: 'reject', reply: { code: 554, enhanced: '5.7.1', lines: ['No service'] }, check: 't', reason: 'r' } });
-  const out = m.step({ type: 'bytes', nowMs: 2, data: Buffer.from('EHLO c.example\r\nMAIL FROM:<>\r\nQUIT\r\n') });
+  const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['connect']) }));
+  d.step({ type: 'verdict', nowMs: 1, verdict: { action: 'reject', reply: { code: 554, enhanced: '5.7.1', lines: ['No service'] }, check: 't', reason: 'r' } });
+  const out = d.step({ type: 'bytes', nowMs: 2, data: Buffer.from('EHLO c.example\r\nMAIL FROM:<>\r\nQUIT\r\n') });
   const codes = out.filter((o) => o.type === 'reply').map((o) => (o as { reply: Reply }).reply.code);
   assert.deepEqual(codes, [503, 503, 221]);
 });
