@@ -2,15 +2,16 @@
 // A check never writes session state: it returns a verdict; only the pipeline (through the
 // session machine) records verdicts. STYLE.md "Verdicts and checks".
 
-import type { PolicyVerdict } from '../protocol/machine.ts';
-import type { PolicyStage, SessionSecurity, Transaction, TransactionRecipient } from '../protocol/session.ts';
+import type { RecipientView, SessionView, TransactionView } from '../protocol/session.ts';
+import type { PolicyStage, PolicyVerdict } from '../protocol/verdict.ts';
 
 export type CheckContext = {
   readonly stage: PolicyStage;
-  readonly session: Readonly<SessionSecurity>;
-  readonly transaction: Readonly<Transaction> | null;
+  /** Read-only all the way down: a check cannot write the verdict log or the recipients. */
+  readonly session: SessionView;
+  readonly transaction: TransactionView | null;
   /** Set at the rcpt stage: the recipient being checked. */
-  readonly recipient: TransactionRecipient | null;
+  readonly recipient: RecipientView | null;
   /** The HELO/EHLO name: at the helo stage the one being announced (not yet the session's). */
   readonly heloName: string | null;
   readonly nowMs: number;

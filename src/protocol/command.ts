@@ -14,7 +14,9 @@ export type Command =
   | { verb: 'VRFY'; argument: string }
   | { verb: 'EXPN'; argument: string }
   | { verb: 'HELP' }
-  | { verb: 'STARTTLS' };
+  | { verb: 'STARTTLS' }
+  /** Not offered yet (submission comes later): parsed so it can be refused, and redacted. */
+  | { verb: 'AUTH'; mechanism: string };
 
 export type Verb = Command['verb'];
 
@@ -23,24 +25,72 @@ export type ParseResult =
   | { ok: false; error: 'unknown' }
   | { ok: false; error: 'syntax'; usage: string };
 
-/** Facts about each command, as data (STYLE.md). */
-export const COMMAND_FACTS: Record<Verb, { usage: string; hasArgument: 'none' | 'optional' | 'required' }> = {
-  EHLO: { usage: 'EHLO hostname', hasArgument: 'optional' },
-  HELO: { usage: 'HELO hostname', hasArgument: 'optional' },
-  MAIL: { usage: 'MAIL FROM:<address> [parameters]', hasArgument: 'required' },
-  RCPT: { usage: 'RCPT TO:<address> [parameters]', hasArgument: 'required' },
-  DATA: { usage: 'DATA', hasArgument: 'none' },
-  BDAT: { usage: 'BDAT size [LAST]', hasArgument: 'required' },
-  RSET: { usage: 'RSET', hasArgument: 'none' },
-  NOOP: { usage: 'NOOP [text]', hasArgument: 'optional' },
-  QUIT: { usage: 'QUIT', hasArgument: 'none' },
-  VRFY: { usage: 'VRFY address', hasArgument: 'required' },
-  EXPN: { usage: 'EXPN list', hasArgument: 'required' },
-  HELP: { usage: 'HELP [topic]', hasArgument: 'optional' },
-  STARTTLS: { usage: 'STARTTLS', hasArgument: 'none' },
+/**
+ * Facts about each command, as data (STYLE.md; Postfix keeps the same kind of table):
+ * - `usage`: the syntax shown in a 501 reply.
+ * - `hasArgument`: whether the command takes an argument.
+ * - `isAllowedBeforeTls`: may be used on a listener that requires TLS before the handshake
+ *   (RFC 3207 4; a submission listener refuses the rest with 530 5.7.0).
+ * - `isJunk`: costs the server without moving mail forward (NOOP, RSET, VRFY, EXPN, HELP);
+ *   counted in the session's `junk` counter, which connection defense limits.
+ * - `endsPipelineGroup`: RFC 2920 3.1: the last command of a group the client may pipeline
+ *   (the client waits for its reply before sending more).
+ * - `redactAfterWords`: the debug log keeps only this many words of the line and writes `****`
+ *   for the rest (credentials); null: the line is logged as it is.
+ */
+export type CommandFacts = {
+  readonly usage: string;
+  readonly hasArgument: 'none' | 'optional' | 'required';
+  readonly isAllowedBeforeTls: boolean;
+  readonly isJunk: boolean;
+  readonly endsPipelineGroup: boolean;
+  readonly redactAfterWords: number | null;
 };
 
-const MAX_BDAT_DIGITS = 15; // beyond Number.MAX_SAFE_INTEGER's precision is nonsense anyway
+function facts(usage: string, hasArgument: CommandFacts['hasArgument'], flags: { beforeTls?: boolean; junk?: boolean; endsGroup?: boolean; redactAfterWords?: number } = {}): CommandFacts {
+  return {
+    usage,
+    hasArgument,
+    isAllowedBeforeTls: flags.beforeTls ?? false,
+    isJunk: flags.junk ?? false,
+    endsPipelineGroup: flags.endsGroup ?? false,
+    redactAfterWords: flags.redactAfterWords ?? null,
+  };
+}
+
+export const COMMAND_FACTS: Readonly<Record<Verb, CommandFacts>> = {
+  EHLO: facts('EHLO hostname', 'optional', { beforeTls: true, endsGroup: true }),
+  HELO: facts('HELO hostname', 'optional', { beforeTls: true, endsGroup: true }),
+  MAIL: facts('MAIL FROM:<address> [parameters]', 'required'),
+  RCPT: facts('RCPT TO:<address> [parameters]', 'required'),
+  DATA: facts('DATA', 'none', { endsGroup: true }),
+  BDAT: facts('BDAT size [LAST]', 'required'),
+  RSET: facts('RSET', 'none', { beforeTls: true, junk: true }),
+  NOOP: facts('NOOP [text]', 'optional', { beforeTls: true, junk: true, endsGroup: true }),
+  QUIT: facts('QUIT', 'none', { beforeTls: true, endsGroup: true }),
+  VRFY: facts('VRFY address', 'required', { junk: true, endsGroup: true }),
+  EXPN: facts('EXPN list', 'required', { junk: true, endsGroup: true }),
+  HELP: facts('HELP [topic]', 'optional', { beforeTls: true, junk: true, endsGroup: true }),
+  STARTTLS: facts('STARTTLS', 'none', { beforeTls: true, endsGroup: true }),
+  // RFC 4954 4: the initial response (and every SASL line after it) carries credentials.
+  AUTH: facts('AUTH mechanism [initial-response]', 'required', { endsGroup: true, redactAfterWords: 2 }),
+};
+
+/** What a line of the given reader may be logged as. Security: credentials never reach the log. */
+export function loggableLine(line: string, isSasl = false): string {
+  // RFC 4954 4: a line sent in a SASL exchange is a credential (or a part of one), whatever it says.
+  if (isSasl) return '****';
+  const sp = line.indexOf(' ');
+  const verb = (sp === -1 ? line : line.slice(0, sp)).toUpperCase();
+  if (!isVerb(verb)) return line;
+  const keep = COMMAND_FACTS[verb].redactAfterWords;
+  if (keep === null) return line;
+  const words = line.split(' ');
+  return words.length <= keep ? line : `${words.slice(0, keep).join(' ')} ****`;
+}
+
+/** chunk-size (at most 15 digits: beyond Number.MAX_SAFE_INTEGER's precision is nonsense) [LAST]. */
+const BDAT_ARGUMENT = /^(\d{1,15})(?: +(LAST))?$/i;
 
 function isVerb(s: string): s is Verb {
   return Object.hasOwn(COMMAND_FACTS, s);
@@ -68,13 +118,15 @@ export function parseCommand(line: string): ParseResult {
       return { ok: true, command: { verb: 'RCPT', argument: arg.slice(3) } };
     }
     case 'BDAT': {
-      const m = /^(\d{1,15})(?: +(LAST))?$/i.exec(arg);
-      if (m === null || m[1].length > MAX_BDAT_DIGITS) return syntax;
+      const m = BDAT_ARGUMENT.exec(arg);
+      if (m === null) return syntax;
       return { ok: true, command: { verb: 'BDAT', size: Number(m[1]), isLast: m[2] !== undefined } };
     }
     case 'VRFY':
     case 'EXPN':
       return { ok: true, command: { verb: verbText, argument: arg } };
+    case 'AUTH':
+      return { ok: true, command: { verb: 'AUTH', mechanism: arg.split(' ')[0].toUpperCase() } };
     case 'DATA':
     case 'RSET':
     case 'NOOP':

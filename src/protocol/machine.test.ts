@@ -41,7 +41,7 @@ test('state table: RSET drops the transaction, keeps HELO, TLS, counters and ver
   const before = { ...d.machine.session!.counters };
   d.send('RSET\r\n');
   assert.equal(d.machine.transaction, null);
-  assert.equal(d.machine.session!.heloName, 'c.example');
+  assert.equal(d.machine.session!.helo?.name, 'c.example');
   assert.equal(d.machine.session!.counters.transactions, before.transactions);
   assert.equal(d.machine.session!.counters.recipients, before.recipients);
 });
@@ -53,13 +53,13 @@ test('state table: end of data (accepted or refused) drops the transaction, keep
   assert.ok(outs.some((o) => o.type === 'commit'));
   d.step({ type: 'committed', nowMs: 3 });
   assert.equal(d.machine.transaction, null);
-  assert.equal(d.machine.session!.heloName, 'c.example');
+  assert.equal(d.machine.session!.helo?.name, 'c.example');
   assert.equal(d.machine.session!.counters.messages, 1);
   d.send('MAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
   const r = d.send('DATA\r\nbare\nLF\r\n.\r\n');
   assert.match(r.at(-1)!, /^550 5\.6\.0/);
   assert.equal(d.machine.transaction, null);
-  assert.equal(d.machine.session!.heloName, 'c.example');
+  assert.equal(d.machine.session!.helo?.name, 'c.example');
 });
 
 test('state table: a second EHLO drops the transaction and replaces the HELO identity', () => {
@@ -67,7 +67,7 @@ test('state table: a second EHLO drops the transaction and replaces the HELO ide
   txnReady(d);
   d.send('EHLO other.example\r\n');
   assert.equal(d.machine.transaction, null);
-  assert.equal(d.machine.session!.heloName, 'other.example');
+  assert.equal(d.machine.session!.helo?.name, 'other.example');
   assert.equal(d.machine.session!.counters.transactions, 1);
 });
 
@@ -80,10 +80,9 @@ test('state table: STARTTLS clears the HELO identity, sets TLS, keeps counters a
   const r = d.send('STARTTLS\r\n');
   assert.deepEqual(r, ['220 2.0.0 Ready to start TLS']);
   assert.ok(d.outputs.some((o) => o.type === 'start-tls'));
-  d.step({ type: 'tls-ready', nowMs: 5, protocol: 'TLSv1.3' });
-  assert.equal(d.machine.session!.isTls, true);
-  assert.equal(d.machine.session!.heloName, null);
-  assert.equal(d.machine.session!.heloVerb, null);
+  d.step({ type: 'tls-ready', nowMs: 5, tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' } });
+  assert.equal(d.machine.session!.tls?.protocol, 'TLSv1.3');
+  assert.equal(d.machine.session!.helo, null);
   assert.equal(d.machine.session!.counters.errors, errors);
 });
 

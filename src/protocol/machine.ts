@@ -5,72 +5,35 @@
 // RFC 5321 (4.1.1 commands, 4.3.2 sequences), RFC 2920 (PIPELINING), RFC 3030 (CHUNKING),
 // RFC 3207 (STARTTLS).
 
-import { assertNever, parseCommand, type Command } from './command.ts';
-import { checkHelo, ehloReply } from './commands/ehlo.ts';
-import { checkMail } from './commands/mail.ts';
-import { checkRcpt } from './commands/rcpt.ts';
-import { ContentScanner, Framer, type Frame } from './framing.ts';
+import { assertNever, COMMAND_FACTS, loggableLine, parseCommand, type Command } from './command.ts';
+import { applyBdat, checkBdat, endBdatChunk } from './commands/bdat.ts';
+import { applyData, checkData, contentRefusal } from './commands/data.ts';
+import { applyHelo, checkHelo } from './commands/ehlo.ts';
+import { applyMail, checkMail, newTransaction } from './commands/mail.ts';
+import { applyRcpt, checkRcpt } from './commands/rcpt.ts';
+import { applyTlsReady, checkStartTls } from './commands/starttls.ts';
+import { Framer, type ContentScanner, type Frame } from './framing.ts';
+import type { Input, Output, Phase } from './io.ts';
 import type { MachineConfig } from './machine-config.ts';
 import { renameForgedAuthResults } from './auth-results.ts';
 import { formatReceived } from './received.ts';
 import { REPLY, type Reply } from './replies.ts';
+import { applyReset, type ResetEvent } from './reset.ts';
 import {
   newSessionSecurity,
-  type Peer,
-  type PolicyStage,
   type SessionSecurity,
   type Transaction,
   type TransactionRecipient,
+  type TransactionSlot,
 } from './session.ts';
+import type { PolicyStage, PolicyVerdict } from './verdict.ts';
 import type { Envelope } from '../spool/types.ts';
 
-/**
- * A policy check's answer. `continue` means "no opinion"; `accept` ends the stage's checks.
- * Refusals carry the client's reply, the check's name, the reason for the log, and the key the
- * verdict is about (what a later transaction must match to inherit it) with an optional TTL.
- * `headers` (continue/accept only): header fields, without CRLF, for the transaction's message,
- * added above our Received field (e.g. Received-SPF); ignored where there is no transaction.
- */
-export type PolicyVerdict =
-  | { action: 'continue'; headers?: readonly string[] }
-  | { action: 'accept'; headers?: readonly string[] }
-  | { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; check: string; reason: string; key?: string; ttlSeconds?: number };
+export type { Input, LogLevel, Output, Phase, PolicyRequest } from './io.ts';
+export type { PolicyVerdict } from './verdict.ts';
 
-export type Input =
-  | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; isTls: boolean }
-  | { type: 'bytes'; nowMs: number; data: Buffer }
-  | { type: 'verdict'; nowMs: number; verdict: PolicyVerdict }
-  | { type: 'committed'; nowMs: number }
-  | { type: 'commit-failed'; nowMs: number; reason: string }
-  | { type: 'tls-ready'; nowMs: number; protocol: string }
-  | { type: 'tls-failed'; nowMs: number; reason: string }
-  | { type: 'timeout'; nowMs: number }
-  | { type: 'shutdown'; nowMs: number }
-  | { type: 'end-of-input'; nowMs: number }
-  /** The spool's free space fell below (or rose back above) its floor: MAIL is refused with
-   *  452 4.3.1 while it is low, so no client uploads a body only to get a 451. */
-  | { type: 'spool-space'; nowMs: number; isLow: boolean };
-
-export type LogLevel = 'debug' | 'info' | 'warn';
-
-export type Output =
-  | { type: 'reply'; reply: Reply }
-  | { type: 'start-tls' }
-  | {
-      type: 'policy';
-      stage: PolicyStage;
-      session: Readonly<SessionSecurity>;
-      transaction: Readonly<Transaction> | null;
-      recipient: TransactionRecipient | null;
-      /** The HELO/EHLO name: at the helo stage the one being announced, later the session's. */
-      heloName: string | null;
-    }
-  | { type: 'commit'; envelope: Envelope; body: Buffer[] }
-  | { type: 'close' }
-  | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
-
-/** What the shell should wait for next, and so which timeout applies. */
-export type Phase = 'command' | 'data' | 'waiting' | 'closed';
+/** What a policy verdict is about: the transaction a MAIL would open, or a recipient. */
+type PolicySubject = { kind: 'none' } | { kind: 'transaction'; txn: Transaction } | { kind: 'recipient'; recipient: TransactionRecipient };
 
 type Waiting =
   | { kind: 'none' }
@@ -79,20 +42,13 @@ type Waiting =
   | { kind: 'tls' }
   | { kind: 'closed' };
 
-/** After a BDAT command: what to answer once its octets have been read. */
-type BdatState = { size: number; isLast: boolean; refusal: Reply | null; isRestOfRefusedMessage: boolean };
-
 export class SmtpMachine {
   readonly #cfg: MachineConfig;
   readonly #framer: Framer;
   #session: SessionSecurity | null = null;
-  #txn: Transaction | null = null;
-  #scanner: ContentScanner | null = null;
-  #bdat: BdatState | null = null;
+  /** The transaction, or what is left of a refused BDAT message, or nothing (reset.ts). */
+  #slot: TransactionSlot = null;
   #waiting: Waiting = { kind: 'none' };
-  /** A BDAT message was refused before its LAST chunk: the client may have pipelined the rest;
-   *  those chunks get the same refusal without counting as new errors (RFC 3030 4.1). */
-  #refusedBdat: Reply | null = null;
   /** The client half-closed: finish the outstanding action and the complete commands already
    *  received (their replies can still be written), then close. */
   #isInputEnded = false;
@@ -112,8 +68,15 @@ export class SmtpMachine {
     return this.#session;
   }
 
+  /** The open transaction, if any. */
   get transaction(): Readonly<Transaction> | null {
-    return this.#txn;
+    const slot = this.#slot;
+    return slot !== null && slot.kind === 'open' ? slot : null;
+  }
+
+  #openTransaction(): Transaction | null {
+    const slot = this.#slot;
+    return slot !== null && slot.kind === 'open' ? slot : null;
   }
 
   get phase(): Phase {
@@ -145,13 +108,13 @@ export class SmtpMachine {
         this.#onVerdict(input.verdict, input.nowMs, out);
         break;
       case 'committed':
-        this.#onCommitted(out, input.nowMs);
+        this.#onCommitted(out);
         break;
       case 'commit-failed':
         this.#onCommitFailed(input.reason, out);
         break;
       case 'tls-ready':
-        this.#onTlsReady(input.protocol, out);
+        this.#onTlsReady(input, out);
         break;
       case 'tls-failed':
         out.push({ type: 'log', level: 'info', msg: 'TLS handshake failed', fields: { reason: input.reason } });
@@ -181,11 +144,12 @@ export class SmtpMachine {
       id: input.sessionId,
       peer: input.peer,
       local: input.local,
+      proxy: input.proxy ?? null,
       isRelayClient: input.isRelayClient,
-      isTls: input.isTls,
+      tls: input.tls ?? null,
       nowMs: input.nowMs,
     });
-    this.#askPolicy('connect', null, out, this.#session!.heloName, (o) => o.push({ type: 'reply', reply: REPLY.greeting(this.#cfg.hostname) }));
+    this.#askPolicy('connect', { kind: 'none' }, out, null, (o) => o.push({ type: 'reply', reply: REPLY.greeting(this.#cfg.hostname) }));
   }
 
   /** Frames and handles input until it runs out or an action must be waited for. */
@@ -194,7 +158,7 @@ export class SmtpMachine {
       const frame = this.#framer.next();
       if (frame === null) {
         if (this.#isInputEnded) {
-          if (this.#txn !== null) out.push({ type: 'log', level: 'info', msg: 'client closed the connection during a transaction' });
+          if (this.transaction !== null) out.push({ type: 'log', level: 'info', msg: 'client closed the connection during a transaction' });
           this.#close(out);
         }
         return;
@@ -207,7 +171,7 @@ export class SmtpMachine {
     switch (frame.type) {
       case 'line': {
         const text = frame.line.toString('utf8');
-        out.push({ type: 'log', level: 'debug', msg: 'C', fields: { line: text } });
+        out.push({ type: 'log', level: 'debug', msg: 'C', fields: { line: loggableLine(text) } });
         this.#session!.counters.commands++;
         this.#onCommandLine(text, out, nowMs);
         return;
@@ -240,67 +204,73 @@ export class SmtpMachine {
       this.#error(parsed.error === 'unknown' ? REPLY.unknownCommand : REPLY.syntax(parsed.usage), out);
       return;
     }
+    if (COMMAND_FACTS[parsed.command.verb].isJunk) this.#session!.counters.junk++;
     if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') return this.#error(REPLY.refusedAtConnect, out);
     this.#dispatch(parsed.command, out, nowMs);
   }
 
-  #dispatch(cmd: Command, out: Output[], nowMs: number): void {
+  #dispatch(cmd: Command, out: Output[], _nowMs: number): void {
     const cfg = this.#cfg;
     const session = this.#session!;
     switch (cmd.verb) {
       case 'EHLO':
       case 'HELO': {
         const checked = checkHelo(cfg, session, cmd.verb, cmd.domain);
+        // A refused HELO/EHLO changes nothing (reset.ts: ehloRefused), here and after policy.
         if (!checked.ok) return this.#error(checked.reply, out);
-        this.#askPolicy('helo', null, out, checked.heloName, (o) => {
-          session.heloName = checked.heloName;
-          session.heloVerb = cmd.verb;
-          this.#txn = null; // RFC 5321 4.1.4: EHLO resets like RSET
-          this.#reply(cmd.verb === 'EHLO' ? ehloReply(cfg, session) : REPLY.helo(cfg.hostname), o);
+        this.#askPolicy('helo', { kind: 'none' }, out, checked.heloName, (o) => {
+          const applied = applyHelo(cfg, session, this.#slot, { verb: cmd.verb, name: checked.heloName });
+          this.#slot = applied.slot;
+          this.#reply(applied.reply, o);
         });
         return;
       }
       case 'MAIL': {
-        const checked = checkMail(cfg, session, this.#txn, cmd.argument, this.#isSpoolLow);
+        const checked = checkMail(cfg, session, this.#slot, cmd.argument, this.#isSpoolLow);
         if (!checked.ok) {
           if (checked.isFatal) return this.#fatal(checked.reply, out);
           if (checked.isNotAnError) return this.#reply(checked.reply, out);
           return this.#error(checked.reply, out);
         }
-        const seq = session.counters.transactions + 1;
-        const candidate: Transaction = { ...checked.plan, seq, recipients: [], usedBdat: false, addedHeaders: [] };
-        this.#askPolicy('mail', candidate, out, this.#session!.heloName, (o) => {
-          session.counters.transactions = seq;
-          this.#txn = candidate;
-          this.#refusedBdat = null;
-          this.#reply(REPLY.senderOk, o);
+        const candidate = newTransaction(session, checked.plan);
+        this.#askPolicy('mail', { kind: 'transaction', txn: candidate }, out, session.helo?.name ?? null, (o) => {
+          const applied = applyMail(session, candidate);
+          this.#slot = applied.slot;
+          this.#reply(applied.reply, o);
         });
         return;
       }
       case 'RCPT': {
-        const checked = checkRcpt(cfg, session, this.#txn, cmd.argument);
+        const checked = checkRcpt(cfg, session, this.#slot, cmd.argument);
         if (!checked.ok) {
           if (checked.isError) return this.#error(checked.reply, out);
           return this.#reply(checked.reply, out);
         }
-        const txn = this.#txn!;
-        this.#askPolicy('rcpt', checked.recipient, out, this.#session!.heloName, (o) => {
-          txn.recipients.push(checked.recipient);
-          session.counters.recipients++;
-          this.#reply(REPLY.recipientOk, o);
+        const txn = this.#openTransaction()!;
+        this.#askPolicy('rcpt', { kind: 'recipient', recipient: checked.recipient }, out, session.helo?.name ?? null, (o) => {
+          this.#reply(applyRcpt(session, txn, checked.recipient), o);
         });
         return;
       }
-      case 'DATA':
-        return this.#onData(out);
-      case 'BDAT':
-        return this.#onBdat(cmd.size, cmd.isLast, out);
+      case 'DATA': {
+        const checked = checkData(this.#slot);
+        if (!checked.ok) return this.#error(checked.reply, out);
+        this.#framer.expectData(applyData(cfg, checked.txn));
+        return this.#reply(REPLY.startData, out);
+      }
+      case 'BDAT': {
+        // RFC 3030 2: the chunk's octets follow the command whatever we answer; read them first.
+        const plan = checkBdat(cfg, this.#slot, cmd.size, cmd.isLast);
+        applyBdat(plan);
+        this.#slot = plan.slot;
+        this.#framer.expectBdat(cmd.size, plan.scanner);
+        return;
+      }
       case 'RSET':
-        this.#txn = null;
-        this.#refusedBdat = null;
+        this.#reset('rset');
         return this.#reply(REPLY.reset, out);
       case 'NOOP':
-        // Anti-virus proxies keep sessions alive with NOOPs for minutes: free, never an error.
+        // Anti-virus proxies keep sessions alive with NOOPs for minutes: never an error.
         return this.#reply(REPLY.ok, out);
       case 'QUIT':
         this.#reply(REPLY.bye, out);
@@ -314,82 +284,62 @@ export class SmtpMachine {
         return this.#reply(REPLY.help, out);
       case 'STARTTLS':
         return this.#onStartTls(out);
+      case 'AUTH':
+        // Not advertised (no submission yet): RFC 4954 4, a server without AUTH answers it as unknown to it.
+        return this.#error(REPLY.notImplemented('AUTH'), out);
       default:
         assertNever(cmd);
     }
   }
 
-  #onData(out: Output[]): void {
-    const txn = this.#txn;
-    if (txn === null) return this.#error(REPLY.needMail, out);
-    if (txn.usedBdat) return this.#error(REPLY.bdatThenData, out);
-    // RFC 2920 3.1: with no valid recipient, DATA gets 554 (or 503).
-    if (txn.recipients.length === 0) return this.#error(REPLY.noValidRecipients, out);
-    this.#scanner = this.#newScanner(true);
-    this.#framer.expectData(this.#scanner);
-    this.#reply(REPLY.startData, out);
-  }
-
-  #onBdat(size: number, isLast: boolean, out: Output[]): void {
-    const txn = this.#txn;
-    // RFC 3030 2: the chunk's octets follow the command whatever we answer; read them first.
-    let refusal: Reply | null = null;
-    const isRestOfRefusedMessage = txn === null && this.#refusedBdat !== null;
-    if (isRestOfRefusedMessage) refusal = this.#refusedBdat;
-    else if (txn === null) refusal = REPLY.needMail;
-    else if (txn.recipients.length === 0) refusal = REPLY.needRcpt;
-    if (refusal === null && !txn!.usedBdat) {
-      txn!.usedBdat = true;
-      this.#scanner = this.#newScanner(false);
-    }
-    if (isLast) this.#refusedBdat = null;
-    this.#bdat = { size, isLast, refusal, isRestOfRefusedMessage };
-    this.#framer.expectBdat(size, refusal === null ? this.#scanner : null);
-  }
-
-  #newScanner(isDotStuffed: boolean): ContentScanner {
-    return new ContentScanner({
-      isDotStuffed,
-      maxBytes: this.#cfg.maxMessageBytes,
-      maxLineBytes: this.#cfg.maxTextLineBytes,
-      isNormalizing: this.#cfg.isNormalizingBareLineEndings,
-    });
+  /** Applies a row of the reset table (reset.ts) to the session and the transaction slot. */
+  #reset(event: ResetEvent): void {
+    this.#slot = applyReset(event, this.#session!, this.#slot);
   }
 
   #onBdatEnd(out: Output[]): void {
-    const bdat = this.#bdat!;
-    this.#bdat = null;
-    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: bdat.size, isLast: bdat.isLast } });
-    if (bdat.refusal !== null) return bdat.isRestOfRefusedMessage ? this.#reply(bdat.refusal, out) : this.#error(bdat.refusal, out);
-    const scanner = this.#scanner!;
-    if (scanner.defects.tooBig) {
-      if (!bdat.isLast) this.#refusedBdat = REPLY.messageTooBig;
-      return this.#refuseContent(scanner, out);
+    const slot = this.#slot;
+    if (slot === null) throw new Error('end of a BDAT chunk with no transaction slot');
+    const reader = slot.reader;
+    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: reader.kind === 'bdat' || reader.kind === 'skip-bdat' ? reader.chunkBytes : 0, isLast: 'isLast' in reader && reader.isLast } });
+    const end = endBdatChunk(slot);
+    switch (end.kind) {
+      case 'skipped':
+        this.#slot = end.slot;
+        return end.isCounted ? this.#error(end.reply, out) : this.#reply(end.reply, out);
+      case 'too-big':
+        this.#refuseContent(end.scanner, out);
+        // The rest of its chunks get the same refusal (set after the reset of the refusal).
+        this.#slot = end.slot;
+        return;
+      case 'chunk':
+        return this.#reply(end.reply, out);
+      case 'last':
+        return this.#endOfContent(end.scanner, out);
+      default:
+        assertNever(end);
     }
-    if (!bdat.isLast) return this.#reply(REPLY.chunkOk(bdat.size), out);
-    scanner.finish();
-    this.#endOfContent(out);
   }
 
   #onDataEnd(out: Output[]): void {
-    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: this.#scanner!.size, end: '.' } });
-    this.#endOfContent(out);
+    const txn = this.#openTransaction()!;
+    const scanner = txn.content!;
+    txn.reader = { kind: 'command' };
+    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: scanner.size, end: '.' } });
+    this.#endOfContent(scanner, out);
   }
 
-  #endOfContent(out: Output[]): void {
-    const scanner = this.#scanner!;
-    if (scanner.isRefused) return this.#refuseContent(scanner, out);
-    const txn = this.#txn!;
-    this.#askPolicy('data', null, out, this.#session!.heloName, (o, now) => this.#commit(txn, scanner, o, now));
+  #endOfContent(scanner: ContentScanner, out: Output[]): void {
+    if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
+    const txn = this.#openTransaction()!;
+    this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#commit(txn, scanner, o, now));
   }
 
   /** Security: a body with bare CR/LF or NUL (smuggling), an over-long line or too many octets is refused after the real end of data. */
   #refuseContent(scanner: ContentScanner, out: Output[]): void {
-    const d = scanner.defects;
-    const r = d.tooBig ? REPLY.messageTooBig : d.longLine ? REPLY.dataLineTooLong : REPLY.bareLineEndingData;
-    out.push({ type: 'log', level: 'info', msg: 'message refused', fields: { defects: { ...d }, octets: scanner.size } });
-    this.#txn = null;
-    this.#scanner = null;
+    const r = contentRefusal(scanner)!;
+    out.push({ type: 'log', level: 'info', msg: 'message refused', fields: { defects: { ...scanner.defects }, octets: scanner.size } });
+    this.#reset('endOfData');
     this.#error(r, out);
   }
 
@@ -397,13 +347,15 @@ export class SmtpMachine {
     const session = this.#session!;
     const queueId = `${session.id}${txn.seq.toString(36).toUpperCase().padStart(2, '0')}`;
     const addresses = txn.recipients.map((r) => r.address);
+    const isTls = session.tls !== null;
+    const heloName = session.helo?.name ?? null;
     const received = Buffer.from(
       formatReceived({
-        heloName: session.heloName,
+        heloName,
         clientAddress: session.peer.address,
         hostname: this.#cfg.hostname,
-        isEsmtp: session.heloVerb === 'EHLO',
-        isTls: session.isTls,
+        isEsmtp: session.helo?.verb === 'EHLO',
+        isTls,
         isUtf8: txn.smtputf8,
         queueId,
         sessionId: session.id,
@@ -425,7 +377,7 @@ export class SmtpMachine {
       queueId,
       sessionId: session.id,
       receivedAt: new Date(nowMs).toISOString(),
-      client: { address: session.peer.address, port: session.peer.port, heloName: session.heloName, isTls: session.isTls },
+      client: { address: session.peer.address, port: session.peer.port, heloName, isTls },
       reversePath: txn.reversePath === null ? '' : `${txn.reversePath.localPart}@${txn.reversePath.domain}`,
       body: txn.body,
       smtputf8: txn.smtputf8,
@@ -438,16 +390,15 @@ export class SmtpMachine {
       })),
       size,
     };
-    this.#scanner = null;
     this.#waiting = { kind: 'commit', queueId, envelope };
     out.push({ type: 'commit', envelope, body });
   }
 
-  #onCommitted(out: Output[], _nowMs: number): void {
+  #onCommitted(out: Output[]): void {
     const w = this.#waiting;
     if (w.kind !== 'commit') throw new Error('committed while not waiting for a commit');
     this.#waiting = { kind: 'none' };
-    this.#txn = null;
+    this.#reset('endOfData');
     this.#session!.counters.messages++;
     const e = w.envelope;
     out.push({
@@ -462,16 +413,14 @@ export class SmtpMachine {
   #onCommitFailed(reason: string, out: Output[]): void {
     if (this.#waiting.kind !== 'commit') throw new Error('commit-failed while not waiting for a commit');
     this.#waiting = { kind: 'none' };
-    this.#txn = null;
+    this.#reset('endOfData');
     out.push({ type: 'log', level: 'warn', msg: 'spool commit failed', fields: { reason } });
     this.#reply(REPLY.storageFailed, out);
   }
 
   #onStartTls(out: Output[]): void {
-    const session = this.#session!;
-    if (!this.#cfg.isTlsAvailable) return this.#error(REPLY.notImplemented('STARTTLS'), out);
-    if (session.isTls) return this.#error(REPLY.alreadyTls, out);
-    if (this.#txn !== null) return this.#error(REPLY.tlsInTransaction, out);
+    const checked = checkStartTls(this.#cfg, this.#session!, this.#slot);
+    if (!checked.ok) return this.#error(checked.reply, out);
     this.#reply(REPLY.startTls, out);
     // Security: RFC 3207 5 and the STARTTLS command-injection class: whatever the client sent
     // after the STARTTLS line, before the handshake, is thrown away, never executed.
@@ -481,45 +430,33 @@ export class SmtpMachine {
     out.push({ type: 'start-tls' });
   }
 
-  #onTlsReady(protocol: string, out: Output[]): void {
+  #onTlsReady(input: Extract<Input, { type: 'tls-ready' }>, out: Output[]): void {
     if (this.#waiting.kind !== 'tls') throw new Error('tls-ready while not waiting for TLS');
     this.#waiting = { kind: 'none' };
-    const session = this.#session!;
-    // RFC 3207 4.2: forget everything learnt before TLS; the client must EHLO again.
-    session.isTls = true;
-    session.tlsProtocol = protocol;
-    session.heloName = null;
-    session.heloVerb = null;
-    this.#txn = null;
+    this.#slot = applyTlsReady(this.#session!, this.#slot, input.tls);
     this.#framer.discardBuffered();
-    out.push({ type: 'log', level: 'debug', msg: 'TLS established', fields: { protocol } });
+    out.push({ type: 'log', level: 'debug', msg: 'TLS established', fields: { protocol: input.tls.protocol, cipher: input.tls.cipher } });
   }
 
   /**
    * Runs `apply` now when no policy check is configured for the stage, otherwise asks the shell
    * and runs it when the verdict is "continue" or "accept".
    */
-  #askPolicy(
-    stage: PolicyStage,
-    subject: Transaction | TransactionRecipient | null,
-    out: Output[],
-    heloName: string | null,
-    apply: (out: Output[], nowMs: number) => void,
-  ): void {
+  #askPolicy(stage: PolicyStage, subject: PolicySubject, out: Output[], heloName: string | null, apply: (out: Output[], nowMs: number) => void): void {
     if (!this.#cfg.policyStages.has(stage)) {
       apply(out, this.#nowMs);
       return;
     }
-    const isTxn = subject !== null && 'seq' in subject;
+    const txn = subject.kind === 'transaction' ? subject.txn : this.#openTransaction();
     out.push({
       type: 'policy',
       stage,
       session: this.#session!,
-      transaction: isTxn ? subject : this.#txn,
-      recipient: subject !== null && !isTxn ? subject : null,
+      transaction: txn,
+      recipient: subject.kind === 'recipient' ? subject.recipient : null,
       heloName,
     });
-    this.#waiting = { kind: 'policy', stage, txn: isTxn ? subject : this.#txn, onContinue: apply };
+    this.#waiting = { kind: 'policy', stage, txn, onContinue: apply };
   }
 
   #onVerdict(verdict: PolicyVerdict, nowMs: number, out: Output[]): void {
@@ -532,6 +469,7 @@ export class SmtpMachine {
       return;
     }
     const session = this.#session!;
+    // Security: the verdict log is append-only; no reset clears it (reset.ts).
     session.verdicts.push({
       stage: w.stage,
       action: verdict.action,
@@ -542,10 +480,7 @@ export class SmtpMachine {
       atMs: nowMs,
     });
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
-    if (w.stage === 'data') {
-      this.#txn = null;
-      this.#scanner = null;
-    }
+    if (w.stage === 'data') this.#reset('endOfData');
     if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     // A refusal also counts toward the error limit (an unknown recipient is a client error).
@@ -574,8 +509,7 @@ export class SmtpMachine {
 
   #close(out: Output[]): void {
     this.#waiting = { kind: 'closed' };
-    this.#txn = null;
-    this.#scanner = null;
+    this.#slot = null;
     out.push({ type: 'close' });
   }
 }

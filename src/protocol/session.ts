@@ -1,56 +1,55 @@
-// The two state types of an SMTP session: per-connection security state and per-transaction state.
-// A reset replaces the Transaction; nothing here clears SessionSecurity fields one by one except
-// where the table below says so. See ../../docs/architecture.md and STYLE.md "Two state types".
-//
-// | Event                   | Transaction | HELO identity | TLS    | Counters, verdict log |
-// | RSET                    | dropped     | kept          | kept   | kept                  |
-// | end of data (any reply) | dropped     | kept          | kept   | kept                  |
-// | EHLO/HELO again         | dropped     | replaced      | kept   | kept                  |
-// | STARTTLS                | dropped     | cleared       | set    | kept                  |
+// The two state types of an SMTP session: per-connection security state and per-transaction
+// state, and the read-only views of them that checks get. Everything that lives for one
+// transaction (envelope, recipients, the content being read, the current reader) is in
+// Transaction and nothing else is, so dropping the transaction drops all of it; how each event
+// resets state is the table in reset.ts. STYLE.md "Two state types".
 
 import type { Mailbox } from './address.ts';
+import type { ContentScanner } from './framing.ts';
 import type { Reply } from './replies.ts';
+import type { VerdictRecord } from './verdict.ts';
+
+export type { PolicyStage, VerdictRecord } from './verdict.ts';
 
 /** RFC 3461 4.1 NOTIFY. */
 export type DsnNotify = 'NEVER' | Array<'SUCCESS' | 'FAILURE' | 'DELAY'>;
 
 export type Peer = { address: string; port: number };
 
-/** A refusal recorded in the session's verdict log (RSET and end of data never clear it). */
-export type Verdict = {
-  stage: PolicyStage;
-  action: 'tempfail' | 'reject' | 'disconnect';
-  check: string;
-  reason: string;
-  /** What the verdict is about, as the check defines it (e.g. a recipient); '' for the session. */
-  key: string;
-  reply: Reply;
-  atMs: number;
-};
+/** What the client said it is (RFC 5321 4.1.1.1): the verb decides ESMTP, the name is untrusted. */
+export type HeloIdentity = { readonly verb: 'HELO' | 'EHLO'; readonly name: string };
 
-export type PolicyStage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data';
+/** The TLS layer under the session (RFC 3207), once a handshake has completed. */
+export type TlsState = { readonly protocol: string; readonly cipher: string };
 
-/** Lives as long as the connection. RSET and end of data never touch it. */
+/** Who the client authenticated as (RFC 4954); always null until submission exists. */
+export type AuthState = { readonly identity: string; readonly mechanism: string };
+
+/** Lives as long as the connection. Only the reset table (reset.ts) changes helo and tls. */
 export type SessionSecurity = {
   readonly id: string;
+  /** The real client: from the PROXY header when a trusted proxy sent one, else the socket peer. */
   readonly peer: Peer;
   readonly local: Peer;
+  /** The load balancer that relayed the connection (PROXY protocol); null for a direct client. */
+  readonly proxy: Peer | null;
   /** Client may relay (decided by the shell from relay.networks, before the greeting). */
   readonly isRelayClient: boolean;
   readonly connectedAtMs: number;
-  isTls: boolean;
-  tlsProtocol: string | null;
-  heloName: string | null;
-  heloVerb: 'HELO' | 'EHLO' | null;
-  counters: {
+  helo: HeloIdentity | null;
+  tls: TlsState | null;
+  auth: AuthState | null;
+  readonly counters: {
     commands: number;
     errors: number;
+    /** Commands the facts table marks as junk (NOOP, RSET, VRFY, EXPN, HELP). */
+    junk: number;
     transactions: number;
     messages: number;
     recipients: number;
   };
-  /** Append-only: policy verdicts of this session (filled by the policy pipeline, issue 5). */
-  readonly verdicts: Verdict[];
+  /** Append-only: the refusals of this session, written by the machine from policy verdicts. */
+  readonly verdicts: VerdictRecord[];
 };
 
 export type TransactionRecipient = {
@@ -60,8 +59,22 @@ export type TransactionRecipient = {
   orcpt?: { addrType: string; address: string };
 };
 
+/**
+ * What the machine reads next within a transaction. `skip-bdat`: a chunk whose octets are read
+ * and dropped, answered with `refusal` (RFC 3030 2: the octets follow the command whatever the
+ * answer); `isCounted` says whether that answer counts as a client error.
+ */
+export type Reader =
+  | { readonly kind: 'command' }
+  | { readonly kind: 'data' }
+  | { readonly kind: 'bdat'; readonly chunkBytes: number; readonly isLast: boolean }
+  | { readonly kind: 'skip-bdat'; readonly chunkBytes: number; readonly isLast: boolean; readonly refusal: Reply; readonly isCounted: boolean };
+
+export const COMMAND_READER: Reader = { kind: 'command' };
+
 /** Lives from MAIL to RSET, a new HELO/EHLO, STARTTLS or the end of data. */
 export type Transaction = {
+  readonly kind: 'open';
   /** 1-based number of this transaction within the session; part of the queue id. */
   readonly seq: number;
   readonly reversePath: Mailbox | null;
@@ -75,27 +88,58 @@ export type Transaction = {
   usedBdat: boolean;
   /** Header fields (no CRLF) policy checks add to the message, above our Received field. */
   readonly addedHeaders: string[];
+  reader: Reader;
+  /** The message content being read (DATA, or the BDAT chunks so far); null before. */
+  content: ContentScanner | null;
 };
+
+/**
+ * What is left of a BDAT message refused before its LAST chunk (or of BDAT without MAIL): the
+ * client may have pipelined more chunks; they are read and dropped with the same refusal,
+ * uncounted (RFC 3030 4.1), until LAST. Any reset drops it like a transaction.
+ */
+export type RefusedMessage = {
+  readonly kind: 'refused';
+  readonly refusal: Reply;
+  reader: Reader;
+};
+
+/** The machine's transaction slot. */
+export type TransactionSlot = Transaction | RefusedMessage | null;
+
+/** A read-only view all the way down: what checks and outputs hand out. */
+export type DeepReadonly<T> = T extends (...args: never[]) => unknown
+  ? T
+  : T extends ReadonlyArray<infer E>
+    ? ReadonlyArray<DeepReadonly<E>>
+    : T extends object
+      ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+      : T;
+
+export type SessionView = DeepReadonly<SessionSecurity>;
+export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content'>>;
+export type RecipientView = DeepReadonly<TransactionRecipient>;
 
 export function newSessionSecurity(init: {
   id: string;
   peer: Peer;
   local: Peer;
+  proxy?: Peer | null;
   isRelayClient: boolean;
-  isTls: boolean;
+  tls?: TlsState | null;
   nowMs: number;
 }): SessionSecurity {
   return {
     id: init.id,
     peer: init.peer,
     local: init.local,
+    proxy: init.proxy ?? null,
     isRelayClient: init.isRelayClient,
     connectedAtMs: init.nowMs,
-    isTls: init.isTls,
-    tlsProtocol: null,
-    heloName: null,
-    heloVerb: null,
-    counters: { commands: 0, errors: 0, transactions: 0, messages: 0, recipients: 0 },
+    helo: null,
+    tls: init.tls ?? null,
+    auth: null,
+    counters: { commands: 0, errors: 0, junk: 0, transactions: 0, messages: 0, recipients: 0 },
     verdicts: [],
   };
 }

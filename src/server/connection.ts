@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SessionMetrics } from '../obs/metrics.ts';
+import { assertNever } from '../protocol/command.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import { formatReply, REPLY } from '../protocol/replies.ts';
@@ -84,7 +85,6 @@ export class Connection {
       peer,
       local,
       isRelayClient,
-      isTls: false,
     });
   }
 
@@ -185,6 +185,9 @@ export class Connection {
         case 'close':
           closeAfter = true;
           break;
+        default:
+          // A new output type must be handled here, or the type check fails.
+          assertNever(o);
       }
     }
     // RFC 2920: the replies to one batch of input go out in one write.
@@ -266,7 +269,7 @@ export class Connection {
       clearTimeout(handshakeTimer);
       secure.off('error', onHandshakeError);
       this.#attach(secure);
-      this.#feed({ type: 'tls-ready', nowMs: Date.now(), protocol: secure.getProtocol() ?? 'unknown' });
+      this.#feed({ type: 'tls-ready', nowMs: Date.now(), tls: { protocol: secure.getProtocol() ?? 'unknown', cipher: secure.getCipher()?.name ?? 'unknown' } });
     });
     const onHandshakeError = (err: Error): void => {
       clearTimeout(handshakeTimer);
@@ -304,7 +307,7 @@ export class Connection {
     const session = this.#machine.session;
     if (session !== null) {
       this.#log.info(
-        { ...session.counters, tls: session.isTls, helo: session.heloName, durationMs: Date.now() - this.#startedMs },
+        { ...session.counters, tls: session.tls?.protocol ?? null, helo: session.helo?.name ?? null, durationMs: Date.now() - this.#startedMs },
         'disconnect',
       );
     }

@@ -76,8 +76,7 @@ export class MachineDriver {
       sessionId: this.#opts.sessionId ?? 'SID',
       peer: { address: this.#opts.peer ?? '192.0.2.1', port: 40000 },
       local: { address: '127.0.0.1', port: 25 },
-      isRelayClient: this.#opts.isRelayClient ?? false,
-      isTls: false,
+      isRelayClient: this.#opts.isRelayClient ?? false
     });
   }
 
@@ -134,8 +133,8 @@ export class MachineDriver {
   }
 
   /** The TLS handshake completed (the shell's answer to `start-tls`). */
-  tlsReady(protocol = 'TLSv1.3'): string[] {
-    return formatted(this.step({ type: 'tls-ready', nowMs: this.clock.now(), protocol }));
+  tlsReady(protocol = 'TLSv1.3', cipher = 'TLS_AES_256_GCM_SHA384'): string[] {
+    return formatted(this.step({ type: 'tls-ready', nowMs: this.clock.now(), tls: { protocol, cipher } }));
   }
 
   /** Every reply line so far ("250-PIPELINING", "250 DSN", ...), as the client reads them. */

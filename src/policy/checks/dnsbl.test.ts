@@ -170,13 +170,13 @@ function ctxFor(address: string, isRelayClient = false): CheckContext {
     id: 'S1',
     peer: { address, port: 40000 },
     local: { address: '127.0.0.1', port: 25 },
+    proxy: null,
     isRelayClient,
     connectedAtMs: 0,
-    isTls: false,
-    tlsProtocol: null,
-    heloName: 'c.example',
-    heloVerb: 'EHLO',
-    counters: { commands: 0, errors: 0, transactions: 0, messages: 0, recipients: 0 },
+    helo: { verb: 'EHLO', name: 'c.example' },
+    tls: null,
+    auth: null,
+    counters: { commands: 0, errors: 0, junk: 0, transactions: 0, messages: 0, recipients: 0 },
     verdicts: [],
   };
   return { stage: 'rcpt', session, transaction: null, recipient: null, heloName: 'c.example', nowMs: 0 };

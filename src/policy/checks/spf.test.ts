@@ -80,13 +80,12 @@ function options(over: Partial<SpfOptions> = {}): SpfOptions {
 type Ctx = { from: string | null; helo?: string | null; ip?: string; isRelayClient?: boolean };
 
 function contextFor(c: Ctx): CheckContext {
-  const session = newSessionSecurity({ id: 'S', peer: { address: c.ip ?? IP, port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: c.isRelayClient ?? false, isTls: false, nowMs: 0 });
+  const session = newSessionSecurity({ id: 'S', peer: { address: c.ip ?? IP, port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: c.isRelayClient ?? false, nowMs: 0 });
   const helo = c.helo === undefined ? 'client.example' : c.helo;
-  session.heloName = helo;
-  session.heloVerb = helo === null ? null : 'EHLO';
+  session.helo = helo === null ? null : { verb: 'EHLO', name: helo };
   const reversePath = c.from === null ? null : parseMailbox(c.from, true);
   if (c.from !== null) assert.ok(reversePath, `test address ${c.from}`);
-  const transaction: Transaction = { seq: 1, reversePath, body: '7BIT', smtputf8: false, declaredSize: null, recipients: [], usedBdat: false, addedHeaders: [] };
+  const transaction: Transaction = { kind: 'open', seq: 1, reversePath, body: '7BIT', smtputf8: false, declaredSize: null, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null };
   return { stage: 'mail', session, transaction, recipient: null, heloName: helo, nowMs: 0 };
 }
 

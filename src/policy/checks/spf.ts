@@ -91,7 +91,7 @@ export function spfCheck(opts: SpfOptions): Check {
   const cache = new Map<string, { verdict: PolicyVerdict; expiresMs: number }>();
   const cacheKeyOf = (ctx: CheckContext, ip: string): string => {
     const rp = ctx.transaction?.reversePath ?? null;
-    return `${ip} ${rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`} ${(ctx.session.heloName ?? ctx.heloName ?? '').toLowerCase()}`;
+    return `${ip} ${rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`} ${(ctx.session.helo?.name ?? ctx.heloName ?? '').toLowerCase()}`;
   };
   const cached = (key: string): PolicyVerdict | undefined => {
     const hit = cache.get(key);
@@ -120,7 +120,7 @@ export function spfCheck(opts: SpfOptions): Check {
     onTimeout,
     key: (ctx) => {
       const id = identityOf(ctx);
-      return id.domain !== '' ? id.domain : (ctx.transaction?.reversePath?.domain ?? ctx.session.heloName ?? '').toLowerCase();
+      return id.domain !== '' ? id.domain : (ctx.transaction?.reversePath?.domain ?? ctx.session.helo?.name ?? '').toLowerCase();
     },
     // Synchronous when the result is cached: no promise, no timer.
     run: (ctx, signal) => {
@@ -137,7 +137,7 @@ export function spfCheck(opts: SpfOptions): Check {
 /** Runs mailauth for the session's identity; never throws for DNS trouble (that is temperror). */
 async function evaluateSpf(opts: SpfOptions, ctx: CheckContext, ip: string, signal: AbortSignal): Promise<SpfOutcome> {
   const id = identityOf(ctx);
-  const helo = ctx.session.heloName ?? ctx.heloName ?? undefined;
+  const helo = ctx.session.helo?.name ?? ctx.heloName ?? undefined;
   if (id.domain === '' || id.sender === null) {
     // RFC 7208 4.3: no usable domain (an address literal, no HELO name) -> "none", no DNS.
     const comment = `${opts.hostname}: no domain to check for ${id.identity === 'helo' ? 'the HELO identity' : 'the MAIL FROM identity'}`;
@@ -185,7 +185,7 @@ function identityOf(ctx: CheckContext): Identity {
     const domain = asciiDomain(rp.domain);
     return { identity: 'mailfrom', domain, sender: domain === '' ? null : `${rp.localPart}@${domain}` };
   }
-  const helo = ctx.session.heloName ?? ctx.heloName;
+  const helo = ctx.session.helo?.name ?? ctx.heloName;
   if (helo === null || helo.startsWith('[')) return { identity: 'helo', domain: '', sender: null };
   const domain = asciiDomain(helo);
   return { identity: 'helo', domain, sender: domain === '' ? null : `postmaster@${domain}` };

@@ -1,4 +1,4 @@
-// MAIL FROM: sequence and syntax check, then the new Transaction (apply).
+// MAIL FROM: sequence and syntax check (check), then the new Transaction (apply).
 // Never touches SessionSecurity beyond the transaction counter; never decides policy.
 // RFC 5321 4.1.1.2, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 4.3-4.4 (RET, ENVID).
 
@@ -6,21 +6,22 @@ import { decodeXtext, parsePath, type Mailbox } from '../address.ts';
 import { parseParams } from '../command.ts';
 import { REPLY, type Reply } from '../replies.ts';
 import type { MachineConfig } from '../machine-config.ts';
-import type { SessionSecurity, Transaction } from '../session.ts';
+import type { SessionSecurity, Transaction, TransactionSlot } from '../session.ts';
 
-export type MailPlan = Omit<Transaction, 'seq' | 'recipients' | 'usedBdat' | 'addedHeaders'>;
+export type MailPlan = Omit<Transaction, 'kind' | 'seq' | 'recipients' | 'usedBdat' | 'addedHeaders' | 'reader' | 'content'>;
 
 const MAX_ENVID = 100; // RFC 3461 4.4
 
 export function checkMail(
   cfg: MachineConfig,
   session: SessionSecurity,
-  txn: Transaction | null,
+  slot: TransactionSlot,
   argument: string,
   isSpoolLow = false,
 ): { ok: true; plan: MailPlan } | { ok: false; reply: Reply; isFatal?: boolean; /** our condition, not the client's error */ isNotAnError?: boolean } {
-  if (session.heloVerb === null) return { ok: false, reply: REPLY.heloFirst };
-  if (txn !== null) return { ok: false, reply: REPLY.nestedMail };
+  if (session.helo === null) return { ok: false, reply: REPLY.heloFirst };
+  // The remains of a refused BDAT message are no transaction: a new MAIL starts afresh.
+  if (slot !== null && slot.kind === 'open') return { ok: false, reply: REPLY.nestedMail };
   if (session.counters.transactions >= cfg.maxTransactions) {
     return { ok: false, reply: REPLY.tooManyTransactions, isFatal: true };
   }
@@ -40,7 +41,7 @@ export function checkMail(
   let envid: string | undefined;
   for (const [key, value] of parsed.params) {
     // RFC 1869 4.5 / RFC 5321 4.1.1.2: parameters only after EHLO.
-    if (session.heloVerb !== 'EHLO') return { ok: false, reply: REPLY.unknownParameter(key) };
+    if (session.helo.verb !== 'EHLO') return { ok: false, reply: REPLY.unknownParameter(key) };
     switch (key) {
       case 'SIZE':
         if (value === null || !/^\d{1,20}$/.test(value)) return { ok: false, reply: REPLY.badParameter(key) };
@@ -78,4 +79,14 @@ export function checkMail(
   // RFC 6531 3.4: a UTF-8 address only in a transaction that asked for SMTPUTF8.
   if (reversePath?.isUtf8 && !smtputf8) return { ok: false, reply: REPLY.utf8NotRequested };
   return { ok: true, plan: { reversePath, body, smtputf8, declaredSize, ret, envid } };
+}
+
+/** The transaction a MAIL command would open (policy sees it before it is applied). */
+export function newTransaction(session: SessionSecurity, plan: MailPlan): Transaction {
+  return { kind: 'open', ...plan, seq: session.counters.transactions + 1, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null };
+}
+
+export function applyMail(session: SessionSecurity, txn: Transaction): { slot: TransactionSlot; reply: Reply } {
+  session.counters.transactions = txn.seq;
+  return { slot: txn, reply: REPLY.senderOk };
 }

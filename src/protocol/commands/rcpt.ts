@@ -7,7 +7,7 @@ import { decodeXtext, formatMailbox, parsePath } from '../address.ts';
 import { parseParams } from '../command.ts';
 import { REPLY, type Reply } from '../replies.ts';
 import type { MachineConfig } from '../machine-config.ts';
-import type { DsnNotify, SessionSecurity, Transaction, TransactionRecipient } from '../session.ts';
+import type { DsnNotify, SessionSecurity, Transaction, TransactionRecipient, TransactionSlot } from '../session.ts';
 
 const POSTMASTER = /^ *<postmaster>/i;
 /** %-hack, bang paths and an @ inside a quoted local part. */
@@ -41,8 +41,9 @@ function parseOrcpt(value: string | null): { addrType: string; address: string }
   return { addrType: addrType.toLowerCase(), address };
 }
 
-export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, txn: Transaction | null, argument: string): RcptCheck {
-  if (txn === null) return { ok: false, reply: REPLY.needMail, isError: true };
+export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, slot: TransactionSlot, argument: string): RcptCheck {
+  if (slot === null || slot.kind !== 'open') return { ok: false, reply: REPLY.needMail, isError: true };
+  const txn = slot;
   let recipient: TransactionRecipient;
   let rest: string;
   const pm = POSTMASTER.exec(argument);
@@ -69,7 +70,7 @@ export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, txn: Tra
     };
   }
   for (const [key, value] of parsed.params) {
-    if (session.heloVerb !== 'EHLO') return { ok: false, reply: REPLY.unknownParameter(key), isError: true };
+    if (session.helo?.verb !== 'EHLO') return { ok: false, reply: REPLY.unknownParameter(key), isError: true };
     if (key === 'NOTIFY') {
       const notify = parseNotify(value);
       if (notify === null) return { ok: false, reply: REPLY.badParameter(key), isError: true };
@@ -96,4 +97,10 @@ export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, txn: Tra
     return { ok: false, reply: REPLY.relayDenied, isError: true };
   }
   return { ok: true, recipient };
+}
+
+export function applyRcpt(session: SessionSecurity, txn: Transaction, recipient: TransactionRecipient): Reply {
+  txn.recipients.push(recipient);
+  session.counters.recipients++;
+  return REPLY.recipientOk;
 }
