@@ -13,7 +13,7 @@ import type { PolicyStage } from '../protocol/session.ts';
 
 export const METRIC_PREFIX = 'portcullis_';
 
-const STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data'] as const satisfies readonly PolicyStage[];
+const STAGES = ['connect', 'helo', 'mail', 'rcpt', 'data', 'content'] as const satisfies readonly PolicyStage[];
 /** The verdict actions; anything else (a bug) is counted as "other" rather than dropped. */
 const ACTIONS = ['continue', 'accept', 'tempfail', 'reject', 'disconnect', 'other'] as const;
 const STAGE_INDEX: Readonly<Record<string, number>> = Object.fromEntries(STAGES.map((s, i) => [s, i]));

@@ -2,6 +2,7 @@
 // A check never writes session state: it returns a verdict; only the pipeline (through the
 // session machine) records verdicts. STYLE.md "Verdicts and checks".
 
+import type { ContentMessage } from '../message/content.ts';
 import type { RecipientView, SessionView, TransactionView } from '../protocol/session.ts';
 import type { PolicyStage, PolicyVerdict } from '../protocol/verdict.ts';
 
@@ -14,6 +15,8 @@ export type CheckContext = {
   readonly recipient: RecipientView | null;
   /** The HELO/EHLO name: at the helo stage the one being announced (not yet the session's). */
   readonly heloName: string | null;
+  /** At the content stage: the assembled message (header fields, body stream); null elsewhere. */
+  readonly message: ContentMessage | null;
   readonly nowMs: number;
 };
 
@@ -27,7 +30,8 @@ export type Check = {
   /**
    * What a verdict of this check is about, for verdict memory: a later transaction in the same
    * session whose key matches gets the remembered refusal again without the check running.
-   * Default: the recipient at the rcpt stage, '' (the whole session) elsewhere.
+   * Default: the recipient at the rcpt stage, the one message at the content stage (nothing is
+   * inherited), '' (the whole session) elsewhere.
    */
   key?(ctx: CheckContext): string;
   /**

@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import type { Output, PolicyVerdict } from '../protocol/machine.ts';
 import { reply, type Reply } from '../protocol/replies.ts';
 import type { PolicyStage } from '../protocol/session.ts';
+import { contentMessage, type SpilledBodyReader } from '../message/content.ts';
+import type { MessageEdits } from '../message/edits.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check, CheckContext } from './check.ts';
 import { clientNetwork, DEFAULT_PREFIXES, HOST_PREFIXES, type NetworkPrefixes } from './network.ts';
@@ -60,7 +62,7 @@ export class PolicyPipeline {
   }
 
   /** The runner the connection calls for each `policy` output of the session machine. */
-  readonly run = async (request: PolicyRequest): Promise<PolicyVerdict> => {
+  readonly run = async (request: PolicyRequest, readSpilled: SpilledBodyReader | null = null): Promise<PolicyVerdict> => {
     const now = this.#opts.now ?? Date.now;
     const ctx: CheckContext = {
       stage: request.stage,
@@ -68,10 +70,11 @@ export class PolicyPipeline {
       transaction: request.transaction,
       recipient: request.recipient,
       heloName: request.heloName,
+      message: request.message === null ? null : contentMessage(request.message, readSpilled),
       nowMs: now(),
     };
     const checks = this.#checks.filter((c) => c.stages.includes(request.stage));
-    const keys = checks.map((c) => c.key?.(ctx) ?? (ctx.recipient?.address.toLowerCase() ?? ''));
+    const keys = checks.map((c) => c.key?.(ctx) ?? defaultKey(ctx));
     // Security: RSET and new transactions do not launder a verdict (verdicts live in the session,
     // not the transaction). Every remembered refusal of this stage applies before any check runs,
     // so not even an earlier check's `accept` (an allow list) can skip it.
@@ -85,6 +88,13 @@ export class PolicyPipeline {
       }
     }
     const headers: string[] = [];
+    // Content checks' edits, in check order; the machine applies them in one place.
+    const edits: MessageEdits[] = [];
+    const passed = (action: 'continue' | 'accept'): PolicyVerdict => ({
+      action,
+      ...(headers.length === 0 ? {} : { headers }),
+      ...(edits.length === 0 ? {} : { edits: mergeEdits(edits) }),
+    });
     for (const [i, check] of checks.entries()) {
       const key = keys[i];
       // Only checks that keep refusals across sessions cost a store lookup per stage.
@@ -102,7 +112,8 @@ export class PolicyPipeline {
       this.#record(ctx, check.name, verdict.action, verdict.action === 'continue' || verdict.action === 'accept' ? '' : verdict.reason);
       if (verdict.action === 'continue' || verdict.action === 'accept') {
         if (verdict.headers !== undefined) headers.push(...verdict.headers);
-        if (verdict.action === 'accept') return { action: 'accept', headers };
+        if (verdict.edits !== undefined) edits.push(verdict.edits);
+        if (verdict.action === 'accept') return passed('accept');
         continue;
       }
       if (scope !== undefined && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
@@ -111,7 +122,7 @@ export class PolicyPipeline {
       // The check's key, always: what verdict memory looks up next time must be what it stored.
       return { ...verdict, check: check.name, key };
     }
-    return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
+    return passed('continue');
   };
 
   /**
@@ -202,4 +213,26 @@ export class PolicyPipeline {
     const log = this.#opts.log;
     if (log.isLevelEnabled('debug')) log.debug({ sid: ctx.session.id, check, stage: ctx.stage, action, ...(reason !== '' ? { reason } : {}) }, 'policy check verdict');
   }
+}
+
+/** Several checks' edits as one: header and recipient edits in check order, the first quarantine tag. */
+function mergeEdits(all: readonly MessageEdits[]): MessageEdits {
+  if (all.length === 1) return all[0];
+  const quarantine = all.find((e) => e.quarantine !== undefined)?.quarantine;
+  return {
+    headers: all.flatMap((e) => e.headers ?? []),
+    recipients: all.flatMap((e) => e.recipients ?? []),
+    ...(quarantine !== undefined ? { quarantine } : {}),
+  };
+}
+
+/**
+ * What a verdict is about when the check does not say: the recipient at the rcpt stage; at the
+ * content stage the one message (a refused message says nothing about the next one, so nothing
+ * is inherited unless the check defines a key); the whole session elsewhere.
+ */
+function defaultKey(ctx: CheckContext): string {
+  if (ctx.recipient !== null) return ctx.recipient.address.toLowerCase();
+  if (ctx.stage === 'content') return `message:${ctx.transaction?.seq ?? 0}`;
+  return '';
 }

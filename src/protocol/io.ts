@@ -2,7 +2,9 @@
 // Types only. Every input carries `nowMs`: time enters the core only this way.
 // STYLE.md "The sans-I/O core".
 
-import type { Envelope } from '../spool/types.ts';
+import type { AcceptedMessage } from '../message/accepted.ts';
+import type { BodySource } from '../message/content.ts';
+import type { HeaderField } from '../message/header.ts';
 import type { Reply } from './replies.ts';
 import type { Peer, RecipientView, SessionView, TlsState, TransactionView } from './session.ts';
 import type { PolicyStage, PolicyVerdict } from './verdict.ts';
@@ -12,6 +14,9 @@ export type Input =
   | { type: 'bytes'; nowMs: number; data: Buffer }
   | { type: 'verdict'; nowMs: number; verdict: PolicyVerdict }
   | { type: 'committed'; nowMs: number }
+  /** The transform step's answer (e.g. the message DKIM-signed). */
+  | { type: 'transformed'; nowMs: number; message: AcceptedMessage }
+  | { type: 'transform-failed'; nowMs: number; reason: string }
   | { type: 'commit-failed'; nowMs: number; reason: string }
   | { type: 'tls-ready'; nowMs: number; tls: TlsState }
   | { type: 'tls-failed'; nowMs: number; reason: string }
@@ -34,13 +39,28 @@ export type PolicyRequest = {
   recipient: RecipientView | null;
   /** The HELO/EHLO name: at the helo stage the one being announced, later the session's. */
   heloName: string | null;
+  /** At the content stage: the assembled message. */
+  message: MessageView | null;
+};
+
+/**
+ * The assembled message as content checks see it: our trace fields and the message's own header
+ * fields (parsed), and the body after the header section. `body` in memory is a list of views;
+ * a body already written to its file (spilled) is read by the shell.
+ */
+export type MessageView = {
+  readonly fields: readonly HeaderField[];
+  readonly size: number;
+  readonly body: BodySource;
 };
 
 export type Output =
   | { type: 'reply'; reply: Reply }
   | { type: 'start-tls' }
   | PolicyRequest
-  | { type: 'commit'; envelope: Envelope; body: Buffer[] }
+  /** Run the transform step (configured only: MachineConfig.hasTransform); answer `transformed`. */
+  | { type: 'transform'; message: AcceptedMessage }
+  | { type: 'commit'; message: AcceptedMessage }
   | { type: 'close' }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
 

@@ -23,4 +23,6 @@ export type MachineConfig = {
   maxPolicyRefusals: number;
   /** Stages at which the machine asks the shell's policy pipeline and waits for a verdict. */
   policyStages: ReadonlySet<PolicyStage>;
+  /** A transform step (e.g. DKIM signing) runs on each message before commit. */
+  hasTransform?: boolean;
 };

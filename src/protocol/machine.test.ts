@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MachineDriver } from '../../test/helpers/drive.ts';
+import { contentChunks } from '../message/accepted.ts';
 import type { Output, PolicyVerdict } from './machine.ts';
 import type { MachineConfig } from './machine-config.ts';
 import { REPLY, formatReply, type Reply } from './replies.ts';
@@ -157,14 +158,14 @@ test('envelope: DSN, SMTPUTF8, BODY and the Received header reach the spool', ()
   const out = d.step({ type: 'bytes', nowMs: Date.UTC(2026, 10, 23, 10, 0, 0), data: Buffer.from('DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n') });
   const commit = out.find((o) => o.type === 'commit') as Extract<Output, { type: 'commit' }>;
   assert.ok(commit);
-  const e = commit.envelope;
+  const e = commit.message;
   assert.equal(e.reversePath, 'jörg@c.example');
   assert.equal(e.smtputf8, true);
-  assert.equal(e.body, '8BITMIME');
+  assert.equal(e.bodyType, '8BITMIME');
   assert.equal(e.ret, 'HDRS');
   assert.equal(e.envid, 'X+Y');
   assert.deepEqual(e.recipients, [{ address: 'alice@example.test', notify: ['FAILURE', 'DELAY'], orcpt: { addrType: 'rfc822', address: 'alice@example.test' } }]);
-  const content = Buffer.concat(commit.body).toString('utf8');
+  const content = Buffer.concat(contentChunks(commit.message)).toString('utf8');
   assert.equal(e.size, Buffer.byteLength(content));
   assert.match(content, /^Received: from c\.example \(\[192\.0\.2\.1\]\)\r\n\tby mx\.example\.test \(Portcullis\) with UTF8SMTP id SID01\r\n\t\(session SID\)\r\n\tfor <alice@example\.test>; Mon, 23 Nov 2026 10:00:00 \+0000\r\nSubject: x\r\n\r\nbody\r\n$/);
   d.step({ type: 'commit-failed', nowMs: 1, reason: 'disk full' });
@@ -235,16 +236,18 @@ test('security: tiny pieces (dot-stuffed short lines, 1-octet BDAT chunks) are c
   d.send(`DATA\r\n${'..\r\n'.repeat(50_000)}.\r\n`);
   const commit = d.outputs.at(-1) as Extract<Output, { type: 'commit' }>;
   assert.equal(commit.type, 'commit');
-  assert.ok(commit.body.length < 10, `${commit.body.length} pieces for 150,000 octets`);
-  assert.equal(Buffer.concat(commit.body.slice(1)).toString(), '.\r\n'.repeat(50_000));
+  const pieces = contentChunks(commit.message);
+  assert.ok(pieces.length < 10, `${pieces.length} pieces for 150,000 octets`);
+  assert.equal(Buffer.concat(pieces.slice(1)).toString(), '.\r\n'.repeat(50_000));
   d.step({ type: 'committed', nowMs: 9 });
   d.send('MAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
   const content = 'ab\r\n'.repeat(1250);
   d.send(`${Array.from(content, (c) => `BDAT 1\r\n${c}`).join('')}BDAT 0 LAST\r\n`);
   const bdat = d.outputs.at(-1) as Extract<Output, { type: 'commit' }>;
   assert.equal(bdat.type, 'commit');
-  assert.ok(bdat.body.length < 10, `${bdat.body.length} pieces for 5,000 one-octet chunks`);
-  assert.equal(Buffer.concat(bdat.body.slice(1)).toString(), content);
+  const bdatPieces = contentChunks(bdat.message);
+  assert.ok(bdatPieces.length < 10, `${bdatPieces.length} pieces for 5,000 one-octet chunks`);
+  assert.equal(Buffer.concat(bdatPieces.slice(1)).toString(), content);
 });
 
 test('RFC 3030: chunks pipelined after a refused BDAT chunk get the refusal, not an error each', () => {

@@ -12,11 +12,13 @@ import { applyHelo, checkHelo } from './commands/ehlo.ts';
 import { applyMail, checkMail, newTransaction } from './commands/mail.ts';
 import { applyRcpt, checkRcpt } from './commands/rcpt.ts';
 import { applyTlsReady, checkStartTls } from './commands/starttls.ts';
+import { formatMailbox } from './address.ts';
 import { Framer, type ContentScanner, type Frame } from './framing.ts';
 import type { Input, Output, Phase } from './io.ts';
 import type { MachineConfig } from './machine-config.ts';
-import { renameForgedAuthResults } from './auth-results.ts';
-import { formatReceived } from './received.ts';
+import type { AcceptedMessage } from '../message/accepted.ts';
+import { finishMessage, prepareMessage, preparedFields, type PreparedMessage } from '../message/assemble.ts';
+import type { MessageEdits } from '../message/edits.ts';
 import { REPLY, type Reply } from './replies.ts';
 import { applyReset, type ResetEvent } from './reset.ts';
 import {
@@ -27,18 +29,22 @@ import {
   type TransactionSlot,
 } from './session.ts';
 import type { PolicyStage, PolicyVerdict } from './verdict.ts';
-import type { Envelope } from '../spool/types.ts';
 
 export type { Input, LogLevel, Output, Phase, PolicyRequest } from './io.ts';
 export type { PolicyVerdict } from './verdict.ts';
 
 /** What a policy verdict is about: the transaction a MAIL would open, or a recipient. */
-type PolicySubject = { kind: 'none' } | { kind: 'transaction'; txn: Transaction } | { kind: 'recipient'; recipient: TransactionRecipient };
+type PolicySubject =
+  | { kind: 'none' }
+  | { kind: 'transaction'; txn: Transaction }
+  | { kind: 'recipient'; recipient: TransactionRecipient }
+  | { kind: 'message'; message: PreparedMessage };
 
 type Waiting =
   | { kind: 'none' }
-  | { kind: 'policy'; stage: PolicyStage; txn: Transaction | null; onContinue: (out: Output[], nowMs: number) => void }
-  | { kind: 'commit'; queueId: string; envelope: Envelope }
+  | { kind: 'policy'; stage: PolicyStage; txn: Transaction | null; onContinue: (out: Output[], nowMs: number, edits: MessageEdits | undefined) => void }
+  | { kind: 'transform'; message: AcceptedMessage }
+  | { kind: 'commit'; message: AcceptedMessage }
   | { kind: 'tls' }
   | { kind: 'closed' };
 
@@ -109,6 +115,10 @@ export class SmtpMachine {
         break;
       case 'committed':
         this.#onCommitted(out);
+        break;
+      case 'transformed':
+      case 'transform-failed':
+        this.#onTransformed(input, out);
         break;
       case 'commit-failed':
         this.#onCommitFailed(input.reason, out);
@@ -332,7 +342,7 @@ export class SmtpMachine {
   #endOfContent(scanner: ContentScanner, out: Output[]): void {
     if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
     const txn = this.#openTransaction()!;
-    this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#commit(txn, scanner, o, now));
+    this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#assemble(txn, scanner, o, now));
   }
 
   /** Security: a body with bare CR/LF or NUL (smuggling), an over-long line or too many octets is refused after the real end of data. */
@@ -343,43 +353,17 @@ export class SmtpMachine {
     this.#error(r, out);
   }
 
-  #commit(txn: Transaction, scanner: ContentScanner, out: Output[], nowMs: number): void {
+  /** After the data-stage checks: assemble, ask the content checks, transform, commit. */
+  #assemble(txn: Transaction, scanner: ContentScanner, out: Output[], nowMs: number): void {
     const session = this.#session!;
-    const queueId = `${session.id}${txn.seq.toString(36).toUpperCase().padStart(2, '0')}`;
-    const addresses = txn.recipients.map((r) => r.address);
-    const isTls = session.tls !== null;
-    const heloName = session.helo?.name ?? null;
-    const received = Buffer.from(
-      formatReceived({
-        heloName,
-        clientAddress: session.peer.address,
-        hostname: this.#cfg.hostname,
-        isEsmtp: session.helo?.verb === 'EHLO',
-        isTls,
-        isUtf8: txn.smtputf8,
-        queueId,
-        sessionId: session.id,
-        recipients: addresses,
-        nowMs,
-      }),
-    );
-    // Header fields the policy checks asked for (Received-SPF, Authentication-Results) go above
-    // our Received field (RFC 7208 9.1, RFC 8601 2.1). Security: an incoming
-    // Authentication-Results field that claims our name is renamed (RFC 8601 5), so nobody behind
-    // us trusts a forged "spf=pass".
-    const added = txn.addedHeaders.length === 0 ? null : Buffer.from(txn.addedHeaders.map((h) => `${h}\r\n`).join(''));
-    const content = renameForgedAuthResults(scanner.chunks, this.#cfg.hostname);
-    const body = added === null ? [received, ...content] : [added, received, ...content];
-    let size = 0;
-    for (const b of body) size += b.length;
-    const envelope: Envelope = {
-      version: 1,
-      queueId,
+    const prepared = prepareMessage({
+      queueId: `${session.id}${txn.seq.toString(36).toUpperCase().padStart(2, '0')}`,
       sessionId: session.id,
-      receivedAt: new Date(nowMs).toISOString(),
-      client: { address: session.peer.address, port: session.peer.port, heloName, isTls },
-      reversePath: txn.reversePath === null ? '' : `${txn.reversePath.localPart}@${txn.reversePath.domain}`,
-      body: txn.body,
+      nowMs,
+      hostname: this.#cfg.hostname,
+      client: { address: session.peer.address, port: session.peer.port, heloName: session.helo?.name ?? null, isEsmtp: session.helo?.verb === 'EHLO', isTls: session.tls !== null },
+      reversePath: txn.reversePath === null ? '' : formatMailbox(txn.reversePath),
+      bodyType: txn.body,
       smtputf8: txn.smtputf8,
       ...(txn.ret !== undefined ? { ret: txn.ret } : {}),
       ...(txn.envid !== undefined ? { envid: txn.envid } : {}),
@@ -388,10 +372,44 @@ export class SmtpMachine {
         ...(r.notify !== undefined ? { notify: r.notify } : {}),
         ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
       })),
-      size,
-    };
-    this.#waiting = { kind: 'commit', queueId, envelope };
-    out.push({ type: 'commit', envelope, body });
+      addedFields: txn.addedHeaders,
+      content: scanner.chunks,
+    });
+    // The content stage costs nothing (no parsing, no round trip) when no content check is configured.
+    this.#askPolicy('content', { kind: 'message', message: prepared }, out, session.helo?.name ?? null, (o, now, edits) => this.#finish(prepared, edits, o, now));
+  }
+
+  /** Applies the content checks' edits (one place: finishMessage), then transform or commit. */
+  #finish(prepared: PreparedMessage, edits: MessageEdits | undefined, out: Output[], nowMs: number): void {
+    const message = finishMessage(prepared, edits === undefined ? [] : [edits]);
+    if (message === null) {
+      // Every recipient was removed by a content check: nothing is left to store or deliver.
+      out.push({ type: 'log', level: 'info', msg: 'message discarded: a content check removed every recipient', fields: { queueId: prepared.input.queueId } });
+      this.#reset('endOfData');
+      return this.#reply(REPLY.discarded, out);
+    }
+    if (this.#cfg.hasTransform === true) {
+      this.#waiting = { kind: 'transform', message };
+      out.push({ type: 'transform', message });
+      return;
+    }
+    this.#commit(message, out, nowMs);
+  }
+
+  #onTransformed(input: Extract<Input, { type: 'transformed' | 'transform-failed' }>, out: Output[]): void {
+    if (this.#waiting.kind !== 'transform') throw new Error(`${input.type} while not waiting for a transform`);
+    this.#waiting = { kind: 'none' };
+    if (input.type === 'transform-failed') {
+      this.#reset('endOfData');
+      out.push({ type: 'log', level: 'warn', msg: 'transform failed', fields: { reason: input.reason } });
+      return this.#reply(REPLY.localError, out);
+    }
+    this.#commit(input.message, out, input.nowMs);
+  }
+
+  #commit(message: AcceptedMessage, out: Output[], _nowMs: number): void {
+    this.#waiting = { kind: 'commit', message };
+    out.push({ type: 'commit', message });
   }
 
   #onCommitted(out: Output[]): void {
@@ -400,14 +418,14 @@ export class SmtpMachine {
     this.#waiting = { kind: 'none' };
     this.#reset('endOfData');
     this.#session!.counters.messages++;
-    const e = w.envelope;
+    const m = w.message;
     out.push({
       type: 'log',
       level: 'info',
       msg: 'message accepted',
-      fields: { queueId: w.queueId, from: e.reversePath, recipients: e.recipients.length, size: e.size },
+      fields: { queueId: m.queueId, from: m.reversePath, recipients: m.recipients.length, size: m.size, ...(m.quarantine !== undefined ? { quarantine: m.quarantine } : {}) },
     });
-    this.#reply(REPLY.queued(w.queueId), out);
+    this.#reply(REPLY.queued(m.queueId), out);
   }
 
   #onCommitFailed(reason: string, out: Output[]): void {
@@ -442,11 +460,12 @@ export class SmtpMachine {
    * Runs `apply` now when no policy check is configured for the stage, otherwise asks the shell
    * and runs it when the verdict is "continue" or "accept".
    */
-  #askPolicy(stage: PolicyStage, subject: PolicySubject, out: Output[], heloName: string | null, apply: (out: Output[], nowMs: number) => void): void {
+  #askPolicy(stage: PolicyStage, subject: PolicySubject, out: Output[], heloName: string | null, apply: (out: Output[], nowMs: number, edits: MessageEdits | undefined) => void): void {
     if (!this.#cfg.policyStages.has(stage)) {
-      apply(out, this.#nowMs);
+      apply(out, this.#nowMs, undefined);
       return;
     }
+    const prepared = subject.kind === 'message' ? subject.message : null;
     const txn = subject.kind === 'transaction' ? subject.txn : this.#openTransaction();
     out.push({
       type: 'policy',
@@ -455,6 +474,7 @@ export class SmtpMachine {
       transaction: txn,
       recipient: subject.kind === 'recipient' ? subject.recipient : null,
       heloName,
+      message: prepared === null ? null : { fields: preparedFields(prepared), size: prepared.size, body: { kind: 'memory', chunks: prepared.rest } },
     });
     this.#waiting = { kind: 'policy', stage, txn, onContinue: apply };
   }
@@ -465,7 +485,7 @@ export class SmtpMachine {
     this.#waiting = { kind: 'none' };
     if (verdict.action === 'continue' || verdict.action === 'accept') {
       if (verdict.headers !== undefined && w.txn !== null) w.txn.addedHeaders.push(...verdict.headers);
-      w.onContinue(out, nowMs);
+      w.onContinue(out, nowMs, verdict.edits);
       return;
     }
     const session = this.#session!;
@@ -480,7 +500,7 @@ export class SmtpMachine {
       atMs: nowMs,
     });
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
-    if (w.stage === 'data') this.#reset('endOfData');
+    if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData');
     if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     // A refusal also counts toward the error limit (an unknown recipient is a client error).

@@ -38,6 +38,7 @@ export const REPLY = {
   recipientOk: reply(250, '2.1.5', 'Recipient ok'),
   reset: reply(250, '2.0.0', 'Reset'),
   queued: (queueId: string) => reply(250, '2.0.0', `Ok: queued as ${queueId}`),
+  discarded: reply(250, '2.0.0', 'Ok: message discarded'),
   chunkOk: (octets: number) => reply(250, '2.0.0', `${octets} octets received`),
   startData: reply(354, null, 'End data with <CR><LF>.<CR><LF>'),
   startTls: reply(220, '2.0.0', 'Ready to start TLS'),
@@ -56,6 +57,7 @@ export const REPLY = {
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   storageFailed: reply(451, '4.3.0', 'Temporary failure storing the message, try again later'),
   spoolFull: reply(452, '4.3.1', 'Insufficient system storage, try again later'),
+  localError: reply(451, '4.3.0', 'Temporary local problem, try again later'),
   tlsUnavailable: reply(454, '4.7.0', 'TLS not available'),
 
   // 5xx: syntax and sequence

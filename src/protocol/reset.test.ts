@@ -134,7 +134,7 @@ test('reset table: after every event a refusal is still remembered by the real p
       name: 'once',
       stages: ['helo', 'rcpt'],
       run: (ctx) => {
-        if (ctx.stage === 'helo') return policy({ type: 'policy', stage: 'helo', session: ctx.session, transaction: null, recipient: null, heloName: ctx.heloName });
+        if (ctx.stage === 'helo') return policy({ type: 'policy', stage: 'helo', session: ctx.session, transaction: null, recipient: null, heloName: ctx.heloName, message: null });
         return ctx.recipient?.address === 'bad@example.test' && calls++ === 0 ? { action: 'reject', reply: reply(550, '5.1.1', 'No such user'), check: 'once', reason: 'first call' } : { action: 'continue' };
       },
     };

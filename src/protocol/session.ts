@@ -11,8 +11,8 @@ import type { VerdictRecord } from './verdict.ts';
 
 export type { PolicyStage, VerdictRecord } from './verdict.ts';
 
-/** RFC 3461 4.1 NOTIFY. */
-export type DsnNotify = 'NEVER' | Array<'SUCCESS' | 'FAILURE' | 'DELAY'>;
+export type { DsnNotify } from '../message/accepted.ts';
+import type { DsnNotify } from '../message/accepted.ts';
 
 export type Peer = { address: string; port: number };
 

@@ -2,7 +2,10 @@
 // Types only. A check returns a verdict; only the session machine writes the verdict log.
 // STYLE.md "Verdicts and checks".
 
+import type { MessageEdits } from '../message/edits.ts';
 import type { Reply } from './replies.ts';
+
+export type { HeaderEdit, MessageEdits, RecipientEdit } from '../message/edits.ts';
 
 /** Where in the session a check runs. `content` sees the assembled message (after `data`). */
 export type PolicyStage = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'content';
@@ -16,35 +19,13 @@ export type RefusalAction = 'tempfail' | 'reject' | 'disconnect';
  * verdict is about (what a later transaction must match to inherit it) with an optional TTL.
  * `headers` (continue/accept only): header fields, without CRLF, for the transaction's message,
  * added above our Received field (e.g. Received-SPF); ignored where there is no transaction.
- * `edits` (continue/accept at the content stage only): what a content check changes.
+ * `edits` (continue/accept at the content stage only): what a content check changes; the
+ * machine applies them in one place before commit (message/assemble.ts).
  */
 export type PolicyVerdict =
   | { action: 'continue'; headers?: readonly string[]; edits?: MessageEdits }
   | { action: 'accept'; headers?: readonly string[]; edits?: MessageEdits }
   | { action: RefusalAction; reply: Reply; check: string; reason: string; key?: string; ttlSeconds?: number };
-
-/** One edit of the message's header section (field names compare case-insensitively). */
-export type HeaderEdit =
-  /** Prepend a field (without CRLF; folded already) above the message's own fields. */
-  | { op: 'add'; field: string }
-  /** Replace the value of the `index`-th (1-based) field called `name`; the field keeps its place. */
-  | { op: 'change'; name: string; index: number; value: string }
-  /** Remove the `index`-th (1-based) field called `name`. */
-  | { op: 'delete'; name: string; index: number };
-
-/** One edit of the transaction's recipients (addresses as `local@domain`). */
-export type RecipientEdit = { op: 'add'; address: string } | { op: 'delete'; address: string };
-
-/**
- * What content checks ask the machine to change before commit; the machine applies the edits of
- * every check of the stage in one place, in order (message/assemble.ts).
- */
-export type MessageEdits = {
-  readonly headers?: readonly HeaderEdit[];
-  readonly recipients?: readonly RecipientEdit[];
-  /** Store the message tagged for quarantine (the queue holds it for an operator), e.g. "virus". */
-  readonly quarantine?: string;
-};
 
 /** A refusal recorded in the session's verdict log (no reset ever clears it). */
 export type VerdictRecord = {

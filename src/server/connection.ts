@@ -6,6 +6,7 @@
 import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { AcceptedMessage } from '../message/accepted.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
 import { assertNever } from '../protocol/command.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
@@ -16,6 +17,9 @@ import { normalizeAddress } from './networks.ts';
 
 export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>) => Promise<PolicyVerdict>;
 
+/** Turns an accepted message into the one to store (e.g. adds a DKIM-Signature); a rejection is a 451. */
+export type MessageTransform = (message: AcceptedMessage) => Promise<AcceptedMessage>;
+
 export type ConnectionDeps = {
   machineConfig: MachineConfig;
   spool: SpoolWriter;
@@ -24,6 +28,8 @@ export type ConnectionDeps = {
   isRelayClient: (address: string) => boolean;
   newSessionId: () => string;
   policy: PolicyRunner | null;
+  /** The step between content checks and commit (DKIM signing, later); machineConfig.hasTransform says it is there. */
+  transform?: MessageTransform | null;
   commandTimeoutMs: number;
   dataTimeoutMs: number;
   /** Upper bound on one spool commit or policy verdict. */
@@ -150,9 +156,9 @@ export class Connection {
           } else log[o.level](o.fields ?? {}, o.msg);
           break;
         case 'commit': {
-          const bytes = o.envelope.size;
+          const bytes = o.message.size;
           this.#runAction(
-            this.#deps.spool.commit(o.envelope, o.body).then(
+            this.#deps.spool.commit(o.message).then(
               (): Input => ({ type: 'committed', nowMs: Date.now() }),
               (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
             ),
@@ -176,6 +182,21 @@ export class Connection {
               },
             ),
             () => ({ type: 'verdict', nowMs: Date.now(), verdict: { action: 'disconnect', reply: REPLY.internalError, check: 'pipeline', reason: 'policy timed out' } }),
+          );
+          break;
+        }
+        case 'transform': {
+          const transform = this.#deps.transform ?? null;
+          if (transform === null) throw new Error('the machine asked for a transform, but none is configured');
+          this.#runAction(
+            transform(o.message).then(
+              (message): Input => ({ type: 'transformed', nowMs: Date.now(), message }),
+              (err: unknown): Input => {
+                log.warn({ err }, 'transform failed');
+                return { type: 'transform-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) };
+              },
+            ),
+            () => ({ type: 'transform-failed', nowMs: Date.now(), reason: 'transform timed out' }),
           );
           break;
         }

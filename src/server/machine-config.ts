@@ -10,7 +10,7 @@ export const DEFAULT_MAX_POLICY_REFUSALS = 3;
 
 export function machineConfigFrom(
   cfg: Config,
-  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number },
+  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean },
 ): MachineConfig {
   const s = cfg.smtp;
   return {
@@ -29,5 +29,6 @@ export function machineConfigFrom(
     isTlsAvailable: opts.isTlsAvailable,
     maxPolicyRefusals: opts.maxPolicyRefusals ?? DEFAULT_MAX_POLICY_REFUSALS,
     policyStages: opts.policyStages ?? new Set(),
+    hasTransform: opts.hasTransform ?? false,
   };
 }

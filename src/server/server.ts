@@ -9,7 +9,7 @@ import type { Config } from '../config/types.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
-import { Connection } from './connection.ts';
+import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from './networks.ts';
 import { newSessionId } from './session-id.ts';
@@ -26,6 +26,8 @@ export type ServerOptions = {
   isReusePort?: boolean;
   /** Sessions, accepted messages and negative replies are counted here; absent: not counted. */
   metrics?: SessionMetrics | null;
+  /** Runs on every message between the content checks and the commit (DKIM signing, later). */
+  transform?: MessageTransform | null;
 };
 
 /** How long a graceful stop waits for sessions to finish their current action. */
@@ -56,13 +58,19 @@ export class SmtpServer {
     const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
     const deps = {
-      machineConfig: machineConfigFrom(config, { isTlsAvailable: this.#opts.secureContext !== null, policyStages: this.#opts.policy?.stages, maxPolicyRefusals: config.verdicts.maxRefusalsPerSession }),
+      machineConfig: machineConfigFrom(config, {
+        isTlsAvailable: this.#opts.secureContext !== null,
+        policyStages: this.#opts.policy?.stages,
+        maxPolicyRefusals: config.verdicts.maxRefusalsPerSession,
+        hasTransform: (this.#opts.transform ?? null) !== null,
+      }),
       spool: this.#opts.spool,
       log,
       secureContext: this.#opts.secureContext,
       isRelayClient: (address: string) => isInNetworks(relay, address),
       newSessionId,
       policy: this.#opts.policy?.run ?? null,
+      transform: this.#opts.transform ?? null,
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
       actionTimeoutMs: ACTION_TIMEOUT_MS,

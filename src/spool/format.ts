@@ -33,6 +33,11 @@ export const SEGMENTS_DIR = 'segments';
 export const MESSAGES_DIR = 'messages';
 export const TMP_DIR = 'tmp';
 
+/** Where a record is: `<segments|messages>/<file>@<byte offset of the record>` (reader.ts parses it). */
+export function formatLocation(dir: typeof SEGMENTS_DIR | typeof MESSAGES_DIR, file: string, offset: number): string {
+  return `${dir}/${file}@${offset}`;
+}
+
 /** Queue ids become file names (tmp/<id>, messages/<id>.msg). */
 const QUEUE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 

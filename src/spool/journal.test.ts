@@ -32,7 +32,7 @@ function openSpool(overrides: Partial<JournalSpoolOptions> = {}): Promise<Journa
 }
 
 async function commit(spool: JournalSpool, queueId: string, size: number): Promise<void> {
-  await spool.commit(makeEnvelope(queueId, size), bodyFor(queueId, size));
+  await spool.commitEnvelope(makeEnvelope(queueId, size), bodyFor(queueId, size));
 }
 
 async function scan(): Promise<{ entries: SpoolEntry[]; damage: SpoolDamage[] }> {
@@ -54,6 +54,23 @@ async function segmentFiles(): Promise<string[]> {
 }
 
 describe('JournalSpool', () => {
+  test('a commit resolves to where the record is: the location scanSpool gives, readable at once', async () => {
+    const spool = await openSpool({ journalMaxMessageBytes: 1000 });
+    const sizes = [100, 200, 5000, 300];
+    const committed = await Promise.all(sizes.map((n, i) => spool.commitEnvelope(makeEnvelope(`q${i}`, n), bodyFor(`q${i}`, n))));
+    await spool.close();
+    const { entries } = await scan();
+    const byId = new Map(entries.map((e) => [e.envelope.queueId, e.location]));
+    for (const [i, c] of committed.entries()) {
+      assert.equal(c.queueId, `q${i}`);
+      assert.equal(c.location, byId.get(c.queueId), `${c.queueId}: the same location as the scan`);
+      const m = await readMessage(dir, c.queueId, c.location);
+      assert.ok(m?.content.equals(Buffer.concat(bodyFor(c.queueId, sizes[i]))));
+    }
+    assert.match(committed[2].location, /^messages\/q2\.msg@\d+$/);
+    assert.match(committed[0].location, /^segments\/.*\.seg@\d+$/);
+  });
+
   test('creates the layout, every file starting with the format header', async () => {
     const spool = await openSpool();
     await commit(spool, 'q1', 100);
@@ -95,7 +112,7 @@ describe('JournalSpool', () => {
 
   test('an empty body is a valid message', async () => {
     const spool = await openSpool();
-    await spool.commit(makeEnvelope('empty', 0), []);
+    await spool.commitEnvelope(makeEnvelope('empty', 0), []);
     await spool.close();
     const message = await readMessage(dir, 'empty');
     assert.equal(message?.content.length, 0);
@@ -169,11 +186,11 @@ describe('JournalSpool', () => {
     const spool = await openSpool();
     // Security: the queue id names files.
     for (const queueId of ['../evil', 'a/b', '', 'x'.repeat(65), 'dot.ted']) {
-      await assert.rejects(spool.commit(makeEnvelope(queueId, 1), [Buffer.from('x')]), {
+      await assert.rejects(spool.commitEnvelope(makeEnvelope(queueId, 1), [Buffer.from('x')]), {
         code: 'SPOOL_BAD_MESSAGE',
       });
     }
-    await assert.rejects(spool.commit(makeEnvelope('sz', 5), [Buffer.from('four')]), { code: 'SPOOL_BAD_MESSAGE' });
+    await assert.rejects(spool.commitEnvelope(makeEnvelope('sz', 5), [Buffer.from('four')]), { code: 'SPOOL_BAD_MESSAGE' });
     await spool.close();
     await assert.rejects(commit(spool, 'late', 10), (err: unknown) => {
       assert.ok(err instanceof SpoolError);
@@ -311,7 +328,7 @@ describe('recovery from damage', () => {
     const carrier = Buffer.concat([Buffer.from('prefix'), ...forged.chunks, Buffer.from('suffix')]);
     const spool = await openSpool();
     await commit(spool, 'before', 10);
-    await spool.commit(makeEnvelope('carrier', carrier.length), [carrier]);
+    await spool.commitEnvelope(makeEnvelope('carrier', carrier.length), [carrier]);
     await commit(spool, 'after', 10);
     await spool.close();
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import {
   encodeRecord,
   FILE_HEADER,
+  formatLocation,
   isValidQueueId,
   MESSAGES_DIR,
   SEGMENTS_DIR,
@@ -16,7 +17,9 @@ import {
   TMP_DIR,
 } from './format.ts';
 import type { EncodedRecord } from './format.ts';
-import type { Envelope, SpoolWriter } from './types.ts';
+import type { AcceptedMessage } from '../message/accepted.ts';
+import { envelopeOf } from './record.ts';
+import type { Committed, Envelope, SpoolWriter } from './types.ts';
 
 export { SpoolError } from './format.ts';
 export type { SpoolErrorCode } from './format.ts';
@@ -53,7 +56,8 @@ export type JournalStats = {
 
 type Pending = {
   record: EncodedRecord;
-  resolve: () => void;
+  queueId: string;
+  resolve: (committed: Committed) => void;
   reject: (err: unknown) => void;
 };
 
@@ -82,7 +86,7 @@ export class JournalSpool implements SpoolWriter {
   #queue: Pending[] = [];
   /** The running flush loop; null when idle. At most one flush writes at a time. */
   #pump: Promise<void> | null = null;
-  readonly #largeInFlight = new Set<Promise<void>>();
+  readonly #largeInFlight = new Set<Promise<Committed>>();
   #isClosed = false;
   /** Set when a failed write could not be undone: later commits are refused. */
   #unsafe: SpoolError | null = null;
@@ -126,7 +130,13 @@ export class JournalSpool implements SpoolWriter {
     return spool;
   }
 
-  commit(envelope: Envelope, body: readonly Buffer[]): Promise<void> {
+  commit(message: AcceptedMessage): Promise<Committed> {
+    if (message.rest.kind !== 'memory') return Promise.reject(new SpoolError('SPOOL_BAD_MESSAGE', 'a spilled body needs its body file'));
+    return this.commitEnvelope(envelopeOf(message), [...message.head, ...message.rest.chunks]);
+  }
+
+  /** The record-level commit: an envelope and its content as they are to be stored. */
+  commitEnvelope(envelope: Envelope, body: readonly Buffer[]): Promise<Committed> {
     if (this.#isClosed) return Promise.reject(new SpoolError('SPOOL_CLOSED', 'spool writer is closed'));
     if (this.#unsafe !== null) return Promise.reject(this.#unsafe);
     let record: EncodedRecord;
@@ -146,8 +156,8 @@ export class JournalSpool implements SpoolWriter {
       done.then(forget, forget);
       return done;
     }
-    return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ record, resolve, reject });
+    return new Promise<Committed>((resolve, reject) => {
+      this.#queue.push({ record, queueId: envelope.queueId, resolve, reject });
       this.#startPump();
     });
   }
@@ -218,7 +228,11 @@ export class JournalSpool implements SpoolWriter {
         await segment.fh.datasync();
         this.#flushes++;
         segment.validEnd += bytes;
-        for (let i = next; i < end; i++) batch[i].resolve();
+        let offset = segment.validEnd - bytes;
+        for (let i = next; i < end; i++) {
+          batch[i].resolve({ queueId: batch[i].queueId, location: formatLocation(SEGMENTS_DIR, segment.name, offset) });
+          offset += batch[i].record.bytes;
+        }
         this.#commits += end - next;
         next = end;
       }
@@ -302,7 +316,7 @@ export class JournalSpool implements SpoolWriter {
 
   /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
    *  into messages/ and the directory fsynced. */
-  async #commitLarge(queueId: string, record: EncodedRecord): Promise<void> {
+  async #commitLarge(queueId: string, record: EncodedRecord): Promise<Committed> {
     // Security: checked in encodeRecord too; this is the line that builds paths from it.
     if (!isValidQueueId(queueId)) throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
     const tmpFile = path.join(this.#tmpDir, `${queueId}.${this.#writerId}`);
@@ -342,6 +356,7 @@ export class JournalSpool implements SpoolWriter {
     await unlink(tmpFile).catch(() => undefined);
     this.#largeMessages++;
     this.#commits++;
+    return { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
   }
 }
 

@@ -11,6 +11,7 @@ import {
   decodeRecord,
   decodeRecordHeader,
   FILE_HEADER,
+  formatLocation,
   isValidQueueId,
   MESSAGES_DIR,
   RECORD_HEADER_BYTES,
@@ -58,7 +59,7 @@ export async function* scanSpool(dir: string, options: ScanOptions = {}): AsyncG
     if (buf === null) continue;
     for (const item of recordsIn(buf, file)) {
       if ('damage' in item) report(item.damage);
-      else yield { envelope: item.envelope, location: `${file}@${item.offset}` };
+      else yield { envelope: item.envelope, location: formatLocation(SEGMENTS_DIR, name, item.offset) };
     }
   }
   for (const name of await listFiles(path.join(dir, MESSAGES_DIR), MESSAGE_NAME)) {
@@ -80,7 +81,7 @@ export async function* scanSpool(dir: string, options: ScanOptions = {}): AsyncG
       } else if (item.envelope.queueId !== expectedId) {
         report({ file, offset: item.offset, kind: 'corrupt', reason: 'queue id differs from the file name' });
       } else {
-        yield { envelope: item.envelope, location: `${file}@${item.offset}` };
+        yield { envelope: item.envelope, location: formatLocation(MESSAGES_DIR, name, item.offset) };
       }
     }
   }

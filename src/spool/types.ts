@@ -2,7 +2,9 @@
 // Owns types only. A 250 after end of data is sent only after commit() resolves (durable:
 // written and fsynced, file and directory).
 
-export type DsnNotify = 'NEVER' | Array<'SUCCESS' | 'FAILURE' | 'DELAY'>;
+import type { AcceptedMessage, DsnNotify } from '../message/accepted.ts';
+
+export type { DsnNotify } from '../message/accepted.ts';
 
 export type EnvelopeRecipient = {
   /** The forward-path as received, without angle brackets (source route removed). */
@@ -29,13 +31,23 @@ export type Envelope = {
   ret?: 'FULL' | 'HDRS';
   envid?: string;
   recipients: EnvelopeRecipient[];
+  /** Held for an operator instead of delivered (a content check's tag, e.g. "virus"). */
+  quarantine?: string;
   /** Octets of the stored (canonical, dot-unstuffed) content, Received: header included. */
   size: number;
 };
 
+/** Where a committed message is: what readMessage (and a queue) needs to read it back. */
+export type Committed = {
+  queueId: string;
+  /** `<segments|messages>/<file>@<byte offset of the record>`. */
+  location: string;
+};
+
 export interface SpoolWriter {
-  /** Store envelope and content durably. Resolves only after the data and the directory entry
-   *  are fsynced; rejects (and leaves nothing that recovery would pick up) otherwise. */
-  commit(envelope: Envelope, body: readonly Buffer[]): Promise<void>;
+  /** Store an accepted message durably (the spool builds its own record from it). Resolves only
+   *  after the data and the directory entry are fsynced; rejects (and leaves nothing that
+   *  recovery would pick up) otherwise. */
+  commit(message: AcceptedMessage): Promise<Committed>;
   close(): Promise<void>;
 }

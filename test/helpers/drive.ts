@@ -4,6 +4,7 @@
 // timer or reads the real clock. Policy outputs can go through a real PolicyPipeline, so verdict
 // memory under test is the production code, never a stand-in.
 
+import { contentChunks } from '../../src/message/accepted.ts';
 import { defaultConfig } from '../../src/config/types.ts';
 import type { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../../src/protocol/machine.ts';
@@ -91,7 +92,7 @@ export class MachineDriver {
       if (o.type === 'reply') this.replies.push(o.reply);
       else if (o.type === 'close') this.isClosed = true;
       else if (o.type === 'commit' && this.#opts.commits === 'accept') {
-        this.stored.push(Buffer.concat(o.body));
+        this.stored.push(Buffer.concat(contentChunks(o.message)));
         queue.push(...this.machine.step({ type: 'committed', nowMs: this.clock.now() }));
       } else if (o.type === 'policy') {
         const policy = this.#opts.policy ?? 'manual';

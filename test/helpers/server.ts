@@ -8,6 +8,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
 import type { PolicyPipeline } from '../../src/policy/pipeline.ts';
+import type { MessageTransform } from '../../src/server/connection.ts';
 import { SmtpServer } from '../../src/server/server.ts';
 import { loadSecureContext } from '../../src/server/tls.ts';
 import { JournalSpool } from '../../src/spool/journal.ts';
@@ -30,7 +31,7 @@ export function testCerts(): { certFile: string; keyFile: string } {
 
 export async function startTestServer(
   base?: Config,
-  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline } = {},
+  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform } = {},
 ): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
@@ -42,7 +43,7 @@ export async function startTestServer(
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
-  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null });
+  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null });
   await server.listen();
   const port = server.addresses()[0].port;
   return {

@@ -51,7 +51,7 @@ async function crash(dir: string, idPrefix: string): Promise<void> {
       const n = next++;
       const queueId = `${idPrefix}${n}`;
       const size = crashSizeFor(n);
-      await spool.commit(makeEnvelope(queueId, size), bodyFor(queueId, size));
+      await spool.commitEnvelope(makeEnvelope(queueId, size), bodyFor(queueId, size));
       process.stdout.write(`ACK ${queueId}\n`);
     }
   };
@@ -71,7 +71,7 @@ async function fileSizeLimit(dir: string): Promise<void> {
   });
   const settle = async (queueId: string, size: number): Promise<void> => {
     try {
-      await spool.commit(makeEnvelope(queueId, size), bodyFor(queueId, size));
+      await spool.commitEnvelope(makeEnvelope(queueId, size), bodyFor(queueId, size));
       process.stdout.write(`ACK ${queueId}\n`);
     } catch (err) {
       process.stdout.write(`REJ ${queueId} ${String((err as { code?: unknown }).code)}\n`);

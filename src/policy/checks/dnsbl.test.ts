@@ -179,7 +179,7 @@ function ctxFor(address: string, isRelayClient = false): CheckContext {
     counters: { commands: 0, errors: 0, junk: 0, transactions: 0, messages: 0, recipients: 0 },
     verdicts: [],
   };
-  return { stage: 'rcpt', session, transaction: null, recipient: null, heloName: 'c.example', nowMs: 0 };
+  return { stage: 'rcpt', session, transaction: null, recipient: null, heloName: 'c.example', message: null, nowMs: 0 };
 }
 
 async function run(check: Check, address: string, isRelayClient = false): Promise<PolicyVerdict> {

@@ -92,7 +92,7 @@ test('reject_our_name: our IPv6 address in any text form is refused', async () =
   const check = heloCheck({ ...OFF, rejectOurName: true, ourNames: ['mx.example.test'], dns: client, timeoutMs: 1000 });
   const session = newSessionSecurity({ id: 'S', peer: { address: '2001:db8::99', port: 1 }, local: { address: '2001:db8::1', port: 25 }, isRelayClient: false, nowMs: 0 });
   for (const [name, action] of [['[IPv6:2001:db8:0:0:0:0:0:1]', 'reject'], ['[IPv6:2001:DB8::0:1]', 'reject'], ['[IPv6:2001:db8::2]', 'continue']] as const) {
-    const v = await check.run({ stage: 'helo', session, transaction: null, recipient: null, heloName: name, nowMs: 0 }, new AbortController().signal);
+    const v = await check.run({ stage: 'helo', session, transaction: null, recipient: null, heloName: name, message: null, nowMs: 0 }, new AbortController().signal);
     assert.equal(v.action, action, name);
   }
 });

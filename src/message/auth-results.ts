@@ -4,6 +4,8 @@
 // evidence stays readable, nothing trusts it). Pure byte work on the message's header section:
 // views of the stored chunks, rebuilt only when a field must change; never reads the body.
 
+import { headerSection, splitAt } from './header.ts';
+
 /** `Authentication-Results` at the start of a field, any case, before optional WSP and ':'. */
 const FIELD = /^authentication-results[ \t]*:/i;
 const RENAMED_PREFIX = 'X-Original-';
@@ -14,8 +16,10 @@ const RENAMED_PREFIX = 'X-Original-';
  * message (CRLF lines) as received, before our own trace fields.
  */
 export function renameForgedAuthResults(chunks: readonly Buffer[], authservId: string): readonly Buffer[] {
-  const { header, end } = headerSection(chunks);
-  if (header.length === 0) return chunks;
+  const section = headerSection(chunks);
+  if (section.bytes === 0) return chunks;
+  const { head, rest } = splitAt(chunks, section.bytes);
+  const header = head.length === 1 ? head[0] : Buffer.concat(head);
   const text = header.toString('latin1'); // one octet per character: byte-exact round trip
   // Cheap test first: almost no message carries the field at all.
   if (!/authentication-results/i.test(text)) return chunks;
@@ -33,7 +37,7 @@ export function renameForgedAuthResults(chunks: readonly Buffer[], authservId: s
     }
   }
   if (!isChanged) return chunks;
-  return [Buffer.from(lines.join('\r\n'), 'latin1'), ...rest(chunks, end)];
+  return [Buffer.from(lines.join('\r\n'), 'latin1'), ...rest];
 }
 
 /** RFC 8601 2.2: the value starts with [CFWS] authserv-id; comments may nest. */
@@ -52,35 +56,4 @@ export function authservIdOf(value: string): string {
   }
   const m = /^[^\s;()]+/.exec(value.slice(i));
   return m === null ? '' : m[0].toLowerCase();
-}
-
-/**
- * The header section (up to and including the CRLF that ends its last field, without the empty
- * line) as one buffer, and the offset where it ends. A message with no empty line is all header.
- */
-function headerSection(chunks: readonly Buffer[]): { header: Buffer; end: number } {
-  if (chunks.length === 0) return { header: Buffer.alloc(0), end: 0 };
-  // An empty first line: no header fields at all.
-  if (chunks[0].length >= 2 && chunks[0][0] === 0x0d && chunks[0][1] === 0x0a) return { header: Buffer.alloc(0), end: 0 };
-  // Usually the whole header sits in the first chunk: a view, no copy.
-  const first = chunks[0].indexOf('\r\n\r\n');
-  if (first >= 0) return { header: chunks[0].subarray(0, first + 2), end: first + 2 };
-  const all = Buffer.concat(chunks as Buffer[]);
-  const at = all.indexOf('\r\n\r\n');
-  return at >= 0 ? { header: all.subarray(0, at + 2), end: at + 2 } : { header: all, end: all.length };
-}
-
-/** The chunks' bytes from `offset` on, as views. */
-function rest(chunks: readonly Buffer[], offset: number): Buffer[] {
-  const out: Buffer[] = [];
-  let skip = offset;
-  for (const c of chunks) {
-    if (skip >= c.length) {
-      skip -= c.length;
-      continue;
-    }
-    out.push(skip === 0 ? c : c.subarray(skip));
-    skip = 0;
-  }
-  return out;
 }

@@ -1,0 +1,148 @@
+// Message assembly: from what the session accepted to what the spool stores. Pure: no clock, no
+// I/O; time and ids come in as values. Two steps, so content checks sit between them:
+// prepareMessage (our trace fields above the message, forged Authentication-Results renamed) and
+// finishMessage (the content checks' edits applied, in order, in this one place).
+// RFC 5321 4.4 (Received first), RFC 7208 9.1 / RFC 8601 2.1 (policy fields above Received),
+// RFC 8601 5 (forged Authentication-Results), RFC 5322 2.2 (fields).
+
+import type { AcceptedMessage, AcceptedRecipient } from './accepted.ts';
+import { renameForgedAuthResults } from './auth-results.ts';
+import type { HeaderEdit, MessageEdits, RecipientEdit } from './edits.ts';
+import { formatFields, headerSection, parseFields, splitAt, type HeaderField } from './header.ts';
+import { formatReceived } from './received.ts';
+
+export type AssembleInput = {
+  readonly queueId: string;
+  readonly sessionId: string;
+  readonly nowMs: number;
+  /** Our name: in Received, and the authserv-id whose forgeries are renamed. */
+  readonly hostname: string;
+  readonly client: { readonly address: string; readonly port: number; readonly heloName: string | null; readonly isEsmtp: boolean; readonly isTls: boolean };
+  readonly reversePath: string;
+  readonly bodyType: AcceptedMessage['bodyType'];
+  readonly smtputf8: boolean;
+  readonly ret?: 'FULL' | 'HDRS';
+  readonly envid?: string;
+  readonly recipients: readonly AcceptedRecipient[];
+  /** Header fields (no CRLF) the policy checks asked for, placed above our Received field. */
+  readonly addedFields: readonly string[];
+  /** The canonical content as received (CRLF lines, dot-unstuffed). */
+  readonly content: readonly Buffer[];
+};
+
+/** The message between the two steps: what content checks see. */
+export type PreparedMessage = {
+  readonly input: AssembleInput;
+  /** Our fields, Received, and the message's header section (renamed where forged). */
+  readonly head: readonly Buffer[];
+  /** Whether the message's header section ends in an empty line (a body may follow). */
+  readonly hasSeparator: boolean;
+  readonly rest: readonly Buffer[];
+  readonly size: number;
+};
+
+function bytesOf(chunks: readonly Buffer[]): number {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  return n;
+}
+
+export function prepareMessage(input: AssembleInput): PreparedMessage {
+  const received = Buffer.from(
+    formatReceived({
+      heloName: input.client.heloName,
+      clientAddress: input.client.address,
+      hostname: input.hostname,
+      isEsmtp: input.client.isEsmtp,
+      isTls: input.client.isTls,
+      isUtf8: input.smtputf8,
+      queueId: input.queueId,
+      sessionId: input.sessionId,
+      recipients: input.recipients.map((r) => r.address),
+      nowMs: input.nowMs,
+    }),
+  );
+  // Security: an incoming Authentication-Results field that claims our name is renamed
+  // (RFC 8601 5), so nobody behind us trusts a forged "spf=pass".
+  const content = renameForgedAuthResults(input.content, input.hostname);
+  const section = headerSection(content);
+  const { head: header, rest } = splitAt(content, section.bytes);
+  const ours = input.addedFields.length === 0 ? [received] : [Buffer.from(input.addedFields.map((h) => `${h}\r\n`).join('')), received];
+  const head = [...ours, ...header];
+  return { input, head, hasSeparator: section.hasSeparator, rest, size: bytesOf(head) + bytesOf(rest) };
+}
+
+/** The fields of the prepared message, as content checks see them (our fields first). */
+export function preparedFields(message: PreparedMessage): HeaderField[] {
+  return parseFields(Buffer.concat(message.head as Buffer[]));
+}
+
+/**
+ * The message as stored: every check's edits applied in order. null when the edits removed
+ * every recipient (nothing is left to deliver; the message is dropped, logged by the caller).
+ */
+export function finishMessage(message: PreparedMessage, edits: readonly MessageEdits[] = []): AcceptedMessage | null {
+  const input = message.input;
+  let head = message.head;
+  let recipients = input.recipients;
+  let quarantine: string | undefined;
+  const headerEdits = edits.flatMap((e) => e.headers ?? []);
+  if (headerEdits.length > 0) {
+    let fields = preparedFields(message);
+    for (const edit of headerEdits) fields = applyHeaderEdit(fields, edit);
+    head = [formatFields(fields, message.hasSeparator)];
+  }
+  for (const e of edits) {
+    for (const r of e.recipients ?? []) recipients = applyRecipientEdit(recipients, r);
+    if (e.quarantine !== undefined) quarantine ??= e.quarantine;
+  }
+  if (recipients.length === 0) return null;
+  const rest = message.rest;
+  return {
+    queueId: input.queueId,
+    sessionId: input.sessionId,
+    receivedAtMs: input.nowMs,
+    client: { address: input.client.address, port: input.client.port, heloName: input.client.heloName, isTls: input.client.isTls },
+    reversePath: input.reversePath,
+    bodyType: input.bodyType,
+    smtputf8: input.smtputf8,
+    ...(input.ret !== undefined ? { ret: input.ret } : {}),
+    ...(input.envid !== undefined ? { envid: input.envid } : {}),
+    recipients,
+    ...(quarantine !== undefined ? { quarantine } : {}),
+    head,
+    rest: { kind: 'memory', chunks: rest },
+    size: bytesOf(head) + bytesOf(rest),
+  };
+}
+
+/** Security: a field a check adds or changes is one field: a CR or LF that is not a fold becomes a space. */
+function oneField(text: string): string {
+  return text.replace(/\r\n(?=[ \t])/g, '\u0000').replace(/[\r\n]+/g, ' ').replace(/\u0000/g, '\r\n');
+}
+
+function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit): HeaderField[] {
+  if (edit.op === 'add') {
+    const raw = oneField(edit.field);
+    const [parsed] = parseFields(Buffer.from(`${raw}\r\n`, 'latin1'));
+    return parsed === undefined ? fields : [parsed, ...fields];
+  }
+  const name = edit.name.toLowerCase();
+  let seen = 0;
+  const at = fields.findIndex((f) => f.name.toLowerCase() === name && ++seen === edit.index);
+  if (at < 0) return fields;
+  const out = [...fields];
+  if (edit.op === 'delete') out.splice(at, 1);
+  else {
+    const value = oneField(edit.value);
+    out[at] = { name: fields[at].name, value: value.replace(/\r\n(?=[ \t])/g, '').trim(), raw: `${fields[at].name}: ${value}` };
+  }
+  return out;
+}
+
+function applyRecipientEdit(recipients: readonly AcceptedRecipient[], edit: RecipientEdit): readonly AcceptedRecipient[] {
+  const address = edit.address.toLowerCase();
+  const has = recipients.some((r) => r.address.toLowerCase() === address);
+  if (edit.op === 'add') return has ? recipients : [...recipients, { address: edit.address }];
+  return recipients.filter((r) => r.address.toLowerCase() !== address);
+}

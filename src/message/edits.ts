@@ -1,0 +1,22 @@
+// What a content check may ask to change in a message before it is stored: header fields,
+// recipients, a quarantine tag. Types only; applied in one place (assemble.ts).
+// Field names compare case-insensitively (RFC 5322 1.2.2).
+
+/** One edit of the message's header section, as the content checks saw it (our trace fields included). */
+export type HeaderEdit =
+  /** Insert a field ("Name: value", folded or not) above the first field. */
+  | { readonly op: 'add'; readonly field: string }
+  /** Replace the value of the `index`-th (1-based) field called `name`; it keeps its place. */
+  | { readonly op: 'change'; readonly name: string; readonly index: number; readonly value: string }
+  /** Remove the `index`-th (1-based) field called `name`. */
+  | { readonly op: 'delete'; readonly name: string; readonly index: number };
+
+/** One edit of the recipients (addresses as `local@domain`, compared case-insensitively). */
+export type RecipientEdit = { readonly op: 'add'; readonly address: string } | { readonly op: 'delete'; readonly address: string };
+
+export type MessageEdits = {
+  readonly headers?: readonly HeaderEdit[];
+  readonly recipients?: readonly RecipientEdit[];
+  /** Store the message held for an operator (e.g. "virus", "spam") instead of for delivery. */
+  readonly quarantine?: string;
+};
