@@ -17,7 +17,7 @@ function postfixUid(): number {
   return Number(line.split(':')[2]);
 }
 
-function mainCf(dir: string, port: number, debug: boolean): string {
+function mainCf(dir: string, port: number, debug: boolean, extra: readonly string[] = []): string {
   const lines = [
     'compatibility_level = 3.6',
     `queue_directory = ${dir}/queue`,
@@ -38,6 +38,7 @@ function mainCf(dir: string, port: number, debug: boolean): string {
     'alias_database =',
     'biff = no',
     `# smtpd listens on ${HOST}:${port} (master.cf)`,
+    ...extra,
   ];
   // There is no syslog socket here, so Postfix logs nothing unless told to write a file; postlogd
   // would cost throughput, so only --debug turns it on.
@@ -86,7 +87,7 @@ export async function startPostfix(options: StartOptions): Promise<RunningServer
   // Postfix's daemons run as the postfix user: they must reach the queue and own data_directory.
   chmodSync(dir, 0o755);
   chownSync(join(dir, 'data'), postfixUid(), -1);
-  writeFileSync(join(etc, 'main.cf'), mainCf(dir, options.port, options.debug));
+  writeFileSync(join(etc, 'main.cf'), mainCf(dir, options.port, options.debug, options.postfixMainCf));
   writeFileSync(join(etc, 'master.cf'), masterCf(options.port));
 
   const version = (await runCommand(postconf, ['-c', etc, '-h', 'mail_version'], { timeoutMs: 10_000 })).stdout.trim();

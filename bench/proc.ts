@@ -71,6 +71,20 @@ export function pssKiB(pids: number[]): number {
   return total;
 }
 
+/** Resident set size of the processes, in KiB (each process counted whole, as `ps` shows it). */
+export function rssKiB(pids: number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+      if (match !== null) total += Number(match[1]);
+    } catch {
+      // exited between the tree scan and this read
+    }
+  }
+  return total;
+}
+
 /** True while the process exists and is not a zombie. */
 export function isRunning(pid: number): boolean {
   const stat = readStat(pid);

@@ -22,6 +22,8 @@ export type StartOptions = {
   /** Keep servers' logs that cost throughput (Postfix's maillog). */
   debug: boolean;
   log: (line: string) => void;
+  /** Extra main.cf lines for the Postfix peer (e.g. a larger message_size_limit). */
+  postfixMainCf?: readonly string[];
 };
 
 export type RunningServer = {

@@ -13,7 +13,7 @@ function input(content: string, over: Partial<AssembleInput> = {}): AssembleInpu
     client: { address: '192.0.2.1', port: 1, heloName: 'c.example', isEsmtp: true, isTls: false },
     reversePath: 'a@c.example', bodyType: '7BIT', smtputf8: false,
     recipients: [{ address: 'alice@example.test' }, { address: 'bob@example.test' }],
-    addedFields: [], content: [Buffer.from(content, 'latin1')], ...over,
+    addedFields: [], content: { kind: 'memory', chunks: [Buffer.from(content, 'latin1')] }, ...over,
   };
 }
 

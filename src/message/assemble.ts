@@ -5,7 +5,7 @@
 // RFC 5321 4.4 (Received first), RFC 7208 9.1 / RFC 8601 2.1 (policy fields above Received),
 // RFC 8601 5 (forged Authentication-Results), RFC 5322 2.2 (fields).
 
-import type { AcceptedMessage, AcceptedRecipient } from './accepted.ts';
+import type { AcceptedMessage, AcceptedRecipient, BodyRest } from './accepted.ts';
 import { renameForgedAuthResults } from './auth-results.ts';
 import type { HeaderEdit, MessageEdits, RecipientEdit } from './edits.ts';
 import { formatFields, headerSection, parseFields, splitAt, type HeaderField } from './header.ts';
@@ -26,8 +26,9 @@ export type AssembleInput = {
   readonly recipients: readonly AcceptedRecipient[];
   /** Header fields (no CRLF) the policy checks asked for, placed above our Received field. */
   readonly addedFields: readonly string[];
-  /** The canonical content as received (CRLF lines, dot-unstuffed). */
-  readonly content: readonly Buffer[];
+  /** The canonical content as received (CRLF lines, dot-unstuffed): in memory, or its header
+   *  section in memory and the rest (`bytes` octets) in the transaction's body file. */
+  readonly content: { readonly kind: 'memory'; readonly chunks: readonly Buffer[] } | { readonly kind: 'spilled'; readonly header: Buffer; readonly bytes: number };
 };
 
 /** The message between the two steps: what content checks see. */
@@ -37,9 +38,13 @@ export type PreparedMessage = {
   readonly head: readonly Buffer[];
   /** Whether the message's header section ends in an empty line (a body may follow). */
   readonly hasSeparator: boolean;
-  readonly rest: readonly Buffer[];
+  readonly rest: BodyRest;
   readonly size: number;
 };
+
+function restBytes(rest: BodyRest): number {
+  return rest.kind === 'memory' ? bytesOf(rest.chunks) : rest.bytes;
+}
 
 function bytesOf(chunks: readonly Buffer[]): number {
   let n = 0;
@@ -64,12 +69,15 @@ export function prepareMessage(input: AssembleInput): PreparedMessage {
   );
   // Security: an incoming Authentication-Results field that claims our name is renamed
   // (RFC 8601 5), so nobody behind us trusts a forged "spf=pass".
-  const content = renameForgedAuthResults(input.content, input.hostname);
+  const source = input.content;
+  const content = renameForgedAuthResults(source.kind === 'memory' ? source.chunks : [source.header], input.hostname);
   const section = headerSection(content);
-  const { head: header, rest } = splitAt(content, section.bytes);
+  const split = splitAt(content, section.bytes);
+  const header = split.head;
+  const rest: BodyRest = source.kind === 'memory' ? { kind: 'memory', chunks: split.rest } : { kind: 'spilled', offset: 0, bytes: source.bytes };
   const ours = input.addedFields.length === 0 ? [received] : [Buffer.from(input.addedFields.map((h) => `${h}\r\n`).join('')), received];
   const head = [...ours, ...header];
-  return { input, head, hasSeparator: section.hasSeparator, rest, size: bytesOf(head) + bytesOf(rest) };
+  return { input, head, hasSeparator: section.hasSeparator, rest, size: bytesOf(head) + restBytes(rest) };
 }
 
 /** The fields of the prepared message, as content checks see them (our fields first). */
@@ -111,8 +119,8 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
     recipients,
     ...(quarantine !== undefined ? { quarantine } : {}),
     head,
-    rest: { kind: 'memory', chunks: rest },
-    size: bytesOf(head) + bytesOf(rest),
+    rest,
+    size: bytesOf(head) + restBytes(rest),
   };
 }
 

@@ -39,6 +39,8 @@ export type ContentDefects = {
   longLine: boolean;
   /** More content octets than the size limit; content past the limit was not kept. */
   tooBig: boolean;
+  /** The header section did not end within what a session may hold in memory. */
+  headerTooBig: boolean;
 };
 
 export type Frame =
@@ -82,7 +84,9 @@ export class ContentScanner {
   #blockStart = 0;
   /** Content octets seen (kept or not), so the size check sees the real size. */
   size = 0;
-  readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false };
+  readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false, headerTooBig: false };
+  /** Content octets handed over by takeChunks (written elsewhere). */
+  #takenBytes = 0;
   #state: number;
   #lineBytes = 0;
   #isKeeping = true;
@@ -95,7 +99,26 @@ export class ContentScanner {
 
   get isRefused(): boolean {
     const d = this.defects;
-    return d.tooBig || d.longLine || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
+    return d.tooBig || d.longLine || d.headerTooBig || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
+  }
+
+  /** Kept content octets still held here (not yet taken). */
+  get heldBytes(): number {
+    return this.#isKeeping ? this.size - this.#takenBytes : 0;
+  }
+
+  /** Hands over the content kept so far (the caller writes it to the body file); keeping goes on. */
+  takeChunks(): Buffer[] {
+    this.#sealBlock();
+    const out = this.#chunks.splice(0);
+    for (const c of out) this.#takenBytes += c.length;
+    return out;
+  }
+
+  /** The header section is larger than a session may hold: the message is refused at its end. */
+  refuseHeader(): void {
+    this.defects.headerTooBig = true;
+    this.#count(0);
   }
 
   /** The kept content (canonical, unstuffed) as a list of buffers. */

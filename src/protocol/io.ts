@@ -61,6 +61,10 @@ export type Output =
   /** Run the transform step (configured only: MachineConfig.hasTransform); answer `transformed`. */
   | { type: 'transform'; message: AcceptedMessage }
   | { type: 'commit'; message: AcceptedMessage }
+  /** Append content to the transaction's body file (created by the first append; in order). */
+  | { type: 'append-body'; seq: number; chunks: Buffer[] }
+  /** The transaction whose body is in a file is over (stored or not): remove the file. */
+  | { type: 'discard-body'; seq: number }
   | { type: 'close' }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
 

@@ -25,4 +25,9 @@ export type MachineConfig = {
   policyStages: ReadonlySet<PolicyStage>;
   /** A transform step (e.g. DKIM signing) runs on each message before commit. */
   hasTransform?: boolean;
+  /** Content octets a session holds in memory; past them the body goes to its file (default 1 MiB). */
+  bodyMemoryBytes?: number;
 };
+
+/** Small bodies stay in memory; a larger one streams to its file in the spool as it arrives. */
+export const DEFAULT_BODY_MEMORY_BYTES = 1024 * 1024;

@@ -15,9 +15,10 @@ import { applyTlsReady, checkStartTls } from './commands/starttls.ts';
 import { formatMailbox } from './address.ts';
 import { Framer, type ContentScanner, type Frame } from './framing.ts';
 import type { Input, Output, Phase } from './io.ts';
-import type { MachineConfig } from './machine-config.ts';
+import { DEFAULT_BODY_MEMORY_BYTES, type MachineConfig } from './machine-config.ts';
 import type { AcceptedMessage } from '../message/accepted.ts';
 import { finishMessage, prepareMessage, preparedFields, type PreparedMessage } from '../message/assemble.ts';
+import { headerSection, splitAt } from '../message/header.ts';
 import type { MessageEdits } from '../message/edits.ts';
 import { REPLY, type Reply } from './replies.ts';
 import { applyReset, type ResetEvent } from './reset.ts';
@@ -146,7 +147,37 @@ export class SmtpMachine {
         assertNever(input);
     }
     this.#pump(out, input.nowMs);
+    // Memory per session stays bounded whatever the message size: past the threshold, what the
+    // scanner kept goes to the body file at the end of every read.
+    const txn = this.#openTransaction();
+    if (txn !== null && txn.content !== null && txn.reader.kind !== 'command') this.#spill(txn, out);
     return out;
+  }
+
+  /** Moves the content held in memory to the body file once it is over the threshold (or once
+   *  the body is already there). The header section stays in memory: assembly edits it. */
+  #spill(txn: Transaction, out: Output[]): void {
+    const scanner = txn.content!;
+    if (scanner.isRefused) return;
+    if (txn.spilled === null) {
+      if (scanner.heldBytes < (this.#cfg.bodyMemoryBytes ?? DEFAULT_BODY_MEMORY_BYTES)) return;
+      const chunks = scanner.takeChunks();
+      const section = headerSection(chunks);
+      // Security: a header section that does not end within the threshold would have to be held
+      // whole (assembly edits it); such a message is refused at its end (552 5.3.4).
+      if (section.bytes > 0 && !section.hasSeparator) return scanner.refuseHeader();
+      const { head, rest } = splitAt(chunks, section.bytes);
+      txn.spilled = { header: Buffer.concat(head), bytes: 0 };
+      this.#appendBody(txn, rest, out);
+      return;
+    }
+    this.#appendBody(txn, scanner.takeChunks(), out);
+  }
+
+  #appendBody(txn: Transaction, chunks: Buffer[], out: Output[]): void {
+    if (chunks.length === 0) return;
+    for (const c of chunks) txn.spilled!.bytes += c.length;
+    out.push({ type: 'append-body', seq: txn.seq, chunks });
   }
 
   #onConnected(input: Extract<Input, { type: 'connected' }>, out: Output[]): void {
@@ -229,8 +260,10 @@ export class SmtpMachine {
         // A refused HELO/EHLO changes nothing (reset.ts: ehloRefused), here and after policy.
         if (!checked.ok) return this.#error(checked.reply, out);
         this.#askPolicy('helo', { kind: 'none' }, out, checked.heloName, (o) => {
+          const before = this.#openTransaction();
           const applied = applyHelo(cfg, session, this.#slot, { verb: cmd.verb, name: checked.heloName });
           this.#slot = applied.slot;
+          if (before !== null) this.#dropped(before, o);
           this.#reply(applied.reply, o);
         });
         return;
@@ -277,7 +310,7 @@ export class SmtpMachine {
         return;
       }
       case 'RSET':
-        this.#reset('rset');
+        this.#reset('rset', out);
         return this.#reply(REPLY.reset, out);
       case 'NOOP':
         // Anti-virus proxies keep sessions alive with NOOPs for minutes: never an error.
@@ -303,8 +336,15 @@ export class SmtpMachine {
   }
 
   /** Applies a row of the reset table (reset.ts) to the session and the transaction slot. */
-  #reset(event: ResetEvent): void {
+  #reset(event: ResetEvent, out: Output[]): void {
+    const before = this.#openTransaction();
     this.#slot = applyReset(event, this.#session!, this.#slot);
+    if (before !== null && this.#slot !== before) this.#dropped(before, out);
+  }
+
+  /** A transaction is gone: its body file (if its content went to one) goes too. */
+  #dropped(txn: Transaction, out: Output[]): void {
+    if (txn.spilled !== null) out.push({ type: 'discard-body', seq: txn.seq });
   }
 
   #onBdatEnd(out: Output[]): void {
@@ -340,8 +380,9 @@ export class SmtpMachine {
   }
 
   #endOfContent(scanner: ContentScanner, out: Output[]): void {
-    if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
     const txn = this.#openTransaction()!;
+    this.#spill(txn, out);
+    if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
     this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#assemble(txn, scanner, o, now));
   }
 
@@ -349,7 +390,7 @@ export class SmtpMachine {
   #refuseContent(scanner: ContentScanner, out: Output[]): void {
     const r = contentRefusal(scanner)!;
     out.push({ type: 'log', level: 'info', msg: 'message refused', fields: { defects: { ...scanner.defects }, octets: scanner.size } });
-    this.#reset('endOfData');
+    this.#reset('endOfData', out);
     this.#error(r, out);
   }
 
@@ -373,7 +414,7 @@ export class SmtpMachine {
         ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
       })),
       addedFields: txn.addedHeaders,
-      content: scanner.chunks,
+      content: txn.spilled === null ? { kind: 'memory', chunks: scanner.chunks } : { kind: 'spilled', header: txn.spilled.header, bytes: txn.spilled.bytes },
     });
     // The content stage costs nothing (no parsing, no round trip) when no content check is configured.
     this.#askPolicy('content', { kind: 'message', message: prepared }, out, session.helo?.name ?? null, (o, now, edits) => this.#finish(prepared, edits, o, now));
@@ -385,7 +426,7 @@ export class SmtpMachine {
     if (message === null) {
       // Every recipient was removed by a content check: nothing is left to store or deliver.
       out.push({ type: 'log', level: 'info', msg: 'message discarded: a content check removed every recipient', fields: { queueId: prepared.input.queueId } });
-      this.#reset('endOfData');
+      this.#reset('endOfData', out);
       return this.#reply(REPLY.discarded, out);
     }
     if (this.#cfg.hasTransform === true) {
@@ -400,7 +441,7 @@ export class SmtpMachine {
     if (this.#waiting.kind !== 'transform') throw new Error(`${input.type} while not waiting for a transform`);
     this.#waiting = { kind: 'none' };
     if (input.type === 'transform-failed') {
-      this.#reset('endOfData');
+      this.#reset('endOfData', out);
       out.push({ type: 'log', level: 'warn', msg: 'transform failed', fields: { reason: input.reason } });
       return this.#reply(REPLY.localError, out);
     }
@@ -416,7 +457,7 @@ export class SmtpMachine {
     const w = this.#waiting;
     if (w.kind !== 'commit') throw new Error('committed while not waiting for a commit');
     this.#waiting = { kind: 'none' };
-    this.#reset('endOfData');
+    this.#reset('endOfData', out);
     this.#session!.counters.messages++;
     const m = w.message;
     out.push({
@@ -431,7 +472,7 @@ export class SmtpMachine {
   #onCommitFailed(reason: string, out: Output[]): void {
     if (this.#waiting.kind !== 'commit') throw new Error('commit-failed while not waiting for a commit');
     this.#waiting = { kind: 'none' };
-    this.#reset('endOfData');
+    this.#reset('endOfData', out);
     out.push({ type: 'log', level: 'warn', msg: 'spool commit failed', fields: { reason } });
     this.#reply(REPLY.storageFailed, out);
   }
@@ -474,7 +515,7 @@ export class SmtpMachine {
       transaction: txn,
       recipient: subject.kind === 'recipient' ? subject.recipient : null,
       heloName,
-      message: prepared === null ? null : { fields: preparedFields(prepared), size: prepared.size, body: { kind: 'memory', chunks: prepared.rest } },
+      message: prepared === null ? null : { fields: preparedFields(prepared), size: prepared.size, body: prepared.rest },
     });
     this.#waiting = { kind: 'policy', stage, txn, onContinue: apply };
   }
@@ -500,7 +541,7 @@ export class SmtpMachine {
       atMs: nowMs,
     });
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
-    if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData');
+    if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData', out);
     if (w.stage === 'connect') this.#isRefusedAtConnect = true;
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     // A refusal also counts toward the error limit (an unknown recipient is a client error).
@@ -529,7 +570,9 @@ export class SmtpMachine {
 
   #close(out: Output[]): void {
     this.#waiting = { kind: 'closed' };
+    const txn = this.#openTransaction();
     this.#slot = null;
+    if (txn !== null) this.#dropped(txn, out);
     out.push({ type: 'close' });
   }
 }

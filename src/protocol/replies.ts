@@ -85,6 +85,7 @@ export const REPLY = {
 
   // 5xx: content and policy
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
+  headerTooBig: reply(552, '5.3.4', 'Message header section too large'),
   bareLineEndingData: reply(550, '5.6.0', 'Message contains bare CR, bare LF or NUL; only CRLF line endings are allowed'),
   dataLineTooLong: reply(550, '5.6.0', 'Message contains a line longer than the allowed maximum'),
   relayDenied: reply(554, '5.7.1', 'Relay access denied'),

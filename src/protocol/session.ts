@@ -91,6 +91,9 @@ export type Transaction = {
   reader: Reader;
   /** The message content being read (DATA, or the BDAT chunks so far); null before. */
   content: ContentScanner | null;
+  /** Set once the content grew past what a session holds in memory: the header section stays
+   *  here, everything after it has gone to the body file (`append-body` outputs). */
+  spilled: { header: Buffer; bytes: number } | null;
 };
 
 /**
@@ -117,7 +120,7 @@ export type DeepReadonly<T> = T extends (...args: never[]) => unknown
       : T;
 
 export type SessionView = DeepReadonly<SessionSecurity>;
-export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content'>>;
+export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content' | 'spilled'>>;
 export type RecipientView = DeepReadonly<TransactionRecipient>;
 
 export function newSessionSecurity(init: {

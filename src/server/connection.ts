@@ -7,6 +7,8 @@ import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { AcceptedMessage } from '../message/accepted.ts';
+import type { SpilledBodyReader } from '../message/content.ts';
+import type { BodyFile } from '../spool/body-file.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
 import { assertNever } from '../protocol/command.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
@@ -15,7 +17,7 @@ import { formatReply, REPLY } from '../protocol/replies.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import { normalizeAddress } from './networks.ts';
 
-export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>) => Promise<PolicyVerdict>;
+export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>, readSpilled: SpilledBodyReader | null) => Promise<PolicyVerdict>;
 
 /** Turns an accepted message into the one to store (e.g. adds a DKIM-Signature); a rejection is a 451. */
 export type MessageTransform = (message: AcceptedMessage) => Promise<AcceptedMessage>;
@@ -40,6 +42,9 @@ export type ConnectionDeps = {
   onClose: (c: Connection) => void;
 };
 
+/** Body octets queued for the body file past which reading stops until they are written. */
+const BODY_BACKLOG_BYTES = 1024 * 1024;
+
 /** How long a closing connection may take to flush its last reply before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -52,6 +57,10 @@ export class Connection {
   #isClosed = false;
   #isShuttingDown = false;
   #pendingActions = 0;
+  /** The body file of the transaction whose content went past the in-memory threshold. */
+  #body: { seq: number; file: BodyFile } | null = null;
+  /** Reading is stopped until the body file has caught up. */
+  #isWaitingForBody = false;
   readonly #startedMs = Date.now();
   readonly #onData = (chunk: Buffer): void => {
     this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
@@ -158,7 +167,7 @@ export class Connection {
         case 'commit': {
           const bytes = o.message.size;
           this.#runAction(
-            this.#deps.spool.commit(o.message).then(
+            this.#deps.spool.commit(o.message, o.message.rest.kind === 'spilled' ? (this.#body?.file ?? null) : null).then(
               (): Input => ({ type: 'committed', nowMs: Date.now() }),
               (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
             ),
@@ -172,7 +181,9 @@ export class Connection {
         }
         case 'policy': {
           const runner = this.#deps.policy;
-          const verdict = runner === null ? Promise.resolve<PolicyVerdict>({ action: 'continue' }) : runner(o);
+          const body = this.#body?.file ?? null;
+          const readSpilled = body === null ? null : (offset: number, bytes: number) => body.read(offset, bytes);
+          const verdict = runner === null ? Promise.resolve<PolicyVerdict>({ action: 'continue' }) : runner(o, readSpilled);
           this.#runAction(
             verdict.then(
               (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
@@ -198,6 +209,22 @@ export class Connection {
             ),
             () => ({ type: 'transform-failed', nowMs: Date.now(), reason: 'transform timed out' }),
           );
+          break;
+        }
+        case 'append-body': {
+          if (this.#body === null || this.#body.seq !== o.seq) {
+            void this.#body?.file.remove();
+            this.#body = { seq: o.seq, file: this.#deps.spool.bodyFile(`${this.sessionId}-${o.seq}`) };
+          }
+          this.#body.file.append(o.chunks);
+          break;
+        }
+        case 'discard-body': {
+          const body = this.#body;
+          if (body !== null && body.seq === o.seq) {
+            this.#body = null;
+            void body.file.remove();
+          }
           break;
         }
         case 'start-tls':
@@ -263,6 +290,21 @@ export class Connection {
       // than any session timeout) bounds the wait; the session timeout is re-armed after it.
       return;
     }
+    // Security: a client faster than the disk must not fill memory with queued body writes.
+    const body = this.#body?.file ?? null;
+    if (body !== null && body.pendingBytes > BODY_BACKLOG_BYTES) {
+      s.pause();
+      if (!this.#isWaitingForBody) {
+        this.#isWaitingForBody = true;
+        const resume = (): void => {
+          this.#isWaitingForBody = false;
+          if (!this.#isClosed) this.#applyFlowControl();
+        };
+        body.flushed().then(resume, resume);
+      }
+      s.setTimeout(this.#deps.dataTimeoutMs);
+      return;
+    }
     if (s.writableNeedDrain) {
       s.pause();
       s.once('drain', () => this.#applyFlowControl());
@@ -325,6 +367,10 @@ export class Connection {
   #finish(): void {
     if (this.#isClosed) return;
     this.#isClosed = true;
+    if (this.#body !== null) {
+      void this.#body.file.remove();
+      this.#body = null;
+    }
     const session = this.#machine.session;
     if (session !== null) {
       this.#log.info(

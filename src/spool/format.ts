@@ -74,6 +74,23 @@ export type EncodedRecord = {
 /** Frames one message. Throws SpoolError('SPOOL_BAD_MESSAGE') on input the reader would refuse,
  *  so that nothing is ever acknowledged that recovery would later drop. */
 export function encodeRecord(envelope: Envelope, body: readonly Buffer[]): EncodedRecord {
+  let bodyBytes = 0;
+  for (const chunk of body) bodyBytes += chunk.length;
+  const start = encodeRecordStart(envelope, bodyBytes);
+  let crc = start.crc;
+  for (const chunk of body) crc = crc32(chunk, crc);
+  const chunks: Buffer[] = [start.header, start.envelopeJson];
+  for (const chunk of body) if (chunk.length > 0) chunks.push(chunk);
+  chunks.push(recordTrailer(crc));
+  return { chunks, bytes: RECORD_OVERHEAD_BYTES + start.envelopeJson.length + bodyBytes };
+}
+
+/**
+ * A record's header and envelope for a body of `bodyBytes` octets, and the CRC so far: the caller
+ * runs crc32 over the body, in order, and ends the record with recordTrailer(crc). For bodies
+ * copied from a file without holding them (a message larger than a session keeps in memory).
+ */
+export function encodeRecordStart(envelope: Envelope, bodyBytes: number): { header: Buffer; envelopeJson: Buffer; crc: number } {
   if (envelope.version !== 1) {
     throw new SpoolError('SPOOL_BAD_MESSAGE', `unsupported envelope version ${String(envelope.version)}`);
   }
@@ -81,22 +98,16 @@ export function encodeRecord(envelope: Envelope, body: readonly Buffer[]): Encod
   if (!isValidQueueId(envelope.queueId)) {
     throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
   }
-  let bodyBytes = 0;
-  for (const chunk of body) bodyBytes += chunk.length;
   if (bodyBytes > MAX_BODY_BYTES) {
     throw new SpoolError('SPOOL_BAD_MESSAGE', `body of ${bodyBytes} bytes exceeds the spool's limit`);
   }
   if (envelope.size !== bodyBytes) {
-    throw new SpoolError(
-      'SPOOL_BAD_MESSAGE',
-      `envelope size ${String(envelope.size)} differs from the ${bodyBytes} body bytes`,
-    );
+    throw new SpoolError('SPOOL_BAD_MESSAGE', `envelope size ${String(envelope.size)} differs from the ${bodyBytes} body bytes`);
   }
   const envelopeJson = Buffer.from(JSON.stringify(envelope), 'utf8');
   if (envelopeJson.length > MAX_ENVELOPE_BYTES) {
     throw new SpoolError('SPOOL_BAD_MESSAGE', 'envelope too large');
   }
-
   const header = Buffer.allocUnsafe(RECORD_HEADER_BYTES);
   header.writeUInt32BE(RECORD_MAGIC, 0);
   header.writeUInt32BE(envelopeJson.length, 4);
@@ -104,17 +115,13 @@ export function encodeRecord(envelope: Envelope, body: readonly Buffer[]): Encod
   // The header has its own CRC so that a reader can trust the lengths (and skip exactly one
   // record) when only the payload is damaged.
   header.writeUInt32BE(crc32(header.subarray(0, 12)), 12);
+  return { header, envelopeJson, crc: crc32(envelopeJson, crc32(header)) };
+}
 
-  let crc = crc32(header);
-  crc = crc32(envelopeJson, crc);
-  for (const chunk of body) crc = crc32(chunk, crc);
+export function recordTrailer(crc: number): Buffer {
   const trailer = Buffer.allocUnsafe(RECORD_TRAILER_BYTES);
   trailer.writeUInt32BE(crc, 0);
-
-  const chunks: Buffer[] = [header, envelopeJson];
-  for (const chunk of body) if (chunk.length > 0) chunks.push(chunk);
-  chunks.push(trailer);
-  return { chunks, bytes: RECORD_OVERHEAD_BYTES + envelopeJson.length + bodyBytes };
+  return trailer;
 }
 
 export type FileHeaderCheck =

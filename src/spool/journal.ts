@@ -8,8 +8,10 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import {
   encodeRecord,
+  encodeRecordStart,
   FILE_HEADER,
   formatLocation,
+  recordTrailer,
   isValidQueueId,
   MESSAGES_DIR,
   SEGMENTS_DIR,
@@ -17,7 +19,9 @@ import {
   TMP_DIR,
 } from './format.ts';
 import type { EncodedRecord } from './format.ts';
+import { crc32 } from 'node:zlib';
 import type { AcceptedMessage } from '../message/accepted.ts';
+import { BodyFile } from './body-file.ts';
 import { envelopeOf } from './record.ts';
 import type { Committed, Envelope, SpoolWriter } from './types.ts';
 
@@ -130,9 +134,51 @@ export class JournalSpool implements SpoolWriter {
     return spool;
   }
 
-  commit(message: AcceptedMessage): Promise<Committed> {
-    if (message.rest.kind !== 'memory') return Promise.reject(new SpoolError('SPOOL_BAD_MESSAGE', 'a spilled body needs its body file'));
-    return this.commitEnvelope(envelopeOf(message), [...message.head, ...message.rest.chunks]);
+  commit(message: AcceptedMessage, body: BodyFile | null = null): Promise<Committed> {
+    if (message.rest.kind === 'memory') return this.commitEnvelope(envelopeOf(message), [...message.head, ...message.rest.chunks]);
+    // A body that was too large to hold in memory always gets a file of its own, copied from its
+    // body file without being held whole.
+    if (body === null) return Promise.reject(new SpoolError('SPOOL_BAD_MESSAGE', 'a spilled body needs its body file'));
+    if (this.#isClosed) return Promise.reject(new SpoolError('SPOOL_CLOSED', 'spool writer is closed'));
+    if (this.#unsafe !== null) return Promise.reject(this.#unsafe);
+    const envelope = envelopeOf(message);
+    const { offset, bytes } = message.rest;
+    const head = message.head;
+    return this.#track(
+      this.#commitFile(envelope.queueId, async (fh) => {
+        let headBytes = 0;
+        for (const c of head) headBytes += c.length;
+        const start = encodeRecordStart(envelope, headBytes + bytes);
+        let crc = start.crc;
+        for (const c of head) crc = crc32(c, crc);
+        let at = 0;
+        await writeAll(fh, [FILE_HEADER, start.header, start.envelopeJson, ...head], at);
+        at = FILE_HEADER.length + start.header.length + start.envelopeJson.length + headBytes;
+        let copied = 0;
+        for await (const chunk of body.read(offset, bytes)) {
+          crc = crc32(chunk, crc);
+          await writeAll(fh, [chunk], at);
+          at += chunk.length;
+          copied += chunk.length;
+        }
+        // Durability: a body file that lost octets must not become a record that claims them.
+        if (copied !== bytes) throw new SpoolError('SPOOL_WRITE_FAILED', `body file held ${copied} of ${bytes} octets`);
+        await writeAll(fh, [recordTrailer(crc)], at);
+      }),
+    );
+  }
+
+  bodyFile(name: string): BodyFile {
+    return new BodyFile(this.#dir, name);
+  }
+
+  #track(done: Promise<Committed>): Promise<Committed> {
+    this.#largeInFlight.add(done);
+    const forget = (): void => {
+      this.#largeInFlight.delete(done);
+    };
+    done.then(forget, forget);
+    return done;
   }
 
   /** The record-level commit: an envelope and its content as they are to be stored. */
@@ -148,13 +194,7 @@ export class JournalSpool implements SpoolWriter {
       return Promise.reject(err);
     }
     if (envelope.size > this.#journalMaxMessageBytes) {
-      const done = this.#commitLarge(envelope.queueId, record);
-      this.#largeInFlight.add(done);
-      const forget = (): void => {
-        this.#largeInFlight.delete(done);
-      };
-      done.then(forget, forget);
-      return done;
+      return this.#track(this.#commitFile(envelope.queueId, (fh) => writeAll(fh, [FILE_HEADER, ...record.chunks], 0)));
     }
     return new Promise<Committed>((resolve, reject) => {
       this.#queue.push({ record, queueId: envelope.queueId, resolve, reject });
@@ -316,7 +356,7 @@ export class JournalSpool implements SpoolWriter {
 
   /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
    *  into messages/ and the directory fsynced. */
-  async #commitLarge(queueId: string, record: EncodedRecord): Promise<Committed> {
+  async #commitFile(queueId: string, write: (fh: FileHandle) => Promise<void>): Promise<Committed> {
     // Security: checked in encodeRecord too; this is the line that builds paths from it.
     if (!isValidQueueId(queueId)) throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
     const tmpFile = path.join(this.#tmpDir, `${queueId}.${this.#writerId}`);
@@ -325,7 +365,7 @@ export class JournalSpool implements SpoolWriter {
     try {
       const fh = await open(tmpFile, 'wx', FILE_MODE);
       try {
-        await writeAll(fh, [FILE_HEADER, ...record.chunks], 0);
+        await write(fh);
         await fh.sync();
       } finally {
         await fh.close();

@@ -3,6 +3,7 @@
 // written and fsynced, file and directory).
 
 import type { AcceptedMessage, DsnNotify } from '../message/accepted.ts';
+import type { BodyFile } from './body-file.ts';
 
 export type { DsnNotify } from '../message/accepted.ts';
 
@@ -48,6 +49,8 @@ export interface SpoolWriter {
   /** Store an accepted message durably (the spool builds its own record from it). Resolves only
    *  after the data and the directory entry are fsynced; rejects (and leaves nothing that
    *  recovery would pick up) otherwise. */
-  commit(message: AcceptedMessage): Promise<Committed>;
+  commit(message: AcceptedMessage, body?: BodyFile | null): Promise<Committed>;
+  /** The body file of a transaction whose content grows past what a session holds in memory. */
+  bodyFile(name: string): BodyFile;
   close(): Promise<void>;
 }

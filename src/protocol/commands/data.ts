@@ -41,5 +41,7 @@ export function newContentScanner(cfg: MachineConfig, isDotStuffed: boolean): Co
 export function contentRefusal(scanner: ContentScanner): Reply | null {
   if (!scanner.isRefused) return null;
   const d = scanner.defects;
-  return d.tooBig ? REPLY.messageTooBig : d.longLine ? REPLY.dataLineTooLong : REPLY.bareLineEndingData;
+  if (d.tooBig) return REPLY.messageTooBig;
+  if (d.headerTooBig) return REPLY.headerTooBig;
+  return d.longLine ? REPLY.dataLineTooLong : REPLY.bareLineEndingData;
 }
