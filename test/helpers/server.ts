@@ -13,7 +13,15 @@ import { SmtpServer } from '../../src/server/server.ts';
 import { loadSecureContext } from '../../src/server/tls.ts';
 import { JournalSpool } from '../../src/spool/journal.ts';
 
-export type TestServer = { port: number; dir: string; spoolDir: string; config: Config; stop: () => Promise<void> };
+export type TestServer = {
+  port: number;
+  dir: string;
+  spoolDir: string;
+  config: Config;
+  /** Sessions the server counts as live right now. */
+  connectionCount: () => number;
+  stop: () => Promise<void>;
+};
 
 let certs: { certFile: string; keyFile: string; dir: string } | null = null;
 
@@ -51,6 +59,7 @@ export async function startTestServer(
     dir,
     spoolDir: config.spool.dir,
     config,
+    connectionCount: () => server.connectionCount,
     stop: async () => {
       await server.stop();
       await spool.close();
