@@ -100,6 +100,11 @@ export class Connection {
     if (this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
   }
 
+  /** The spool crossed its free-space floor: while low, MAIL is answered 452 4.3.1. */
+  setSpoolLow(isLow: boolean): void {
+    this.#feed({ type: 'spool-space', nowMs: Date.now(), isLow });
+  }
+
   /** Past the stop deadline: drop the connection whatever it is doing. */
   abort(): void {
     this.#destroy();

@@ -12,6 +12,7 @@ import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
+import { LazyStateStore } from '../store/lazy.ts';
 import { openStateStore } from '../store/open.ts';
 import { SmtpServer } from './server.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
@@ -131,7 +132,14 @@ async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Pro
   });
   // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
   // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
-  const store = await openStateStore(cfg.state.store, { dir: cfg.spool.dir });
+  // Opened at its first use, not here: a server with no greylisting and no check that remembers
+  // refusals across sessions never touches it, and one whose store is on a full disk (or whose
+  // Redis is down) still starts and serves what does not need it; the checks that do tempfail.
+  const storeKind = cfg.state.store === 'sqlite' ? 'sqlite' : 'redis';
+  const store = new LazyStateStore(() => openStateStore(cfg.state.store, { dir: cfg.spool.dir }), {
+    onOpen: () => log.info({ store: storeKind }, 'state store opened'),
+    onOpenFailed: (err) => log.warn({ store: storeKind, err }, 'state store cannot be opened; checks that need it answer tempfail'),
+  });
   // Expired records are purged in small batches (sqlite); Redis expires keys itself.
   const purge = setInterval(() => {
     store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));

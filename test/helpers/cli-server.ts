@@ -29,6 +29,10 @@ export type CliServerOptions = {
   journalMaxMessageBytes?: number;
   /** More TOML appended to the file: other sections ([policy], [dns], [[dnsbl]] ...). */
   extraToml?: string;
+  /** spool.dir; omitted means `spool` in the temp dir. The caller owns (and removes) it. */
+  spoolDir?: string;
+  /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
+  spoolToml?: string[];
 };
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
@@ -98,6 +102,7 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
   }
   lines.push('[spool]', `dir = ${toml(spoolDir)}`);
   if (opts.journalMaxMessageBytes !== undefined) lines.push(`journal_max_message_bytes = ${opts.journalMaxMessageBytes}`);
+  lines.push(...(opts.spoolToml ?? []));
   lines.push('', '[log]', 'level = "info"', '');
   if (opts.extraToml !== undefined) lines.push(opts.extraToml, '');
   return lines.join('\n');
@@ -217,7 +222,7 @@ export async function startCliServer(opts: CliServerOptions): Promise<CliServer>
     // The free port can be taken by someone else between our check and the child's bind: retry.
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const spoolDir = path.join(dir, 'spool');
+      const spoolDir = opts.spoolDir ?? path.join(dir, 'spool');
       const configPath = path.join(dir, 'portcullis.toml');
       const logPath = path.join(dir, 'server.log');
       writeFileSync(configPath, configText(opts, port, spoolDir));
