@@ -15,6 +15,7 @@ import { JournalSpool } from '../spool/journal.ts';
 import { LazyStateStore } from '../store/lazy.ts';
 import { openStateStore } from '../store/open.ts';
 import { SmtpServer } from './server.ts';
+import { startTmpSweeper } from './tmp-sweeper.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
 /** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
@@ -41,6 +42,8 @@ export async function serve(cfg: Config): Promise<void> {
   }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
+  // One sweeper per server, here (primary or single process), not one per worker.
+  await startTmpSweeper(cfg.spool.dir, log);
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
   if (n === 1) return runWorker(cfg, log, obs === null ? null : new obs.Metrics());
