@@ -14,6 +14,7 @@ import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
 import { LazyStateStore } from '../store/lazy.ts';
 import { openStateStore } from '../store/open.ts';
+import { watchParent } from './parent-watch.ts';
 import { SmtpServer } from './server.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
@@ -119,6 +120,10 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  watchParent((parentPid) => {
+    log.warn({ parentPid }, 'the process that started the server has exited; stopping');
+    stop('parent exited');
+  });
   for (let i = 0; i < n; i++) fork(i);
 }
 
@@ -171,5 +176,13 @@ async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Pro
   };
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
+  // A worker stops when its primary goes (the IPC channel closes); a single process watches the
+  // process that started it, as the primary does.
   if (cluster.isWorker) process.on('disconnect', () => void stop());
+  else {
+    watchParent((parentPid) => {
+      log.warn({ parentPid }, 'the process that started the server has exited; stopping');
+      void stop();
+    });
+  }
 }

@@ -33,7 +33,23 @@ export type CliServerOptions = {
   spoolDir?: string;
   /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
   spoolToml?: string[];
+  /** How the server is started: `node` (default) runs the CLI with this process's Node; `npx`
+   *  and `npm-start` run the commands docs/operations.md shows (npm then owns the spawned PID). */
+  launcher?: Launcher;
 };
+
+export type Launcher = 'node' | 'npx' | 'npm-start';
+
+function commandLine(launcher: Launcher, configPath: string): [string, string[]] {
+  switch (launcher) {
+    case 'node':
+      return [process.execPath, [CLI_MAIN, 'serve', '--config', configPath]];
+    case 'npx':
+      return ['npx', ['node', 'src/cli/main.ts', 'serve', '--config', configPath]];
+    case 'npm-start':
+      return ['npm', ['start', '--', '--config', configPath]];
+  }
+}
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
 
@@ -126,7 +142,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 type Layout = { dir: string; spoolDir: string; configPath: string; logPath: string; port: number };
 
-async function launch(layout: Layout, workers: number): Promise<CliServer> {
+async function launch(layout: Layout, workers: number, launcher: Launcher): Promise<CliServer> {
   installExitHook();
   const logFd = openSync(layout.logPath, 'a');
   const logStart = (() => {
@@ -139,7 +155,8 @@ async function launch(layout: Layout, workers: number): Promise<CliServer> {
   let child: ChildProcess;
   try {
     // stdio to the log file, never a pipe the child could block on.
-    child = spawn(process.execPath, [CLI_MAIN, 'serve', '--config', layout.configPath], {
+    const [command, args] = commandLine(launcher, layout.configPath);
+    child = spawn(command, args, {
       cwd: REPO_ROOT,
       stdio: ['ignore', logFd, logFd],
       env: { ...process.env, NODE_OPTIONS: '' },
@@ -180,7 +197,7 @@ async function launch(layout: Layout, workers: number): Promise<CliServer> {
     logText,
     restart: async () => {
       if (exitInfo === null) throw new Error('restart() needs the previous run stopped first');
-      return launch(layout, workers);
+      return launch(layout, workers, launcher);
     },
     cleanup: async () => {
       await stop('SIGKILL');
@@ -227,7 +244,7 @@ export async function startCliServer(opts: CliServerOptions): Promise<CliServer>
       const logPath = path.join(dir, 'server.log');
       writeFileSync(configPath, configText(opts, port, spoolDir));
       try {
-        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers);
+        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers, opts.launcher ?? 'node');
       } catch (err) {
         if (attempt >= 3 || !(err as { isAddressInUse?: boolean }).isAddressInUse) throw err;
       }
