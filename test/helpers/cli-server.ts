@@ -18,6 +18,8 @@ export const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.me
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const READY_TIMEOUT_MS = 15_000;
+/** The primary's "ready" line, in the JSON or the pretty log format. */
+const READY_LINE = /"msg":"ready"|\] INFO: ready \{/;
 const STOP_TIMEOUT_MS = 20_000;
 
 export type CliServerOptions = {
@@ -33,6 +35,8 @@ export type CliServerOptions = {
   spoolDir?: string;
   /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
   spoolToml?: string[];
+  /** More keys of the [log] section (`format = "pretty"`). */
+  logToml?: string[];
   /** How the server is started: `node` (default) runs the CLI with this process's Node; `npx`
    *  and `npm-start` run the commands docs/operations.md shows (npm then owns the spawned PID). */
   launcher?: Launcher;
@@ -119,7 +123,7 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
   lines.push('[spool]', `dir = ${toml(spoolDir)}`);
   if (opts.journalMaxMessageBytes !== undefined) lines.push(`journal_max_message_bytes = ${opts.journalMaxMessageBytes}`);
   lines.push(...(opts.spoolToml ?? []));
-  lines.push('', '[log]', 'level = "info"', '');
+  lines.push('', '[log]', 'level = "info"', ...(opts.logToml ?? []), '');
   if (opts.extraToml !== undefined) lines.push(opts.extraToml, '');
   return lines.join('\n');
 }
@@ -221,7 +225,7 @@ async function launch(layout: Layout, workers: number, launcher: Launcher): Prom
         lastError = (err as Error).message;
       }
     }
-    if (hasBanner && (workers === 1 || /"msg":"ready"/.test(logText().slice(logStart)))) return server;
+    if (hasBanner && (workers === 1 || READY_LINE.test(logText().slice(logStart)))) return server;
     await sleep(50);
   }
   const log = logText().slice(logStart);
