@@ -61,3 +61,27 @@ test('full spool disk: the server starts with workers, refuses MAIL with 452 4.3
   assert.deepEqual(exit, { code: 0, signal: null });
   assert.doesNotMatch(server.logText(), /"level":(50|60)/, 'no error or fatal line');
 });
+
+test('full spool disk with greylisting: the server starts; greylisting tempfails, the rest is served', async (t) => {
+  const disk = mountSmallDisk(DISK_BYTES);
+  if (disk === null) {
+    t.skip('needs root to mount a tmpfs');
+    return;
+  }
+  t.after(() => disk.cleanup());
+  const spoolDir = path.join(disk.dir, 'spool');
+  disk.fill();
+  // The floor off, so MAIL is taken and the recipient reaches the greylist check.
+  const server = await startCliServer({ workers: 1, spoolDir, spoolToml: ['min_free_bytes = 0'], extraToml: '[greylist]\nenabled = true\n' });
+  t.after(() => server.cleanup());
+  const c = await smtpConnect(server.port);
+  t.after(() => c.close());
+  assert.match(await c.send('EHLO client.example'), /^250/);
+  assert.match(await c.send('MAIL FROM:<a@client.example>'), /^250/);
+  assert.equal(await c.send('RCPT TO:<postmaster@example.test>'), '451 4.3.0 Temporary local problem, please try again later');
+  assert.match(await c.send('RSET'), /^250/);
+  assert.match(await c.send('NOOP'), /^250/);
+  await c.send('QUIT');
+  assert.match(server.logText(), /"msg":"state store cannot be opened; checks that need it answer tempfail"/);
+  assert.deepEqual(await server.stop(), { code: 0, signal: null });
+});
