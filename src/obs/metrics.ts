@@ -122,16 +122,6 @@ export class Metrics implements SessionMetrics {
     // With workers each measures the same file system: the primary shows the lowest reading
     // and "low" if any worker is low, not their sum.
     new Gauge({
-      name: `${METRIC_PREFIX}spool_free_bytes`,
-      help: 'Free space on the spool file system, as last measured (absent with spool.min_free_bytes = 0).',
-      registers,
-      aggregator: 'min',
-      collect() {
-        if (Number.isNaN(self.#spoolFreeBytes)) this.reset();
-        else this.set(self.#spoolFreeBytes);
-      },
-    });
-    new Gauge({
       name: `${METRIC_PREFIX}spool_low`,
       help: '1 while the spool is below spool.min_free_bytes (MAIL answered 452 4.3.1), else 0.',
       registers,
@@ -167,6 +157,20 @@ export class Metrics implements SessionMetrics {
   }
 
   spoolSpace(freeBytes: number, isLow: boolean): void {
+    // Registered at the first measurement: with spool.min_free_bytes = 0 nothing measures, and a
+    // gauge at 0 would read as a full disk.
+    if (Number.isNaN(this.#spoolFreeBytes)) {
+      const self = this;
+      new Gauge({
+        name: `${METRIC_PREFIX}spool_free_bytes`,
+        help: 'Free space on the spool file system, as last measured (absent with spool.min_free_bytes = 0).',
+        registers: [this.registry],
+        aggregator: 'min',
+        collect() {
+          this.set(self.#spoolFreeBytes);
+        },
+      });
+    }
     this.#spoolFreeBytes = freeBytes;
     this.#isSpoolLow = isLow;
   }
