@@ -64,11 +64,6 @@ export class SmtpServer {
     });
   }
 
-  /** Whether the spool is below its free-space floor (MAIL answered 452 4.3.1). */
-  get isSpoolLow(): boolean {
-    return this.#spoolSpace.isLow;
-  }
-
   get connectionCount(): number {
     return this.#connections.size;
   }
