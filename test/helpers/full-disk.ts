@@ -3,7 +3,7 @@
 // also if the test process exits early.
 
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -23,7 +23,7 @@ export function mountSmallDisk(sizeBytes: number): SmallDisk | null {
   if (process.getuid?.() !== 0) return null;
   const parent = mkdtempSync(path.join(os.tmpdir(), 'portcullis-disk-'));
   const dir = path.join(parent, 'mnt');
-  execFileSync('mkdir', [dir]);
+  mkdirSync(dir);
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeBytes},mode=0700`, 'portcullis-test', dir], { stdio: 'ignore' });
   } catch {
