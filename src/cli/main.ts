@@ -21,6 +21,22 @@ Usage:
 Configuration keys: docs/configuration.md. Spool format: docs/spool.md.
 `;
 
+/**
+ * A reader that closes our output early (`portcullis spool list | head -1`) has what it wanted:
+ * end quietly, as Unix tools do, instead of dying on an unhandled EPIPE with a stack trace. Node
+ * ignores SIGPIPE, so the closed pipe shows up as an 'error' on the stream; the status is the
+ * command's own (0 unless it had already failed), not SIGPIPE's 141, so `set -o pipefail` scripts
+ * that take the head of a listing keep working. Any other output error is still ours to report.
+ */
+function endQuietlyWhenOutputCloses(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  });
+}
+endQuietlyWhenOutputCloses(process.stdout);
+endQuietlyWhenOutputCloses(process.stderr);
+
 function die(msg: string, code = 2): never {
   process.stderr.write(`portcullis: ${msg}\n`);
   process.exit(code);

@@ -610,8 +610,11 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'Recipients accepted in one transaction. Past it RCPT is answered 452 (RFC 5321 4.5.3.1.10) and the client sends ' +
     'the rest in another transaction. RFC 5321 4.5.3.1.8 requires room for at least 100.'),
   entry('smtp', 'max_errors', 'maxErrors', int(1, 1000),
-    'Protocol errors caused by the client (4xx/5xx replies) tolerated in one session; the next one is answered ' +
-    '`421 4.7.0` and the connection closed.'),
+    'Errors caused by the client tolerated in one session; the next one is answered `421 4.7.0` and the ' +
+    'connection closed. Counted: replies to bad syntax, commands out of sequence, refused recipients and other ' +
+    'policy refusals, refused message content. Not counted, being no fault of the client: `452` for too many ' +
+    'recipients (RFC 5321 4.5.3.1.10 asks the client to send the rest in another transaction), `452 4.3.1` ' +
+    'while the spool is low on space, `451` when the spool cannot store a message, and the closing `421`.'),
   entry('smtp', 'max_transactions', 'maxTransactions', int(1, 100_000),
     'Transactions (MAIL commands) allowed in one session; past it the server answers `421 4.7.0` and closes.'),
   entry('smtp', 'allow_empty_helo', 'allowEmptyHelo', bool(),

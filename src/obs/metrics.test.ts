@@ -218,3 +218,17 @@ test('close() stops the endpoint, keep-alive connections included', async () => 
   agent.destroy();
   await assert.rejects(request(port, 'GET', '/metrics'));
 });
+
+test('spool space: free bytes and the low flag; over workers the lowest reading and any low', async () => {
+  const a = new Metrics({ defaultMetrics: false });
+  const b = new Metrics({ defaultMetrics: false });
+  assert.equal(value(await a.registry.metrics(), 'portcullis_spool_free_bytes'), undefined, 'absent before a measurement');
+  assert.equal(value(await a.registry.metrics(), 'portcullis_spool_low'), 0);
+  a.spoolSpace(5_000, true);
+  b.spoolSpace(7_000, false);
+  assert.equal(value(await a.registry.metrics(), 'portcullis_spool_free_bytes'), 5_000);
+  assert.equal(value(await a.registry.metrics(), 'portcullis_spool_low'), 1);
+  const summed = await AggregatorRegistry.aggregate([await a.registry.getMetricsAsJSON(), await b.registry.getMetricsAsJSON()]).metrics();
+  assert.equal(value(summed, 'portcullis_spool_free_bytes'), 5_000);
+  assert.equal(value(summed, 'portcullis_spool_low'), 1);
+});

@@ -32,6 +32,8 @@ export interface SessionMetrics {
   messageAccepted(bytes: number): void;
   /** Every reply sent; only 4xx and 5xx are counted (by code). */
   reply(code: number): void;
+  /** Each measurement of the spool's free space, and whether it is below spool.min_free_bytes. */
+  spoolSpace?(freeBytes: number, isLow: boolean): void;
 }
 
 /** One process's metrics. The server and the policy pipeline call the methods; the registry is
@@ -42,6 +44,8 @@ export class Metrics implements SessionMetrics {
   #sessionsActive = 0;
   #messagesAccepted = 0;
   #messageBytes = 0;
+  #spoolFreeBytes = Number.NaN;
+  #isSpoolLow = false;
   /** Index code - 400. */
   readonly #replies = new Float64Array(MAX_REPLY_CODE - MIN_REPLY_CODE + 1);
   /** Per check name: index stage * ACTIONS.length + action. */
@@ -115,6 +119,17 @@ export class Metrics implements SessionMetrics {
         }
       },
     });
+    // With workers each measures the same file system: the primary shows the lowest reading
+    // and "low" if any worker is low, not their sum.
+    new Gauge({
+      name: `${METRIC_PREFIX}spool_low`,
+      help: '1 while the spool is below spool.min_free_bytes (MAIL answered 452 4.3.1), else 0.',
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.set(self.#isSpoolLow ? 1 : 0);
+      },
+    });
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 
@@ -139,6 +154,25 @@ export class Metrics implements SessionMetrics {
   sessionOpened(): void {
     this.#sessionsOpened++;
     this.#sessionsActive++;
+  }
+
+  spoolSpace(freeBytes: number, isLow: boolean): void {
+    // Registered at the first measurement: with spool.min_free_bytes = 0 nothing measures, and a
+    // gauge at 0 would read as a full disk.
+    if (Number.isNaN(this.#spoolFreeBytes)) {
+      const self = this;
+      new Gauge({
+        name: `${METRIC_PREFIX}spool_free_bytes`,
+        help: 'Free space on the spool file system, as last measured (absent with spool.min_free_bytes = 0).',
+        registers: [this.registry],
+        aggregator: 'min',
+        collect() {
+          this.set(self.#spoolFreeBytes);
+        },
+      });
+    }
+    this.#spoolFreeBytes = freeBytes;
+    this.#isSpoolLow = isLow;
   }
 
   sessionClosed(): void {

@@ -109,6 +109,11 @@ export class Connection {
     if (this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
   }
 
+  /** The spool crossed its free-space floor: while low, MAIL is answered 452 4.3.1. */
+  setSpoolLow(isLow: boolean): void {
+    this.#feed({ type: 'spool-space', nowMs: Date.now(), isLow });
+  }
+
   /** Past the stop deadline: drop the connection whatever it is doing. */
   abort(): void {
     this.#destroy();
@@ -331,6 +336,7 @@ export class Connection {
     secure.once('secure', () => {
       clearTimeout(handshakeTimer);
       secure.off('error', onHandshakeError);
+      secure.off('end', onHandshakeEnd);
       this.#attach(secure);
       this.#feed({ type: 'tls-ready', nowMs: Date.now(), tls: { protocol: secure.getProtocol() ?? 'unknown', cipher: secure.getCipher()?.name ?? 'unknown' } });
     });
@@ -338,6 +344,19 @@ export class Connection {
       clearTimeout(handshakeTimer);
       this.#feed({ type: 'tls-failed', nowMs: Date.now(), reason: err.message });
     };
+    // Security: the raw socket's listeners are detached while the handshake runs, and the TLS
+    // socket inherits the listener's allowHalfOpen, so a client's FIN before, during or right
+    // after its ClientHello arrives only as 'end' here. Unheard, it left the socket in CLOSE-WAIT
+    // and the session counted as live until the handshake timer (the command timeout, 300 s):
+    // a cheap way to exhaust descriptors. Such a client can never finish the handshake, so the
+    // socket is released at once, without a close_notify or a grace period.
+    const onHandshakeEnd = (): void => {
+      clearTimeout(handshakeTimer);
+      secure.off('error', onHandshakeError);
+      this.#log.info({ bytesReceived: raw.bytesRead }, 'client closed during the TLS handshake');
+      this.#destroy();
+    };
+    secure.once('end', onHandshakeEnd);
     secure.once('error', onHandshakeError);
     secure.once('close', () => {
       clearTimeout(handshakeTimer);

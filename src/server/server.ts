@@ -13,6 +13,7 @@ import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from './networks.ts';
 import { newSessionId } from './session-id.ts';
+import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
 
 export type ServerOptions = {
   config: Config;
@@ -28,6 +29,9 @@ export type ServerOptions = {
   metrics?: SessionMetrics | null;
   /** Runs on every message between the content checks and the commit (DKIM signing, later). */
   transform?: MessageTransform | null;
+  /** How the spool's free space is measured against `spool.min_free_bytes` (default: statfs of
+   *  the spool dir every 5 s). */
+  spoolSpace?: { probe?: FreeSpaceProbe; intervalMs?: number };
 };
 
 /** How long a graceful stop waits for sessions to finish their current action. */
@@ -39,9 +43,25 @@ export class SmtpServer {
   readonly #opts: ServerOptions;
   readonly #servers: net.Server[] = [];
   readonly #connections = new Set<Connection>();
+  readonly #spoolSpace: SpoolSpaceMonitor;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
+    const { config, log } = opts;
+    const minFreeBytes = config.spool.minFreeBytes;
+    this.#spoolSpace = new SpoolSpaceMonitor({
+      dir: config.spool.dir,
+      minFreeBytes,
+      ...opts.spoolSpace,
+      onChange: (isLow, freeBytes) => {
+        if (isLow) log.warn({ freeBytes, minFreeBytes }, 'spool low on space: MAIL is answered 452 4.3.1');
+        else log.info({ freeBytes, minFreeBytes }, 'spool space back above its floor: accepting mail again');
+        // Every live session learns it at once; new ones at their start (listen()).
+        for (const c of this.#connections) c.setSpoolLow(isLow);
+      },
+      onMeasure: (freeBytes, isLow) => opts.metrics?.spoolSpace?.(freeBytes, isLow),
+      onError: (err) => log.warn({ err }, 'cannot measure the spool\'s free space; keeping the last state'),
+    });
   }
 
   get connectionCount(): number {
@@ -80,12 +100,15 @@ export class SmtpServer {
         metrics?.sessionClosed();
       },
     };
+    // Measured before the first session, so none is accepted on a full disk.
+    await this.#spoolSpace.start();
     for (const addr of config.smtp.listen) {
       const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
         const c = new Connection(socket, deps);
         this.#connections.add(c);
         metrics?.sessionOpened();
         c.start();
+        if (this.#spoolSpace.isLow) c.setSpoolLow(true);
       });
       server.on('error', (err) => log.error({ err }, 'listener error'));
       await new Promise<void>((resolve, reject) => {
@@ -107,6 +130,7 @@ export class SmtpServer {
     // close() stops accepting at once; its callback would wait for every connection to end, so
     // the sessions are told first (421 4.3.2 once their current action is done).
     for (const s of this.#servers) s.close();
+    this.#spoolSpace.stop();
     for (const c of this.#connections) c.shutdown();
     const deadline = Date.now() + STOP_GRACE_MS;
     while (this.#connections.size > 0 && Date.now() < deadline) {

@@ -12,8 +12,11 @@ import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
+import { LazyStateStore } from '../store/lazy.ts';
 import { openStateStore } from '../store/open.ts';
+import { watchParent } from './parent-watch.ts';
 import { SmtpServer } from './server.ts';
+import { startTmpSweeper } from './tmp-sweeper.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
 /** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
@@ -40,6 +43,8 @@ export async function serve(cfg: Config): Promise<void> {
   }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
+  // One sweeper per server, here (primary or single process), not one per worker.
+  await startTmpSweeper(cfg.spool.dir, log);
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
   if (n === 1) return runWorker(cfg, log, obs === null ? null : new obs.Metrics());
@@ -115,6 +120,10 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  watchParent((parentPid) => {
+    log.warn({ parentPid }, 'the process that started the server has exited; stopping');
+    stop('parent exited');
+  });
   for (let i = 0; i < n; i++) fork(i);
 }
 
@@ -131,7 +140,14 @@ async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Pro
   });
   // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
   // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
-  const store = await openStateStore(cfg.state.store, { dir: cfg.spool.dir });
+  // Opened at its first use, not here: a server with no greylisting and no check that remembers
+  // refusals across sessions never touches it, and one whose store is on a full disk (or whose
+  // Redis is down) still starts and serves what does not need it; the checks that do tempfail.
+  const storeKind = cfg.state.store === 'sqlite' ? 'sqlite' : 'redis';
+  const store = new LazyStateStore(() => openStateStore(cfg.state.store, { dir: cfg.spool.dir }), {
+    onOpen: () => log.info({ store: storeKind }, 'state store opened'),
+    onOpenFailed: (err) => log.warn({ store: storeKind, err }, 'state store cannot be opened; checks that need it answer tempfail'),
+  });
   // Expired records are purged in small batches (sqlite); Redis expires keys itself.
   const purge = setInterval(() => {
     store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
@@ -160,5 +176,13 @@ async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Pro
   };
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
+  // A worker stops when its primary goes (the IPC channel closes); a single process watches the
+  // process that started it, as the primary does.
   if (cluster.isWorker) process.on('disconnect', () => void stop());
+  else {
+    watchParent((parentPid) => {
+      log.warn({ parentPid }, 'the process that started the server has exited; stopping');
+      void stop();
+    });
+  }
 }

@@ -18,6 +18,8 @@ export const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.me
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 const READY_TIMEOUT_MS = 15_000;
+/** The primary's "ready" line, in the JSON or the pretty log format. */
+const READY_LINE = /"msg":"ready"|\] INFO: ready \{/;
 const STOP_TIMEOUT_MS = 20_000;
 
 export type CliServerOptions = {
@@ -29,7 +31,29 @@ export type CliServerOptions = {
   journalMaxMessageBytes?: number;
   /** More TOML appended to the file: other sections ([policy], [dns], [[dnsbl]] ...). */
   extraToml?: string;
+  /** spool.dir; omitted means `spool` in the temp dir. The caller owns (and removes) it. */
+  spoolDir?: string;
+  /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
+  spoolToml?: string[];
+  /** More keys of the [log] section (`format = "pretty"`). */
+  logToml?: string[];
+  /** How the server is started: `node` (default) runs the CLI with this process's Node; `npx`
+   *  and `npm-start` run the commands docs/operations.md shows (npm then owns the spawned PID). */
+  launcher?: Launcher;
 };
+
+export type Launcher = 'node' | 'npx' | 'npm-start';
+
+function commandLine(launcher: Launcher, configPath: string): [string, string[]] {
+  switch (launcher) {
+    case 'node':
+      return [process.execPath, [CLI_MAIN, 'serve', '--config', configPath]];
+    case 'npx':
+      return ['npx', ['node', 'src/cli/main.ts', 'serve', '--config', configPath]];
+    case 'npm-start':
+      return ['npm', ['start', '--', '--config', configPath]];
+  }
+}
 
 export type ExitInfo = { code: number | null; signal: NodeJS.Signals | null };
 
@@ -98,7 +122,8 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
   }
   lines.push('[spool]', `dir = ${toml(spoolDir)}`);
   if (opts.journalMaxMessageBytes !== undefined) lines.push(`journal_max_message_bytes = ${opts.journalMaxMessageBytes}`);
-  lines.push('', '[log]', 'level = "info"', '');
+  lines.push(...(opts.spoolToml ?? []));
+  lines.push('', '[log]', 'level = "info"', ...(opts.logToml ?? []), '');
   if (opts.extraToml !== undefined) lines.push(opts.extraToml, '');
   return lines.join('\n');
 }
@@ -121,7 +146,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 type Layout = { dir: string; spoolDir: string; configPath: string; logPath: string; port: number };
 
-async function launch(layout: Layout, workers: number): Promise<CliServer> {
+async function launch(layout: Layout, workers: number, launcher: Launcher): Promise<CliServer> {
   installExitHook();
   const logFd = openSync(layout.logPath, 'a');
   const logStart = (() => {
@@ -134,7 +159,8 @@ async function launch(layout: Layout, workers: number): Promise<CliServer> {
   let child: ChildProcess;
   try {
     // stdio to the log file, never a pipe the child could block on.
-    child = spawn(process.execPath, [CLI_MAIN, 'serve', '--config', layout.configPath], {
+    const [command, args] = commandLine(launcher, layout.configPath);
+    child = spawn(command, args, {
       cwd: REPO_ROOT,
       stdio: ['ignore', logFd, logFd],
       env: { ...process.env, NODE_OPTIONS: '' },
@@ -175,7 +201,7 @@ async function launch(layout: Layout, workers: number): Promise<CliServer> {
     logText,
     restart: async () => {
       if (exitInfo === null) throw new Error('restart() needs the previous run stopped first');
-      return launch(layout, workers);
+      return launch(layout, workers, launcher);
     },
     cleanup: async () => {
       await stop('SIGKILL');
@@ -199,7 +225,7 @@ async function launch(layout: Layout, workers: number): Promise<CliServer> {
         lastError = (err as Error).message;
       }
     }
-    if (hasBanner && (workers === 1 || /"msg":"ready"/.test(logText().slice(logStart)))) return server;
+    if (hasBanner && (workers === 1 || READY_LINE.test(logText().slice(logStart)))) return server;
     await sleep(50);
   }
   const log = logText().slice(logStart);
@@ -217,12 +243,12 @@ export async function startCliServer(opts: CliServerOptions): Promise<CliServer>
     // The free port can be taken by someone else between our check and the child's bind: retry.
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const spoolDir = path.join(dir, 'spool');
+      const spoolDir = opts.spoolDir ?? path.join(dir, 'spool');
       const configPath = path.join(dir, 'portcullis.toml');
       const logPath = path.join(dir, 'server.log');
       writeFileSync(configPath, configText(opts, port, spoolDir));
       try {
-        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers);
+        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers, opts.launcher ?? 'node');
       } catch (err) {
         if (attempt >= 3 || !(err as { isAddressInUse?: boolean }).isAddressInUse) throw err;
       }

@@ -9,11 +9,19 @@ import { pino } from 'pino';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
 import type { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import type { MessageTransform } from '../../src/server/connection.ts';
-import { SmtpServer } from '../../src/server/server.ts';
+import { SmtpServer, type ServerOptions } from '../../src/server/server.ts';
 import { loadSecureContext } from '../../src/server/tls.ts';
 import { JournalSpool } from '../../src/spool/journal.ts';
 
-export type TestServer = { port: number; dir: string; spoolDir: string; config: Config; stop: () => Promise<void> };
+export type TestServer = {
+  port: number;
+  dir: string;
+  spoolDir: string;
+  config: Config;
+  /** Sessions the server counts as live right now. */
+  connectionCount: () => number;
+  stop: () => Promise<void>;
+};
 
 let certs: { certFile: string; keyFile: string; dir: string } | null = null;
 
@@ -31,7 +39,7 @@ export function testCerts(): { certFile: string; keyFile: string } {
 
 export async function startTestServer(
   base?: Config,
-  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform } = {},
+  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform; spoolSpace?: ServerOptions['spoolSpace'] } = {},
 ): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
@@ -43,7 +51,7 @@ export async function startTestServer(
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
-  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null });
+  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null, ...(opts.spoolSpace !== undefined ? { spoolSpace: opts.spoolSpace } : {}) });
   await server.listen();
   const port = server.addresses()[0].port;
   return {
@@ -51,6 +59,7 @@ export async function startTestServer(
     dir,
     spoolDir: config.spool.dir,
     config,
+    connectionCount: () => server.connectionCount,
     stop: async () => {
       await server.stop();
       await spool.close();
