@@ -3,7 +3,12 @@
 // run. Measured from outside, from /proc, every 100 ms: the sum of RSS (what `ps` shows) and of
 // PSS (shared pages split between the processes that share them).
 //
-//   npm run -s bench:memory -- [--clients 200] [--megabytes 20] [--only portcullis]
+//   npm run -s bench:memory -- [--clients 200] [--megabytes 20] [--only portcullis] [--client node|smtp-source]
+//
+// The default client is a small one of our own that keeps every session uploading at the same
+// time (one shared body buffer, written with backpressure): smtp-source writes each session's
+// message in one blocking burst, so with large messages only a few sessions are mid-upload at
+// any moment and the peak understates what many slow concurrent uploads cost.
 
 import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,14 +17,17 @@ import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runLoad, type Cell } from './load.ts';
 import { pssKiB, rssKiB, sampleTree } from './proc.ts';
-import { DISPLAY_NAMES, startServer, type ServerName } from './servers.ts';
-import { findExecutable } from './util.ts';
+import { DISPLAY_NAMES, PORTS, startServer, type ServerName } from './servers.ts';
+import { findExecutable, HOST } from './util.ts';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 
 const SAMPLE_MS = 100;
 
 const { values } = parseArgs({
   options: {
     clients: { type: 'string', default: '200' },
+    client: { type: 'string', default: 'node' },
     megabytes: { type: 'string', default: '20' },
     only: { type: 'string' },
   },
@@ -51,8 +59,8 @@ for (const name of servers) {
       peakPss = Math.max(peakPss, pssKiB(pids));
     }, SAMPLE_MS);
     const cell: Cell = { sessions: clients, messageBytes, reuseConnection: false, batch: clients, batches: 1 };
-    const port = { portcullis: 2621, postfix: 2601, haraka: 2611 }[name];
-    const result = await runLoad(smtpSource, port, cell, server.rootPid, 600_000);
+    const port = PORTS[name];
+    const result = values.client === 'smtp-source' ? await runLoad(smtpSource, port, cell, server.rootPid, 600_000) : await concurrentUploads(port, clients, messageBytes, 600_000);
     clearInterval(sampler);
     if (!result.ok) throw new Error(`${name}: ${result.error}`);
     results.push({ name: DISPLAY_NAMES[name], idleRss, peakRss, peakPss, seconds: result.seconds });
@@ -66,3 +74,55 @@ log('');
 log(`| server | idle RSS | peak RSS | peak PSS | seconds |`);
 log(`| --- | --- | --- | --- | --- |`);
 for (const r of results) log(`| ${r.name} | ${mib(r.idleRss)} | ${mib(r.peakRss)} | ${mib(r.peakPss)} | ${r.seconds.toFixed(1)} |`);
+
+/** `clients` sessions at once, each sending one message of `bytes` octets; every wait bounded. */
+async function concurrentUploads(port: number, clients: number, bytes: number, timeoutMs: number): Promise<{ ok: true; seconds: number } | { ok: false; error: string }> {
+  // Whole 78-octet lines after a short header: about `bytes` octets, every line CRLF-ended.
+  const header = Buffer.from('Subject: memory bench\r\n\r\n');
+  const line = Buffer.from(`${'x'.repeat(76)}\r\n`);
+  const body = Buffer.concat([header, Buffer.alloc(Math.floor(Math.max(0, bytes - header.length) / line.length) * line.length)]);
+  for (let at = header.length; at < body.length; at += line.length) line.copy(body, at);
+  const startedAt = performance.now();
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect({ host: HOST, port });
+      const timer = setTimeout(() => socket.destroy(new Error('timed out')), timeoutMs);
+      let buffered = '';
+      const steps = ['EHLO bench.client\r\n', 'MAIL FROM:<sender@example.org>\r\n', 'RCPT TO:<user@bench.test>\r\n', 'DATA\r\n', null, 'QUIT\r\n'];
+      let step = -1;
+      socket.setEncoding('latin1');
+      socket.on('data', (text: string) => {
+        buffered += text;
+        for (;;) {
+          const m = /^(\d{3}) .*\r\n/m.exec(buffered);
+          if (m === null) return;
+          buffered = buffered.slice(m.index + m[0].length);
+          if (m[1][0] !== '2' && m[1][0] !== '3') return socket.destroy(new Error(`server said ${m[0].trim()}`));
+          step++;
+          if (step >= steps.length) return;
+          const next = steps[step];
+          if (next !== null) socket.write(next);
+          else void upload();
+        }
+      });
+      const upload = async (): Promise<void> => {
+        for (let at = 0; at < body.length; at += 65536) {
+          if (!socket.write(body.subarray(at, Math.min(body.length, at + 65536)))) await new Promise((r) => socket.once('drain', r));
+        }
+        socket.write('.\r\n');
+      };
+      socket.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.on('close', () => {
+        clearTimeout(timer);
+        if (step >= steps.length - 1) resolve();
+        else reject(new Error(`closed at step ${step}`));
+      });
+    });
+  const outcomes = await Promise.allSettled(Array.from({ length: clients }, one));
+  const failed = outcomes.filter((o) => o.status === 'rejected');
+  if (failed.length > 0) return { ok: false, error: `${failed.length} of ${clients} sessions failed: ${String((failed[0] as PromiseRejectedResult).reason)}` };
+  return { ok: true, seconds: (performance.now() - startedAt) / 1000 };
+}

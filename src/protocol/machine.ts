@@ -363,6 +363,7 @@ export class SmtpMachine {
         this.#slot = end.slot;
         return;
       case 'chunk':
+        this.#spill(this.#openTransaction()!, out);
         return this.#reply(end.reply, out);
       case 'last':
         return this.#endOfContent(end.scanner, out);

@@ -60,6 +60,8 @@ export class MachineDriver {
   readonly stored: Buffer[] = [];
   isClosed = false;
   readonly #opts: DriveOptions;
+  /** What the machine sent to the body file of the current transaction (the shell's file). */
+  #spilled: Buffer[] = [];
   /** An asynchronous policy answer not yet stepped into the machine. */
   #pending: Promise<PolicyVerdict> | null = null;
 
@@ -90,9 +92,13 @@ export class MachineDriver {
       produced.push(o);
       this.outputs.push(o);
       if (o.type === 'reply') this.replies.push(o.reply);
+      else if (o.type === 'append-body') this.#spilled.push(...o.chunks);
+      else if (o.type === 'discard-body') this.#spilled = [];
       else if (o.type === 'close') this.isClosed = true;
       else if (o.type === 'commit' && this.#opts.commits === 'accept') {
-        this.stored.push(Buffer.concat(contentChunks(o.message)));
+        const m = o.message;
+        this.stored.push(Buffer.concat(m.rest.kind === 'memory' ? contentChunks(m) : [...m.head, ...this.#spilled]));
+        this.#spilled = [];
         queue.push(...this.machine.step({ type: 'committed', nowMs: this.clock.now() }));
       } else if (o.type === 'policy') {
         const policy = this.#opts.policy ?? 'manual';

@@ -1,0 +1,122 @@
+// The body handle in the core: past bodyMemoryBytes the content goes out in append-body outputs
+// (the header section stays), so what a session holds stays bounded; any chunking gives the same
+// bytes; a dropped transaction's body file is discarded; a header section too large is refused.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { MachineDriver } from '../../test/helpers/drive.ts';
+import type { Output } from './io.ts';
+import type { MachineConfig } from './machine-config.ts';
+import type { PolicyStage } from './verdict.ts';
+
+const THRESHOLD = 4096;
+
+function config(over: Partial<MachineConfig> = {}): MachineConfig {
+  return {
+    hostname: 'mx.example.test', maxMessageBytes: 1 << 22, maxCommandLineBytes: 512, maxTextLineBytes: 1000, maxRecipients: 100,
+    maxErrors: 10, maxTransactions: 100, allowEmptyHelo: false, vrfy: '252', expn: 'disabled', isNormalizingBareLineEndings: false,
+    localDomains: new Set(['example.test']), isTlsAvailable: false, maxPolicyRefusals: 3, policyStages: new Set<PolicyStage>(),
+    bodyMemoryBytes: THRESHOLD, ...over,
+  };
+}
+
+const HEADER = 'Subject: big\r\nX-A: 1\r\n\r\n';
+function body(lines: number): string {
+  let s = '';
+  for (let i = 0; i < lines; i++) s += `line ${i} ${'y'.repeat(60)}\r\n`;
+  return s;
+}
+
+type Spilled = { appended: Buffer; commit: Extract<Output, { type: 'commit' }> | undefined; discarded: number[]; maxHeld: number };
+
+function run(d: MachineDriver, pieces: readonly string[]): Spilled {
+  const appended: Buffer[] = [];
+  let maxHeld = 0;
+  for (const p of pieces) {
+    d.send(p);
+    const held = d.machine.transaction?.content?.heldBytes ?? 0;
+    maxHeld = Math.max(maxHeld, held);
+  }
+  for (const o of d.outputs) if (o.type === 'append-body') appended.push(...o.chunks);
+  return {
+    appended: Buffer.concat(appended),
+    commit: d.outputs.find((o) => o.type === 'commit') as Extract<Output, { type: 'commit' }> | undefined,
+    discarded: d.outputs.filter((o) => o.type === 'discard-body').map((o) => (o as { seq: number }).seq),
+    maxHeld,
+  };
+}
+
+test('a body past the threshold goes to the body file; the header section stays; any chunking, same bytes', () => {
+  const text = body(2000); // ~140 KB
+  const wire = `EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n${HEADER}${text}.\r\n`;
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 1, max: wire.length - 1 }), { maxLength: 40 }), (cuts) => {
+      const at = [...new Set(cuts)].sort((a, b) => a - b);
+      const pieces = [0, ...at].map((from, i) => wire.slice(from, at[i] ?? wire.length));
+      const d = new MachineDriver(config());
+      const r = run(d, pieces);
+      assert.ok(r.commit !== undefined);
+      const m = r.commit.message;
+      assert.deepEqual(m.rest, { kind: 'spilled', offset: 0, bytes: Buffer.byteLength(text) });
+      assert.equal(r.appended.toString('latin1'), text, 'the body file gets exactly the body, in order');
+      assert.match(Buffer.concat(m.head as Buffer[]).toString('latin1'), /^Received: [^]*\r\nSubject: big\r\nX-A: 1\r\n\r\n$/);
+      assert.equal(m.size, Buffer.concat(m.head as Buffer[]).length + Buffer.byteLength(text));
+      // Bounded: at most the threshold plus one read is ever held.
+      const largest = Math.max(...pieces.map((p) => Buffer.byteLength(p)));
+      assert.ok(r.maxHeld <= THRESHOLD + largest, `held ${r.maxHeld}`);
+    }),
+    { seed: 4242, numRuns: 60 },
+  );
+});
+
+test('a small body stays in memory: no append-body, nothing to discard', () => {
+  const d = new MachineDriver(config(), { commits: 'accept' });
+  const r = run(d, [`EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n${HEADER}${body(10)}.\r\n`]);
+  assert.equal(r.appended.length, 0);
+  assert.equal(d.outputs.some((o) => o.type === 'commit' && o.message.rest.kind === 'memory'), true);
+  assert.deepEqual(r.discarded, []);
+});
+
+test('BDAT: chunks past the threshold are spilled as they arrive', () => {
+  const text = body(500);
+  const msg = `${HEADER}${text}`;
+  const half = Math.floor(msg.length / 2);
+  const d = new MachineDriver(config());
+  const r = run(d, ['EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n', `BDAT ${half}\r\n${msg.slice(0, half)}`, `BDAT ${msg.length - half} LAST\r\n${msg.slice(half)}`]);
+  assert.ok(r.commit !== undefined);
+  assert.equal(r.appended.toString('latin1'), text);
+});
+
+test('the body file is discarded when its transaction ends: committed, RSET mid-way, refused content, connection closed', () => {
+  const start = 'EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n';
+  // Committed: discarded after the 250 (the spool has copied it).
+  const stored = new MachineDriver(config(), { commits: 'accept' });
+  assert.deepEqual(run(stored, [`${start}${HEADER}${body(200)}.\r\n`]).discarded, [1]);
+  // Refused after the end of data (a bare LF in the body): discarded.
+  const refused = new MachineDriver(config());
+  const r = run(refused, [`${start}${HEADER}${body(200)}`, 'bare\nlf\r\n.\r\n']);
+  assert.deepEqual(r.discarded, [1]);
+  assert.match(refused.replyLines().at(-1)!, /^550 5\.6\.0/);
+  // Client gone mid-upload.
+  const gone = new MachineDriver(config());
+  run(gone, [`${start}${HEADER}${body(200)}`]);
+  gone.step({ type: 'timeout', nowMs: gone.tick() });
+  assert.ok(gone.outputs.some((o) => o.type === 'discard-body'));
+  // BDAT: a first chunk spilled, then RSET.
+  const rset = new MachineDriver(config());
+  const msg = `${HEADER}${body(200)}`;
+  const rr = run(rset, ['EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n', `BDAT ${msg.length}\r\n${msg}`, 'RSET\r\n']);
+  assert.deepEqual(rr.discarded, [1]);
+});
+
+test('Security: a header section that does not end within the threshold is refused (552 5.3.4), not held whole', () => {
+  const d = new MachineDriver(config());
+  let header = '';
+  for (let i = 0; header.length < THRESHOLD * 3; i++) header += `X-Filler-${i}: ${'z'.repeat(60)}\r\n`;
+  const r = run(d, ['EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n', header, '\r\nbody\r\n.\r\n']);
+  assert.equal(r.commit, undefined);
+  assert.equal(d.replyLines().at(-1), '552 5.3.4 Message header section too large');
+  assert.ok(r.maxHeld <= THRESHOLD + header.length);
+  assert.equal(r.appended.length, 0);
+});
