@@ -120,3 +120,18 @@ test('Security: a header section that does not end within the threshold is refus
   assert.ok(r.maxHeld <= THRESHOLD + header.length);
   assert.equal(r.appended.length, 0);
 });
+
+test('a client that declares a SIZE past the threshold has its body spilled as soon as the header section ends', () => {
+  const d = new MachineDriver(config());
+  d.send('EHLO c.example\r\nMAIL FROM:<a@c.example> SIZE=200000\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
+  d.send('Subject: big\r\n');
+  assert.ok(!d.outputs.some((o) => o.type === 'append-body'), 'nothing to spill before the header section ends');
+  d.send(`X-A: 1\r\n\r\n${body(10)}`);
+  const appended = d.outputs.filter((o) => o.type === 'append-body');
+  assert.equal(appended.length, 1, 'spilled at the first read after the header section');
+  assert.equal(d.machine.transaction!.content!.heldBytes, 0);
+  d.send(`${body(10)}.\r\n`);
+  const commit = d.outputs.find((o) => o.type === 'commit') as Extract<Output, { type: 'commit' }>;
+  assert.match(Buffer.concat(commit.message.head as Buffer[]).toString('latin1'), /\r\nSubject: big\r\nX-A: 1\r\n\r\n$/);
+  assert.deepEqual(commit.message.rest, { kind: 'spilled', offset: 0, bytes: Buffer.byteLength(body(10)) * 2 });
+});

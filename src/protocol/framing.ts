@@ -115,6 +115,12 @@ export class ContentScanner {
     return out;
   }
 
+  /** Puts back what takeChunks handed over (nothing was kept in between): the caller did not use it. */
+  giveBack(chunks: Buffer[]): void {
+    for (const c of chunks) this.#takenBytes -= c.length;
+    this.#chunks.unshift(...chunks);
+  }
+
   /** The header section is larger than a session may hold: the message is refused at its end. */
   refuseHeader(): void {
     this.defects.headerTooBig = true;

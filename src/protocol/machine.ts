@@ -160,9 +160,19 @@ export class SmtpMachine {
     const scanner = txn.content!;
     if (scanner.isRefused) return;
     if (txn.spilled === null) {
-      if (scanner.heldBytes < (this.#cfg.bodyMemoryBytes ?? DEFAULT_BODY_MEMORY_BYTES)) return;
+      const threshold = this.#cfg.bodyMemoryBytes ?? DEFAULT_BODY_MEMORY_BYTES;
+      const held = scanner.heldBytes;
+      // A client that declared a size past the threshold (RFC 1870 SIZE) sends a large message:
+      // its body goes to the file as soon as its header section is complete.
+      const isDeclaredLarge = txn.declaredSize !== null && txn.declaredSize > threshold;
+      if (held < threshold && !isDeclaredLarge) return;
       const chunks = scanner.takeChunks();
       const section = headerSection(chunks);
+      if (held < threshold && !section.hasSeparator) {
+        // The header section has not ended yet: keep holding what came (it is small).
+        scanner.giveBack(chunks);
+        return;
+      }
       // Security: a header section that does not end within the threshold would have to be held
       // whole (assembly edits it); such a message is refused at its end (552 5.3.4).
       if (section.bytes > 0 && !section.hasSeparator) return scanner.refuseHeader();

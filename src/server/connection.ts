@@ -42,8 +42,9 @@ export type ConnectionDeps = {
   onClose: (c: Connection) => void;
 };
 
-/** Body octets queued for the body file past which reading stops until they are written. */
-const BODY_BACKLOG_BYTES = 1024 * 1024;
+/** Body octets queued for the body file past which reading stops until they are written: with a
+ *  disk slower than the clients, every large upload holds about this much. */
+const BODY_BACKLOG_BYTES = 256 * 1024;
 
 /** How long a closing connection may take to flush its last reply before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;

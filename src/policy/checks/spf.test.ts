@@ -230,7 +230,8 @@ test('spf: a DNS server that never answers is a temperror: 451 4.7.24, in bounde
   const v = await run({ from: 'user@ip4.spf.test' }, { dns: slowDns });
   assert.equal(replyOf(v), '451 4.7.24 SPF validation error, try again later');
   assert.ok(v.action === 'tempfail' && /spf temperror/.test(v.reason), v.action === 'tempfail' ? v.reason : '');
-  assert.ok(Date.now() - started < 2000, 'bounded by the DNS timeout');
+  // Bounded by the DNS timeout (200 ms x 2 tries), with room for a loaded machine; unbounded would be 120 s.
+  assert.ok(Date.now() - started < 5000, 'bounded by the DNS timeout');
   // temperror configured to continue: accepted with a header saying temperror.
   assert.match(headerOf(await run({ from: 'user@ip4.spf.test' }, { dns: slowDns, actions: { ...SPF_DEFAULT_ACTIONS, temperror: 'continue' } })), /^Received-SPF: temperror /);
 });
