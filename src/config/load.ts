@@ -3,14 +3,15 @@
 // Never starts anything or touches the network; it reads only the file it is given.
 
 import { readFileSync, statSync } from 'node:fs';
-import { BlockList, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { domainToASCII } from 'node:url';
 import { parse, TomlDate, TomlError } from 'smol-toml';
 import { defaultConfig } from './types.ts';
 import type { Config, DnsListConfig, ListenAddress, PolicyCheckName } from './types.ts';
 import { POLICY_CHECK_NAMES } from './types.ts';
-import { formatIPv6, ipv6Groups } from '../net/ip.ts';
+import { parseCidr } from '../net/cidr.ts';
+import { hostNameProblem, MAX_DNS_NAME_CHARS, MAX_LABEL_OCTETS } from '../net/domain.ts';
+import { ipFamily } from '../net/ip.ts';
 import { parseAnswerPattern } from '../policy/checks/dnsbl.ts';
 
 /** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
@@ -179,9 +180,7 @@ function pathString(options: { allowEmpty: boolean }): Validator<string> {
   };
 }
 
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
-
-/** Why `name` is not a host name we accept (RFC 1123 2.1 letters-digits-hyphen labels), or undefined. */
+/** Why `name` is not a host name we accept (net/domain.ts: RFC 1123 2.1 labels), or undefined. */
 function domainProblem(name: string): string | undefined {
   if (name === '') return 'must not be empty';
   if (/[^\x00-\x7f]/.test(name)) {
@@ -190,18 +189,22 @@ function domainProblem(name: string): string | undefined {
     return ascii === '' ? 'must be an ASCII host name' : `must be ASCII: write the A-label form "${ascii}"`;
   }
   if (name.endsWith('.')) return `must not end with a dot: write "${name.replace(/\.+$/, '')}"`;
-  if (isIP(name) !== 0) return 'must be a domain name, not an IP address';
-  if (name.length > 253) return 'must be at most 253 characters (RFC 1035 2.3.4)';
-  const labels = name.split('.');
-  for (const label of labels) {
-    if (label === '') return 'must not have an empty label (two dots in a row, or a leading dot)';
-    if (!LABEL.test(label)) {
-      return `label "${label}" is not valid: use letters, digits and inner hyphens, at most 63 characters`;
-    }
+  if (ipFamily(name) !== 0) return 'must be a domain name, not an IP address';
+  const problem = hostNameProblem(name);
+  switch (problem?.kind) {
+    case undefined:
+      return undefined;
+    case 'empty':
+      return 'must not be empty';
+    case 'too-long':
+      return `must be at most ${MAX_DNS_NAME_CHARS} characters (RFC 1035 2.3.4)`;
+    case 'empty-label':
+      return 'must not have an empty label (two dots in a row, or a leading dot)';
+    case 'bad-label':
+      return `label "${problem.label}" is not valid: use letters, digits and inner hyphens, at most ${MAX_LABEL_OCTETS} characters`;
+    case 'numeric-top-label':
+      return 'must not end in an all-digit label';
   }
-  // RFC 3696 2: a top-level domain is never all digits, so "10.0.0" is a mistyped address.
-  if (/^\d+$/.test(labels[labels.length - 1])) return 'must not end in an all-digit label';
-  return undefined;
 }
 
 function domainName(): Validator<string> {
@@ -260,7 +263,7 @@ function parseListen(text: string): ListenAddress | string {
   const bracketed = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
   if (bracketed !== null) {
     [, host, portText] = bracketed;
-    if (isIP(host) !== 6) return `"[${host}]" must hold an IPv6 address`;
+    if (ipFamily(host) !== 6) return `"[${host}]" must hold an IPv6 address`;
   } else {
     const colon = text.lastIndexOf(':');
     if (colon < 0) return 'must be "host:port", e.g. "127.0.0.1:2525" or "[::1]:2525"';
@@ -268,7 +271,7 @@ function parseListen(text: string): ListenAddress | string {
     portText = text.slice(colon + 1);
     if (host.includes(':')) return 'an IPv6 address goes in brackets, e.g. "[::1]:2525"';
     if (host === '') return 'has no host: use "0.0.0.0:PORT" for every IPv4 address, "[::]:PORT" for IPv6';
-    if (isIP(host) === 0) {
+    if (ipFamily(host) === 0) {
       const problem = domainProblem(host);
       if (problem !== undefined) return `host "${host}" is not an IP address or host name: ${problem}`;
       host = host.toLowerCase();
@@ -280,7 +283,7 @@ function parseListen(text: string): ListenAddress | string {
 }
 
 function formatListen(address: ListenAddress): string {
-  return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  return ipFamily(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
 function listenList(): Validator<ListenAddress[]> {
@@ -325,50 +328,28 @@ function workers(): Validator<number | 'auto'> {
   };
 }
 
-// --- CIDR networks ---
-
-function ipv4Words(address: string): number[] {
-  return address.split('.').map(Number);
-}
-
-/** Clears the host bits below `prefix` in words of `bits` bits each. */
-function maskWords(words: number[], bits: number, prefix: number): number[] {
-  return words.map((word, i) => {
-    const keep = Math.min(Math.max(prefix - i * bits, 0), bits);
-    const mask = keep === 0 ? 0 : ((2 ** bits - 1) >>> (bits - keep)) << (bits - keep);
-    return word & mask & (2 ** bits - 1);
-  });
-}
+// --- CIDR networks (the arithmetic is net/cidr.ts) ---
 
 /** Normalises a network to "address/prefix", or explains what is wrong with it. */
 function parseNetwork(text: string): string | { problem: string } {
-  const slash = text.indexOf('/');
-  const address = slash < 0 ? text : text.slice(0, slash);
-  const family = isIP(address);
-  if (family === 0 || address.includes('%')) {
-    return { problem: 'is not an IP address or CIDR network, e.g. "192.0.2.0/24" or "2001:db8::/32"' };
-  }
-  const maxPrefix = family === 4 ? 32 : 128;
-  const prefixText = slash < 0 ? String(maxPrefix) : text.slice(slash + 1);
-  const prefix = /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
-  if (!(prefix >= 0 && prefix <= maxPrefix)) {
-    return { problem: `prefix "/${prefixText}" must be an integer from 1 to ${maxPrefix}` };
-  }
+  const parsed = parseCidr(text);
   // Security: /0 lets every client on the Internet relay through us: an open relay, never intended.
-  if (prefix === 0) return { problem: 'a /0 network would let every client relay (an open relay)' };
-  const [words, bits] = family === 4 ? [ipv4Words(address), 8] : [ipv6Groups(address), 16];
-  const network = maskWords(words, bits, prefix);
-  if (network.some((word, i) => word !== words[i])) {
-    // "10.1.2.3/8" is usually a typo for one host or for the network; make the operator say which.
-    const base = family === 4 ? network.join('.') : formatIPv6(network);
-    return { problem: `has host bits set: write "${base}/${prefix}" for the network, or "${address}" for one host` };
+  const isOpen = 'kind' in parsed ? parsed.kind === 'host-bits' && parsed.prefix === 0 : parsed.prefix === 0;
+  if (isOpen) return { problem: 'a /0 network would let every client relay (an open relay)' };
+  if ('kind' in parsed) {
+    switch (parsed.kind) {
+      case 'not-an-address':
+        return { problem: 'is not an IP address or CIDR network, e.g. "192.0.2.0/24" or "2001:db8::/32"' };
+      case 'bad-prefix':
+        return { problem: `prefix "/${parsed.prefixText}" must be an integer from 1 to ${parsed.maxPrefix}` };
+      case 'host-bits': {
+        // "10.1.2.3/8" is usually a typo for one host or for the network; make the operator say which.
+        const slash = text.indexOf('/');
+        return { problem: `has host bits set: write "${parsed.network}/${parsed.prefix}" for the network, or "${text.slice(0, slash)}" for one host` };
+      }
+    }
   }
-  try {
-    new BlockList().addSubnet(address, prefix, family === 4 ? 'ipv4' : 'ipv6');
-  } catch (err) {
-    return { problem: `is not accepted by net.BlockList: ${(err as Error).message}` };
-  }
-  return `${address.toLowerCase()}/${prefix}`;
+  return `${parsed.address.toLowerCase()}/${parsed.prefix}`;
 }
 
 function networkList(): Validator<string[]> {
@@ -418,11 +399,11 @@ function optionalListen(): Validator<ListenAddress | null> {
 function dnsServers(): Validator<string[]> {
   const each = arrayOf('DNS server addresses', '["127.0.0.1:5353"]', (value, path) => {
     if (typeof value !== 'string') return fail(path, value, `must be a string, not ${typeName(value)}`);
-    if (isIP(value) !== 0) return ok(value);
+    if (ipFamily(value) !== 0) return ok(value);
     const bracketed = /^\[([^\]]+)\]:(\d{1,5})$/.exec(value);
     const plain = /^([^:]+):(\d{1,5})$/.exec(value);
     const [host, port] = bracketed !== null ? [bracketed[1], bracketed[2]] : plain !== null ? [plain[1], plain[2]] : ['', ''];
-    if (host === '' || isIP(host) === 0) {
+    if (host === '' || ipFamily(host) === 0) {
       return fail(path, value, 'must be an IP address, "ip:port" or "[ipv6]:port" (a DNS server is named by address, not by name)');
     }
     if (!(Number(port) >= 1 && Number(port) <= 65535)) return fail(path, value, `port "${port}" must be an integer from 1 to 65535`);

@@ -2,8 +2,10 @@
 // Pure functions over strings; never decides policy (relay, local) — it only says what was sent.
 // RFC 5321 4.1.2 (syntax), 4.1.1.3 and Appendix C (source routes: accepted, ignored),
 // 4.5.3.1 (size limits), RFC 6531 3.3 (UTF-8 local parts and domains under SMTPUTF8).
+// Host-name rules and IP text forms come from src/net/ (pure leaves, no I/O).
 
-import { isIPv4, isIPv6 } from 'node:net';
+import { isSmtpDomain } from '../net/domain.ts';
+import { isIPv4, isIPv6 } from '../net/ip.ts';
 
 export type Mailbox = {
   localPart: string;
@@ -18,9 +20,8 @@ export type PathResult =
   | { ok: true; mailbox: Mailbox | null; /** text after the closing ">" */ rest: string; hadSourceRoute: boolean }
   | { ok: false; reason: string };
 
-const MAX_LOCAL_PART = 64; // RFC 5321 4.5.3.1.1
-const MAX_DOMAIN = 255; // RFC 5321 4.5.3.1.2
-const MAX_PATH = 256; // RFC 5321 4.5.3.1.3, brackets included
+const MAX_LOCAL_PART = 64; // RFC 5321 4.5.3.1.1, octets
+const MAX_PATH = 256; // RFC 5321 4.5.3.1.3, octets, brackets included
 
 // atext (RFC 5322 3.2.3) as a lookup table over ASCII.
 const ATEXT = new Uint8Array(128);
@@ -81,22 +82,9 @@ function isQuotedString(s: string, allowUtf8: boolean): boolean {
   return true;
 }
 
-/** RFC 5321 Domain: sub-domains of Let-dig [Ldh-str], no trailing dot. U-labels under SMTPUTF8. */
+/** RFC 5321 Domain (net/domain.ts isSmtpDomain): no trailing dot; U-labels under SMTPUTF8. */
 export function isDomain(s: string, allowUtf8 = false): boolean {
-  if (s.length === 0 || Buffer.byteLength(s) > MAX_DOMAIN) return false;
-  for (const label of s.split('.')) {
-    if (label.length === 0 || label.length > 63) return false;
-    const first = label.charCodeAt(0);
-    const last = label.charCodeAt(label.length - 1);
-    if (first === 0x2d || last === 0x2d) return false;
-    for (let i = 0; i < label.length; i++) {
-      const c = label.charCodeAt(i);
-      const ok =
-        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x2d || (c >= 128 && allowUtf8 && isAllowedNonAscii(c));
-      if (!ok) return false;
-    }
-  }
-  return true;
+  return isSmtpDomain(s, allowUtf8 ? isAllowedNonAscii : null);
 }
 
 /** RFC 5321 address-literal: "[" IPv4 / "IPv6:" IPv6 / General-address-literal "]". */
@@ -104,8 +92,8 @@ export function isAddressLiteral(s: string): boolean {
   if (s.length < 3 || s[0] !== '[' || s[s.length - 1] !== ']') return false;
   const inner = s.slice(1, -1);
   if (isIPv4(inner)) return true;
-  // RFC 5321 IPv6-addr has no zone index ("%eth0"), which node:net would accept.
-  if (inner.slice(0, 5).toLowerCase() === 'ipv6:') return !inner.includes('%') && isIPv6(inner.slice(5));
+  // RFC 5321 IPv6-addr has no zone index ("%eth0"); net/ip.ts isIPv6 accepts none.
+  if (inner.slice(0, 5).toLowerCase() === 'ipv6:') return isIPv6(inner.slice(5));
   // General-address-literal: Standardized-tag ":" 1*dcontent. No tag other than IPv6 is
   // registered, so anything else is refused rather than passed on.
   return false;

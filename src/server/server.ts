@@ -11,7 +11,7 @@ import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
-import { isInNetworks, networkList } from './networks.ts';
+import { isInNetworks, networkList } from '../net/cidr.ts';
 import { newSessionId } from './session-id.ts';
 import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
 

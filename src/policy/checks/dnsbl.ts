@@ -16,8 +16,8 @@
 // no weights, no answer patterns, no TTL-aware cache, no error-code handling, and none takes our
 // DnsClient (configured servers, bounded tries).
 
-import { isIPv4, isIPv6 } from 'node:net';
-import { ipv6Groups } from '../../net/ip.ts';
+import { isDnsName } from '../../net/domain.ts';
+import { ipv6Groups, isIPv4, isIPv6, unmapIPv4 } from '../../net/ip.ts';
 import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
@@ -161,10 +161,9 @@ function isListErrorCode(address: string): boolean {
 
 /** RFC 5782 2.1 / 2.4: the reversed octets or nibbles, without the zone; null for a non-IP peer. */
 export function reversedName(address: string): string | null {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  const v4 = mapped !== null ? mapped[1] : address;
+  const v4 = unmapIPv4(address);
   if (isIPv4(v4)) return v4.split('.').map(Number).reverse().join('.');
-  if (!isIPv6(address) || address.includes('%')) return null;
+  if (!isIPv6(address)) return null;
   const nibbles = ipv6Groups(address).map((g) => g.toString(16).padStart(4, '0')).join('');
   return [...nibbles].reverse().join('.');
 }
@@ -186,7 +185,7 @@ export function dnsblCheck(opts: DnsblOptions): Check {
   const lists: CompiledList[] = opts.lists.map((spec) => {
     const zone = spec.zone.toLowerCase().replace(/\.$/, '');
     // Security: the zone is written into the client's reply: a host name only, never CR/LF.
-    if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+$/.test(zone)) {
+    if (!isDnsName(zone, 2)) {
       throw new Error(`dnsbl: "${spec.zone}" is not a DNS zone name`);
     }
     if (!Number.isFinite(spec.weight)) throw new Error(`dnsbl: ${zone}: weight must be a number`);

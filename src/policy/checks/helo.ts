@@ -7,8 +7,8 @@
 // Runs at the helo stage on the name being announced; the verdict is keyed by that name, so the
 // same name sent again in the session gets the same answer without another lookup.
 
-import { isIP } from 'node:net';
-import { formatIPv6, ipv6Groups } from '../../net/ip.ts';
+import { isFqdn } from '../../net/domain.ts';
+import { canonicalIp, ipFamily } from '../../net/ip.ts';
 import type { DnsClient } from '../../dns/resolver.ts';
 import { NO_RECORD_CODES } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
@@ -33,30 +33,18 @@ export type HeloOptions = {
   timeoutMs: number;
 };
 
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
-
 /** "[192.0.2.1]" / "[IPv6:2001:db8::1]" -> the address; null when `name` is no address literal. */
 function literalAddress(name: string): string | null {
   const m = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(name);
   if (m === null) return null;
   const isV6Tagged = /^\[IPv6:/i.test(name);
-  const family = isIP(m[1]);
+  const family = ipFamily(m[1]);
   if (isV6Tagged && family === 6) return canonicalIp(m[1]);
   return !isV6Tagged && family === 4 ? m[1] : null;
 }
 
-/** One text form per address, so "2001:db8:0:0:0:0:0:1" and "2001:db8::1" compare equal. */
-function canonicalIp(address: string): string {
-  return isIP(address) === 6 ? formatIPv6(ipv6Groups(address)) : address;
-}
-
-/** RFC 1123 2.1 host name with at least two labels, and a top-level label that is not all digits. */
-export function isFqdn(name: string): boolean {
-  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
-  if (bare.length > 253) return false;
-  const labels = bare.split('.');
-  return labels.length >= 2 && labels.every((l) => LABEL.test(l)) && !/^\d+$/.test(labels[labels.length - 1]);
-}
+/** RFC 1123 2.1 host name with at least two labels (net/domain.ts, the one host-name rule). */
+export { isFqdn };
 
 export function heloCheck(opts: HeloOptions): Check {
   const ourNames = new Set(opts.ourNames.map((n) => n.toLowerCase()));

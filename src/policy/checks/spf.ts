@@ -8,6 +8,8 @@
 // network (no TTL: the result depends on the sender domain, which is the verdict's key).
 
 import { domainToASCII } from 'node:url';
+import { isDnsName } from '../../net/domain.ts';
+import { unmapIPv4 } from '../../net/ip.ts';
 import { Worker } from 'node:worker_threads';
 import type { DnsClient, DnsOptions } from '../../dns/resolver.ts';
 import type { SpfThreadReply, SpfThreadRequest } from './spf-thread.ts';
@@ -126,7 +128,8 @@ export function spfCheck(opts: SpfOptions): Check {
     run: (ctx, signal) => {
       // Security: relay clients send outbound mail; their MAIL FROM is ours to vouch for.
       if (ctx.session.isRelayClient) return { action: 'continue' };
-      const ip = normalizeIp(ctx.session.peer.address);
+      // IPv4-mapped IPv6 (a dual-stack listener) is the IPv4 client for SPF (RFC 7208 5: ip4).
+      const ip = unmapIPv4(ctx.session.peer.address);
       if (cacheMs <= 0 || maxEntries <= 0) return evaluate(ctx, ip, signal, null);
       const key = cacheKeyOf(ctx, ip);
       return cached(key) ?? evaluate(ctx, ip, signal, key);
@@ -196,13 +199,7 @@ function asciiDomain(name: string): string {
   // Nearly every domain is ASCII already: only the rest pays for domainToASCII.
   const bare = name.endsWith('.') ? name.slice(0, -1) : name;
   const ascii = (/^[\x21-\x7e]*$/.test(bare) ? bare : domainToASCII(bare)).toLowerCase();
-  return /^[a-z0-9_-]+(\.[a-z0-9_-]+)+$/.test(ascii) && ascii.length <= 253 ? ascii : '';
-}
-
-/** IPv4-mapped IPv6 (a dual-stack listener) is the IPv4 client for SPF (RFC 7208 5: ip4). */
-function normalizeIp(address: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m === null ? address : m[1];
+  return isDnsName(ascii, 2) ? ascii : '';
 }
 
 type Finished = {
