@@ -11,6 +11,7 @@ import type { PolicyStage } from '../protocol/session.ts';
 import { contentMessage, type SpilledBodyReader } from '../message/content.ts';
 import type { MessageEdits } from '../message/edits.ts';
 import type { StateStore } from '../store/store.ts';
+import { BoundedCache } from '../util/bounded-cache.ts';
 import type { Check, CheckContext } from './check.ts';
 import { clientNetwork, DEFAULT_PREFIXES, HOST_PREFIXES, type NetworkPrefixes } from './network.ts';
 
@@ -47,7 +48,8 @@ const RECALL_CACHE_MAX_ENTRIES = 10_000;
 export class PolicyPipeline {
   readonly #checks: readonly Check[];
   readonly #opts: PipelineOptions;
-  readonly #recalled = new Map<string, { verdict: StoredVerdict | null; expiresMs: number }>();
+  /** What this process last read from (or wrote to) the store per key; null: nothing stored. */
+  readonly #recalled = new BoundedCache<string, StoredVerdict | null>(RECALL_CACHE_MAX_ENTRIES);
   readonly stages: ReadonlySet<PolicyStage>;
 
   constructor(checks: readonly Check[], opts: PipelineOptions) {
@@ -171,8 +173,8 @@ export class PolicyPipeline {
   #recall(storeKey: string, ctx: CheckContext): StoredVerdict | null | Promise<StoredVerdict | null> {
     const store = this.#opts.store;
     if (!store) return null;
-    const hit = this.#recalled.get(storeKey);
-    if (hit !== undefined && hit.expiresMs > ctx.nowMs) return hit.verdict;
+    const hit = this.#recalled.get(storeKey, ctx.nowMs);
+    if (hit !== undefined) return hit;
     return this.#read(store, storeKey, ctx);
   }
 
@@ -189,10 +191,7 @@ export class PolicyPipeline {
   }
 
   #cacheRecall(storeKey: string, verdict: StoredVerdict | null, nowMs: number): void {
-    this.#recalled.delete(storeKey);
-    // A Map iterates in insertion order: the first key is the oldest entry.
-    while (this.#recalled.size >= RECALL_CACHE_MAX_ENTRIES) this.#recalled.delete(this.#recalled.keys().next().value!);
-    this.#recalled.set(storeKey, { verdict, expiresMs: nowMs + RECALL_CACHE_MS });
+    this.#recalled.set(storeKey, verdict, nowMs + RECALL_CACHE_MS);
   }
 
   async #remember(storeKey: string, v: StoredVerdict, ttlSeconds: number, ctx: CheckContext): Promise<void> {

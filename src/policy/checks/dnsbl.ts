@@ -21,6 +21,7 @@ import { ipv6Groups, isIPv4, isIPv6, unmapIPv4 } from '../../net/ip.ts';
 import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
+import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check } from '../check.ts';
 
 export type DnsListSpec = {
@@ -171,7 +172,8 @@ export function reversedName(address: string): string | null {
 // ---------------------------------------------------------------------------------------------
 // The check.
 
-type Lookup = { kind: 'answers'; answers: readonly ResolvedA[]; expiresMs: number } | { kind: 'failed'; problem: string };
+type Answers = { kind: 'answers'; answers: readonly ResolvedA[]; expiresMs: number };
+type Lookup = Answers | { kind: 'failed'; problem: string };
 
 type CompiledList = { zone: string; weight: number; matches: (address: string) => boolean };
 
@@ -199,18 +201,15 @@ export function dnsblCheck(opts: DnsblOptions): Check {
   });
   const zones = [...new Set(lists.map((l) => l.zone))];
 
-  const cache = new Map<string, { answers: readonly ResolvedA[]; expiresMs: number }>();
+  // Cached as the Lookup itself, so a hit is returned as it is.
+  const cache = new BoundedCache<string, Answers>(opts.maxCacheEntries);
   const inFlight = new Map<string, Promise<Lookup>>();
   const errorLoggedMs = new Map<string, number>();
 
-  const remember = (name: string, answers: readonly ResolvedA[], seconds: number, nowMs: number): number => {
-    const expiresMs = nowMs + seconds * 1000;
-    if (seconds <= 0) return expiresMs;
-    cache.delete(name);
-    // Bounded memory: a Map iterates in insertion order, so the first key is the oldest entry.
-    while (cache.size >= opts.maxCacheEntries && cache.size > 0) cache.delete(cache.keys().next().value!);
-    if (opts.maxCacheEntries > 0) cache.set(name, { answers, expiresMs });
-    return expiresMs;
+  const remember = (name: string, answers: readonly ResolvedA[], seconds: number, nowMs: number): Answers => {
+    const lookup: Answers = { kind: 'answers', answers, expiresMs: nowMs + seconds * 1000 };
+    if (seconds > 0) cache.set(name, lookup, lookup.expiresMs);
+    return lookup;
   };
 
   /** The query names of the last client asked about: its next RCPT costs no string work. */
@@ -224,13 +223,7 @@ export function dnsblCheck(opts: DnsblOptions): Check {
   };
 
   /** A cached, unexpired answer for one query name, or undefined. */
-  const cachedLookup = (name: string): Lookup | undefined => {
-    const hit = cache.get(name);
-    if (hit === undefined) return undefined;
-    if (hit.expiresMs > opts.now()) return { kind: 'answers', ...hit };
-    cache.delete(name);
-    return undefined;
-  };
+  const cachedLookup = (name: string): Lookup | undefined => cache.get(name, opts.now());
 
   /** One query name: from the cache, joined to a lookup under way, or asked now. */
   const lookup = (name: string): Promise<Lookup> => {
@@ -244,7 +237,7 @@ export function dnsblCheck(opts: DnsblOptions): Check {
         const seconds = answers.length === 0
           ? opts.negativeCacheSeconds
           : Math.min(MAX_CACHE_SECONDS, Math.max(1, Math.min(...answers.map((a) => a.ttl))));
-        return { kind: 'answers', answers, expiresMs: remember(name, answers, seconds, doneMs) };
+        return remember(name, answers, seconds, doneMs);
       },
       // A failed lookup is not cached: the next client asks again.
       (err: unknown): Lookup => ({ kind: 'failed', problem: (err as NodeJS.ErrnoException).code ?? String(err) }),

@@ -9,6 +9,7 @@
 import { reply } from '../../protocol/replies.ts';
 import { StoreError, type StateStore } from '../../store/store.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
+import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { clientNetwork } from '../network.ts';
 
@@ -49,20 +50,9 @@ const KNOWN_GOOD_MAX_ENTRIES = 10_000;
 
 export function greylistCheck(opts: GreylistOptions): Check {
   const { store } = opts;
-  const knownGood = new Map<string, number>(); // triplet or network key -> expiry (ms)
-  const isKnownGood = (key: string, nowMs: number): boolean => {
-    const expiresMs = knownGood.get(key);
-    if (expiresMs === undefined) return false;
-    if (expiresMs > nowMs) return true;
-    knownGood.delete(key);
-    return false;
-  };
-  const learnGood = (key: string, nowMs: number): void => {
-    knownGood.delete(key);
-    // A Map iterates in insertion order: the first key is the oldest entry.
-    while (knownGood.size >= KNOWN_GOOD_MAX_ENTRIES) knownGood.delete(knownGood.keys().next().value!);
-    knownGood.set(key, nowMs + KNOWN_GOOD_CACHE_MS);
-  };
+  const knownGood = new BoundedCache<string, true>(KNOWN_GOOD_MAX_ENTRIES); // triplet or network key
+  const isKnownGood = (key: string, nowMs: number): boolean => knownGood.get(key, nowMs) === true;
+  const learnGood = (key: string, nowMs: number): void => knownGood.set(key, true, nowMs + KNOWN_GOOD_CACHE_MS);
   /** One triplet: 'pass' or the reason it is not passed yet. */
   const judge = async (network: string, sender: string, recipient: string): Promise<'pass' | string> => {
     const key = tripletKey(network, sender, recipient);

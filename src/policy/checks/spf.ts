@@ -15,6 +15,7 @@ import type { DnsClient, DnsOptions } from '../../dns/resolver.ts';
 import type { SpfThreadReply, SpfThreadRequest } from './spf-thread.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { reply, type Reply } from '../../protocol/replies.ts';
+import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { defaultConfig, type SpfAction } from '../../config/types.ts';
 
@@ -90,28 +91,17 @@ export function spfCheck(opts: SpfOptions): Check {
   // and the HELO name, and on DNS: a result is reused for a short while (one DNS TTL's worth of
   // staleness at most, bounded by cacheSeconds), so a busy sender costs one evaluation, not one
   // per message. Temporary errors are never reused.
-  const cache = new Map<string, { verdict: PolicyVerdict; expiresMs: number }>();
+  const cache = new BoundedCache<string, PolicyVerdict>(maxEntries);
   const cacheKeyOf = (ctx: CheckContext, ip: string): string => {
     const rp = ctx.transaction?.reversePath ?? null;
     return `${ip} ${rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`} ${(ctx.session.helo?.name ?? ctx.heloName ?? '').toLowerCase()}`;
-  };
-  const cached = (key: string): PolicyVerdict | undefined => {
-    const hit = cache.get(key);
-    if (hit === undefined) return undefined;
-    if (hit.expiresMs > now()) return hit.verdict;
-    cache.delete(key);
-    return undefined;
   };
   const evaluate = async (ctx: CheckContext, ip: string, signal: AbortSignal, key: string | null): Promise<PolicyVerdict> => {
     const outcome = await evaluateSpf(opts, ctx, ip, signal);
     const header = opts.header === 'received-spf' ? [outcome.receivedSpf] : opts.header === 'authentication-results' ? [outcome.authResults] : [];
     const reason = `spf ${outcome.result} for ${outcome.identity} ${outcome.domain || '(none)'} from ${ip}: ${oneLine(outcome.comment, 400)}`;
     const verdict = verdictFor(opts, { result: outcome.result, domain: outcome.domain, ip, reason }, header);
-    if (key !== null && outcome.result !== 'temperror') {
-      // Bounded memory: a Map iterates in insertion order, so the first key is the oldest entry.
-      while (cache.size >= maxEntries) cache.delete(cache.keys().next().value!);
-      cache.set(key, { verdict, expiresMs: now() + cacheMs });
-    }
+    if (key !== null && outcome.result !== 'temperror') cache.set(key, verdict, now() + cacheMs);
     return verdict;
   };
   const onTimeout = verdictFor(opts, { result: 'temperror', domain: '', ip: '', reason: `SPF evaluation timed out after ${opts.timeoutMs} ms` }, []);
@@ -132,7 +122,7 @@ export function spfCheck(opts: SpfOptions): Check {
       const ip = unmapIPv4(ctx.session.peer.address);
       if (cacheMs <= 0 || maxEntries <= 0) return evaluate(ctx, ip, signal, null);
       const key = cacheKeyOf(ctx, ip);
-      return cached(key) ?? evaluate(ctx, ip, signal, key);
+      return cache.get(key, now()) ?? evaluate(ctx, ip, signal, key);
     },
   };
 }
