@@ -12,6 +12,7 @@ import { renderKeyDoc, renderListKeyDoc } from './docs.ts';
 import { CONFIG_KEYS, DNSBL_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
 import type { ConfigKey } from './load.ts';
 import { defaultConfig } from './types.ts';
+import { MAX_BODY_BYTES, MAX_MESSAGE_BYTES, MAX_SEGMENT_BYTES } from '../spool/format.ts';
 import type { Config } from './types.ts';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -150,7 +151,7 @@ test('wrong type names the key, the value and what is allowed', () => {
     'smtp.max_errors = "10": must be an integer from 1 to 1000, not a string',
   ]);
   assert.deepEqual(problemsOf('[smtp]\nmax_message_bytes = 1.5\n'), [
-    'smtp.max_message_bytes = 1.5: must be an integer from 1024 (1 KiB) to 2147483648 (2 GiB), not a float',
+    'smtp.max_message_bytes = 1.5: must be an integer from 1024 (1 KiB) to 1072693248 (1023 MiB), not a float',
   ]);
   assert.deepEqual(problemsOf('[tls]\nenabled = "yes"\n'), ['tls.enabled = "yes": must be true or false, not a string']);
   assert.deepEqual(problemsOf('[smtp]\nvrfy = 252\n'), [
@@ -273,6 +274,26 @@ test('tls.cert and tls.key: both or neither', () => {
 test('the journal threshold may not exceed the segment size', () => {
   assert.deepEqual(problemsOf('[spool]\njournal_max_message_bytes = 2097152\nsegment_max_bytes = 1048576\n'), [
     'spool.journal_max_message_bytes = 2097152: must not exceed spool.segment_max_bytes (1048576)',
+  ]);
+});
+
+test('limits agree with the spool: no message SIZE allows that the spool refuses, no segment the reader cannot read', () => {
+  // The spool stores bodies up to MAX_BODY_BYTES, our own header fields included; fs.readFile
+  // (the reader's) refuses files over 2 GiB, and a segment ends past its limit by one record.
+  assert.ok(MAX_MESSAGE_BYTES < MAX_BODY_BYTES);
+  assert.ok(MAX_SEGMENT_BYTES + 2 ** 26 + 2 ** 24 < 2 ** 31 - 1);
+  assert.equal(parseConfig(`[smtp]\nmax_message_bytes = ${MAX_MESSAGE_BYTES}\n`, 't.toml').smtp.maxMessageBytes, MAX_MESSAGE_BYTES);
+  assert.equal(parseConfig(`[spool]\nsegment_max_bytes = ${MAX_SEGMENT_BYTES}\n`, 't.toml').spool.segmentMaxBytes, MAX_SEGMENT_BYTES);
+  assert.deepEqual(problemsOf(`[smtp]\nmax_message_bytes = ${MAX_MESSAGE_BYTES + 1}\n`), [
+    'smtp.max_message_bytes = 1072693249: must be an integer <= 1072693248 (1023 MiB): the largest message the spool stores, ' +
+      'less room for the header fields the server adds',
+  ]);
+  assert.deepEqual(problemsOf('[smtp]\nmax_message_bytes = 2147483648\n'), [
+    'smtp.max_message_bytes = 2147483648: must be an integer <= 1072693248 (1023 MiB): the largest message the spool stores, ' +
+      'less room for the header fields the server adds',
+  ]);
+  assert.deepEqual(problemsOf('[spool]\nsegment_max_bytes = 4294967296\n'), [
+    'spool.segment_max_bytes = 4294967296: must be an integer <= 1073741824 (1 GiB): the largest segment the spool reader reads back',
   ]);
 });
 

@@ -12,6 +12,7 @@ import { POLICY_CHECK_NAMES } from './types.ts';
 import { parseCidr } from '../net/cidr.ts';
 import { hostNameProblem, MAX_DNS_NAME_CHARS, MAX_LABEL_OCTETS } from '../net/domain.ts';
 import { ipFamily } from '../net/ip.ts';
+import { MAX_MESSAGE_BYTES, MAX_SEGMENT_BYTES } from '../spool/format.ts';
 import { parseAnswerPattern } from '../policy/checks/dnsbl.ts';
 
 /** Thrown for any invalid configuration; `problems` holds one line per problem, in file order. */
@@ -103,18 +104,22 @@ function bytesText(n: number): string {
   return String(n);
 }
 
-function int(min: number, max: number, options: { rfc?: string; bytes?: boolean } = {}): Validator<number> {
+/** `rfc` names where the minimum comes from; `maxReason` says why the maximum is what it is. */
+function int(min: number, max: number, options: { rfc?: string; bytes?: boolean; maxReason?: string } = {}): Validator<number> {
   const fmt = options.bytes === true ? bytesText : String;
   const rfc = options.rfc === undefined ? '' : ` (${options.rfc})`;
+  const maxReason = options.maxReason === undefined ? '' : `: ${options.maxReason}`;
   return {
     type: 'integer',
-    allowed: `${fmt(min)} to ${fmt(max)}${options.rfc === undefined ? '' : `; the minimum is from ${options.rfc}`}`,
+    allowed:
+      `${fmt(min)} to ${fmt(max)}${options.rfc === undefined ? '' : `; the minimum is from ${options.rfc}`}` +
+      `${options.maxReason === undefined ? '' : `; the maximum is ${options.maxReason}`}`,
     check(value, path) {
       if (typeof value !== 'number' || !Number.isInteger(value)) {
         return fail(path, value, `must be an integer from ${fmt(min)} to ${fmt(max)}, not ${typeName(value)}`);
       }
       if (value < min) return fail(path, value, `must be an integer >= ${fmt(min)}${rfc}`);
-      if (value > max) return fail(path, value, `must be an integer <= ${fmt(max)}`);
+      if (value > max) return fail(path, value, `must be an integer <= ${fmt(max)}${maxReason}`);
       return ok(value);
     },
     toToml: String,
@@ -576,7 +581,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   entry('smtp', 'hostname', 'hostname', domainName(),
     'The name this server announces in its greeting, its EHLO reply and the Received header fields it adds ' +
     '(RFC 5321 4.2, 4.4). Use the name the MX record and the reverse DNS of the listening address point at.'),
-  entry('smtp', 'max_message_bytes', 'maxMessageBytes', int(2 ** 10, 2 ** 31, { bytes: true }),
+  entry('smtp', 'max_message_bytes', 'maxMessageBytes', int(2 ** 10, MAX_MESSAGE_BYTES, { bytes: true, maxReason: 'the largest message the spool stores, less room for the header fields the server adds' }),
     'Largest message accepted, in octets. Advertised with the EHLO `SIZE` keyword (RFC 1870) and enforced while the ' +
     'data is read, so a larger message is refused before it is stored.'),
   entry('smtp', 'workers', 'workers', workers(),
@@ -644,7 +649,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     'Messages up to this size are appended to the shared journal segment, so one fsync commits many of them; ' +
     'larger ones get a file of their own. `0` gives every message its own file. Must not exceed ' +
     '`spool.segment_max_bytes`.'),
-  entry('spool', 'segment_max_bytes', 'segmentMaxBytes', int(2 ** 20, 2 ** 32, { bytes: true }),
+  entry('spool', 'segment_max_bytes', 'segmentMaxBytes', int(2 ** 20, MAX_SEGMENT_BYTES, { bytes: true, maxReason: 'the largest segment the spool reader reads back' }),
     'A journal segment is closed, and a new one started, once it grows past this size.'),
   entry('spool', 'min_free_bytes', 'minFreeBytes', int(0, 2 ** 50, { bytes: true }),
     'While the spool\'s file system has less free space than this, MAIL is answered `452 4.3.1` (RFC 3463: ' +

@@ -24,8 +24,24 @@ export const RECORD_OVERHEAD_BYTES = RECORD_HEADER_BYTES + RECORD_TRAILER_BYTES;
 export const MAX_ENVELOPE_BYTES = 16 * 1024 * 1024;
 
 /** fs.readFile refuses files over 2 GiB, and the reader reads whole files; a 1 GiB cap keeps a
- *  large message (plus framing) readable. SIZE limits are far below this. */
+ *  large message (plus framing) readable. */
 export const MAX_BODY_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * The largest `smtp.max_message_bytes` (the configuration's validator uses it): a client's message
+ * of that size plus the header fields the server adds above it (Received, the policy checks'
+ * results: a few KiB) still fits in MAX_BODY_BYTES, so a message SIZE allows is never refused
+ * by the spool with a 451 that the client would retry forever.
+ */
+export const MAX_MESSAGE_BYTES = MAX_BODY_BYTES - 1024 * 1024;
+
+/**
+ * The largest `spool.segment_max_bytes` (the configuration's validator uses it). The reader reads a
+ * segment whole with fs.readFile, which refuses files over 2 GiB (ERR_FS_FILE_TOO_LARGE); a segment
+ * grows past its limit by at most one record (at most spool.journal_max_message_bytes, 64 MiB,
+ * plus its envelope, MAX_ENVELOPE_BYTES), so 1 GiB stays readable with room to spare.
+ */
+export const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
 
 /** The spool directory's layout: journal segments, one file per large message, and scratch
  *  space for large messages being written (never read by recovery). */

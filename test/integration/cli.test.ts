@@ -39,6 +39,17 @@ test('check-config: exit 1 and one precise line per problem', (t) => {
   assert.match(r.stderr, /smtp\.vrfy = "yes"/);
 });
 
+test('check-config: a size the spool cannot store or read back is refused, with the reason', (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'big.toml');
+  writeFileSync(file, '[smtp]\nmax_message_bytes = 2147483648\n[spool]\nsegment_max_bytes = 4294967296\n');
+  const r = cli(['check-config', '--config', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /smtp\.max_message_bytes = 2147483648: must be an integer <= 1072693248 \(1023 MiB\): the largest message the spool stores/);
+  assert.match(r.stderr, /spool\.segment_max_bytes = 4294967296: must be an integer <= 1073741824 \(1 GiB\): the largest segment the spool reader reads back/);
+});
+
 test('usage errors exit 2 with a pointer to --help', () => {
   const r = cli(['frobnicate']);
   assert.equal(r.code, 2);
