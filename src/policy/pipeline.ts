@@ -6,7 +6,7 @@
 
 import type { Logger } from 'pino';
 import type { Output, PolicyVerdict } from '../protocol/machine.ts';
-import { reply, type Reply } from '../protocol/replies.ts';
+import { REPLY, type Reply } from '../protocol/replies.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import { contentMessage, type SpilledBodyReader } from '../message/content.ts';
 import type { MessageEdits } from '../message/edits.ts';
@@ -16,11 +16,6 @@ import type { Check, CheckContext } from './check.ts';
 import { clientNetwork, DEFAULT_PREFIXES, HOST_PREFIXES, type NetworkPrefixes } from './network.ts';
 
 type PolicyRequest = Extract<Output, { type: 'policy' }>;
-
-export const POLICY_REPLY = {
-  checkFailed: reply(451, '4.3.0', 'Temporary local problem, try again later'),
-  checkTimedOut: reply(451, '4.4.3', 'Temporary local problem, try again later'),
-} as const;
 
 export type PipelineOptions = {
   log: Logger;
@@ -147,7 +142,7 @@ export class PolicyPipeline {
       const timer = setTimeout(() => {
         controller.abort();
         this.#opts.log.warn({ sid: ctx.session.id, check: check.name, stage: ctx.stage, timeoutMs }, 'policy check timed out');
-        resolve(check.onTimeout ?? { action: 'tempfail', reply: POLICY_REPLY.checkTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` });
+        resolve(check.onTimeout ?? { action: 'tempfail', reply: REPLY.policyTimedOut, check: check.name, reason: `timed out after ${timeoutMs} ms` });
       }, timeoutMs);
       running.then(
         (v) => {
@@ -165,7 +160,7 @@ export class PolicyPipeline {
   /** A check that throws has a bug: log it, answer a tempfail, keep the session. */
   #threw(check: Check, ctx: CheckContext, err: unknown): PolicyVerdict {
     this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
-    return { action: 'tempfail', reply: POLICY_REPLY.checkFailed, check: check.name, reason: 'check threw' };
+    return { action: 'tempfail', reply: REPLY.localError, check: check.name, reason: 'check threw' };
   }
 
   /** A store failure is not a verdict: the check then runs as if nothing were remembered. */

@@ -1,4 +1,5 @@
-// Reply type, wire formatting and the one catalogue of reply texts the client sees.
+// Reply type, wire formatting and the one catalogue of reply texts the client sees: the
+// protocol's replies and, in their own section at the end, the policy pipeline's and checks'.
 // Never formats a reason meant for the log into a reply: precise reasons go to the log only.
 // RFC 5321 4.2 (reply codes), RFC 3463 / RFC 2034 (enhanced status codes).
 
@@ -89,4 +90,36 @@ export const REPLY = {
   bareLineEndingData: reply(550, '5.6.0', 'Message contains bare CR, bare LF or NUL; only CRLF line endings are allowed'),
   dataLineTooLong: reply(550, '5.6.0', 'Message contains a line longer than the allowed maximum'),
   relayDenied: reply(554, '5.7.1', 'Relay access denied'),
+
+  // --- Policy: every reply of the policy pipeline and its checks (src/policy/), one text per
+  // condition. Deliberate exception to "generic text": the DNS-list and SPF replies name the
+  // list, the domain and the client address (common MTA practice, so the sender's operator
+  // knows where to look; docs/policy.md "Replies"). The callers pass those parts sanitized
+  // (host names and addresses only, printable ASCII, bounded); reasons still go to the log only.
+  // Our bug (a check threw) or our state store away is `localError` above (451 4.3.0).
+  /** A check ran out of its time budget (RFC 3463 4.4.3, directory server failure). */
+  policyTimedOut: reply(451, '4.4.3', 'Temporary local problem, try again later'),
+  unknownRecipient: reply(550, '5.1.1', 'Recipient address rejected: user unknown'),
+  heloNotFqdn: reply(550, '5.7.1', 'HELO/EHLO name rejected: use your fully-qualified domain name'),
+  heloUnresolvable: reply(550, '5.7.1', 'HELO/EHLO name rejected: it has no address or MX record'),
+  heloLookupFailed: reply(450, '4.7.1', 'HELO/EHLO name cannot be looked up now, try again later'),
+  heloOurName: reply(550, '5.7.1', 'HELO/EHLO name rejected: that is this server\'s name'),
+  greylisted: reply(451, '4.7.1', 'Greylisted, please try again later'),
+  /**
+   * A client on DNS block lists: the lists that counted against it. At the connect stage a
+   * temporary refusal is 421 (RFC 5321 3.1 and 4.2.5: a greeting is 220, 554, or 421, which
+   * closes the connection); elsewhere it is 450.
+   */
+  dnsblListed: (action: 'reject' | 'tempfail', stage: 'connect' | 'rcpt', address: string, zones: readonly string[]) => {
+    const text = `Service unavailable; client [${address}] blocked using ${zones.join(', ')}`;
+    return action === 'reject' ? reply(554, '5.7.1', text) : reply(stage === 'connect' ? 421 : 450, '4.7.1', text);
+  },
+  // SPF (RFC 7372 3.2): X.7.23 when the result is not accepted by local policy, X.7.24 when
+  // evaluation ended in an error; 451 only with X.7.24, the one SPF code registered for 451.
+  spfFailed: (domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: ${domain} does not designate ${ip} as permitted sender`),
+  spfRefused: (result: string, domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: result ${result} for ${domain} and ${ip} is not accepted here`),
+  spfPermerror: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} is invalid`),
+  spfTemperrorRefused: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} could not be looked up`),
+  spfTryLater: reply(451, '4.7.24', 'SPF validation error, try again later'),
+  spfDeferred: (result: string, domain: string) => reply(451, '4.7.24', `SPF validation gave ${result} for ${domain}, try again later`),
 } as const;

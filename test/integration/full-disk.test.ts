@@ -78,7 +78,7 @@ test('full spool disk with greylisting: the server starts; greylisting tempfails
   t.after(() => c.close());
   assert.match(await c.send('EHLO client.example'), /^250/);
   assert.match(await c.send('MAIL FROM:<a@client.example>'), /^250/);
-  assert.equal(await c.send('RCPT TO:<postmaster@example.test>'), '451 4.3.0 Temporary local problem, please try again later');
+  assert.equal(await c.send('RCPT TO:<postmaster@example.test>'), '451 4.3.0 Temporary local problem, try again later');
   assert.match(await c.send('RSET'), /^250/);
   assert.match(await c.send('NOOP'), /^250/);
   await c.send('QUIT');

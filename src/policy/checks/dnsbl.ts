@@ -20,7 +20,7 @@ import { isDnsName } from '../../net/domain.ts';
 import { ipv6Groups, isIPv4, isIPv6, unmapIPv4 } from '../../net/ip.ts';
 import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { reply, type Reply } from '../../protocol/replies.ts';
+import { REPLY } from '../../protocol/replies.ts';
 import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check } from '../check.ts';
 
@@ -60,17 +60,6 @@ export const DNSBL_DEFAULTS = {
   negativeCacheSeconds: 60,
   maxCacheEntries: 10_000,
 } as const;
-
-/**
- * What the client sees: the lists that counted against it, so its operator knows where to ask.
- * At the connect stage a temporary refusal is 421 (RFC 5321 3.1 and 4.2.5: a greeting is 220,
- * 554, or 421, which closes the connection); elsewhere it is 450.
- */
-export function dnsblReply(action: 'reject' | 'tempfail', stage: 'connect' | 'rcpt', address: string, zones: readonly string[]): Reply {
-  const text = `Service unavailable; client [${address}] blocked using ${zones.join(', ')}`;
-  if (action === 'reject') return reply(554, '5.7.1', text);
-  return reply(stage === 'connect' ? 421 : 450, '4.7.1', text);
-}
 
 /** Longest a cached answer (and so a remembered refusal) lives, whatever TTL a list publishes. */
 const MAX_CACHE_SECONDS = 86_400;
@@ -326,7 +315,8 @@ export function dnsblCheck(opts: DnsblOptions): Check {
       return {
         // A 421 greeting means the connection closes: the pipeline must say so.
         action: opts.action === 'tempfail' && opts.stage === 'connect' ? 'disconnect' : opts.action,
-        reply: dnsblReply(opts.action, opts.stage, address, blockZones),
+        // The zones are validated DNS names (no CR/LF), the address a peer address.
+        reply: REPLY.dnsblListed(opts.action, opts.stage, address, blockZones),
         check: 'dnsbl',
         reason: `score ${score} >= ${opts.threshold}: ${detail}`,
         key: '',

@@ -100,6 +100,6 @@ test('greylist: a state store that is down gives a typed 451 4.3.0, not a thrown
   const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
   const pipeline = new PolicyPipeline([check], { log, defaultTimeoutMs: 1000 });
   const r = await policySession(pipeline, `HELO c.example\r\n${TX}`, { address: '198.51.100.7' });
-  assert.equal(r.at(-1), '451 4.3.0 Temporary local problem, please try again later');
+  assert.equal(r.at(-1), '451 4.3.0 Temporary local problem, try again later');
   assert.ok(!lines.some((l) => l.includes('policy check threw')), 'not logged as our bug');
 });

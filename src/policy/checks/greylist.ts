@@ -6,15 +6,12 @@
 // legitimate retry. Within a session, verdict memory refuses the same recipient again after RSET
 // whatever time has passed, because no real MTA retries that way.
 
-import { reply } from '../../protocol/replies.ts';
+import { REPLY } from '../../protocol/replies.ts';
 import { StoreError, type StateStore } from '../../store/store.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
 import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { clientNetwork } from '../network.ts';
-
-export const GREYLISTED = reply(451, '4.7.1', 'Greylisted, please try again later');
-export const STORE_UNAVAILABLE = reply(451, '4.3.0', 'Temporary local problem, please try again later');
 
 export type GreylistOptions = {
   store: StateStore;
@@ -88,7 +85,7 @@ export function greylistCheck(opts: GreylistOptions): Check {
       // (as any MTA defers when its greylisting service is away), not a thrown error.
       return judgeAll(network, networkKey, sender, pending, nowMs).catch((err: unknown): PolicyVerdict => {
         if (!(err instanceof StoreError)) throw err;
-        return { action: 'tempfail', reply: STORE_UNAVAILABLE, check: 'greylist', reason: `state store unavailable: ${err.message}` };
+        return { action: 'tempfail', reply: REPLY.localError, check: 'greylist', reason: `state store unavailable: ${err.message}` };
       });
     },
   };
@@ -101,7 +98,7 @@ export function greylistCheck(opts: GreylistOptions): Check {
     }
     for (const recipient of pending) {
       const result = await judge(network, sender, recipient);
-      if (result !== 'pass') return { action: 'tempfail', reply: GREYLISTED, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
+      if (result !== 'pass') return { action: 'tempfail', reply: REPLY.greylisted, check: 'greylist', reason: `${result}: ${network} <${sender}> <${recipient}>` };
       learnGood(tripletKey(network, sender, recipient), nowMs);
     }
     return { action: 'continue' };

@@ -12,15 +12,8 @@ import { canonicalIp, ipFamily } from '../../net/ip.ts';
 import type { DnsClient } from '../../dns/resolver.ts';
 import { NO_RECORD_CODES } from '../../dns/resolver.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { reply } from '../../protocol/replies.ts';
+import { REPLY, type Reply } from '../../protocol/replies.ts';
 import type { Check, CheckContext } from '../check.ts';
-
-export const HELO_REPLY = {
-  notFqdn: reply(550, '5.7.1', 'HELO/EHLO name rejected: use your fully-qualified domain name'),
-  unresolvable: reply(550, '5.7.1', 'HELO/EHLO name rejected: it has no address or MX record'),
-  lookupFailed: reply(450, '4.7.1', 'HELO/EHLO name cannot be looked up now, try again later'),
-  ourName: reply(550, '5.7.1', 'HELO/EHLO name rejected: that is this server\'s name'),
-} as const;
 
 export type HeloOptions = {
   requireFqdn: boolean;
@@ -48,7 +41,7 @@ export { isFqdn };
 
 export function heloCheck(opts: HeloOptions): Check {
   const ourNames = new Set(opts.ourNames.map((n) => n.toLowerCase()));
-  const refuse = (r: typeof HELO_REPLY[keyof typeof HELO_REPLY], reason: string): PolicyVerdict => ({
+  const refuse = (r: Reply, reason: string): PolicyVerdict => ({
     action: r.code >= 500 ? 'reject' : 'tempfail',
     reply: r,
     check: 'helo',
@@ -72,25 +65,25 @@ export function heloCheck(opts: HeloOptions): Check {
     name: 'helo',
     stages: ['helo'],
     timeoutMs: opts.timeoutMs,
-    onTimeout: refuse(HELO_REPLY.lookupFailed, 'HELO name lookup timed out'),
+    onTimeout: refuse(REPLY.heloLookupFailed, 'HELO name lookup timed out'),
     key: (ctx: CheckContext) => (ctx.heloName ?? '').toLowerCase(),
     run: async (ctx, signal) => {
       const name = ctx.heloName ?? '';
       const literal = literalAddress(name);
       if (opts.rejectOurName) {
         const bare = name.toLowerCase().replace(/\.$/, '');
-        if (ourNames.has(bare)) return refuse(HELO_REPLY.ourName, `announced our name ${bare}`);
+        if (ourNames.has(bare)) return refuse(REPLY.heloOurName, `announced our name ${bare}`);
         if (literal !== null && literal === canonicalIp(ctx.session.local.address) && literal !== canonicalIp(ctx.session.peer.address)) {
-          return refuse(HELO_REPLY.ourName, `announced our address ${literal}`);
+          return refuse(REPLY.heloOurName, `announced our address ${literal}`);
         }
       }
       if (literal !== null) return { action: 'continue' };
-      if (opts.requireFqdn && !isFqdn(name)) return refuse(HELO_REPLY.notFqdn, `not a fully-qualified domain name: ${JSON.stringify(name).slice(0, 80)}`);
+      if (opts.requireFqdn && !isFqdn(name)) return refuse(REPLY.heloNotFqdn, `not a fully-qualified domain name: ${JSON.stringify(name).slice(0, 80)}`);
       if (opts.requireResolvable) {
-        if (!isFqdn(name)) return refuse(HELO_REPLY.unresolvable, `not a domain name: ${JSON.stringify(name).slice(0, 80)}`);
+        if (!isFqdn(name)) return refuse(REPLY.heloUnresolvable, `not a domain name: ${JSON.stringify(name).slice(0, 80)}`);
         const found = await resolves(name, signal);
-        if (found === 'no') return refuse(HELO_REPLY.unresolvable, `${name} has no A, AAAA or MX record`);
-        if (found === 'unknown') return refuse(HELO_REPLY.lookupFailed, `lookups of ${name} failed`);
+        if (found === 'no') return refuse(REPLY.heloUnresolvable, `${name} has no A, AAAA or MX record`);
+        if (found === 'unknown') return refuse(REPLY.heloLookupFailed, `lookups of ${name} failed`);
       }
       return { action: 'continue' };
     },

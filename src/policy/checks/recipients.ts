@@ -4,10 +4,8 @@
 // (RFC 5321 4.5.1).
 
 import { readFileSync } from 'node:fs';
-import { reply } from '../../protocol/replies.ts';
+import { REPLY } from '../../protocol/replies.ts';
 import type { Check } from '../check.ts';
-
-export const UNKNOWN_RECIPIENT = reply(550, '5.1.1', 'Recipient address rejected: user unknown');
 
 export type RecipientTable = {
   /** Lower-cased full addresses. */
@@ -46,7 +44,7 @@ export function recipientsCheck(table: RecipientTable, localDomains: ReadonlySet
       // Local parts are compared case-insensitively, as most mailbox stores do.
       const address = `${r.mailbox.localPart.toLowerCase()}@${domain}`;
       if (table.addresses.has(address) || table.catchAllDomains.has(domain)) return { action: 'continue' };
-      return { action: 'reject', reply: UNKNOWN_RECIPIENT, check: 'recipients', reason: `not in the recipient table: ${address}` };
+      return { action: 'reject', reply: REPLY.unknownRecipient, check: 'recipients', reason: `not in the recipient table: ${address}` };
     },
   };
 }

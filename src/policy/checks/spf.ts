@@ -1,8 +1,8 @@
 // SPF (RFC 7208) at MAIL FROM: asks mailauth's check_host() for the MAIL FROM identity, or for the
 // HELO identity when the reverse path is null (2.4), and maps each of the seven results to a
 // configured action; refusals use the RFC 7372 codes (X.7.23 failed, X.7.24 error).
-// Owns only the mapping, the reply texts and the added header field (Received-SPF, RFC 7208 9.1,
-// or Authentication-Results, RFC 8601). Never evaluates SPF itself and never relaxes mailauth's
+// Owns only the mapping, the choice of reply (the texts are in protocol/replies.ts) and the added
+// header field (Received-SPF, RFC 7208 9.1, or Authentication-Results, RFC 8601). Never evaluates SPF itself and never relaxes mailauth's
 // limits (10 DNS mechanisms, 2 void lookups: 4.6.4); never checks relay clients (outbound mail);
 // never puts DNS text or control characters into a reply; never remembers a refusal by client
 // network (no TTL: the result depends on the sender domain, which is the verdict's key).
@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 import type { DnsClient, DnsOptions } from '../../dns/resolver.ts';
 import type { SpfThreadReply, SpfThreadRequest } from './spf-thread.ts';
 import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { reply, type Reply } from '../../protocol/replies.ts';
+import { REPLY, type Reply } from '../../protocol/replies.ts';
 import { BoundedCache } from '../../util/bounded-cache.ts';
 import type { Check, CheckContext } from '../check.ts';
 import { defaultConfig, type SpfAction } from '../../config/types.ts';
@@ -56,18 +56,6 @@ export const SPF_MAX_DNS_MECHANISMS = 10;
 export const SPF_MAX_VOID_LOOKUPS = 2;
 
 const RESULTS: ReadonlySet<string> = new Set<SpfResult>(['pass', 'fail', 'softfail', 'neutral', 'none', 'temperror', 'permerror']);
-
-/** The reply catalogue of this check (RFC 7372 3.2): X.7.23 when the result is not accepted by
- *  local policy, X.7.24 when evaluation ended in an error; 451 only with X.7.24, the one SPF code
- *  registered for 451. Domain and address are sanitized by the caller. */
-export const SPF_REPLY = {
-  failed: (domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: ${domain} does not designate ${ip} as permitted sender`),
-  refused: (result: SpfResult, domain: string, ip: string) => reply(550, '5.7.23', `SPF validation failed: result ${result} for ${domain} and ${ip} is not accepted here`),
-  permerror: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} is invalid`),
-  temperrorRefused: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} could not be looked up`),
-  tryLater: reply(451, '4.7.24', 'SPF validation error, try again later'),
-  deferred: (result: SpfResult, domain: string) => reply(451, '4.7.24', `SPF validation gave ${result} for ${domain}, try again later`),
-} as const;
 
 /** What one evaluation produced. */
 type SpfOutcome = {
@@ -227,15 +215,15 @@ function verdictFor(opts: SpfOptions, v: { result: SpfResult; domain: string; ip
   const ip = replySafe(v.ip, 45) || 'the client';
   let r: Reply;
   if (action === 'tempfail') {
-    r = v.result === 'temperror' || v.result === 'permerror' || v.domain === '' ? SPF_REPLY.tryLater : SPF_REPLY.deferred(v.result, domain);
+    r = v.result === 'temperror' || v.result === 'permerror' || v.domain === '' ? REPLY.spfTryLater : REPLY.spfDeferred(v.result, domain);
   } else if (v.result === 'permerror') {
-    r = SPF_REPLY.permerror(domain);
+    r = REPLY.spfPermerror(domain);
   } else if (v.result === 'temperror') {
-    r = SPF_REPLY.temperrorRefused(domain);
+    r = REPLY.spfTemperrorRefused(domain);
   } else if (v.result === 'fail' || v.result === 'softfail') {
-    r = SPF_REPLY.failed(domain, ip);
+    r = REPLY.spfFailed(domain, ip);
   } else {
-    r = SPF_REPLY.refused(v.result, domain, ip);
+    r = REPLY.spfRefused(v.result, domain, ip);
   }
   // No ttlSeconds: the refusal is about the sender domain (the key), not the client network.
   return { action, reply: r, check: 'spf', reason: v.reason };
