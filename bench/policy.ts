@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
-import { tripletKey } from '../src/policy/checks/greylist.ts';
+import { tripletKey } from '../src/policy/checks/greylist/check.ts';
 import { clientNetwork } from '../src/policy/network.ts';
 import { readMessage, scanSpool } from '../src/spool/reader.ts';
 import { openStateStore } from '../src/store/open.ts';

@@ -2,7 +2,7 @@
 // checks docs/configuration.md holds each one verbatim, and `node scripts/config-docs.ts`
 // rewrites the blocks in place after a key's text or default changes. Pure string work.
 
-import type { ConfigKey, ListKey } from './load.ts';
+import type { ConfigKey, ListKey } from './keys.ts';
 
 export function renderKeyDoc(key: ConfigKey): string {
   return [
@@ -17,7 +17,7 @@ export function renderKeyDoc(key: ConfigKey): string {
   ].join('\n');
 }
 
-/** The block for one key of a `[[dnsbl]]` table. */
+/** The block for one key of an array of tables (`[[dnsbl]]`). */
 export function renderListKeyDoc(key: ListKey): string {
   return [
     `### \`${key.path}\``,
@@ -25,7 +25,7 @@ export function renderListKeyDoc(key: ListKey): string {
     `- Type: ${key.type}`,
     `- Default: ${key.defaultToml === undefined ? 'none: required' : `\`${key.defaultToml}\``}`,
     `- Allowed: ${key.allowed}`,
-    `- In Config: \`dnsbl[i].${key.field}\``,
+    `- In Config: \`${key.table}[i].${key.field}\``,
     '',
     key.doc,
   ].join('\n');

@@ -31,7 +31,7 @@ function problemsOf(text: string): string[] {
 }
 
 function valueAt(config: Config, key: ConfigKey): unknown {
-  return (config[key.section] as Record<string, unknown>)[key.field];
+  return (config as unknown as Record<string, Record<string, unknown>>)[key.section][key.field];
 }
 
 test('an empty file gives the embedded defaults', () => {

@@ -1,6 +1,10 @@
 // The validated configuration: the one shape every other module reads.
-// Owns nothing but types and the embedded defaults; never reads files (see load.ts).
+// Owns nothing but types and the embedded defaults; never reads files (see load.ts). A policy
+// check's sections, their types and defaults live in its own directory and come in through the
+// registry (policy/registry.ts, configuration parts only, no check code).
 // Keys and defaults are documented in docs/configuration.md; keep the two in step.
+
+import { checkDefaults, POLICY_CHECK_NAMES, type CheckSections, type PolicyCheckName } from '../policy/registry.ts';
 
 export type ListenAddress = { host: string; port: number };
 
@@ -62,13 +66,6 @@ export type LogConfig = {
   format: 'auto' | 'json' | 'pretty';
 };
 
-export type RecipientsConfig = {
-  /** File of accepted addresses (one per line, "@domain" for a whole domain); '' = no table. */
-  table: string;
-  /** Accepted addresses written in the configuration itself, same forms; merged with the file. */
-  addresses: string[];
-};
-
 export type VerdictsConfig = {
   /** Policy refusals in one session after which it ends with 421 4.7.0. */
   maxRefusalsPerSession: number;
@@ -77,10 +74,6 @@ export type VerdictsConfig = {
   ipv6Prefix: number;
 };
 
-/** The policy checks, in the order they run at each stage. */
-export type PolicyCheckName = 'recipients' | 'helo' | 'dnsbl' | 'spf' | 'greylist';
-export const POLICY_CHECK_NAMES: readonly PolicyCheckName[] = ['recipients', 'helo', 'dnsbl', 'spf', 'greylist'];
-
 export type DnsConfig = {
   /** "ip" or "ip:port" ("[v6]:port"); empty = the system resolver. */
   servers: string[];
@@ -88,66 +81,30 @@ export type DnsConfig = {
   tries: number;
 };
 
-/** One `[[dnsbl]]` table: a DNS block list (positive weight) or allow list (negative weight). */
-export type DnsListConfig = { zone: string; weight: number; answers: string[] };
-
-export type DnsListsConfig = {
-  threshold: number;
-  /** A score at or below this accepts the client for the stage (skips the later checks); null = never. */
-  allowThreshold: number | null;
-  stage: 'connect' | 'rcpt';
-  action: 'reject' | 'tempfail';
-  negativeCacheSeconds: number;
-};
-
-export type SpfAction = 'continue' | 'tempfail' | 'reject';
-
-export type SpfConfig = {
-  enabled: boolean;
-  header: 'received-spf' | 'authentication-results' | 'none';
-  fail: SpfAction;
-  softfail: SpfAction;
-  neutral: SpfAction;
-  none: SpfAction;
-  temperror: SpfAction;
-  permerror: SpfAction;
-};
-
-export type HeloConfig = {
-  /** Refuse a HELO/EHLO name that is not a fully-qualified domain name (or an address literal). */
-  requireFqdn: boolean;
-  /** Refuse a HELO/EHLO name that has no A, AAAA or MX record. */
-  requireResolvable: boolean;
-  /** Refuse a client that announces our own host name or a local domain. */
-  rejectOurName: boolean;
-};
-
-export type Config = {
+/** The core sections; each policy check adds its own (policy/checks/<name>/config.ts). */
+export type CoreConfig = {
   smtp: SmtpConfig;
   tls: TlsConfig;
   domains: { local: string[] };
   relay: { networks: string[] };
   spool: SpoolConfig;
-  recipients: RecipientsConfig;
   verdicts: VerdictsConfig;
   /** "sqlite" (a file in the spool dir) or "redis://host:port/db". */
   state: { store: string };
-  greylist: { enabled: boolean; delaySeconds: number; stage: 'rcpt' | 'data' };
   policy: { checks: PolicyCheckName[] };
   dns: DnsConfig;
-  /** `[[dnsbl]]` tables, in file order. */
-  dnsbl: DnsListConfig[];
-  dnslists: DnsListsConfig;
-  spf: SpfConfig;
-  helo: HeloConfig;
   /** Prometheus metrics over HTTP; null = off. */
   metrics: { listen: ListenAddress | null };
   log: LogConfig;
 };
 
+/** The validated configuration: the core sections and every registered check's. */
+export type Config = CoreConfig & CheckSections;
+
 /** The embedded default: what `npm start` serves with no config file. */
 export function defaultConfig(): Config {
   return {
+    ...checkDefaults(),
     smtp: {
       listen: [{ host: '127.0.0.1', port: 2525 }],
       hostname: 'localhost',
@@ -169,25 +126,10 @@ export function defaultConfig(): Config {
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864, minFreeBytes: 104_857_600 },
-    recipients: { table: '', addresses: [] },
     verdicts: { maxRefusalsPerSession: 3, ipv4Prefix: 24, ipv6Prefix: 64 },
     state: { store: 'sqlite' },
-    greylist: { enabled: false, delaySeconds: 300, stage: 'rcpt' },
     policy: { checks: [...POLICY_CHECK_NAMES] },
     dns: { servers: [], timeoutMs: 2000, tries: 2 },
-    dnsbl: [],
-    dnslists: { threshold: 1, allowThreshold: null, stage: 'rcpt', action: 'reject', negativeCacheSeconds: 60 },
-    spf: {
-      enabled: false,
-      header: 'received-spf',
-      fail: 'reject',
-      softfail: 'continue',
-      neutral: 'continue',
-      none: 'continue',
-      temperror: 'tempfail',
-      permerror: 'continue',
-    },
-    helo: { requireFqdn: false, requireResolvable: false, rejectOurName: false },
     metrics: { listen: null },
     log: { level: 'info', format: 'auto' },
   };

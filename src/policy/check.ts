@@ -2,9 +2,13 @@
 // A check never writes session state: it returns a verdict; only the pipeline (through the
 // session machine) records verdicts. STYLE.md "Verdicts and checks".
 
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import type { DnsClient } from '../dns/resolver.ts';
 import type { ContentMessage } from '../message/content.ts';
 import type { RecipientView, SessionView, TransactionView } from '../protocol/session.ts';
 import type { PolicyStage, PolicyVerdict } from '../protocol/verdict.ts';
+import type { StateStore } from '../store/store.ts';
 
 export type CheckContext = {
   readonly stage: PolicyStage;
@@ -44,3 +48,18 @@ export type Check = {
   readonly memoryScope?: 'host' | 'network';
   run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;
 };
+
+/** What a check's builder (checks/<name>/index.ts) gets besides the configuration. */
+export type BuildContext = {
+  /** The DNS client the checks share (made on first use, so a configuration without DNS checks builds none). */
+  dns(): DnsClient;
+  /** The budget of one DNS query that gets no answer: every try times out (see build.ts). */
+  readonly dnsBudgetMs: number;
+  /** The state store; throws for a check that needs one when none is open (`what` names the key). */
+  store(what: string): StateStore;
+  now(): number;
+  readonly log: Logger;
+};
+
+/** A check's builder: the check as the configuration asks for it, or null when its sections leave it off. */
+export type CheckBuilder = (cfg: Config, ctx: BuildContext) => Check | null;

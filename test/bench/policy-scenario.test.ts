@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { preAllowTriplet } from '../../bench/policy.ts';
-import { GREYLIST_DEFAULTS, greylistCheck } from '../../src/policy/checks/greylist.ts';
+import { GREYLIST_DEFAULTS, greylistCheck } from '../../src/policy/checks/greylist/check.ts';
 import { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { openStateStore } from '../../src/store/open.ts';
 import { policySession } from '../helpers/drive.ts';

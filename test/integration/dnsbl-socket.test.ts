@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { createDnsClient } from '../../src/dns/resolver.ts';
-import { DNSBL_DEFAULTS, dnsblCheck } from '../../src/policy/checks/dnsbl.ts';
+import { DNSBL_DEFAULTS, dnsblCheck } from '../../src/policy/checks/dnsbl/check.ts';
 import { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';
 import { startTestServer } from '../helpers/server.ts';

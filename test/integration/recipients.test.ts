@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { defaultConfig } from '../../src/config/types.ts';
 import { buildPipeline } from '../../src/policy/build.ts';
-import { parseRecipientTable } from '../../src/policy/checks/recipients.ts';
+import { parseRecipientTable } from '../../src/policy/checks/recipients/check.ts';
 import { startTestServer } from '../helpers/server.ts';
 import { runSocket } from '../helpers/socket-runner.ts';
 import { parseTranscript } from '../helpers/transcript.ts';

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { defaultConfig } from '../../src/config/types.ts';
 import { createDnsClient } from '../../src/dns/resolver.ts';
-import { SPF_DEFAULTS, spfCheck } from '../../src/policy/checks/spf.ts';
+import { SPF_DEFAULTS, spfCheck } from '../../src/policy/checks/spf/check.ts';
 import { PolicyPipeline } from '../../src/policy/pipeline.ts';
 import { readMessage, scanSpool } from '../../src/spool/reader.ts';
 import { startDnsServer } from '../helpers/dns-server.ts';

@@ -16,13 +16,16 @@
 // no weights, no answer patterns, no TTL-aware cache, no error-code handling, and none takes our
 // DnsClient (configured servers, bounded tries).
 
-import { isDnsName } from '../../net/domain.ts';
-import { ipv6Groups, isIPv4, isIPv6, unmapIPv4 } from '../../net/ip.ts';
-import type { DnsClient, ResolvedA } from '../../dns/resolver.ts';
-import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { REPLY } from '../../protocol/replies.ts';
-import { BoundedCache } from '../../util/bounded-cache.ts';
-import type { Check } from '../check.ts';
+import { isDnsName } from '../../../net/domain.ts';
+import { ipv4Octets, ipv6Groups, isIPv4, isIPv6, unmapIPv4 } from '../../../net/ip.ts';
+import type { DnsClient, ResolvedA } from '../../../dns/resolver.ts';
+import type { PolicyVerdict } from '../../../protocol/machine.ts';
+import { REPLY } from '../../../protocol/replies.ts';
+import { BoundedCache } from '../../../util/bounded-cache.ts';
+import type { Check } from '../../check.ts';
+import { parseAnswerPattern } from './pattern.ts';
+
+export { parseAnswerPattern };
 
 export type DnsListSpec = {
   zone: string;
@@ -68,77 +71,9 @@ const ERROR_LOG_INTERVAL_MS = 60_000;
 /** The check's own time budget exceeds the lookups' so the lookups' timer decides, not the pipeline's. */
 const TIMEOUT_MARGIN_MS = 250;
 
-// ---------------------------------------------------------------------------------------------
-// Answer patterns: four dot-separated octets, each a number, a `[a..b]` range or a `[a;b;c]`
-// list whose items are numbers or ranges (`[1;3..5]`).
-
-type OctetSet = readonly (readonly [number, number])[];
-
-export function parseAnswerPattern(text: string): { ok: true; test: (address: string) => boolean } | { ok: false; problem: string } {
-  const parts = text.split('.');
-  // A range "[2..11]" contains dots: re-join the pieces between brackets first.
-  const octets: string[] = [];
-  for (let i = 0; i < parts.length; i++) {
-    let part = parts[i];
-    if (part.startsWith('[')) {
-      while (!part.endsWith(']') && i + 1 < parts.length) part += `.${parts[++i]}`;
-    }
-    octets.push(part);
-  }
-  if (octets.length !== 4) return { ok: false, problem: `answer pattern "${text}" needs four octets separated by dots, found ${octets.length}` };
-  const sets: OctetSet[] = [];
-  for (let i = 0; i < 4; i++) {
-    const parsed = parseOctet(octets[i]);
-    if (typeof parsed === 'string') return { ok: false, problem: `answer pattern "${text}", octet ${i + 1} "${octets[i]}": ${parsed}` };
-    sets.push(parsed);
-  }
-  return {
-    ok: true,
-    test: (address) => {
-      const values = ipv4Octets(address);
-      return values !== null && values.every((v, i) => sets[i].some(([lo, hi]) => v >= lo && v <= hi));
-    },
-  };
-}
-
-/** The ranges an octet pattern allows, or why it is wrong. */
-function parseOctet(text: string): OctetSet | string {
-  if (!text.startsWith('[')) {
-    const n = parseNumber(text);
-    return typeof n === 'string' ? n : [[n, n]];
-  }
-  if (!text.endsWith(']')) return 'a "[" without its "]"';
-  const inner = text.slice(1, -1);
-  if (inner === '') return 'an empty []';
-  const out: (readonly [number, number])[] = [];
-  for (const item of inner.split(';')) {
-    const bounds = item.split('..');
-    if (bounds.length > 2) return `"${item}" is not a number or an a..b range`;
-    const lo = parseNumber(bounds[0]);
-    if (typeof lo === 'string') return lo;
-    const hi = bounds.length === 2 ? parseNumber(bounds[1]) : lo;
-    if (typeof hi === 'string') return hi;
-    if (lo > hi) return `the range [${lo}..${hi}] is empty (its start is above its end)`;
-    out.push([lo, hi]);
-  }
-  return out;
-}
-
-function parseNumber(text: string): number | string {
-  if (!/^[0-9]{1,3}$/.test(text)) return `"${text}" is not a number, an [a..b] range or an [a;b;c] list`;
-  const n = Number(text);
-  return n > 255 ? `${n} is above 255` : n;
-}
-
-function ipv4Octets(address: string): number[] | null {
-  if (!isIPv4(address)) return null;
-  return address.split('.').map(Number);
-}
-
 /** RFC 5782 2.3: a listing is an address in 127.0.0.0/8 (an answer elsewhere is a broken or hijacking resolver). */
 function isDefaultListed(address: string): boolean {
-  const o = ipv4Octets(address);
-  return o !== null && o[0] === 127;
+  return isIPv4(address) && ipv4Octets(address)[0] === 127;
 }
 
 /** Spamhaus and others answer 127.255.255.x for "refused / over quota / error": never a listing. */

@@ -6,12 +6,12 @@
 // legitimate retry. Within a session, verdict memory refuses the same recipient again after RSET
 // whatever time has passed, because no real MTA retries that way.
 
-import { REPLY } from '../../protocol/replies.ts';
-import { StoreError, type StateStore } from '../../store/store.ts';
-import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { BoundedCache } from '../../util/bounded-cache.ts';
-import type { Check, CheckContext } from '../check.ts';
-import { clientNetwork } from '../network.ts';
+import { REPLY } from '../../../protocol/replies.ts';
+import { StoreError, type StateStore } from '../../../store/store.ts';
+import type { PolicyVerdict } from '../../../protocol/machine.ts';
+import { BoundedCache } from '../../../util/bounded-cache.ts';
+import type { Check, CheckContext } from '../../check.ts';
+import { clientNetwork } from '../../network.ts';
 
 export type GreylistOptions = {
   store: StateStore;

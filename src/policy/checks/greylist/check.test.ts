@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { policySession } from '../../../test/helpers/drive.ts';
-import { STORE_KINDS, useStores, type StoreKind } from '../../../test/helpers/stores.ts';
-import { PolicyPipeline } from '../pipeline.ts';
-import { StoreError, type StateStore } from '../../store/store.ts';
-import { GREYLIST_DEFAULTS, greylistCheck } from './greylist.ts';
+import { policySession } from '../../../../test/helpers/drive.ts';
+import { STORE_KINDS, useStores, type StoreKind } from '../../../../test/helpers/stores.ts';
+import { PolicyPipeline } from '../../pipeline.ts';
+import { StoreError, type StateStore } from '../../../store/store.ts';
+import { GREYLIST_DEFAULTS, greylistCheck } from './check.ts';
 
 const openStore = useStores();
 

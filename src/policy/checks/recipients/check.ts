@@ -4,8 +4,8 @@
 // (RFC 5321 4.5.1).
 
 import { readFileSync } from 'node:fs';
-import { REPLY } from '../../protocol/replies.ts';
-import type { Check } from '../check.ts';
+import { REPLY } from '../../../protocol/replies.ts';
+import type { Check } from '../../check.ts';
 
 export type RecipientTable = {
   /** Lower-cased full addresses. */

@@ -8,16 +8,16 @@
 // network (no TTL: the result depends on the sender domain, which is the verdict's key).
 
 import { domainToASCII } from 'node:url';
-import { isDnsName } from '../../net/domain.ts';
-import { unmapIPv4 } from '../../net/ip.ts';
+import { isDnsName } from '../../../net/domain.ts';
+import { unmapIPv4 } from '../../../net/ip.ts';
 import { Worker } from 'node:worker_threads';
-import type { DnsClient, DnsOptions } from '../../dns/resolver.ts';
-import type { SpfThreadReply, SpfThreadRequest } from './spf-thread.ts';
-import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { REPLY, type Reply } from '../../protocol/replies.ts';
-import { BoundedCache } from '../../util/bounded-cache.ts';
-import type { Check, CheckContext } from '../check.ts';
-import { defaultConfig, type SpfAction } from '../../config/types.ts';
+import type { DnsClient, DnsOptions } from '../../../dns/resolver.ts';
+import type { SpfThreadReply, SpfThreadRequest } from './thread.ts';
+import type { PolicyVerdict } from '../../../protocol/machine.ts';
+import { REPLY, type Reply } from '../../../protocol/replies.ts';
+import { BoundedCache } from '../../../util/bounded-cache.ts';
+import type { Check, CheckContext } from '../../check.ts';
+import { SPF_CONFIG_DEFAULTS, type SpfAction } from './config.ts';
 
 export type SpfResult = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'temperror' | 'permerror';
 export type { SpfAction };
@@ -38,9 +38,9 @@ export type SpfOptions = {
   now?: () => number;
 };
 
-/** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. The embedded
- *  default configuration ([spf] in src/config/types.ts) is the one place these are written. */
-const { fail, softfail, neutral, none, temperror, permerror } = defaultConfig().spf;
+/** RFC 7208 8.4 (fail: reject) and 8.6 (temperror: 451); the rest are only marked. The check's
+ *  configuration part (config.ts, the [spf] defaults) is the one place these are written. */
+const { fail, softfail, neutral, none, temperror, permerror } = SPF_CONFIG_DEFAULTS;
 export const SPF_DEFAULT_ACTIONS: Record<SpfResult, SpfAction> = { pass: 'continue', fail, softfail, neutral, none, temperror, permerror };
 
 export const SPF_DEFAULTS = {
@@ -334,7 +334,7 @@ class SpfThread {
 
   #start(): Worker {
     if (this.#worker !== null) return this.#worker;
-    const worker = new Worker(new URL('./spf-thread.ts', import.meta.url), { workerData: this.#dns });
+    const worker = new Worker(new URL('./thread.ts', import.meta.url), { workerData: this.#dns });
     worker.on('message', (reply: SpfThreadReply) => this.#pending.get(reply.id)?.(reply));
     const fail = (why: string): void => {
       if (this.#worker === worker) this.#worker = null;

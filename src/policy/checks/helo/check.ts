@@ -7,13 +7,13 @@
 // Runs at the helo stage on the name being announced; the verdict is keyed by that name, so the
 // same name sent again in the session gets the same answer without another lookup.
 
-import { isFqdn } from '../../net/domain.ts';
-import { canonicalIp, ipFamily } from '../../net/ip.ts';
-import type { DnsClient } from '../../dns/resolver.ts';
-import { NO_RECORD_CODES } from '../../dns/resolver.ts';
-import type { PolicyVerdict } from '../../protocol/machine.ts';
-import { REPLY, type Reply } from '../../protocol/replies.ts';
-import type { Check, CheckContext } from '../check.ts';
+import { isFqdn } from '../../../net/domain.ts';
+import { canonicalIp, ipFamily } from '../../../net/ip.ts';
+import type { DnsClient } from '../../../dns/resolver.ts';
+import { NO_RECORD_CODES } from '../../../dns/resolver.ts';
+import type { PolicyVerdict } from '../../../protocol/machine.ts';
+import { REPLY, type Reply } from '../../../protocol/replies.ts';
+import type { Check, CheckContext } from '../../check.ts';
 
 export type HeloOptions = {
   requireFqdn: boolean;

@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { SPFOptions } from 'mailauth';
 import { spf } from 'mailauth/lib/spf/index.js';
-import { createDnsClient, type DnsClient, type DnsOptions } from '../../dns/resolver.ts';
+import { createDnsClient, type DnsClient, type DnsOptions } from '../../../dns/resolver.ts';
 
 export type SpfThreadRequest = {
   id: number;

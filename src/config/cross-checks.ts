@@ -1,0 +1,51 @@
+// Checks that involve two keys (or a key and a check's own section); each runs only when the keys
+// it reads were themselves valid, so one mistake is reported once.
+
+import { CHECK_CONFIGS } from '../policy/registry.ts';
+import type { CheckConfig } from './keys.ts';
+import type { Config } from './types.ts';
+import { show } from './validators.ts';
+
+/** The longest an unanswered DNS query may take (see crossProblems). */
+export const MAX_DNS_WAIT_MS = 30_000;
+
+/** Checks that involve two keys; run only when both keys were themselves valid. */
+export function crossProblems(config: Config, invalid: ReadonlySet<string>): string[] {
+  const problems: string[] = [];
+  const { certFile, keyFile } = config.tls;
+  if (!invalid.has('tls.cert') && !invalid.has('tls.key') && (certFile === '') !== (keyFile === '')) {
+    const [given, missing, value] = certFile === '' ? ['tls.key', 'tls.cert', keyFile] : ['tls.cert', 'tls.key', certFile];
+    problems.push(`${given} = ${show(value)}: ${missing} must be set too (set both or neither)`);
+  }
+  const { journalMaxMessageBytes, segmentMaxBytes } = config.spool;
+  if (
+    !invalid.has('spool.journal_max_message_bytes') &&
+    !invalid.has('spool.segment_max_bytes') &&
+    journalMaxMessageBytes > segmentMaxBytes
+  ) {
+    problems.push(
+      `spool.journal_max_message_bytes = ${journalMaxMessageBytes}: must not exceed spool.segment_max_bytes (${segmentMaxBytes})`,
+    );
+  }
+  // A DNS query that never gets an answer takes about timeout_ms x 2^tries (c-ares doubles the wait
+  // at each try); the checks must answer well within the session's 120 s limit on any action.
+  if (!invalid.has('dns.timeout_ms') && !invalid.has('dns.tries')) {
+    const worstMs = config.dns.timeoutMs * 2 ** config.dns.tries;
+    if (worstMs > MAX_DNS_WAIT_MS) {
+      problems.push(
+        `dns.timeout_ms = ${config.dns.timeoutMs}, dns.tries = ${config.dns.tries}: an unanswered query would wait about ` +
+          `${worstMs} ms (each try waits twice as long as the one before); keep timeout_ms x 2^tries at most ${MAX_DNS_WAIT_MS}`,
+      );
+    }
+  }
+  // A check configured in its own section but left out of policy.checks would silently not run.
+  if (!invalid.has('policy.checks')) {
+    const listed = new Set<string>(config.policy.checks);
+    for (const check of CHECK_CONFIGS as readonly CheckConfig[]) {
+      if (check.isOn(config) && !listed.has(check.name)) {
+        problems.push(`policy.checks = ${show(config.policy.checks)}: ${check.onWhen}, so list "${check.name}" too (or turn it off)`);
+      }
+    }
+  }
+  return problems;
+}
