@@ -25,8 +25,6 @@ import { BoundedCache } from '../../../util/bounded-cache.ts';
 import type { Check } from '../../check.ts';
 import { parseAnswerPattern } from './pattern.ts';
 
-export { parseAnswerPattern };
-
 export type DnsListSpec = {
   zone: string;
   /** Added to the score when the list answers with a matching address; negative = allow list. */

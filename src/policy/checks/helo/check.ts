@@ -36,9 +36,6 @@ function literalAddress(name: string): string | null {
   return !isV6Tagged && family === 4 ? m[1] : null;
 }
 
-/** RFC 1123 2.1 host name with at least two labels (net/domain.ts, the one host-name rule). */
-export { isFqdn };
-
 export function heloCheck(opts: HeloOptions): Check {
   const ourNames = new Set(opts.ourNames.map((n) => n.toLowerCase()));
   const refuse = (r: Reply, reason: string): PolicyVerdict => ({

@@ -124,7 +124,7 @@ async function evaluateSpf(opts: SpfOptions, ctx: CheckContext, ip: string, sign
     const comment = `${opts.hostname}: no domain to check for ${id.identity === 'helo' ? 'the HELO identity' : 'the MAIL FROM identity'}`;
     return finish(opts, { result: 'none', domain: id.domain, identity: id.identity, comment, ip, helo, envelopeFrom: id.sender ?? '' });
   }
-  // mailauth runs in a worker thread of its own (spf-thread.ts), started on the first evaluation.
+  // mailauth runs in a worker thread of its own (thread.ts), started on the first evaluation.
   const res = await spfThreadFor(opts.dns.options).evaluate(
     {
       // For the null reverse path this is "postmaster@<helo>" (RFC 7208 2.4), what mailauth would
