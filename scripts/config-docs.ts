@@ -6,13 +6,13 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { renderKeyDoc, renderListKeyDoc } from '../src/config/docs.ts';
-import { CONFIG_KEYS, DNSBL_KEYS } from '../src/config/load.ts';
+import { CONFIG_KEYS, TABLE_KEYS } from '../src/config/load.ts';
 
 const file = new URL('../docs/configuration.md', import.meta.url);
 let text = readFileSync(file, 'utf8');
 const blocks: [string, string][] = [
   ...CONFIG_KEYS.map((key): [string, string] => [key.path, renderKeyDoc(key)]),
-  ...DNSBL_KEYS.map((key): [string, string] => [key.path, renderListKeyDoc(key)]),
+  ...TABLE_KEYS.map((key): [string, string] => [key.path, renderListKeyDoc(key)]),
 ];
 let missing = 0;
 for (const [path, block] of blocks) {

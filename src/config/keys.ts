@@ -24,6 +24,8 @@ export type ConfigKey = {
   /** What the key does; Markdown, one paragraph. */
   readonly doc: string;
   readonly check: (value: unknown, path: string) => Checked<unknown>;
+  /** A file system path (resolved against the working directory on load). */
+  readonly isPath: boolean;
 };
 
 /**
@@ -50,6 +52,7 @@ export function keyTable<D extends object>(defaults: D) {
       defaultToml: validator.toToml(defaults[section][field]),
       doc,
       check: (value, path) => validator.check(value, path),
+      isPath: validator.isPath === true,
     };
   };
 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { renderKeyDoc, renderListKeyDoc } from './docs.ts';
-import { CONFIG_KEYS, DNSBL_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
+import { CONFIG_KEYS, TABLE_KEYS, ConfigError, loadConfig, parseConfig } from './load.ts';
 import type { ConfigKey } from './load.ts';
 import { defaultConfig } from './types.ts';
 import { MAX_BODY_BYTES, MAX_MESSAGE_BYTES, MAX_SEGMENT_BYTES } from '../spool/format.ts';
@@ -402,7 +402,7 @@ test('examples/portcullis.toml parses and shows every key', () => {
   assert.deepEqual(config.domains.local, ['example.test']);
   assert.deepEqual(config.relay.networks, ['127.0.0.0/8', '::1/128']);
   assert.equal(config.spool.dir, 'var/spool');
-  for (const key of [...CONFIG_KEYS, ...DNSBL_KEYS]) {
+  for (const key of [...CONFIG_KEYS, ...TABLE_KEYS]) {
     assert.match(text, new RegExp(`^(# )?${key.key} = `, 'm'), `${key.path} is missing from the example`);
   }
   assert.deepEqual(loadConfig(EXAMPLE).relay.networks, ['127.0.0.0/8', '::1/128']);
@@ -414,11 +414,11 @@ test('docs/configuration.md documents every key with its default, generated from
     const block = renderKeyDoc(key);
     assert.ok(docs.includes(block), `docs/configuration.md must contain, verbatim:\n\n${block}\n`);
   }
-  for (const key of DNSBL_KEYS) {
+  for (const key of TABLE_KEYS) {
     const block = renderListKeyDoc(key);
     assert.ok(docs.includes(block), `docs/configuration.md must contain, verbatim:\n\n${block}\n`);
   }
-  const known = new Set([...CONFIG_KEYS, ...DNSBL_KEYS].map((k) => k.path));
+  const known = new Set([...CONFIG_KEYS, ...TABLE_KEYS].map((k) => k.path));
   const documented = [...docs.matchAll(/^### `([^`]+)`$/gm)].map((m) => m[1]);
   assert.deepEqual(documented.filter((path) => !known.has(path)), [], 'docs describe keys the loader does not know');
 });

@@ -58,8 +58,8 @@ const TABLES = new Map<string, ConfigTables>(
   CHECK_CONFIGS.flatMap((check): [string, ConfigTables][] => ('tables' in check ? [[check.tables.name, check.tables]] : [])),
 );
 
-/** The keys of the `[[dnsbl]]` tables (the DNS-list check's, from its directory). */
-export const DNSBL_KEYS: readonly ListKey[] = TABLES.get('dnsbl')?.keys ?? [];
+/** The keys of every array of tables (`[[dnsbl]]`: the DNS-list check's, from its directory). */
+export const TABLE_KEYS: readonly ListKey[] = [...TABLES.values()].flatMap((tables) => tables.keys);
 
 /** Every section a key lives in, in the order the tables list them. */
 const SECTIONS: readonly string[] = [...new Set(CONFIG_KEYS.map((k) => k.section))];
@@ -154,11 +154,13 @@ function readConfigText(file: string, shownAs: string): string {
 
 /** Pins relative paths to the directory the server was started from, so a later chdir or a worker cannot move them. */
 function resolvePaths(config: Config, cwd: string): Config {
-  const pin = (path: string) => (path === '' ? path : resolve(cwd, path));
-  config.spool.dir = pin(config.spool.dir);
-  config.tls.certFile = pin(config.tls.certFile);
-  config.tls.keyFile = pin(config.tls.keyFile);
-  config.recipients.table = pin(config.recipients.table);
+  // spool.dir, tls.cert, tls.key, recipients.table: every key whose validator is a path.
+  for (const key of CONFIG_KEYS) {
+    if (!key.isPath) continue;
+    const section = (config as unknown as Record<string, Record<string, unknown>>)[key.section];
+    const path = section[key.field];
+    if (typeof path === 'string' && path !== '') section[key.field] = resolve(cwd, path);
+  }
   return config;
 }
 

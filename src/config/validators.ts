@@ -14,6 +14,8 @@ export type Validator<T> = {
   check(value: unknown, path: string): Checked<T>;
   /** Writes a value as TOML: used for the documented defaults and the round-trip test. */
   toToml(value: T): string;
+  /** A file system path, resolved against the working directory when the file is loaded. */
+  readonly isPath?: boolean;
 };
 
 export function ok<T>(value: T): Checked<T> {
@@ -127,6 +129,7 @@ export function oneOf<const T extends string>(choices: readonly T[]): Validator<
 export function pathString(options: { allowEmpty: boolean }): Validator<string> {
   return {
     type: 'string (path)',
+    isPath: true,
     allowed: options.allowEmpty ? 'a file path, or `""` for none' : 'a non-empty directory path',
     check(value, path) {
       if (typeof value !== 'string') return fail(path, value, `must be a string (a path), not ${typeName(value)}`);

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { renderKeyDoc, renderListKeyDoc } from '../config/docs.ts';
 import type { CheckConfig } from '../config/keys.ts';
-import { CONFIG_KEYS, DNSBL_KEYS, parseConfig } from '../config/load.ts';
+import { CONFIG_KEYS, TABLE_KEYS, parseConfig } from '../config/load.ts';
 import { defaultConfig } from '../config/types.ts';
 import { CHECK_CONFIGS, POLICY_CHECK_NAMES } from './registry.ts';
 
@@ -48,7 +48,9 @@ test('the configuration is built from the registry: names, order, keys, defaults
     // Off in the embedded default: `npm start` runs no check it was not asked for.
     assert.equal(check.isOn(config), false, `${check.name} is off by default`);
   }
-  assert.deepEqual(DNSBL_KEYS, CHECKS.find((c) => c.name === 'dnsbl')?.tables?.keys);
+  assert.deepEqual(TABLE_KEYS, CHECKS.find((c) => c.name === 'dnsbl')?.tables?.keys);
+  // Paths are pinned to the working directory on load, a check's (recipients.table) as the core's.
+  assert.deepEqual(CONFIG_KEYS.filter((k) => k.isPath).map((k) => k.path).sort(), ['recipients.table', 'spool.dir', 'tls.cert', 'tls.key']);
   // A check switched on in its own section but left out of policy.checks is refused, by name.
   assert.throws(() => parseConfig('[policy]\nchecks = []\n[helo]\nrequire_fqdn = true\n', 'p.toml'), /a helo option is on, so list "helo" too/);
 });
