@@ -8,6 +8,10 @@ const DEC_OCTET = /^(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])$/;
 /** RFC 4291 2.2: one to four hexadecimal digits. */
 const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
 
+/** The longest IP address text: eight groups with the last two as a dotted quad (RFC 4291 2.2 form 3),
+ *  "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255". */
+export const MAX_IP_TEXT_CHARS = 45;
+
 /** A dotted-quad IPv4 address ("192.0.2.1"); the same answer as node:net's isIPv4. */
 export function isIPv4(text: string): boolean {
   if (text.length < 7 || text.length > 15) return false;
@@ -22,7 +26,7 @@ export function isIPv4(text: string): boolean {
  * first with withoutZone).
  */
 export function isIPv6(text: string): boolean {
-  if (text.length < 2 || text.length > 45) return false;
+  if (text.length < 2 || text.length > MAX_IP_TEXT_CHARS) return false;
   const gap = text.indexOf('::');
   if (gap >= 0 && text.indexOf('::', gap + 1) >= 0) return false;
   const head = gap < 0 ? text : text.slice(0, gap);

@@ -8,8 +8,8 @@
 // network (no TTL: the result depends on the sender domain, which is the verdict's key).
 
 import { domainToASCII } from 'node:url';
-import { isDnsName } from '../../../net/domain.ts';
-import { unmapIPv4 } from '../../../net/ip.ts';
+import { isDnsName, MAX_DNS_NAME_CHARS } from '../../../net/domain.ts';
+import { MAX_IP_TEXT_CHARS, unmapIPv4 } from '../../../net/ip.ts';
 import { Worker } from 'node:worker_threads';
 import type { DnsClient, DnsOptions } from '../../../dns/resolver.ts';
 import type { SpfThreadReply, SpfThreadRequest } from './thread.ts';
@@ -211,8 +211,8 @@ function finish(opts: SpfOptions, f: Finished): SpfOutcome {
 function verdictFor(opts: SpfOptions, v: { result: SpfResult; domain: string; ip: string; reason: string }, headers: readonly string[]): PolicyVerdict {
   const action = opts.actions[v.result];
   if (action === 'continue') return headers.length === 0 ? { action: 'continue' } : { action: 'continue', headers };
-  const domain = replySafe(v.domain, 253) || 'the sender domain';
-  const ip = replySafe(v.ip, 45) || 'the client';
+  const domain = replySafe(v.domain, MAX_DNS_NAME_CHARS) || 'the sender domain';
+  const ip = replySafe(v.ip, MAX_IP_TEXT_CHARS) || 'the client';
   let r: Reply;
   if (action === 'tempfail') {
     r = v.result === 'temperror' || v.result === 'permerror' || v.domain === '' ? REPLY.spfTryLater : REPLY.spfDeferred(v.result, domain);
