@@ -56,6 +56,8 @@ test('property: random text from address characters gets node:net\'s answer', ()
     fc.property(text, (s) => isIPv4(s) === net.isIPv4(s) && isIPv6(s) === nodeIsIPv6(s)),
     { seed: SEED, numRuns: 20_000 },
   );
+  const dotted = fc.string({ unit: fc.constantFrom(...'0123456789.'), minLength: 5, maxLength: 17 });
+  fc.assert(fc.property(dotted, (s) => isIPv4(s) === net.isIPv4(s)), { seed: SEED, numRuns: 20_000 });
   // Near-valid forms: a valid address with one character changed, dropped or doubled.
   const mutated = fc.tuple(fc.oneof(fc.ipV4(), fc.ipV6()), fc.nat(), fc.constantFrom(...'0f:.9g'), fc.constantFrom('set', 'drop', 'double'))
     .map(([a, at, c, how]) => {
