@@ -138,21 +138,21 @@ export const dnsblConfig = {
   name: 'dnsbl',
   defaults: DEFAULTS,
   keys: [
-  entry('dnslists', 'threshold', 'threshold', int(1, 1000),
-    'The score at which a client is refused: the sum of the weights of the `[[dnsbl]]` lists that list its ' +
-    'address. With the default weights of 1, one listing refuses.'),
-  entry('dnslists', 'allow_threshold', 'allowThreshold', intOrOff(-1000, -1),
-    'A score at or below this accepts the client at the DNS list\'s stage, so the checks after it at that stage ' +
-    '(greylisting, say) do not run: give an allow list a negative weight. Negative only: an unlisted client scores ' +
-    '0. `"off"`: an allow list only offsets block lists.'),
-  entry('dnslists', 'stage', 'stage', oneOf(['connect', 'rcpt']),
-    '`"rcpt"` refuses a listed client at each RCPT (the reply names the list, and the client\'s sender and ' +
-    'recipients appear in the log); `"connect"` refuses it in the greeting (`554`), leaving only QUIT.'),
-  entry('dnslists', 'action', 'action', oneOf(['reject', 'tempfail']),
-    '`"reject"` answers a listed client `554 5.7.1`; `"tempfail"` answers `450 4.7.1` (at connect `421 4.7.1` and ' +
-    'the connection closes: a greeting can only be 220, 554 or 421), for trying a new list without losing mail.'),
-  entry('dnslists', 'negative_cache_seconds', 'negativeCacheSeconds', int(0, 3600),
-    'How long "not listed" is cached per address and list (listed answers are cached for their DNS TTL).'),
+    entry('dnslists', 'threshold', 'threshold', int(1, 1000),
+      'The score at which a client is refused: the sum of the weights of the `[[dnsbl]]` lists that list its ' +
+      'address. With the default weights of 1, one listing refuses.'),
+    entry('dnslists', 'allow_threshold', 'allowThreshold', intOrOff(-1000, -1),
+      'A score at or below this accepts the client at the DNS list\'s stage, so the checks after it at that stage ' +
+      '(greylisting, say) do not run: give an allow list a negative weight. Negative only: an unlisted client scores ' +
+      '0. `"off"`: an allow list only offsets block lists.'),
+    entry('dnslists', 'stage', 'stage', oneOf(['connect', 'rcpt']),
+      '`"rcpt"` refuses a listed client at each RCPT (the reply names the list, and the client\'s sender and ' +
+      'recipients appear in the log); `"connect"` refuses it in the greeting (`554`), leaving only QUIT.'),
+    entry('dnslists', 'action', 'action', oneOf(['reject', 'tempfail']),
+      '`"reject"` answers a listed client `554 5.7.1`; `"tempfail"` answers `450 4.7.1` (at connect `421 4.7.1` and ' +
+      'the connection closes: a greeting can only be 220, 554 or 421), for trying a new list without losing mail.'),
+    entry('dnslists', 'negative_cache_seconds', 'negativeCacheSeconds', int(0, 3600),
+      'How long "not listed" is cached per address and list (listed answers are cached for their DNS TTL).'),
   ],
   tables: { name: 'dnsbl', keys: DNSBL_KEYS, parse: parseDnsLists },
   isOn: (c) => c.dnsbl.length > 0,

@@ -39,17 +39,17 @@ export const recipientsConfig = {
   name: 'recipients',
   defaults: DEFAULTS,
   keys: [
-  entry('recipients', 'table', 'table', pathString({ allowEmpty: true }),
-    'A file of the recipients accepted for the local domains: one address per line, or `@domain` to accept every ' +
-    'address of that domain; blank lines and lines starting with `#` are ignored. With a table, mail for any other ' +
-    'address of a local domain is refused at RCPT (`550 5.1.1`), in the session, so it is never accepted and bounced ' +
-    'later (backscatter), and the refusal counts toward the session\'s error and refusal limits. `Postmaster` is always ' +
-    'accepted (RFC 5321 4.5.1). Empty: every address of a local domain is accepted. A relative path is resolved ' +
-    'against the working directory; the file is read at start-up.'),
-  entry('recipients', 'addresses', 'addresses', recipientList(),
-    'Accepted recipients written in the configuration itself, in the same forms as the table file ' +
-    '(`"alice@example.test"`, `"@example.org"` for a whole domain), merged with `recipients.table`. With either ' +
-    'set, other addresses of the local domains are refused at RCPT (`550 5.1.1`). Lowercased on load.'),
+    entry('recipients', 'table', 'table', pathString({ allowEmpty: true }),
+      'A file of the recipients accepted for the local domains: one address per line, or `@domain` to accept every ' +
+      'address of that domain; blank lines and lines starting with `#` are ignored. With a table, mail for any other ' +
+      'address of a local domain is refused at RCPT (`550 5.1.1`), in the session, so it is never accepted and bounced ' +
+      'later (backscatter), and the refusal counts toward the session\'s error and refusal limits. `Postmaster` is always ' +
+      'accepted (RFC 5321 4.5.1). Empty: every address of a local domain is accepted. A relative path is resolved ' +
+      'against the working directory; the file is read at start-up.'),
+    entry('recipients', 'addresses', 'addresses', recipientList(),
+      'Accepted recipients written in the configuration itself, in the same forms as the table file ' +
+      '(`"alice@example.test"`, `"@example.org"` for a whole domain), merged with `recipients.table`. With either ' +
+      'set, other addresses of the local domains are refused at RCPT (`550 5.1.1`). Lowercased on load.'),
   ],
   isOn: (c) => c.recipients.table !== '' || c.recipients.addresses.length > 0,
   onWhen: 'recipients.table or recipients.addresses is set',
