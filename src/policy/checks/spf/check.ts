@@ -2,10 +2,11 @@
 // HELO identity when the reverse path is null (2.4), and maps each of the seven results to a
 // configured action; refusals use the RFC 7372 codes (X.7.23 failed, X.7.24 error).
 // Owns only the mapping, the choice of reply (the texts are in protocol/replies.ts) and the added
-// header field (Received-SPF, RFC 7208 9.1, or Authentication-Results, RFC 8601). Never evaluates SPF itself and never relaxes mailauth's
-// limits (10 DNS mechanisms, 2 void lookups: 4.6.4); never checks relay clients (outbound mail);
-// never puts DNS text or control characters into a reply; never remembers a refusal by client
-// network (no TTL: the result depends on the sender domain, which is the verdict's key).
+// header field (Received-SPF, RFC 7208 9.1, or Authentication-Results, RFC 8601). Never evaluates
+// SPF itself and never relaxes mailauth's limits (10 DNS mechanisms, 2 void lookups: 4.6.4);
+// never checks relay clients (outbound mail); never puts DNS text or control characters into a
+// reply; never remembers a refusal by client network (no TTL: the result depends on the sender
+// domain, which is the verdict's key).
 
 import { domainToASCII } from 'node:url';
 import { isDnsName, MAX_DNS_NAME_CHARS } from '../../../net/domain.ts';
