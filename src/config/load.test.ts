@@ -65,6 +65,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   ],
   'smtp.hostname': ['"mx.example.test"', 'mx.example.test'],
   'smtp.max_message_bytes': ['52428800', 52_428_800],
+  'smtp.body_memory_bytes': ['65536', 65_536],
   'smtp.workers': ['4', 4],
   'smtp.max_command_line_bytes': ['2048', 2048],
   'smtp.max_text_line_bytes': ['4096', 4096],

@@ -16,6 +16,8 @@ export type SmtpConfig = {
   hostname: string;
   /** Advertised in SIZE (RFC 1870) and enforced while reading. */
   maxMessageBytes: number;
+  /** Content octets of one message held in memory; past them the body streams to its spool file. */
+  bodyMemoryBytes: number;
   /** "auto" = one worker process per core; 1 = serve from the main process. */
   workers: number | 'auto';
   /** RFC 5321 4.5.3.1.4: at least 512 octets including CRLF. */
@@ -109,6 +111,7 @@ export function defaultConfig(): Config {
       listen: [{ host: '127.0.0.1', port: 2525 }],
       hostname: 'localhost',
       maxMessageBytes: 26_214_400,
+      bodyMemoryBytes: 1_048_576,
       workers: 'auto',
       maxCommandLineBytes: 512,
       maxTextLineBytes: 1000,

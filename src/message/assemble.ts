@@ -9,6 +9,7 @@ import type { AcceptedMessage, AcceptedRecipient, BodyRest } from './accepted.ts
 import { renameForgedAuthResults } from './auth-results.ts';
 import type { HeaderEdit, MessageEdits, RecipientEdit } from './edits.ts';
 import { formatFields, headerSection, parseFields, splitAt, type HeaderField } from './header.ts';
+import { foldField, unfold } from './header-field.ts';
 import { formatReceived } from './received.ts';
 
 export type AssembleInput = {
@@ -124,15 +125,11 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
   };
 }
 
-/** Security: a field a check adds or changes is one field: a CR or LF that is not a fold becomes a space. */
-function oneField(text: string): string {
-  return text.replace(/\r\n(?=[ \t])/g, '\u0000').replace(/[\r\n]+/g, ' ').replace(/\u0000/g, '\r\n');
-}
 
 function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit): HeaderField[] {
   if (edit.op === 'add') {
-    const raw = oneField(edit.field);
-    const [parsed] = parseFields(Buffer.from(`${raw}\r\n`, 'latin1'));
+    // Security: a field a check adds is one valid field: foldField leaves no CR or LF but folds.
+    const [parsed] = parseFields(Buffer.from(`${foldField(edit.field)}\r\n`, 'latin1'));
     return parsed === undefined ? fields : [parsed, ...fields];
   }
   const name = edit.name.toLowerCase();
@@ -142,8 +139,8 @@ function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit): HeaderField[]
   const out = [...fields];
   if (edit.op === 'delete') out.splice(at, 1);
   else {
-    const value = oneField(edit.value);
-    out[at] = { name: fields[at].name, value: value.replace(/\r\n(?=[ \t])/g, '').trim(), raw: `${fields[at].name}: ${value}` };
+    const raw = foldField(`${fields[at].name}: ${edit.value}`);
+    out[at] = { name: fields[at].name, value: unfold(raw.slice(fields[at].name.length + 1)), raw };
   }
   return out;
 }

@@ -30,5 +30,6 @@ export function machineConfigFrom(
     maxPolicyRefusals: opts.maxPolicyRefusals ?? DEFAULT_MAX_POLICY_REFUSALS,
     policyStages: opts.policyStages ?? new Set(),
     hasTransform: opts.hasTransform ?? false,
+    bodyMemoryBytes: s.bodyMemoryBytes,
   };
 }

@@ -26,6 +26,11 @@ export const SMTP_KEYS: readonly ConfigKey[] = [
   entry('smtp', 'max_message_bytes', 'maxMessageBytes', int(2 ** 10, MAX_MESSAGE_BYTES, { bytes: true, maxReason: 'the largest message the spool stores, less room for the header fields the server adds' }),
     'Largest message accepted, in octets. Advertised with the EHLO `SIZE` keyword (RFC 1870) and enforced while the ' +
     'data is read, so a larger message is refused before it is stored.'),
+  entry('smtp', 'body_memory_bytes', 'bodyMemoryBytes', int(2 ** 16, 2 ** 26, { bytes: true }),
+    'Octets of one message a session holds in memory. Past them (or at once, when the client declared a larger ' +
+    '`SIZE`) the body streams to its file in the spool while it arrives, so memory per session stays small ' +
+    'whatever the message size; the header section always stays in memory, and a message whose header section ' +
+    'is larger than this is refused (`552 5.3.4`). See docs/spool.md.'),
   entry('smtp', 'workers', 'workers', workers(),
     '`"auto"` runs one worker process per CPU core; `1` serves from the main process; `N` runs N worker processes.'),
   entry('smtp', 'max_command_line_bytes', 'maxCommandLineBytes', int(512, 2 ** 16, { rfc: RFC_COMMAND_LINE, bytes: true }),

@@ -17,7 +17,8 @@ import { formatReply } from '../../../protocol/replies.ts';
 import { newSessionSecurity, type Transaction } from '../../../protocol/session.ts';
 import type { CheckContext } from '../../check.ts';
 import { PolicyPipeline } from '../../pipeline.ts';
-import { foldField, SPF_DEFAULT_ACTIONS, SPF_DEFAULTS, spfCheck, type SpfOptions } from './check.ts';
+import { foldField } from '../../../message/header-field.ts';
+import { SPF_DEFAULT_ACTIONS, SPF_DEFAULTS, spfCheck, type SpfOptions } from './check.ts';
 
 const HOST = 'mx.portcullis.test';
 const IP = '192.0.2.25';

@@ -11,6 +11,7 @@
 import { domainToASCII } from 'node:url';
 import { isDnsName, MAX_DNS_NAME_CHARS } from '../../../net/domain.ts';
 import { MAX_IP_TEXT_CHARS, unmapIPv4 } from '../../../net/ip.ts';
+import { arValue, commentText, foldField, kvValue, oneLine } from '../../../message/header-field.ts';
 import { Worker } from 'node:worker_threads';
 import type { DnsClient, DnsOptions } from '../../../dns/resolver.ts';
 import type { SpfThreadReply, SpfThreadRequest } from './thread.ts';
@@ -233,67 +234,6 @@ function verdictFor(opts: SpfOptions, v: { result: SpfResult; domain: string; ip
 /** Printable ASCII only, no spaces, bounded: for reply text built from client or DNS data. */
 function replySafe(text: string, max: number): string {
   return text.replace(/[^\x21-\x7e]/g, '?').slice(0, max);
-}
-
-/** One line of printable text (for comments and log reasons). */
-function oneLine(text: string, max: number): string {
-  return text.replace(/[\x00-\x1f\x7f]+/g, ' ').replace(/\s+/g, ' ').trim().slice(0, max);
-}
-
-/**
- * Printable ASCII for a header field we add: the message may not be SMTPUTF8, so non-ASCII (raw
- * 8-bit, invisible and bidi characters from a HELO name or sender) becomes "?", as in Received.
- */
-function asciiLine(text: string, max: number): string {
-  return oneLine(text, max).replace(/[^\x20-\x7e]/g, '?');
-}
-
-/** RFC 5322 3.2.2 ctext: no unescaped parentheses or backslashes. */
-function commentText(text: string): string {
-  return asciiLine(text, 400).replace(/[\\()]/g, (c) => `\\${c}`);
-}
-
-/** RFC 7208 9.1 key-value: dot-atom when possible, else a quoted-string. */
-function kvValue(value: string): string {
-  const v = asciiLine(value, 300);
-  return /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
-}
-
-/** RFC 8601 2.2 value: a token (RFC 2045) or a quoted-string; domain names are tokens. */
-function arValue(value: string): string {
-  const v = asciiLine(value, 300);
-  return /^[!#$%&'*+.0-9A-Z^_`a-z{|}~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`;
-}
-
-/** Undo folding (CRLF + WSP -> WSP) and turn any other control character into a space. */
-function unfold(field: string): string {
-  return field.replace(/\r?\n(?=[ \t])/g, '').replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ').trim();
-}
-
-const FOLD_AT = 78;
-/** A field name (at most ~80 here) + ": " + one word, or " " + one word, stays within 998. */
-const MAX_WORD = 900;
-
-/**
- * A valid header field, without the final CRLF (the machine adds it): no CR or LF except folds,
- * every fold is CRLF + one space before a word, no line longer than 998 octets (RFC 5322 2.1.1,
- * 2.2.3). Words longer than a line are cut (they are comments or values, never the field name).
- */
-export function foldField(field: string): string {
-  const words = unfold(field).split(/[ \t]+/).filter((w) => w !== '').map((w) => (w.length > MAX_WORD ? `${w.slice(0, MAX_WORD - 3)}...` : w));
-  const lines: string[] = [];
-  let line = '';
-  for (const [i, w] of words.entries()) {
-    if (line === '') line = w;
-    // The first value word stays with the field name, however long.
-    else if (i === 1 || line.length + 1 + w.length <= FOLD_AT) line += ` ${w}`;
-    else {
-      lines.push(line);
-      line = ` ${w}`;
-    }
-  }
-  if (line !== '') lines.push(line);
-  return lines.join('\r\n');
 }
 
 // ---------------------------------------------------------------------------------------------
