@@ -57,7 +57,7 @@ test('edits: add, change and delete by name and index; recipients; quarantine; i
   const prepared = prepareMessage(input('Subject: one\r\nX-A: 1\r\nx-a: 2\r\n\r\nbody\r\n'));
   const m = finishMessage(prepared, [
     { headers: [{ op: 'add', field: 'X-Spam: yes' }, { op: 'change', name: 'subject', index: 1, value: 'two' }], quarantine: 'spam' },
-    { headers: [{ op: 'delete', name: 'X-A', index: 2 }, { op: 'delete', name: 'X-Missing', index: 1 }], recipients: [{ op: 'delete', address: 'BOB@example.test' }, { op: 'add', address: 'carol@example.test' }], quarantine: 'later' },
+    { headers: [{ op: 'delete', name: 'X-A', index: 2 }, { op: 'delete', name: 'X-Missing', index: 1 }], recipients: [{ op: 'delete', address: 'bob@EXAMPLE.test' }, { op: 'add', address: 'carol@example.test' }], quarantine: 'later' },
   ])!;
   assert.match(text(m), /^X-Spam: yes\r\nReceived: .*\r\nSubject: two\r\nX-A: 1\r\n\r\nbody\r\n$/s);
   assert.deepEqual(m.recipients.map((r) => r.address), ['alice@example.test', 'carol@example.test']);
@@ -83,4 +83,30 @@ test('edits on a message without a body, and on one whose content starts with an
 
 test('removing every recipient leaves nothing to store', () => {
   assert.equal(finishMessage(prepareMessage(input('S: x\r\n\r\nb\r\n')), [{ recipients: [{ op: 'delete', address: 'alice@example.test' }, { op: 'delete', address: 'bob@example.test' }] }]), null);
+});
+
+test('Security: edited text cannot become a line end through its encoding (U+010D / U+010A)', () => {
+  const edits = [{ headers: [{ op: 'change' as const, name: 'Subject', index: 1, value: 'tagged \u010d\u010a\u010d\u010aX' }, { op: 'add' as const, field: 'X-Note: caf\u00e9 \u010d\u010aBcc: x@evil.example' }] }];
+  for (const smtputf8 of [false, true]) {
+    const m = finishMessage(prepareMessage(input('Subject: one\r\nFrom: a@c.example\r\n\r\nbody\r\n', { smtputf8 })), edits)!;
+    const stored = text(m);
+    const header = stored.split('\r\n\r\n')[0];
+    assert.match(header, /\r\nFrom: a@c\.example$/, `smtputf8=${smtputf8}: From stays in the header`);
+    assert.doesNotMatch(header, /\r\n(Bcc|X):/);
+    assert.ok(stored.endsWith('\r\n\r\nbody\r\n'));
+    if (smtputf8) assert.ok(Buffer.concat(contentChunks(m)).includes(Buffer.from('caf\u00e9', 'utf8')), 'UTF-8 in an SMTPUTF8 message');
+    else assert.match(header, /^X-Note: caf\? \?\?Bcc: x@evil\.example\r\n/);
+  }
+});
+
+test('recipient edits: a bad address is not added; the local part is compared case-sensitively', () => {
+  const m = finishMessage(prepareMessage(input('S: x\r\n\r\nb\r\n')), [
+    { recipients: [{ op: 'add', address: 'bad address@x.example' }, { op: 'add', address: 'x@y\r\nRCPT' }, { op: 'delete', address: 'ALICE@EXAMPLE.TEST' }, { op: 'delete', address: 'bob@EXAMPLE.test' }] },
+  ])!;
+  assert.deepEqual(m.recipients.map((r) => r.address), ['alice@example.test']);
+});
+
+test('a message without a header section is recognised however its first CRLF is cut', () => {
+  assert.deepEqual(headerSection([Buffer.from('\r'), Buffer.from('\nbody\r\n\r\nmore\r\n')]), { bytes: 0, hasSeparator: false });
+  assert.deepEqual(headerSection([Buffer.from('\r\n'), Buffer.from('x')]), { bytes: 0, hasSeparator: false });
 });

@@ -98,7 +98,7 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
   const headerEdits = edits.flatMap((e) => e.headers ?? []);
   if (headerEdits.length > 0) {
     let fields = preparedFields(message);
-    for (const edit of headerEdits) fields = applyHeaderEdit(fields, edit);
+    for (const edit of headerEdits) fields = applyHeaderEdit(fields, edit, input.smtputf8);
     head = [formatFields(fields, message.hasSeparator)];
   }
   for (const e of edits) {
@@ -126,10 +126,9 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
 }
 
 
-function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit): HeaderField[] {
+function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit, isUtf8: boolean): HeaderField[] {
   if (edit.op === 'add') {
-    // Security: a field a check adds is one valid field: foldField leaves no CR or LF but folds.
-    const [parsed] = parseFields(Buffer.from(`${foldField(edit.field)}\r\n`, 'latin1'));
+    const [parsed] = parseFields(Buffer.from(`${fieldOctets(edit.field, isUtf8)}\r\n`, 'latin1'));
     return parsed === undefined ? fields : [parsed, ...fields];
   }
   const name = edit.name.toLowerCase();
@@ -139,15 +138,35 @@ function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit): HeaderField[]
   const out = [...fields];
   if (edit.op === 'delete') out.splice(at, 1);
   else {
-    const raw = foldField(`${fields[at].name}: ${edit.value}`);
+    const raw = fieldOctets(`${fields[at].name}: ${edit.value}`, isUtf8);
     out[at] = { name: fields[at].name, value: unfold(raw.slice(fields[at].name.length + 1)), raw };
   }
   return out;
 }
 
+/**
+ * A field a check adds or changes, as the octets to store (one latin1 character per octet, as
+ * the parsed fields are). Security: foldField leaves no CR or LF but folds; the text is then
+ * encoded as UTF-8 in an SMTPUTF8 message (whose multi-octet sequences never hold a CR or LF)
+ * and reduced to ASCII otherwise, so no character of the text can become a line end.
+ */
+function fieldOctets(text: string, isUtf8: boolean): string {
+  const folded = foldField(text);
+  return isUtf8 ? Buffer.from(folded, 'utf8').toString('latin1') : folded.replace(/[^\t\r\n\x20-\x7e]/g, '?');
+}
+
+/** An address a check adds: local@domain, printable, no space or angle brackets, within RFC 5321 4.5.3.1. */
+const RECIPIENT = /^[^\s<>@\x00-\x1f\x7f]{1,64}@[^\s<>@\x00-\x1f\x7f]{1,255}$/u;
+
+/** RFC 5321 2.4: the local part is case-sensitive, the domain is not. */
+function sameAddress(a: string, b: string): boolean {
+  const at = a.lastIndexOf('@');
+  const bt = b.lastIndexOf('@');
+  return a.slice(0, at) === b.slice(0, bt) && a.slice(at).toLowerCase() === b.slice(bt).toLowerCase();
+}
+
 function applyRecipientEdit(recipients: readonly AcceptedRecipient[], edit: RecipientEdit): readonly AcceptedRecipient[] {
-  const address = edit.address.toLowerCase();
-  const has = recipients.some((r) => r.address.toLowerCase() === address);
-  if (edit.op === 'add') return has ? recipients : [...recipients, { address: edit.address }];
-  return recipients.filter((r) => r.address.toLowerCase() !== address);
+  const has = recipients.some((r) => sameAddress(r.address, edit.address));
+  if (edit.op === 'add') return has || !RECIPIENT.test(edit.address) ? recipients : [...recipients, { address: edit.address }];
+  return recipients.filter((r) => !sameAddress(r.address, edit.address));
 }

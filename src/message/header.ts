@@ -12,7 +12,9 @@ const CRLF_CRLF = Buffer.from('\r\n\r\n');
 export function headerSection(chunks: readonly Buffer[]): { bytes: number; hasSeparator: boolean } {
   if (chunks.length === 0) return { bytes: 0, hasSeparator: false };
   const first = chunks[0];
-  if (first.length >= 2 && first[0] === 0x0d && first[1] === 0x0a) return { bytes: 0, hasSeparator: false };
+  // The first two octets, wherever the chunks are cut.
+  const second = first.length >= 2 ? first[1] : chunks.find((c, i) => i > 0 && c.length > 0)?.[first.length === 1 ? 0 : 1];
+  if (first[0] === 0x0d && second === 0x0a) return { bytes: 0, hasSeparator: false };
   // Usually the whole header sits in the first chunk: no copy.
   const at = first.indexOf(CRLF_CRLF);
   if (at >= 0) return { bytes: at + 4, hasSeparator: true };

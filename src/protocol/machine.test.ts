@@ -271,3 +271,13 @@ test('spool below its free-space floor: MAIL gets 452 4.3.1 (not counted as an e
   d.step({ type: 'spool-space', nowMs: d.tick(), isLow: false });
   assert.deepEqual(d.send('MAIL FROM:<a@c.example>\r\n'), ['250 2.1.0 Sender ok']);
 });
+
+test('content stage: header fields a content check returns as `headers` are stored (as add edits)', () => {
+  const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['content']) }), {
+    policy: (r) => (r.stage === 'content' ? { action: 'continue', headers: ['X-Spam: yes'], edits: { headers: [{ op: 'add', field: 'X-Second: 1' }] } } : { action: 'continue' }),
+    commits: 'accept',
+  });
+  txnReady(d);
+  assert.match(d.send('DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n').at(-1)!, /^250 2\.0\.0 Ok: queued/);
+  assert.match(d.stored[0].toString('latin1'), /^X-Second: 1\r\nX-Spam: yes\r\nReceived: /);
+});

@@ -34,6 +34,9 @@ import type { PolicyStage, PolicyVerdict } from './verdict.ts';
 export type { Input, LogLevel, Output, Phase, PolicyRequest } from './io.ts';
 export type { PolicyVerdict } from './verdict.ts';
 
+/** Body octets gathered before they go to the body file (and between looks for a header's end). */
+const SPILL_STEP_BYTES = 64 * 1024;
+
 /** What a policy verdict is about: the transaction a MAIL would open, or a recipient. */
 type PolicySubject =
   | { kind: 'none' }
@@ -155,22 +158,26 @@ export class SmtpMachine {
   }
 
   /** Moves the content held in memory to the body file once it is over the threshold (or once
-   *  the body is already there). The header section stays in memory: assembly edits it. */
-  #spill(txn: Transaction, out: Output[]): void {
+   *  the body is already there). The header section stays in memory: assembly edits it.
+   *  `isFinal`: the end of the content, when nothing may stay behind. */
+  #spill(txn: Transaction, out: Output[], isFinal = false): void {
     const scanner = txn.content!;
     if (scanner.isRefused) return;
+    const held = scanner.heldBytes;
     if (txn.spilled === null) {
       const threshold = this.#cfg.bodyMemoryBytes ?? DEFAULT_BODY_MEMORY_BYTES;
-      const held = scanner.heldBytes;
       // A client that declared a size past the threshold (RFC 1870 SIZE) sends a large message:
-      // its body goes to the file as soon as its header section is complete.
+      // its body goes to the file as soon as its header section is complete. Security: the
+      // header end is looked for again only every SPILL_STEP_BYTES, so a header trickled in
+      // tiny reads costs neither a search of everything held per read nor a view per read.
       const isDeclaredLarge = txn.declaredSize !== null && txn.declaredSize > threshold;
-      if (held < threshold && !isDeclaredLarge) return;
+      if (held < threshold && !(isDeclaredLarge && held >= txn.headerProbeBytes + SPILL_STEP_BYTES)) return;
       const chunks = scanner.takeChunks();
       const section = headerSection(chunks);
       if (held < threshold && !section.hasSeparator) {
         // The header section has not ended yet: keep holding what came (it is small).
         scanner.giveBack(chunks);
+        txn.headerProbeBytes = held;
         return;
       }
       // Security: a header section that does not end within the threshold would have to be held
@@ -181,6 +188,8 @@ export class SmtpMachine {
       this.#appendBody(txn, rest, out);
       return;
     }
+    // Appends go out in steps, not per read: a client sending tiny reads costs one write per step.
+    if (!isFinal && held < SPILL_STEP_BYTES) return;
     this.#appendBody(txn, scanner.takeChunks(), out);
   }
 
@@ -392,7 +401,7 @@ export class SmtpMachine {
 
   #endOfContent(scanner: ContentScanner, out: Output[]): void {
     const txn = this.#openTransaction()!;
-    this.#spill(txn, out);
+    this.#spill(txn, out, true);
     if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
     this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#assemble(txn, scanner, o, now));
   }
@@ -425,7 +434,14 @@ export class SmtpMachine {
         ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
       })),
       addedFields: txn.addedHeaders,
-      content: txn.spilled === null ? { kind: 'memory', chunks: scanner.chunks } : { kind: 'spilled', header: txn.spilled.header, bytes: txn.spilled.bytes },
+      // A body that went to its file holds the rest; one whose header section ended it (nothing
+      // after it) is all in memory: there is no body file to copy.
+      content:
+        txn.spilled === null
+          ? { kind: 'memory', chunks: scanner.chunks }
+          : txn.spilled.bytes === 0
+            ? { kind: 'memory', chunks: [txn.spilled.header] }
+            : { kind: 'spilled', header: txn.spilled.header, bytes: txn.spilled.bytes },
     });
     // The content stage costs nothing (no parsing, no round trip) when no content check is configured.
     this.#askPolicy('content', { kind: 'message', message: prepared }, out, session.helo?.name ?? null, (o, now, edits) => this.#finish(prepared, edits, o, now));
@@ -536,6 +552,12 @@ export class SmtpMachine {
     if (w.kind !== 'policy') throw new Error('verdict while not waiting for one');
     this.#waiting = { kind: 'none' };
     if (verdict.action === 'continue' || verdict.action === 'accept') {
+      if (w.stage === 'content') {
+        // The message is assembled already: fields a content check asks for are edits like any other.
+        const added = (verdict.headers ?? []).map((field) => ({ op: 'add' as const, field }));
+        const edits = added.length === 0 ? verdict.edits : { ...verdict.edits, headers: [...added, ...(verdict.edits?.headers ?? [])] };
+        return w.onContinue(out, nowMs, edits);
+      }
       if (verdict.headers !== undefined && w.txn !== null) w.txn.addedHeaders.push(...verdict.headers);
       w.onContinue(out, nowMs, verdict.edits);
       return;

@@ -94,12 +94,15 @@ export type Transaction = {
   /** Set once the content grew past what a session holds in memory: the header section stays
    *  here, everything after it has gone to the body file (`append-body` outputs). */
   spilled: { header: Buffer; bytes: number } | null;
+  /** Held octets when the header's end was last looked for (a declared-large message). */
+  headerProbeBytes: number;
 };
 
 /**
- * What is left of a BDAT message refused before its LAST chunk (or of BDAT without MAIL): the
- * client may have pipelined more chunks; they are read and dropped with the same refusal,
- * uncounted (RFC 3030 4.1), until LAST. Any reset drops it like a transaction.
+ * What is left of a BDAT message refused before its LAST chunk: the client may have pipelined
+ * more chunks; they are read and dropped with the same refusal, uncounted (RFC 3030 4.1), until
+ * LAST. Any reset drops it like a transaction. (A BDAT without MAIL holds it for its own chunk
+ * only: each such chunk is refused, and counted, on its own.)
  */
 export type RefusedMessage = {
   readonly kind: 'refused';
@@ -120,7 +123,7 @@ export type DeepReadonly<T> = T extends (...args: never[]) => unknown
       : T;
 
 export type SessionView = DeepReadonly<SessionSecurity>;
-export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content' | 'spilled'>>;
+export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content' | 'spilled' | 'headerProbeBytes'>>;
 export type RecipientView = DeepReadonly<TransactionRecipient>;
 
 export function newSessionSecurity(init: {

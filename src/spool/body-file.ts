@@ -93,7 +93,14 @@ export class BodyFile {
     this.#isRemoved = true;
     await this.#chain;
     if (this.#fh === null) return;
-    await this.#fh.then((fh) => fh.close()).catch(() => undefined);
-    await unlink(this.path).catch(() => undefined);
+    // Only a file this object created is removed (its open was O_EXCL).
+    const isOpened = await this.#fh.then(
+      async (fh) => {
+        await fh.close().catch(() => undefined);
+        return true;
+      },
+      () => false,
+    );
+    if (isOpened) await unlink(this.path).catch(() => undefined);
   }
 }
