@@ -151,7 +151,7 @@ export class SmtpMachine {
     }
     this.#pump(out, input.nowMs);
     // Memory per session stays bounded whatever the message size: past the threshold, what the
-    // scanner kept goes to the body file at the end of every read.
+    // scanner kept goes to the body file in steps as it arrives.
     const txn = this.#openTransaction();
     if (txn !== null && txn.content !== null && txn.reader.kind !== 'command') this.#spill(txn, out);
     return out;
