@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { MachineDriver } from '../../test/helpers/drive.ts';
+import { MachineDriver, testMachineConfig } from '../../test/helpers/drive.ts';
 import type { Output } from './io.ts';
 import type { MachineConfig } from './machine-config.ts';
 import type { PolicyStage } from './verdict.ts';
@@ -13,12 +13,7 @@ import type { PolicyStage } from './verdict.ts';
 const THRESHOLD = 4096;
 
 function config(over: Partial<MachineConfig> = {}): MachineConfig {
-  return {
-    hostname: 'mx.example.test', maxMessageBytes: 1 << 22, maxCommandLineBytes: 512, maxTextLineBytes: 1000, maxRecipients: 100,
-    maxErrors: 10, maxTransactions: 100, allowEmptyHelo: false, vrfy: '252', expn: 'disabled', isNormalizingBareLineEndings: false,
-    localDomains: new Set(['example.test']), isTlsAvailable: false, maxPolicyRefusals: 3, policyStages: new Set<PolicyStage>(),
-    bodyMemoryBytes: THRESHOLD, ...over,
-  };
+  return testMachineConfig({ maxMessageBytes: 1 << 22, isTlsAvailable: false, bodyMemoryBytes: THRESHOLD, ...over });
 }
 
 const HEADER = 'Subject: big\r\nX-A: 1\r\n\r\n';

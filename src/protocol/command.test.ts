@@ -2,9 +2,8 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MachineDriver } from '../../test/helpers/drive.ts';
+import { MachineDriver, testMachineConfig } from '../../test/helpers/drive.ts';
 import { COMMAND_FACTS, loggableLine, parseCommand } from './command.ts';
-import type { MachineConfig } from './machine-config.ts';
 
 test('every verb has every fact', () => {
   for (const [verb, f] of Object.entries(COMMAND_FACTS)) {
@@ -32,11 +31,7 @@ test('Security: AUTH and SASL lines are logged without their credentials', () =>
 });
 
 test('Security: the machine debug-logs an AUTH line as AUTH PLAIN **** and refuses it (not offered)', () => {
-  const cfg: MachineConfig = {
-    hostname: 'mx.example.test', maxMessageBytes: 1 << 20, maxCommandLineBytes: 512, maxTextLineBytes: 1000, maxRecipients: 100,
-    maxErrors: 10, maxTransactions: 100, allowEmptyHelo: false, vrfy: '252', expn: 'disabled', isNormalizingBareLineEndings: false,
-    localDomains: new Set(['example.test']), isTlsAvailable: false, maxPolicyRefusals: 3, policyStages: new Set(),
-  };
+  const cfg = testMachineConfig({ isTlsAvailable: false });
   const d = new MachineDriver(cfg);
   d.send('EHLO c.example\r\n');
   assert.deepEqual(d.send('AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n'), ['502 5.5.1 AUTH command is disabled']);

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MachineDriver } from '../../test/helpers/drive.ts';
+import { MachineDriver, testMachineConfig } from '../../test/helpers/drive.ts';
 import { contentChunks } from '../message/accepted.ts';
 import type { Output, PolicyVerdict } from './machine.ts';
 import type { MachineConfig } from './machine-config.ts';
@@ -11,24 +11,7 @@ import { REPLY, formatReply, type Reply } from './replies.ts';
 import type { PolicyStage } from './session.ts';
 
 function config(over: Partial<MachineConfig> = {}): MachineConfig {
-  return {
-    hostname: 'mx.example.test',
-    maxMessageBytes: 1 << 20,
-    maxCommandLineBytes: 512,
-    maxTextLineBytes: 1000,
-    maxRecipients: 100,
-    maxErrors: 10,
-    maxTransactions: 100,
-    allowEmptyHelo: false,
-    vrfy: '252',
-    expn: 'disabled',
-    isNormalizingBareLineEndings: false,
-    localDomains: new Set(['example.test']),
-    isTlsAvailable: true,
-    maxPolicyRefusals: 3,
-    policyStages: new Set<PolicyStage>(),
-    ...over,
-  };
+  return testMachineConfig(over);
 }
 
 function txnReady(d: MachineDriver): void {

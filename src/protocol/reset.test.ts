@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import pino from 'pino';
 import type { Check } from '../policy/check.ts';
 import { PolicyPipeline } from '../policy/pipeline.ts';
-import { MachineDriver, type PolicyRequest } from '../../test/helpers/drive.ts';
+import { MachineDriver, type PolicyRequest, testMachineConfig } from '../../test/helpers/drive.ts';
 import type { MachineConfig } from './machine-config.ts';
 import { reply } from './replies.ts';
 import { RESET_RULES, type ResetEvent } from './reset.ts';
@@ -16,23 +16,7 @@ import type { SessionSecurity } from './session.ts';
 import type { PolicyStage, PolicyVerdict } from './verdict.ts';
 
 function config(): MachineConfig {
-  return {
-    hostname: 'mx.example.test',
-    maxMessageBytes: 1024,
-    maxCommandLineBytes: 512,
-    maxTextLineBytes: 1000,
-    maxRecipients: 100,
-    maxErrors: 50,
-    maxTransactions: 100,
-    allowEmptyHelo: false,
-    vrfy: '252',
-    expn: 'disabled',
-    isNormalizingBareLineEndings: false,
-    localDomains: new Set(['example.test']),
-    isTlsAvailable: true,
-    maxPolicyRefusals: 10,
-    policyStages: new Set<PolicyStage>(['helo', 'rcpt']),
-  };
+  return testMachineConfig({ maxMessageBytes: 1024, maxErrors: 50, maxPolicyRefusals: 10, policyStages: new Set<PolicyStage>(['helo', 'rcpt']) });
 }
 
 /** Refuses the recipient bad@example.test and the HELO name evil.example; no opinion otherwise. */

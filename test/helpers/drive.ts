@@ -179,3 +179,25 @@ export async function policySession(pipeline: PolicyPipeline, input: string, opt
   await d.play(input);
   return d.replies.map((r) => formatReply(r).trimEnd().split('\r\n').pop()!);
 }
+
+/** The machine configuration the core tests start from (the RFC minimums, one local domain). */
+export function testMachineConfig(over: Partial<MachineConfig> = {}): MachineConfig {
+  return {
+    hostname: 'mx.example.test',
+    maxMessageBytes: 1 << 20,
+    maxCommandLineBytes: 512,
+    maxTextLineBytes: 1000,
+    maxRecipients: 100,
+    maxErrors: 10,
+    maxTransactions: 100,
+    allowEmptyHelo: false,
+    vrfy: '252',
+    expn: 'disabled',
+    isNormalizingBareLineEndings: false,
+    localDomains: new Set(['example.test']),
+    isTlsAvailable: true,
+    maxPolicyRefusals: 3,
+    policyStages: new Set(),
+    ...over,
+  };
+}
