@@ -63,3 +63,10 @@ test('property: any chunking gives the same result', () => {
     }),
   );
 });
+
+test('Security: a quoted authserv-id naming us is renamed too (RFC 8601 2.2: a value may be a quoted-string)', () => {
+  assert.equal(authservIdOf(' "MX.Example.Test"; spf=pass'), 'mx.example.test');
+  assert.equal(authservIdOf(' (c) "mx\\.example.test" 1; spf=pass'), 'mx.example.test');
+  const out = Buffer.concat(renameForgedAuthResults([Buffer.from('Authentication-Results: "mx.example.test"; spf=pass\r\nSubject: x\r\n\r\nbody\r\n')], 'mx.example.test') as Buffer[]).toString();
+  assert.match(out, /^X-Original-Authentication-Results: "mx\.example\.test"; spf=pass\r\n/);
+});

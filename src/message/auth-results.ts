@@ -54,6 +54,11 @@ export function authservIdOf(value: string): string {
     else if (c !== ' ' && c !== '\t' && c !== '\r' && c !== '\n') break;
     i++;
   }
-  const m = /^[^\s;()]+/.exec(value.slice(i));
+  const rest = value.slice(i);
+  // RFC 8601 2.2: authserv-id is a value (RFC 2045): a token or a quoted-string, so a forger may
+  // write "mx.example.test" in quotes.
+  const quoted = /^"((?:[^"\\]|\\.)*)"/.exec(rest);
+  if (quoted !== null) return quoted[1].replace(/\\(.)/g, '$1').toLowerCase();
+  const m = /^[^\s;()]+/.exec(rest);
   return m === null ? '' : m[0].toLowerCase();
 }
