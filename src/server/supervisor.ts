@@ -10,21 +10,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
-import { buildPipeline } from '../policy/build.ts';
-import { JournalSpool } from '../spool/journal.ts';
-import { LazyStateStore } from '../store/lazy.ts';
-import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
-import { SmtpServer } from './server.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
-import { ensureTlsFiles, loadSecureContext } from './tls.ts';
+import { ensureTlsFiles } from './tls.ts';
 
 /** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
 const EARLY_DEATH_MS = 5_000;
 const MAX_BACKOFF_MS = 30_000;
 /** Deaths before a first "listening" after which the primary gives up and exits 1. */
 const MAX_STARTUP_FAILURES = 3;
-const PURGE_INTERVAL_MS = 10 * 60_000;
 
 export function workerCount(cfg: Config): number {
   return cfg.smtp.workers === 'auto' ? Math.max(1, os.availableParallelism()) : cfg.smtp.workers;
@@ -39,7 +33,7 @@ export async function serve(cfg: Config): Promise<void> {
     const metrics = obs === null ? null : new obs.Metrics();
     // First thing: a scrape the primary sends before a worker answers waits prom-client's 5 s.
     if (obs !== null && metrics !== null) obs.answerClusterScrapes(metrics);
-    return runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }), metrics);
+    return (await import('./worker.ts')).runWorker(cfg, createLogger(cfg.log, { worker: cluster.worker?.id }), metrics);
   }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
@@ -47,7 +41,9 @@ export async function serve(cfg: Config): Promise<void> {
   await startTmpSweeper(cfg.spool.dir, log);
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
-  if (n === 1) return runWorker(cfg, log, obs === null ? null : new obs.Metrics());
+  // The SMTP server, the spool writer, the policy checks and the state store are loaded only where
+  // they serve (a worker, or the single process): the primary that supervises stays small.
+  if (n === 1) return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics());
   // The primary serves /metrics: the workers' registries summed, plus its own.
   let primaryMetrics: PrimaryMetrics | null = null;
   let metricsHttp: MetricsHttpServer | null = null;
@@ -125,64 +121,4 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
     stop('parent exited');
   });
   for (let i = 0; i < n; i++) fork(i);
-}
-
-/** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics). */
-async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Promise<void> {
-  const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
-  const secureContext = await loadSecureContext(tlsFiles);
-  const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
-  const spool = await JournalSpool.open({
-    dir: cfg.spool.dir,
-    journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,
-    segmentMaxBytes: cfg.spool.segmentMaxBytes,
-    writerId,
-  });
-  // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
-  // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
-  // Opened at its first use, not here: a server with no greylisting and no check that remembers
-  // refusals across sessions never touches it, and one whose store is on a full disk (or whose
-  // Redis is down) still starts and serves what does not need it; the checks that do tempfail.
-  const storeKind = cfg.state.store === 'sqlite' ? 'sqlite' : 'redis';
-  const store = new LazyStateStore(() => openStateStore(cfg.state.store, { dir: cfg.spool.dir }), {
-    onOpen: () => log.info({ store: storeKind }, 'state store opened'),
-    onOpenFailed: (err) => log.warn({ store: storeKind, err }, 'state store cannot be opened; checks that need it answer tempfail'),
-  });
-  // Expired records are purged in small batches (sqlite); Redis expires keys itself.
-  const purge = setInterval(() => {
-    store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
-  }, PURGE_INTERVAL_MS);
-  purge.unref();
-  const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
-  await server.listen();
-  const metricsListen = cfg.metrics.listen;
-  // In a worker the primary serves /metrics; a single process serves its own.
-  const metricsHttp =
-    metrics !== null && metricsListen !== null && !cluster.isWorker
-      ? await (await import('../obs/metrics.ts')).startMetricsServer(metricsListen, metrics.source(), log)
-      : null;
-  if (cluster.isWorker) process.send?.('listening');
-  else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
-  let isStopping = false;
-  const stop = async (): Promise<void> => {
-    if (isStopping) return;
-    isStopping = true;
-    await Promise.all([server.stop(), metricsHttp?.close()]);
-    clearInterval(purge);
-    await spool.close();
-    await store.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop());
-  process.on('SIGINT', () => void stop());
-  // A worker stops when its primary goes (the IPC channel closes); a single process watches the
-  // process that started it, as the primary does.
-  if (cluster.isWorker) process.on('disconnect', () => void stop());
-  else {
-    watchParent((parentPid) => {
-      log.warn({ parentPid }, 'the process that started the server has exited; stopping');
-      void stop();
-    });
-  }
 }

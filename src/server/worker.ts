@@ -1,0 +1,77 @@
+// One serving process: the spool writer, the state store, the policy pipeline and the SMTP
+// server, stopped gracefully on SIGTERM/SIGINT or when its primary (or the process that started
+// it) goes. Loaded by the supervisor only in a worker or a single process, never in the primary.
+
+import cluster from 'node:cluster';
+import type { Logger } from 'pino';
+import type { Config } from '../config/types.ts';
+import type { Metrics } from '../obs/metrics.ts';
+import { buildPipeline } from '../policy/build.ts';
+import { JournalSpool } from '../spool/journal.ts';
+import { LazyStateStore } from '../store/lazy.ts';
+import { openStateStore } from '../store/open.ts';
+import { watchParent } from './parent-watch.ts';
+import { SmtpServer } from './server.ts';
+import { ensureTlsFiles, loadSecureContext } from './tls.ts';
+
+const PURGE_INTERVAL_MS = 10 * 60_000;
+
+/** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics). */
+export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Promise<void> {
+  const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
+  const secureContext = await loadSecureContext(tlsFiles);
+  const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
+  const spool = await JournalSpool.open({
+    dir: cfg.spool.dir,
+    journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,
+    segmentMaxBytes: cfg.spool.segmentMaxBytes,
+    writerId,
+  });
+  // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
+  // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
+  // Opened at its first use, not here: a server with no greylisting and no check that remembers
+  // refusals across sessions never touches it, and one whose store is on a full disk (or whose
+  // Redis is down) still starts and serves what does not need it; the checks that do tempfail.
+  const storeKind = cfg.state.store === 'sqlite' ? 'sqlite' : 'redis';
+  const store = new LazyStateStore(() => openStateStore(cfg.state.store, { dir: cfg.spool.dir }), {
+    onOpen: () => log.info({ store: storeKind }, 'state store opened'),
+    onOpenFailed: (err) => log.warn({ store: storeKind, err }, 'state store cannot be opened; checks that need it answer tempfail'),
+  });
+  // Expired records are purged in small batches (sqlite); Redis expires keys itself.
+  const purge = setInterval(() => {
+    store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
+  }, PURGE_INTERVAL_MS);
+  purge.unref();
+  const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
+  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
+  await server.listen();
+  const metricsListen = cfg.metrics.listen;
+  // In a worker the primary serves /metrics; a single process serves its own.
+  const metricsHttp =
+    metrics !== null && metricsListen !== null && !cluster.isWorker
+      ? await (await import('../obs/metrics.ts')).startMetricsServer(metricsListen, metrics.source(), log)
+      : null;
+  if (cluster.isWorker) process.send?.('listening');
+  else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
+  let isStopping = false;
+  const stop = async (): Promise<void> => {
+    if (isStopping) return;
+    isStopping = true;
+    await Promise.all([server.stop(), metricsHttp?.close()]);
+    clearInterval(purge);
+    await spool.close();
+    await store.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+  // A worker stops when its primary goes (the IPC channel closes); a single process watches the
+  // process that started it, as the primary does.
+  if (cluster.isWorker) process.on('disconnect', () => void stop());
+  else {
+    watchParent((parentPid) => {
+      log.warn({ parentPid }, 'the process that started the server has exited; stopping');
+      void stop();
+    });
+  }
+}
