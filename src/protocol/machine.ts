@@ -149,7 +149,7 @@ export class SmtpMachine {
       default:
         assertNever(input);
     }
-    this.#pump(out, input.nowMs);
+    this.#pump(out);
     // Memory per session stays bounded whatever the message size: past the threshold, what the
     // scanner kept goes to the body file in steps as it arrives.
     const txn = this.#openTransaction();
@@ -213,7 +213,7 @@ export class SmtpMachine {
   }
 
   /** Frames and handles input until it runs out or an action must be waited for. */
-  #pump(out: Output[], nowMs: number): void {
+  #pump(out: Output[]): void {
     while (this.#waiting.kind === 'none') {
       const frame = this.#framer.next();
       if (frame === null) {
@@ -223,17 +223,17 @@ export class SmtpMachine {
         }
         return;
       }
-      this.#onFrame(frame, out, nowMs);
+      this.#onFrame(frame, out);
     }
   }
 
-  #onFrame(frame: Frame, out: Output[], nowMs: number): void {
+  #onFrame(frame: Frame, out: Output[]): void {
     switch (frame.type) {
       case 'line': {
         const text = frame.line.toString('utf8');
         out.push({ type: 'log', level: 'debug', msg: 'C', fields: { line: loggableLine(text) } });
         this.#session!.counters.commands++;
-        this.#onCommandLine(text, out, nowMs);
+        this.#onCommandLine(text, out);
         return;
       }
       case 'bad-line':
@@ -255,7 +255,7 @@ export class SmtpMachine {
     }
   }
 
-  #onCommandLine(text: string, out: Output[], nowMs: number): void {
+  #onCommandLine(text: string, out: Output[]): void {
     const parsed = parseCommand(text);
     if (!parsed.ok) {
       // Security: a BDAT we cannot parse leaves the chunk boundary unknown; reading on would run
@@ -266,10 +266,10 @@ export class SmtpMachine {
     }
     if (COMMAND_FACTS[parsed.command.verb].isJunk) this.#session!.counters.junk++;
     if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') return this.#error(REPLY.refusedAtConnect, out);
-    this.#dispatch(parsed.command, out, nowMs);
+    this.#dispatch(parsed.command, out);
   }
 
-  #dispatch(cmd: Command, out: Output[], _nowMs: number): void {
+  #dispatch(cmd: Command, out: Output[]): void {
     const cfg = this.#cfg;
     const session = this.#session!;
     switch (cmd.verb) {
@@ -444,11 +444,11 @@ export class SmtpMachine {
             : { kind: 'spilled', header: txn.spilled.header, bytes: txn.spilled.bytes },
     });
     // The content stage costs nothing (no parsing, no round trip) when no content check is configured.
-    this.#askPolicy('content', { kind: 'message', message: prepared }, out, session.helo?.name ?? null, (o, now, edits) => this.#finish(prepared, edits, o, now));
+    this.#askPolicy('content', { kind: 'message', message: prepared }, out, session.helo?.name ?? null, (o, _now, edits) => this.#finish(prepared, edits, o));
   }
 
   /** Applies the content checks' edits (one place: finishMessage), then transform or commit. */
-  #finish(prepared: PreparedMessage, edits: MessageEdits | undefined, out: Output[], nowMs: number): void {
+  #finish(prepared: PreparedMessage, edits: MessageEdits | undefined, out: Output[]): void {
     const message = finishMessage(prepared, edits === undefined ? [] : [edits]);
     if (message === null) {
       // Every recipient was removed by a content check: nothing is left to store or deliver.
@@ -461,7 +461,7 @@ export class SmtpMachine {
       out.push({ type: 'transform', message });
       return;
     }
-    this.#commit(message, out, nowMs);
+    this.#commit(message, out);
   }
 
   #onTransformed(input: Extract<Input, { type: 'transformed' | 'transform-failed' }>, out: Output[]): void {
@@ -472,10 +472,10 @@ export class SmtpMachine {
       out.push({ type: 'log', level: 'warn', msg: 'transform failed', fields: { reason: input.reason } });
       return this.#reply(REPLY.localError, out);
     }
-    this.#commit(input.message, out, input.nowMs);
+    this.#commit(input.message, out);
   }
 
-  #commit(message: AcceptedMessage, out: Output[], _nowMs: number): void {
+  #commit(message: AcceptedMessage, out: Output[]): void {
     this.#waiting = { kind: 'commit', message };
     out.push({ type: 'commit', message });
   }

@@ -180,24 +180,14 @@ export async function policySession(pipeline: PolicyPipeline, input: string, opt
   return d.replies.map((r) => formatReply(r).trimEnd().split('\r\n').pop()!);
 }
 
-/** The machine configuration the core tests start from (the RFC minimums, one local domain). */
+/** The machine configuration the core tests start from: the embedded default's limits (the RFC
+ *  minimums), with a test host name, one local domain, a 1 MiB size limit and TLS available. */
 export function testMachineConfig(over: Partial<MachineConfig> = {}): MachineConfig {
   return {
+    ...machineConfigFrom(defaultConfig(), { isTlsAvailable: true }),
     hostname: 'mx.example.test',
     maxMessageBytes: 1 << 20,
-    maxCommandLineBytes: 512,
-    maxTextLineBytes: 1000,
-    maxRecipients: 100,
-    maxErrors: 10,
-    maxTransactions: 100,
-    allowEmptyHelo: false,
-    vrfy: '252',
-    expn: 'disabled',
-    isNormalizingBareLineEndings: false,
     localDomains: new Set(['example.test']),
-    isTlsAvailable: true,
-    maxPolicyRefusals: 3,
-    policyStages: new Set(),
     ...over,
   };
 }
