@@ -4,6 +4,7 @@
 // Never handles SMTP in the primary when there are workers.
 
 import cluster from 'node:cluster';
+import type { Worker } from 'node:cluster';
 import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import type { Logger } from 'pino';
@@ -63,9 +64,14 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
   const listening = new Set<number>();
   const backoffMs = new Map<number, number>(); // per worker slot
   const pendingForks = new Set<NodeJS.Timeout>();
+  /** Workers whose process has not exited. Not `cluster.workers`: cluster removes a worker from it
+   * on 'exit' only once its IPC channel has closed, else later on 'disconnect', so the last exit
+   * can still see itself there and nothing would log the stop or exit. */
+  const alive = new Map<number, Worker>();
   const fork = (slot: number): void => {
     if (isStopping) return;
     const w = cluster.fork();
+    alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
       if (m !== 'listening') return;
@@ -76,8 +82,9 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
       const lived = Date.now() - (startedAt.get(w.id) ?? 0);
       const didListen = listening.delete(w.id);
       startedAt.delete(w.id);
+      alive.delete(w.id);
       if (isStopping) {
-        if (Object.keys(cluster.workers ?? {}).length === 0) {
+        if (alive.size === 0) {
           log.info('all workers stopped');
           process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
         }
@@ -108,9 +115,8 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
     pendingForks.clear();
     log.info({ reason: why }, 'stopping workers');
     void metricsHttp?.close();
-    const workers = Object.values(cluster.workers ?? {});
-    if (workers.length === 0) process.exit(exitCode);
-    for (const w of workers) w?.process.kill('SIGTERM');
+    if (alive.size === 0) process.exit(exitCode);
+    for (const w of alive.values()) w.process.kill('SIGTERM');
     setTimeout(() => process.exit(exitCode), 15_000).unref();
     if (exitCode !== 0) process.exitCode = exitCode;
   };
