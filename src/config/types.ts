@@ -41,6 +41,8 @@ export type SmtpConfig = {
   commandTimeoutSeconds: number;
   /** RFC 5321 4.5.3.2.5-6: data block timeout (between reads while receiving data). */
   dataTimeoutSeconds: number;
+  /** Graceful stop: how long a session in the middle of its data may take to finish it. */
+  stopGraceSeconds: number;
 };
 
 export type TlsConfig = {
@@ -124,6 +126,7 @@ export function defaultConfig(): Config {
       bareLineEndings: 'reject',
       commandTimeoutSeconds: 300,
       dataTimeoutSeconds: 180,
+      stopGraceSeconds: 30,
     },
     tls: { certFile: '', keyFile: '', enabled: true },
     domains: { local: ['localhost'] },

@@ -66,6 +66,8 @@ export class SmtpMachine {
   #isRefusedAtConnect = false;
   /** The spool is below its free-space floor (fed by the shell): MAIL gets 452 4.3.1. */
   #isSpoolLow = false;
+  /** A graceful stop came while a message was arriving: its data is read and answered, then 421. */
+  #isDraining = false;
   /** Time of the input being handled: the only clock the core knows. */
   #nowMs = 0;
 
@@ -87,6 +89,12 @@ export class SmtpMachine {
   #openTransaction(): Transaction | null {
     const slot = this.#slot;
     return slot !== null && slot.kind === 'open' ? slot : null;
+  }
+
+  /** DATA or BDAT has begun and the message's last octet has not arrived yet. */
+  #isMessageArriving(): boolean {
+    const txn = this.#openTransaction();
+    return txn !== null && txn.content !== null;
   }
 
   get phase(): Phase {
@@ -138,7 +146,12 @@ export class SmtpMachine {
         this.#fatal(REPLY.timeout, out);
         break;
       case 'shutdown':
-        this.#fatal(REPLY.shuttingDown, out);
+        // A client in the middle of its data finishes the message (bounded by the data timeout
+        // and the shell's stop deadline) instead of having to send it all again.
+        if (this.#isMessageArriving()) {
+          if (!this.#isDraining) out.push({ type: 'log', level: 'info', msg: 'stop deferred until the message in progress ends' });
+          this.#isDraining = true;
+        } else this.#fatal(REPLY.shuttingDown, out);
         break;
       case 'end-of-input':
         this.#isInputEnded = true;
@@ -150,6 +163,7 @@ export class SmtpMachine {
         assertNever(input);
     }
     this.#pump(out);
+    if (this.#isDraining && this.#waiting.kind === 'none' && !this.#isMessageArriving()) this.#fatal(REPLY.shuttingDown, out);
     // Memory per session stays bounded whatever the message size: past the threshold, what the
     // scanner kept goes to the body file in steps as it arrives.
     const txn = this.#openTransaction();

@@ -34,8 +34,6 @@ export type ServerOptions = {
   spoolSpace?: { probe?: FreeSpaceProbe; intervalMs?: number };
 };
 
-/** How long a graceful stop waits for sessions to finish their current action. */
-const STOP_GRACE_MS = 10_000;
 /** A spool commit or policy verdict that takes longer fails (451 / 421): every wait is bounded. */
 const ACTION_TIMEOUT_MS = 120_000;
 
@@ -125,14 +123,15 @@ export class SmtpServer {
     }
   }
 
-  /** Stop accepting, tell every session 421 4.3.2 once its current action is done, wait. */
+  /** Stop accepting, tell every session 421 4.3.2 once its current action (or the message it is
+   *  sending) is done, wait up to `smtp.stop_grace_seconds`, then drop what is left. */
   async stop(): Promise<void> {
     // close() stops accepting at once; its callback would wait for every connection to end, so
     // the sessions are told first (421 4.3.2 once their current action is done).
     for (const s of this.#servers) s.close();
     this.#spoolSpace.stop();
     for (const c of this.#connections) c.shutdown();
-    const deadline = Date.now() + STOP_GRACE_MS;
+    const deadline = Date.now() + this.#opts.config.smtp.stopGraceSeconds * 1000;
     while (this.#connections.size > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -52,10 +52,13 @@ export async function serve(cfg: Config): Promise<void> {
     primaryMetrics = new obs.PrimaryMetrics();
     metricsHttp = await obs.startMetricsServer(metricsListen, obs.clusterSource(primaryMetrics), log);
   }
-  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp);
+  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000);
 }
 
-function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMetrics | null, metricsHttp: MetricsHttpServer | null): void {
+/** A worker past its stop grace closes what is left at once; this is the margin for that. */
+const STOP_MARGIN_MS = 5_000;
+
+function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMetrics | null, metricsHttp: MetricsHttpServer | null, stopGraceMs: number): void {
   let isStopping = false;
   let ready = 0;
   /** Workers that died before they ever listened: a broken set-up (port taken, bad spool). */
@@ -117,7 +120,7 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
     void metricsHttp?.close();
     if (alive.size === 0) process.exit(exitCode);
     for (const w of alive.values()) w.process.kill('SIGTERM');
-    setTimeout(() => process.exit(exitCode), 15_000).unref();
+    setTimeout(() => process.exit(exitCode), stopGraceMs + STOP_MARGIN_MS).unref();
     if (exitCode !== 0) process.exitCode = exitCode;
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

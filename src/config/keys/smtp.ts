@@ -69,6 +69,11 @@ export const SMTP_KEYS: readonly ConfigKey[] = [
   entry('smtp', 'data_timeout_seconds', 'dataTimeoutSeconds', int(180, 3600, { rfc: RFC_DATA_TIMEOUT }),
     'How long the server waits between reads while receiving message data. RFC 5321 4.5.3.2.5 gives the client ' +
     '3 minutes per data block, so the server waits at least that long.'),
+  entry('smtp', 'stop_grace_seconds', 'stopGraceSeconds', int(1, 3600),
+    'On a graceful stop (SIGTERM, SIGINT) the server stops accepting connections and answers every idle session ' +
+    '`421 4.3.2` at once; a session in the middle of its data may finish the message (and gets its reply, then ' +
+    '`421 4.3.2`) for up to this long, so the client does not have to send it again. Past it every connection left ' +
+    'is closed.'),
 
   entry('tls', 'cert', 'certFile', pathString({ allowEmpty: true }),
     'PEM certificate chain for STARTTLS. Set `tls.cert` and `tls.key` together, or leave both empty to have a ' +
