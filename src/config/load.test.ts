@@ -78,6 +78,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'smtp.bare_line_endings': ['"normalize"', 'normalize'],
   'smtp.command_timeout_seconds': ['600', 600],
   'smtp.data_timeout_seconds': ['600', 600],
+  'smtp.stop_grace_seconds': ['5', 5],
   'tls.cert': ['"tls/cert.pem"', 'tls/cert.pem'],
   'tls.key': ['"tls/key.pem"', 'tls/key.pem'],
   'tls.enabled': ['false', false],
