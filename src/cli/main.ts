@@ -4,6 +4,7 @@
 import { ConfigError, loadConfig } from '../config/load.ts';
 import type { Config } from '../config/types.ts';
 import { readMessage, scanSpool } from '../spool/reader.ts';
+import { ControlError, sendControl } from '../server/control.ts';
 import { serve } from '../server/supervisor.ts';
 
 const HELP = `portcullis - a security-hardened SMTP mail transfer agent
@@ -11,6 +12,8 @@ const HELP = `portcullis - a security-hardened SMTP mail transfer agent
 Usage:
   portcullis serve [--config FILE]          run the SMTP server (no FILE: the embedded default,
                                             127.0.0.1:2525, spool under ./var/spool)
+  portcullis stop [--config FILE]           stop the server serving this config's spool gracefully
+                                            (as SIGTERM: messages in the middle of their data finish)
   portcullis check-config [--config FILE]   validate the configuration; exit 1 listing each problem
   portcullis spool list [--config FILE]     one line per stored message: queue id, time, sender, recipients
   portcullis spool show QUEUEID [--config FILE]
@@ -73,6 +76,28 @@ function load(configPath: string | undefined): Config {
   }
 }
 
+/** Asks the running server to stop and waits until it has (its control socket stops answering). */
+async function stopServer(cfg: Config): Promise<void> {
+  let pid: number;
+  try {
+    ({ pid } = (await sendControl(cfg.spool.dir, { op: 'stop' }, 10_000)) as { pid: number });
+  } catch (err) {
+    if (err instanceof ControlError) die(err.message === 'not running' ? `no server is running on the spool ${cfg.spool.dir}` : err.message, 1);
+    throw err;
+  }
+  const deadline = Date.now() + (cfg.smtp.stopGraceSeconds + 10) * 1000;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      await sendControl(cfg.spool.dir, { op: 'ping' }, 2_000);
+    } catch {
+      process.stdout.write(`stopped (pid ${pid})\n`);
+      return;
+    }
+  }
+  die(`the server (pid ${pid}) is still running after ${cfg.smtp.stopGraceSeconds + 10} s`, 1);
+}
+
 async function main(argv: string[]): Promise<void> {
   if (argv.length === 0 || argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') {
     process.stdout.write(HELP);
@@ -90,6 +115,11 @@ async function main(argv: string[]): Promise<void> {
       if (rest.length > 0) die(`serve takes no arguments (got ${rest.join(' ')})`);
       await serve(load(configPath));
       return;
+    case 'stop': {
+      if (rest.length > 0) die(`stop takes no arguments (got ${rest.join(' ')})`);
+      await stopServer(load(configPath));
+      return;
+    }
     case 'check-config':
       load(configPath);
       process.stdout.write(`configuration OK${configPath === undefined ? ' (embedded default)' : ''}\n`);

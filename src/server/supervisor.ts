@@ -5,12 +5,14 @@
 
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
+import { unlinkSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
+import { ControlError, controlSocketPath, startControlServer, type ControlHandler } from './control.ts';
 import { watchParent } from './parent-watch.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
 import { ensureTlsFiles } from './tls.ts';
@@ -38,6 +40,9 @@ export async function serve(cfg: Config): Promise<void> {
   }
   const log = createLogger(cfg.log);
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
+  // First: it is the spool's lock (a second server on the same spool stops here, before it
+  // touches anything) and how `portcullis stop` reaches us.
+  await startControl(cfg, log);
   // One sweeper per server, here (primary or single process), not one per worker.
   await startTmpSweeper(cfg.spool.dir, log);
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
@@ -57,6 +62,38 @@ export async function serve(cfg: Config): Promise<void> {
 
 /** A worker past its stop grace closes what is left at once; this is the margin for that. */
 const STOP_MARGIN_MS = 5_000;
+
+async function startControl(cfg: Config, log: Logger): Promise<void> {
+  const handlers = new Map<string, ControlHandler>([
+    ['ping', async () => ({ pid: process.pid })],
+    [
+      'stop',
+      async () => {
+        log.info('stop requested on the control socket');
+        // The same graceful path as a signal, once this answer is out.
+        setTimeout(() => process.kill(process.pid, 'SIGTERM'), 50);
+        return { pid: process.pid };
+      },
+    ],
+  ]);
+  try {
+    await startControlServer(cfg.spool.dir, handlers, (err, op) => log.error({ err, op }, 'control request failed'));
+  } catch (err) {
+    if (err instanceof ControlError) {
+      log.fatal(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const file = controlSocketPath(cfg.spool.dir);
+  process.on('exit', () => {
+    try {
+      unlinkSync(file);
+    } catch {
+      // already gone
+    }
+  });
+}
 
 function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMetrics | null, metricsHttp: MetricsHttpServer | null, stopGraceMs: number): void {
   let isStopping = false;
