@@ -42,6 +42,8 @@ export class SmtpServer {
   readonly #servers: net.Server[] = [];
   readonly #connections = new Set<Connection>();
   readonly #spoolSpace: SpoolSpaceMonitor;
+  /** The queue cannot record state (its disk is full): MAIL is refused as on a low spool. */
+  #isQueueStateFailing = false;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
@@ -54,12 +56,31 @@ export class SmtpServer {
       onChange: (isLow, freeBytes) => {
         if (isLow) log.warn({ freeBytes, minFreeBytes }, 'spool low on space: MAIL is answered 452 4.3.1');
         else log.info({ freeBytes, minFreeBytes }, 'spool space back above its floor: accepting mail again');
-        // Every live session learns it at once; new ones at their start (listen()).
-        for (const c of this.#connections) c.setSpoolLow(isLow);
+        if (!this.#isQueueStateFailing) this.#tellSessions(isLow);
       },
       onMeasure: (freeBytes, isLow) => opts.metrics?.spoolSpace?.(freeBytes, isLow),
       onError: (err) => log.warn({ err }, 'cannot measure the spool\'s free space; keeping the last state'),
     });
+  }
+
+  /** Whether MAIL is answered 452 4.3.1: the spool is below its floor, or the queue cannot write. */
+  get isRefusingMail(): boolean {
+    return this.#spoolSpace.isLow || this.#isQueueStateFailing;
+  }
+
+  /** The queue manager could not write its state (a full disk): refuse new mail (452 4.3.1)
+   *  until it can again, rather than accept messages it cannot track. */
+  setQueueStateFailing(isFailing: boolean): void {
+    if (isFailing === this.#isQueueStateFailing) return;
+    const wasRefusing = this.isRefusingMail;
+    this.#isQueueStateFailing = isFailing;
+    this.#opts.log[isFailing ? 'warn' : 'info'](isFailing ? 'queue state cannot be written: MAIL is answered 452 4.3.1' : 'queue state writable again: accepting mail');
+    if (this.isRefusingMail !== wasRefusing) this.#tellSessions(this.isRefusingMail);
+  }
+
+  /** Every live session learns it at once; new ones at their start (listen()). */
+  #tellSessions(isLow: boolean): void {
+    for (const c of this.#connections) c.setSpoolLow(isLow);
   }
 
   get connectionCount(): number {
@@ -106,7 +127,7 @@ export class SmtpServer {
         this.#connections.add(c);
         metrics?.sessionOpened();
         c.start();
-        if (this.#spoolSpace.isLow) c.setSpoolLow(true);
+        if (this.isRefusingMail) c.setSpoolLow(true);
       });
       server.on('error', (err) => log.error({ err }, 'listener error'));
       await new Promise<void>((resolve, reject) => {

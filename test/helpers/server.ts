@@ -20,6 +20,8 @@ export type TestServer = {
   config: Config;
   /** Sessions the server counts as live right now. */
   connectionCount: () => number;
+  /** What the queue manager tells the server when it cannot (or can again) write its state. */
+  setQueueStateFailing: (isFailing: boolean) => void;
   stop: () => Promise<void>;
 };
 
@@ -60,6 +62,7 @@ export async function startTestServer(
     spoolDir: config.spool.dir,
     config,
     connectionCount: () => server.connectionCount,
+    setQueueStateFailing: (isFailing: boolean) => server.setQueueStateFailing(isFailing),
     stop: async () => {
       await server.stop();
       await spool.close();

@@ -97,3 +97,31 @@ test('the real statfs: a floor above the free space refuses MAIL; 0 turns the fl
   assert.deepEqual(probeCalls, [], 'no measuring when the floor is off');
   await d.send('QUIT');
 });
+
+test('queue state that cannot be written: MAIL 452 4.3.1 on live and new sessions until it can, whatever the spool space says', async (t) => {
+  let freeBytes = FLOOR;
+  const config = defaultConfig();
+  config.spool.minFreeBytes = FLOOR;
+  const { stream, lines } = logCollector();
+  const server = await startTestServer(config, { logStream: stream, logLevel: 'info', spoolSpace: { probe: async () => freeBytes, intervalMs: INTERVAL_MS } });
+  t.after(() => server.stop());
+  const a = await smtpConnect(server.port);
+  t.after(() => a.close());
+  assert.match(await a.send('EHLO client.example'), /^250/);
+  server.setQueueStateFailing(true);
+  assert.equal(await a.send('MAIL FROM:<a@client.example>'), '452 4.3.1 Insufficient system storage, try again later');
+  assert.ok(lines.some((l) => l.level === 40 && l.msg === 'queue state cannot be written: MAIL is answered 452 4.3.1'));
+  // The spool going low and coming back does not lift the queue's refusal.
+  freeBytes = 10;
+  await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
+  freeBytes = FLOOR;
+  await new Promise((r) => setTimeout(r, INTERVAL_MS * 3));
+  const b = await smtpConnect(server.port);
+  t.after(() => b.close());
+  assert.match(await b.send('EHLO client.example'), /^250/);
+  assert.equal(await b.send('MAIL FROM:<b@client.example>'), '452 4.3.1 Insufficient system storage, try again later');
+  server.setQueueStateFailing(false);
+  assert.match(await a.send('MAIL FROM:<a@client.example>'), /^250 2\.1\.0/);
+  assert.match(await b.send('MAIL FROM:<b@client.example>'), /^250 2\.1\.0/);
+  assert.ok(lines.some((l) => l.msg === 'queue state writable again: accepting mail'));
+});
