@@ -23,6 +23,7 @@ import { crc32 } from 'node:zlib';
 import type { AcceptedMessage } from '../message/accepted.ts';
 import { BodyFile } from './body-file.ts';
 import { envelopeOf } from './record.ts';
+import { ensureDurableDir, fsyncDir } from '../util/durable-fs.ts';
 import type { Committed, Envelope, SpoolWriter } from './types.ts';
 
 export { SpoolError } from './format.ts';
@@ -419,29 +420,6 @@ async function writeAll(fh: FileHandle, chunks: Buffer[], position: number): Pro
     }
     pending = i < pending.length && skip > 0 ? [pending[i].subarray(skip), ...pending.slice(i + 1)] : pending.slice(i);
   }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** mkdir -p, then fsync the parent of every directory it created, so that the spool directory
- *  itself cannot vanish in a crash. */
-async function ensureDurableDir(dir: string): Promise<void> {
-  const resolved = path.resolve(dir);
-  const firstCreated = await mkdir(resolved, { mode: DIR_MODE, recursive: true });
-  if (firstCreated === undefined) return;
-  const created: string[] = [];
-  for (let at = resolved; ; at = path.dirname(at)) {
-    created.push(at);
-    if (at === path.resolve(firstCreated) || at === path.dirname(at)) break;
-  }
-  for (const at of created) await fsyncDir(path.dirname(at));
 }
 
 function isErrno(err: unknown, code: string): boolean {
