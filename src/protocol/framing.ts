@@ -41,6 +41,8 @@ export type ContentDefects = {
   tooBig: boolean;
   /** The header section did not end within what a session may hold in memory. */
   headerTooBig: boolean;
+  /** More Received fields than RFC 5321 6.3's hop limit: a mail loop (message/hops.ts). */
+  tooManyHops: boolean;
 };
 
 export type Frame =
@@ -84,7 +86,7 @@ export class ContentScanner {
   #blockStart = 0;
   /** Content octets seen (kept or not), so the size check sees the real size. */
   size = 0;
-  readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false, headerTooBig: false };
+  readonly defects: ContentDefects = { bareCr: false, bareLf: false, nul: false, longLine: false, tooBig: false, headerTooBig: false, tooManyHops: false };
   /** Content octets handed over by takeChunks (written elsewhere). */
   #takenBytes = 0;
   #state: number;
@@ -99,7 +101,7 @@ export class ContentScanner {
 
   get isRefused(): boolean {
     const d = this.defects;
-    return d.tooBig || d.longLine || d.headerTooBig || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
+    return d.tooBig || d.longLine || d.headerTooBig || d.tooManyHops || (!this.#opts.isNormalizing && (d.bareCr || d.bareLf || d.nul));
   }
 
   /** Kept content octets still held here (not yet taken). */
@@ -125,6 +127,11 @@ export class ContentScanner {
   refuseHeader(): void {
     this.defects.headerTooBig = true;
     this.#count(0);
+  }
+
+  /** The header section holds more Received fields than the hop limit: refused at its end. */
+  refuseHops(): void {
+    this.defects.tooManyHops = true;
   }
 
   /** The kept content (canonical, unstuffed) as a list of buffers. */

@@ -19,6 +19,7 @@ import { DEFAULT_BODY_MEMORY_BYTES, type MachineConfig } from './machine-config.
 import type { AcceptedMessage } from '../message/accepted.ts';
 import { finishMessage, prepareMessage, preparedFields, type PreparedMessage } from '../message/assemble.ts';
 import { headerSection, splitAt } from '../message/header.ts';
+import { hasTooManyHops } from '../message/hops.ts';
 import type { MessageEdits } from '../message/edits.ts';
 import { REPLY, type Reply } from './replies.ts';
 import { applyReset, type ResetEvent } from './reset.ts';
@@ -416,6 +417,9 @@ export class SmtpMachine {
   #endOfContent(scanner: ContentScanner, out: Output[]): void {
     const txn = this.#openTransaction()!;
     this.#spill(txn, out, true);
+    // RFC 5321 6.3: a message past the hop limit is in a loop; refused here, in the session, it
+    // is never accepted and bounced. The header section is in memory either way (spilled or not).
+    if (!scanner.isRefused && hasTooManyHops(txn.spilled === null ? scanner.chunks : [txn.spilled.header])) scanner.refuseHops();
     if (contentRefusal(scanner) !== null) return this.#refuseContent(scanner, out);
     this.#askPolicy('data', { kind: 'none' }, out, this.#session!.helo?.name ?? null, (o, now) => this.#assemble(txn, scanner, o, now));
   }

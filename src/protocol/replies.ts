@@ -87,6 +87,8 @@ export const REPLY = {
   // 5xx: content and policy
   messageTooBig: reply(552, '5.3.4', 'Message size exceeds fixed maximum message size'),
   headerTooBig: reply(552, '5.3.4', 'Message header section too large'),
+  /** RFC 5321 6.3 (hop count), RFC 3463 5.4.6 (routing loop detected). */
+  tooManyHops: reply(554, '5.4.6', 'Too many hops: mail loop detected'),
   bareLineEndingData: reply(550, '5.6.0', 'Message contains bare CR, bare LF or NUL; only CRLF line endings are allowed'),
   dataLineTooLong: reply(550, '5.6.0', 'Message contains a line longer than the allowed maximum'),
   relayDenied: reply(554, '5.7.1', 'Relay access denied'),

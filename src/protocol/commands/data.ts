@@ -43,5 +43,6 @@ export function contentRefusal(scanner: ContentScanner): Reply | null {
   const d = scanner.defects;
   if (d.tooBig) return REPLY.messageTooBig;
   if (d.headerTooBig) return REPLY.headerTooBig;
+  if (d.tooManyHops) return REPLY.tooManyHops;
   return d.longLine ? REPLY.dataLineTooLong : REPLY.bareLineEndingData;
 }
