@@ -5,6 +5,7 @@ import { CHECK_CONFIGS } from '../policy/registry.ts';
 import type { CheckConfig } from './keys.ts';
 import type { Config } from './types.ts';
 import { show } from './validators.ts';
+import { routeProblems } from './keys/routes.ts';
 
 /** The longest an unanswered DNS query may take (see crossProblems). */
 export const MAX_DNS_WAIT_MS = 30_000;
@@ -47,5 +48,6 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
       }
     }
   }
+  if (!invalid.has('routes') && !invalid.has('aliases')) problems.push(...routeProblems(config, invalid));
   return problems;
 }

@@ -118,6 +118,8 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'helo.require_resolvable': ['true', true],
   'helo.reject_our_name': ['true', true],
   'metrics.listen': ['"127.0.0.1:9425"', { host: '127.0.0.1', port: 9425 }],
+  'routes.default': ['{ via = "smtp:[Relay.Example]:587", tls = "required" }', { kind: 'smtp', host: 'relay.example', port: 587, tls: 'required' }],
+  'routes.local': ['"lmtp:127.0.0.1:24"', { kind: 'lmtp', host: '127.0.0.1', port: 24 }],
   'log.level': ['"debug"', 'debug'],
   'log.format': ['"pretty"', 'pretty'],
 };
@@ -351,6 +353,7 @@ test('loadConfig without a path serves the embedded default, paths pinned to the
   const config = loadConfig(undefined, { cwd });
   const expected = defaultConfig();
   expected.spool.dir = resolve(cwd, 'var/spool');
+  expected.routes.local = { kind: 'maildir', path: resolve(cwd, 'var/maildir') };
   assert.deepEqual(config, expected);
   assert.deepEqual(config.smtp.listen, [{ host: '127.0.0.1', port: 2525 }]);
 });

@@ -12,6 +12,7 @@ import { crossProblems } from './cross-checks.ts';
 import type { ConfigKey, ConfigTables, ListKey } from './keys.ts';
 import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
+import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
 import { SMTP_KEYS } from './keys/smtp.ts';
 import { SPOOL_KEYS } from './keys/spool.ts';
 import { unknownKey, unknownSection } from './suggest.ts';
@@ -48,6 +49,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SPOOL_KEYS,
   ...POLICY_KEYS,
   ...OPS_KEYS,
+  ...ROUTES_KEYS,
   ...CHECK_CONFIGS.flatMap((check) => check.keys),
 ];
 
@@ -58,11 +60,17 @@ const TABLES = new Map<string, ConfigTables>(
   CHECK_CONFIGS.flatMap((check): [string, ConfigTables][] => ('tables' in check ? [[check.tables.name, check.tables]] : [])),
 );
 
+/** Sections whose keys the operator names (domains, addresses): each read whole by its own parser. */
+const NAMED_KEY_SECTIONS = new Map<string, (value: unknown, problems: string[]) => unknown>([
+  ['routes', parseRoutes],
+  ['aliases', parseAliases],
+]);
+
 /** The keys of every array of tables (`[[dnsbl]]`: the DNS-list check's, from its directory). */
 export const TABLE_KEYS: readonly ListKey[] = [...TABLES.values()].flatMap((tables) => tables.keys);
 
 /** Every section a key lives in, in the order the tables list them. */
-const SECTIONS: readonly string[] = [...new Set(CONFIG_KEYS.map((k) => k.section))];
+const SECTIONS: readonly string[] = [...new Set([...CONFIG_KEYS.map((k) => k.section), ...NAMED_KEY_SECTIONS.keys()])];
 
 // ---------------------------------------------------------------------------------------------
 // Parsing and loading.
@@ -95,6 +103,13 @@ export function parseConfig(text: string, source: string): Config {
   const problems: string[] = [];
   const invalid = new Set<string>();
   for (const [name, sectionValue] of Object.entries(document)) {
+    const named = NAMED_KEY_SECTIONS.get(name);
+    if (named !== undefined) {
+      const before = problems.length;
+      (config as Record<string, unknown>)[name] = named(sectionValue, problems);
+      if (problems.length > before) invalid.add(name);
+      continue;
+    }
     const tables = TABLES.get(name);
     if (tables !== undefined) {
       (config as Record<string, unknown>)[name] = tables.parse(sectionValue, problems);
@@ -161,6 +176,7 @@ function resolvePaths(config: Config, cwd: string): Config {
     const path = section[key.field];
     if (typeof path === 'string' && path !== '') section[key.field] = resolve(cwd, path);
   }
+  resolveRoutePaths(config.routes, (p) => resolve(cwd, p));
   return config;
 }
 

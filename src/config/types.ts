@@ -4,6 +4,7 @@
 // registry (policy/registry.ts, configuration parts only, no check code).
 // Keys and defaults are documented in docs/configuration.md; keep the two in step.
 
+import type { Route } from '../delivery/types.ts';
 import { checkDefaults, POLICY_CHECK_NAMES, type CheckSections, type PolicyCheckName } from '../policy/registry.ts';
 
 export type ListenAddress = { host: string; port: number };
@@ -85,6 +86,16 @@ export type DnsConfig = {
   tries: number;
 };
 
+/** The [routes] table (docs/delivery.md): where mail goes, by recipient domain. */
+export type RoutesConfig = {
+  /** Domains not in domains.local without an entry of their own (relayed mail). */
+  default: Route;
+  /** Domains in domains.local without an entry of their own, and the bare Postmaster. */
+  local: Route;
+  /** Per domain, lowercased. */
+  domains: Record<string, Route>;
+};
+
 /** The core sections; each policy check adds its own (policy/checks/<name>/config.ts). */
 export type CoreConfig = {
   smtp: SmtpConfig;
@@ -97,6 +108,9 @@ export type CoreConfig = {
   state: { store: string };
   policy: { checks: PolicyCheckName[] };
   dns: DnsConfig;
+  routes: RoutesConfig;
+  /** [aliases]: an address (lowercased) -> the addresses it is delivered to instead. */
+  aliases: Record<string, string[]>;
   /** Prometheus metrics over HTTP; null = off. */
   metrics: { listen: ListenAddress | null };
   log: LogConfig;
@@ -136,6 +150,10 @@ export function defaultConfig(): Config {
     state: { store: 'sqlite' },
     policy: { checks: [...POLICY_CHECK_NAMES] },
     dns: { servers: [], timeoutMs: 2000, tries: 2 },
+    // Nothing leaves this host until the operator picks a route (README: no relaying yet); what
+    // the local domains accept is delivered, to Maildirs under var/ next to the spool.
+    routes: { default: { kind: 'refuse' }, local: { kind: 'maildir', path: 'var/maildir' }, domains: {} },
+    aliases: {},
     metrics: { listen: null },
     log: { level: 'info', format: 'auto' },
   };
