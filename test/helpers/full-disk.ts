@@ -15,6 +15,8 @@ export type SmallDisk = {
   /** Removes the filler: the space is back. */
   free(): void;
   cleanup(): void;
+  /** Remounts it read-only (true) or read-write: EROFS even for root, whom modes do not stop. */
+  setReadOnly(isReadOnly: boolean): void;
 };
 
 const FILL_CHUNKS = [65_536, 4096, 512, 1];
@@ -71,6 +73,9 @@ export function mountSmallDisk(sizeBytes: number): SmallDisk | null {
     cleanup() {
       process.removeListener('exit', cleanup);
       cleanup();
+    },
+    setReadOnly(isReadOnly) {
+      execFileSync('mount', ['-o', `remount,${isReadOnly ? 'ro' : 'rw'}`, dir], { stdio: 'ignore' });
     },
   };
 }
