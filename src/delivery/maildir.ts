@@ -13,6 +13,7 @@
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import { ensureDurableDir, fsyncDir } from '../util/durable-fs.ts';
 import type { Courier, DeliveryJob, DeliveryReply, RecipientResult } from './types.ts';
 
@@ -35,16 +36,15 @@ export type MaildirOptions = {
   lineEndings?: 'lf' | 'crlf';
 };
 
-const reply = (code: number, enhanced: string, text: string): DeliveryReply => ({ code, enhanced, lines: [text] });
-
+/** The results the courier gives, from the one catalogue (protocol/replies.ts). */
 export const MAILDIR_REPLIES = {
-  delivered: reply(250, '2.0.0', 'Delivered to Maildir'),
-  badMailbox: reply(550, '5.1.3', 'Recipient address cannot name a Maildir'),
-  diskFull: reply(452, '4.3.1', 'Insufficient system storage'),
-  quota: reply(452, '4.2.2', 'Mailbox full'),
-  notWritable: reply(451, '4.3.0', 'Maildir not writable'),
-  localError: reply(451, '4.3.0', 'Local error writing to Maildir'),
-  interrupted: reply(451, '4.3.2', 'Delivery interrupted by shutdown'),
+  delivered: DELIVERY_REPLY.maildirDelivered,
+  badMailbox: DELIVERY_REPLY.badMailbox,
+  diskFull: DELIVERY_REPLY.diskFull,
+  quota: DELIVERY_REPLY.mailboxFull,
+  notWritable: DELIVERY_REPLY.maildirNotWritable,
+  localError: DELIVERY_REPLY.localError,
+  interrupted: DELIVERY_REPLY.interrupted,
 };
 
 /** The recipient's directory name under the root, or null when the address cannot be one safely. */

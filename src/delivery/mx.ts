@@ -11,6 +11,7 @@
 
 import { NXDOMAIN, type DnsClient, type ResolvedMx } from '../dns/resolver.ts';
 import { canonicalIp, ipFamily } from '../net/ip.ts';
+import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import type { DeliveryReply } from './types.ts';
 
 /** RFC 5321 5.1 "MUST" port 25 for MX delivery. */
@@ -49,16 +50,14 @@ export type MxOptions = {
   preferIPv6?: boolean;
 };
 
-const reply = (code: number, enhanced: string, text: string): DeliveryReply => ({ code, enhanced, lines: [text] });
-
+/** The results mx.ts gives, from the one catalogue (protocol/replies.ts). */
 export const MX_REPLIES = {
-  /** RFC 7505 4.1 (and RFC 3463 as updated by RFC 7505: 5.1.10). */
-  nullMx: (domain: string) => reply(556, '5.1.10', `Recipient address has null MX: ${domain} accepts no mail`),
-  noSuchDomain: (domain: string) => reply(550, '5.1.2', `Recipient domain not found: ${domain} does not exist`),
-  noAddress: (domain: string) => reply(550, '5.1.2', `Recipient domain has no MX and no address: ${domain}`),
-  noMxAddress: (domain: string) => reply(550, '5.4.4', `No address for any MX host of ${domain}`),
-  loop: (domain: string) => reply(554, '5.4.6', `Mail for ${domain} loops back to myself`),
-  dnsTemporary: (domain: string, what: string) => reply(451, '4.4.3', `DNS lookup of ${what} failed temporarily for ${domain}`),
+  nullMx: DELIVERY_REPLY.nullMx,
+  noSuchDomain: DELIVERY_REPLY.noSuchDomain,
+  noAddress: DELIVERY_REPLY.noAddress,
+  noMxAddress: DELIVERY_REPLY.noMxAddress,
+  loop: DELIVERY_REPLY.mxLoop,
+  dnsTemporary: DELIVERY_REPLY.dnsTemporary,
 };
 
 /** Our addresses at port 25 from the listen list: a wildcard listener is every interface address. */

@@ -5,6 +5,7 @@
 // configuration refuses such tables at load (expandAliases), so a running router never loops.
 // RFC 5321 2.3.5 (domains), 4.5.1 (Postmaster), 5.1 (address literals), RFC 3461 4.2 (ORCPT).
 
+import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import type { DeliveryRecipient, DeliveryReply, RecipientResult, Route } from './types.ts';
 
 /** Aliases expand through at most this many levels (Postfix: virtual_alias_recursion_limit). */
@@ -104,7 +105,7 @@ export type RoutedMessage = {
 };
 
 /** 5.4.4: RFC 3463 "unable to route": the routing table has no delivering route for the domain. */
-export const REFUSED_REPLY: DeliveryReply = { code: 550, enhanced: '5.4.4', lines: ['No route to this destination: delivery refused by the routing table'] };
+export const REFUSED_REPLY: DeliveryReply = DELIVERY_REPLY.routeRefused;
 
 export class Router {
   readonly #opts: RouterOptions;

@@ -125,3 +125,30 @@ export const REPLY = {
   spfTryLater: reply(451, '4.7.24', 'SPF validation error, try again later'),
   spfDeferred: (result: string, domain: string) => reply(451, '4.7.24', `SPF validation gave ${result} for ${domain}, try again later`),
 } as const;
+
+/**
+ * Delivery results that we write ourselves (no next hop gave them): never sent in an SMTP
+ * session, but recorded per recipient and quoted in DSNs (Diagnostic-Code), so they follow the
+ * same rule: generic text, no paths or internal reasons (those go to the log).
+ */
+export const DELIVERY_REPLY = {
+  /** Routing table `refuse` (RFC 3463 X.4.4: unable to route). */
+  routeRefused: reply(550, '5.4.4', 'No route to this destination: delivery refused by the routing table'),
+  // MX resolution (RFC 5321 5.1).
+  /** RFC 7505 4.1; 5.1.10 registered by RFC 7505. */
+  nullMx: (domain: string) => reply(556, '5.1.10', `Recipient address has null MX: ${domain} accepts no mail`),
+  noSuchDomain: (domain: string) => reply(550, '5.1.2', `Recipient domain not found: ${domain} does not exist`),
+  noAddress: (domain: string) => reply(550, '5.1.2', `Recipient domain has no MX and no address: ${domain}`),
+  noMxAddress: (domain: string) => reply(550, '5.4.4', `No address for any MX host of ${domain}`),
+  /** RFC 5321 5.1: we are the best MX left; RFC 3463 5.4.6 routing loop. */
+  mxLoop: (domain: string) => reply(554, '5.4.6', `Mail for ${domain} loops back to myself`),
+  dnsTemporary: (domain: string, what: string) => reply(451, '4.4.3', `DNS lookup of ${what} failed temporarily for ${domain}`),
+  // Maildir.
+  maildirDelivered: reply(250, '2.0.0', 'Delivered to Maildir'),
+  badMailbox: reply(550, '5.1.3', 'Recipient address cannot name a Maildir'),
+  diskFull: reply(452, '4.3.1', 'Insufficient system storage'),
+  mailboxFull: reply(452, '4.2.2', 'Mailbox full'),
+  maildirNotWritable: reply(451, '4.3.0', 'Maildir not writable'),
+  localError: reply(451, '4.3.0', 'Local error writing to Maildir'),
+  interrupted: reply(451, '4.3.2', 'Delivery interrupted by shutdown'),
+} as const;
