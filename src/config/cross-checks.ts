@@ -48,6 +48,6 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
       }
     }
   }
-  if (!invalid.has('routes') && !invalid.has('aliases')) problems.push(...routeProblems(config, invalid));
+  problems.push(...routeProblems(config, invalid));
   return problems;
 }

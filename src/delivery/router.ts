@@ -64,7 +64,8 @@ export function expandAliases(
         continue;
       }
       if (path.includes(tid)) {
-        problems.push({ kind: 'loop', address: path[0], path: [...path, tid] });
+        // Named from where the cycle starts: an alias that only leads into it is not the loop.
+        problems.push({ kind: 'loop', address: tid, path: [...path.slice(path.indexOf(tid)), tid] });
         return null;
       }
       if (aliases[tid] !== undefined && path.length >= MAX_ALIAS_DEPTH) {
@@ -86,8 +87,15 @@ export function expandAliases(
     if (failed.has(id) || expanded.has(id)) continue;
     if (expand(id, [id]) === null) failed.add(id);
   }
-  // One problem per root cause: a loop a -> b -> a is reported once, from where it was met first.
-  const unique = problems.filter((p, i) => problems.findIndex((q) => q.kind === p.kind && JSON.stringify(q) === JSON.stringify(p)) === i);
+  // One problem per root cause: a loop a -> b -> a is reported once, from where it was met first,
+  // not again from b (nor from an alias that leads into it).
+  const causeOf = (p: AliasProblem): string => {
+    if (p.kind !== 'loop') return JSON.stringify(p);
+    const back = p.path.at(-1)!;
+    return `loop ${[...new Set(p.path.slice(p.path.indexOf(back)))].sort().join(' ')}`;
+  };
+  const causes = problems.map(causeOf);
+  const unique = problems.filter((p, i) => causes.indexOf(causes[i]) === i);
   return unique.length === 0 ? { ok: true, expanded } : { ok: false, problems: unique };
 }
 

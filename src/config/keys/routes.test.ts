@@ -86,9 +86,12 @@ test('[aliases]: one address or a list, lowercased domains, loops and depth refu
   const c = parseConfig('[aliases]\n"Postmaster@Example.Test" = "Alice@Example.Test"\n"team@example.test" = ["alice@example.test", "bob@example.org", "Bob@EXAMPLE.org"]\n', 't.toml');
   assert.deepEqual(c.aliases, { 'postmaster@example.test': ['Alice@example.test'], 'team@example.test': ['alice@example.test', 'bob@example.org'] });
   assert.deepEqual(problems('[aliases]\n"a@x.example" = ["a@x.example", "b@x.example"]\n'), [], 'listing itself keeps a copy');
-  assert.match(problems('[aliases]\n"a@x.example" = "b@x.example"\n"b@x.example" = "c@x.example"\n"c@x.example" = "a@x.example"\n')[0], /aliases\."a@x\.example": loops back to itself through "a@x\.example" -> "b@x\.example" -> "c@x\.example" -> "a@x\.example"/);
+  const loop = problems('[aliases]\n"a@x.example" = "b@x.example"\n"b@x.example" = "c@x.example"\n"c@x.example" = "a@x.example"\n"in@x.example" = "b@x.example"\n');
+  assert.equal(loop.length, 1, `one loop, one problem: ${JSON.stringify(loop)}`);
+  assert.match(loop[0], /aliases\."a@x\.example": loops back to itself through "a@x\.example" -> "b@x\.example" -> "c@x\.example" -> "a@x\.example"/);
   const chain = Array.from({ length: 12 }, (_, i) => `"a${i}@x.example" = "a${i + 1}@x.example"`).join('\n');
   assert.match(problems(`[aliases]\n${chain}\n`)[0], /expands through more than 10 aliases/);
+  assert.match(problems('[aliases]\n"in@x.example" = "a@x.example"\n"a@x.example" = "b@x.example"\n"b@x.example" = "a@x.example"\n')[0], /^aliases\."a@x\.example": loops back to itself through "a@x\.example" -> "b@x\.example" -> "a@x\.example"/, 'named where the cycle is');
   const cases: [string, RegExp][] = [
     ['"a@x.example" = []', /must be an address or a non-empty list/],
     ['"a@x.example" = "<b@x.example>"', /aliases\."a@x\.example" = "<b@x\.example>": must be an address "local@domain", without angle brackets/],

@@ -285,11 +285,12 @@ export function parseAliases(value: unknown, problems: string[]): Record<string,
   return aliases;
 }
 
-/** Checks across [routes], [aliases] and [domains]: run after every section is read. */
+/** Checks across [routes], [aliases] and [domains]: run after every section is read, each only
+ *  when what it reads was itself valid (one mistake, one problem). */
 export function routeProblems(config: Config, invalid: ReadonlySet<string>): string[] {
   const problems: string[] = [];
   const { routes } = config;
-  if (!invalid.has('domains.local')) {
+  if (!invalid.has('domains.local') && !invalid.has('routes')) {
     for (const domain of config.domains.local) {
       const own = routes.domains[domain];
       const route = own ?? routes.local;
@@ -302,7 +303,7 @@ export function routeProblems(config: Config, invalid: ReadonlySet<string>): str
       }
     }
   }
-  const expanded = expandAliases(config.aliases);
+  const expanded = invalid.has('aliases') ? { ok: true as const } : expandAliases(config.aliases);
   if (!expanded.ok) {
     for (const p of expanded.problems) {
       problems.push(
