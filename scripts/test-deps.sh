@@ -6,11 +6,12 @@
 # redis-server is run by the tests themselves (test/helpers/redis-server.ts, a free loopback port);
 # on a host with systemd its package may also start the packaged service on 6379, which they never use.
 # dnsmasq (the loopback DNS server of the policy tests) comes from dnsmasq-base: the binary, no service.
+# dovecot-core: doveadm reads the Maildirs the Maildir courier writes (a dovecot run by the test, no service).
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source openssl python3 redis-server dnsmasq)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base)
+tools=(swaks smtp-source openssl python3 redis-server dnsmasq doveadm)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [doveadm]=dovecot-core)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"
