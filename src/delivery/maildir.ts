@@ -10,8 +10,9 @@
 // directory name says whose it is. Messages are stored with LF line endings, as the Maildir
 // convention and the mail readers that read it expect (`lineEndings: "crlf"` keeps CRLF).
 // Dovecot reads it as is with `mail_location = maildir:PATH/%u` (maildir-dovecot.test.ts).
-// Hand-written: a Maildir writer is a page of node:fs, and the packages that offer one do not
-// fsync the file and the directory before they report success, which is the whole point here.
+// Hand-written: a Maildir writer is a page of node:fs on util/durable-fs.ts, and what matters
+// (the order of write, fsync, link and directory fsync before "delivered") is easiest to review
+// here, next to the spool's own, than inside a dependency.
 
 import { link, mkdir, open, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
