@@ -35,7 +35,8 @@ export type PostfixOptions = {
   domains?: string[];
   /** When set, only these addresses of `domains` exist; others are refused 550 5.1.1 at RCPT. */
   users?: string[];
-  /** Addresses accepted at RCPT and then failed by the `error` transport: Postfix bounces them. */
+  /** Addresses accepted at RCPT and failed at delivery: Postfix bounces them at once. Sets
+   *  maximal_queue_lifetime = 0, so any other deferred mail of this instance bounces at once too. */
   bounceUsers?: string[];
   /** Where all other mail goes (bounces to other domains included): smtp to this loopback host:port. */
   relay?: { host: string; port: number };
@@ -155,7 +156,11 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   boxes.push(...bounceUsers.map((u) => `${u} ${u.split('@')[1]}/${u.split('@')[0]}/`));
   writeFileSync(mailboxMap, `${boxes.join('\n')}\n`);
   const transportMap = path.join(conf, 'transports');
-  writeFileSync(transportMap, bounceUsers.map((u) => `${u} error:5.1.1 mailbox unavailable (test bounce)`).join('\n') + '\n');
+  // Not `error:` or `retry:`: smtpd refuses an address routed there at RCPT already. An smtp
+  // next hop on a loopback port nobody listens on fails at delivery (connection refused), and
+  // with maximal_queue_lifetime = 0 the first failed attempt returns the message at once.
+  const deadPort = await freePort();
+  writeFileSync(transportMap, bounceUsers.map((u) => `${u} smtp:[127.0.0.1]:${deadPort}`).join('\n') + '\n');
 
   const main = [
     'compatibility_level = 3.6',
@@ -195,8 +200,8 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     'queue_run_delay = 1s',
     'minimal_backoff_time = 1s',
     'maximal_backoff_time = 2s',
-    'bounce_queue_lifetime = 1h',
     'delay_warning_time = 0',
+    ...(bounceUsers.length > 0 ? ['maximal_queue_lifetime = 0', 'bounce_queue_lifetime = 0'] : []),
     ...(options.relay === undefined ? ['default_transport = error:5.4.4 no relay configured in this test'] : [`relayhost = [${options.relay.host}]:${options.relay.port}`, 'default_transport = smtp']),
     ...(options.extraMainCf ?? []),
   ];
