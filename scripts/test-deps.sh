@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the real tools the tests drive are on this machine (run by `npm test` as pretest).
 # Owns only the check and, as root, the apt install; never starts, stops or configures a daemon.
-# Postfix is installed for its smtp-source/smtp-sink tools only: debconf "No configuration" leaves
-# no main.cf, so nothing can start a master on port 25 (and packages do not start daemons here).
+# Postfix is installed for its smtp-source/smtp-sink tools and for private instances the tests
+# start themselves (test/helpers/postfix.ts: own config and queue dirs, a loopback port): debconf
+# "No configuration" leaves no main.cf, so nothing starts the system master on port 25.
 # redis-server is run by the tests themselves (test/helpers/redis-server.ts, a free loopback port);
 # on a host with systemd its package may also start the packaged service on 6379, which they never use.
 # dnsmasq (the loopback DNS server of the policy tests) comes from dnsmasq-base: the binary, no service.
@@ -10,8 +11,8 @@
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source openssl python3 redis-server dnsmasq doveadm)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [doveadm]=dovecot-core)
+tools=(swaks smtp-source postfix openssl python3 redis-server dnsmasq doveadm)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [doveadm]=dovecot-core)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"

@@ -39,6 +39,16 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
       );
     }
   }
+  // BATV: a signed domain must be one we receive bounces for, and signing needs a key.
+  if (!invalid.has('batv.domains') && !invalid.has('domains.local')) {
+    const local = new Set(config.domains.local);
+    for (const domain of config.batv.domains) {
+      if (!local.has(domain)) problems.push(`batv.domains = ${show(config.batv.domains)}: "${domain}" is not in domains.local, so its bounces would never be accepted here`);
+    }
+  }
+  if (!invalid.has('batv.domains') && !invalid.has('batv.keys') && config.batv.domains.length > 0 && config.batv.keys.length === 0) {
+    problems.push(`batv.domains = ${show(config.batv.domains)}: batv.keys must name at least one key (e.g. keys = [{ id = 0, secret_file = "batv.key" }])`);
+  }
   // A check configured in its own section but left out of policy.checks would silently not run.
   if (!invalid.has('policy.checks')) {
     const listed = new Set<string>(config.policy.checks);

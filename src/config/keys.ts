@@ -26,6 +26,8 @@ export type ConfigKey = {
   readonly check: (value: unknown, path: string) => Checked<unknown>;
   /** A file system path (resolved against the working directory on load). */
   readonly isPath: boolean;
+  /** For a value holding paths inside it (`batv.keys[].secret_file`): resolves them (see Validator.withPaths). */
+  readonly withPaths?: (value: unknown, toAbsolute: (path: string) => string) => unknown;
 };
 
 /**
@@ -53,6 +55,7 @@ export function keyTable<D extends object>(defaults: D) {
       doc,
       check: (value, path) => validator.check(value, path),
       isPath: validator.isPath === true,
+      ...(validator.withPaths === undefined ? {} : { withPaths: validator.withPaths as (value: unknown, toAbsolute: (path: string) => string) => unknown }),
     };
   };
 }

@@ -171,8 +171,9 @@ function readConfigText(file: string, shownAs: string): string {
 function resolvePaths(config: Config, cwd: string): Config {
   // spool.dir, tls.cert, tls.key, recipients.table: every key whose validator is a path.
   for (const key of CONFIG_KEYS) {
-    if (!key.isPath) continue;
     const section = (config as unknown as Record<string, Record<string, unknown>>)[key.section];
+    if (key.withPaths !== undefined) section[key.field] = key.withPaths(section[key.field], (p) => (p === '' ? p : resolve(cwd, p)));
+    if (!key.isPath) continue;
     const path = section[key.field];
     if (typeof path === 'string' && path !== '') section[key.field] = resolve(cwd, path);
   }

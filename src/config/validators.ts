@@ -16,6 +16,8 @@ export type Validator<T> = {
   toToml(value: T): string;
   /** A file system path, resolved against the working directory when the file is loaded. */
   readonly isPath?: boolean;
+  /** For a value that holds paths inside it (a list of tables): the value with each resolved by `toAbsolute`. */
+  readonly withPaths?: (value: T, toAbsolute: (path: string) => string) => T;
 };
 
 export function ok<T>(value: T): Checked<T> {
@@ -208,5 +210,46 @@ export function stringList<T = string>(options: {
       return !checked.ok || options.post === undefined ? checked : options.post(checked.value, value, path);
     },
     toToml: (value) => `[${value.map(itemToml).join(', ')}]`,
+  };
+}
+
+const DURATION_UNITS = [
+  ['d', 86_400],
+  ['h', 3_600],
+  ['m', 60],
+  ['s', 1],
+] as const;
+
+/** Seconds as the shortest duration text: 604800 -> "7d", 90 -> "90s". */
+export function durationText(seconds: number): string {
+  for (const [unit, size] of DURATION_UNITS) {
+    if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`;
+  }
+  return `${seconds}s`;
+}
+
+/**
+ * A duration written as a number and a unit, `"7d"`, `"4h"`, `"30m"` or `"90s"`; the value is in
+ * seconds. `unit: 'd'` accepts whole days only (a BATV tag's expiry is a day number).
+ */
+export function duration(minSeconds: number, maxSeconds: number, options: { unit?: 'd' } = {}): Validator<number> {
+  const units = options.unit === 'd' ? 'd' : 'd, h, m or s';
+  const example = options.unit === 'd' ? '"7d"' : '"7d", "4h", "30m" or "90s"';
+  return {
+    type: 'string (duration)',
+    allowed: `${durationText(minSeconds)} to ${durationText(maxSeconds)}, written as a number and a unit (${units}), e.g. ${example}`,
+    check(value, path) {
+      if (typeof value !== 'string') {
+        return fail(path, value, `must be a duration string such as ${example}, not ${typeName(value)}${typeof value === 'number' ? ` (write "${value}${options.unit ?? 's'}")` : ''}`);
+      }
+      const m = /^([0-9]{1,9})([dhms])$/.exec(value);
+      if (m === null) return fail(path, value, `must be a number and a unit (${units}), e.g. ${example}`);
+      if (options.unit === 'd' && m[2] !== 'd') return fail(path, value, `must be a whole number of days, e.g. ${example}`);
+      const seconds = Number(m[1]) * DURATION_UNITS.find(([u]) => u === m[2])![1];
+      if (seconds < minSeconds) return fail(path, value, `must be at least ${durationText(minSeconds)}`);
+      if (seconds > maxSeconds) return fail(path, value, `must be at most ${durationText(maxSeconds)}`);
+      return ok(seconds);
+    },
+    toToml: (value) => JSON.stringify(durationText(value)),
   };
 }

@@ -8,6 +8,7 @@ import { createDnsClient, type DnsClient } from '../dns/resolver.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check, CheckBuilder } from './check.ts';
+import { buildBatv } from './checks/batv/index.ts';
 import { buildDnsbl } from './checks/dnsbl/index.ts';
 import { buildGreylist } from './checks/greylist/index.ts';
 import { buildHelo } from './checks/helo/index.ts';
@@ -23,6 +24,7 @@ const BUILDERS: Record<PolicyCheckName, CheckBuilder> = {
   dnsbl: buildDnsbl,
   spf: buildSpf,
   greylist: buildGreylist,
+  batv: buildBatv,
 };
 
 const DEFAULT_CHECK_TIMEOUT_MS = 10_000;

@@ -10,13 +10,14 @@
 //
 // Never imports check code (check.ts, index.ts): the configuration loader reads this list.
 
+import { batvConfig } from './checks/batv/config.ts';
 import { dnsblConfig } from './checks/dnsbl/config.ts';
 import { greylistConfig } from './checks/greylist/config.ts';
 import { heloConfig } from './checks/helo/config.ts';
 import { recipientsConfig } from './checks/recipients/config.ts';
 import { spfConfig } from './checks/spf/config.ts';
 
-export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig] as const;
+export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig] as const;
 
 export type PolicyCheckName = (typeof CHECK_CONFIGS)[number]['name'];
 

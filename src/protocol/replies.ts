@@ -107,6 +107,8 @@ export const REPLY = {
   heloLookupFailed: reply(450, '4.7.1', 'HELO/EHLO name cannot be looked up now, try again later'),
   heloOurName: reply(550, '5.7.1', 'HELO/EHLO name rejected: that is this server\'s name'),
   greylisted: reply(451, '4.7.1', 'Greylisted, please try again later'),
+  /** BATV: a message from <> to an untagged, expired or forged return address (RFC 3463 5.7.1, delivery not authorized). */
+  batvRefused: reply(550, '5.7.1', 'Bounce rejected: not sent to a valid return address of this domain'),
   /**
    * A client on DNS block lists: the lists that counted against it. At the connect stage a
    * temporary refusal is 421 (RFC 5321 3.1 and 4.2.5: a greeting is 220, 554, or 421, which

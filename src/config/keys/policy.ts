@@ -34,7 +34,7 @@ export const POLICY_KEYS: readonly ConfigKey[] = [
   entry('policy', 'checks', 'checks', checkList(POLICY_CHECK_NAMES),
     'The policy checks, in the order they run at each stage (connect, HELO, MAIL, each RCPT, end of data). A ' +
     'check runs when it is listed here and configured in its own section (`recipients.table` set, `helo` options ' +
-    'on, `[[dnsbl]]` tables present, `spf.enabled`, `greylist.enabled`); leaving a name out turns the check off. ' +
+    'on, `[[dnsbl]]` tables present, `spf.enabled`, `greylist.enabled`, `batv.domains` set); leaving a name out turns the check off. ' +
     'Relay control (`relay.networks`) always runs first, at RCPT. The first refusal ends a stage; a DNS allow list ' +
     'that accepts skips the checks after it at that stage. See docs/policy.md.'),
 
