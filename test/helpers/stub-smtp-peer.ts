@@ -122,12 +122,13 @@ function serve(first: net.Socket, s: StubSession, b: StubBehaviour, sockets: Set
         // The data so far, with the CRLF that ended the DATA line in front (CRLF.CRLF ends it).
         dataBuf = Buffer.concat([dataBuf, buf]);
         buf = Buffer.alloc(0);
-        const all = Buffer.concat([Buffer.from('\r\n'), dataBuf]);
-        const end = all.indexOf(END);
-        if (end === -1) {
-          if (b.closeAfterDataOctets !== undefined && dataBuf.length >= b.closeAfterDataOctets) socket.destroy();
+        if (b.closeAfterDataOctets !== undefined && dataBuf.length >= b.closeAfterDataOctets) {
+          socket.destroy();
           return;
         }
+        const all = Buffer.concat([Buffer.from('\r\n'), dataBuf]);
+        const end = all.indexOf(END);
+        if (end === -1) return;
         s.messages.push(end === 0 ? Buffer.alloc(0) : Buffer.from(all.subarray(2, end + 2)));
         buf = Buffer.from(all.subarray(end + END.length));
         dataBuf = Buffer.alloc(0);

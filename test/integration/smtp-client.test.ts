@@ -151,13 +151,13 @@ describe('the wire', () => {
     }
   });
 
-  test('PIPELINING: MAIL and every RCPT arrive in one write, before any reply', async () => {
+  test('PIPELINING: MAIL, every RCPT and DATA arrive in one write, before any reply', async () => {
     const peer = await startStubPeer({});
     try {
       const c = courier(peer.port, { cache: false });
       await c.deliver(testJob({ recipients: ['a@example.test', 'b@example.test', 'c@example.test'] }), signal());
       const chunk = peer.sessions[0].raw.map((b) => b.toString('latin1')).find((t) => t.startsWith('MAIL'));
-      assert.equal(chunk, 'MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n');
+      assert.equal(chunk, 'MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n');
     } finally {
       await peer.stop();
     }

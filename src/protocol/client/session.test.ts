@@ -62,16 +62,15 @@ function drive(cfg: ClientConfig, jobs: ClientJob[], bursts: string[], cuts: num
   return { sent, results, outputs };
 }
 
-test('pipelined: MAIL and every RCPT in one write, DATA after the replies, per-recipient results', () => {
+test('pipelined: MAIL, every RCPT and DATA in one write (RFC 2920), per-recipient results', () => {
   const r = drive(config(), [job({ recipients: [{ address: 'a@example.test' }, { address: 'x@example.test' }, { address: 'b@example.test' }] })], [
     '220 mx.example.test ESMTP\r\n',
     EHLO_FULL,
-    '250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n',
-    '354 go\r\n',
+    '250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n354 go\r\n',
     '250 2.0.0 queued as X\r\n',
   ]);
   const sends = r.outputs.filter((o) => o.type === 'send').map((o) => (o as { data: string }).data);
-  assert.deepEqual(sends, ['EHLO out.example.test\r\n', 'MAIL FROM:<s@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<b@example.test>\r\n', 'DATA\r\n']);
+  assert.deepEqual(sends, ['EHLO out.example.test\r\n', 'MAIL FROM:<s@example.org> SIZE=100\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n']);
   assert.deepEqual(r.results[0].map((x) => [x.status, x.reply.enhanced]), [['delivered', '2.0.0'], ['failed', '5.1.1'], ['delivered', '2.0.0']]);
 });
 
@@ -169,19 +168,34 @@ test('CHUNKING: BDAT instead of DATA; a refused chunk fails the transaction', ()
   assert.deepEqual(bad.results[0].map((x) => x.status), ['failed', 'failed']);
 });
 
-test('reuse: the second transaction starts with RSET; a failed RSET is reuse-failed, nothing of the job sent', () => {
-  const two = drive(config(), [job(), job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n', '354 go\r\n', '250 ok\r\n', '250 reset\r\n', '250 ok\r\n250 ok\r\n250 ok\r\n', '354 go\r\n', '250 ok\r\n']);
+test('reuse: the second transaction starts with RSET (leading the pipelined group); a failed RSET is reuse-failed', () => {
+  const two = drive(config(), [job(), job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n', '250 ok\r\n', '250 reset\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n', '250 ok\r\n']);
   assert.equal(two.results.length, 2);
   assert.ok(two.sent.includes('<CONTENT data>RSET\r\nMAIL FROM'));
-  const stale = drive(config(), [job(), job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n', '354 go\r\n', '250 ok\r\n', '421 4.4.2 idle timeout\r\n']);
+  const stale = drive(config(), [job(), job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n', '250 ok\r\n', '421 4.4.2 idle timeout\r\n']);
   assert.ok(stale.outputs.some((o) => o.type === 'reuse-failed'));
-  assert.equal(stale.sent.split('MAIL FROM').length, 2, 'the second MAIL was never sent');
+  assert.equal(stale.results.length, 1, 'no result for the second job: the courier sends it again');
+  assert.ok(stale.outputs.at(-1)?.type === 'close');
+  // Lock-step (no PIPELINING): RSET alone, and nothing of the job is sent before its reply.
+  const lock = drive(config(), [job(), job()], ['220 mx\r\n', '250 mx\r\n', '250 ok\r\n', '250 ok\r\n', '250 ok\r\n', '354 go\r\n', '250 ok\r\n', '421 4.4.2 idle timeout\r\n']);
+  assert.ok(lock.outputs.some((o) => o.type === 'reuse-failed'));
+  assert.equal(lock.sent.split('MAIL FROM').length, 2, 'the second MAIL was never sent');
+});
+
+test('pipelined DATA after an envelope with no accepted recipient: its 554 is consumed; a 354 closes the connection', () => {
+  const r = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n']);
+  assert.deepEqual(r.results[0].map((x) => [x.status, x.reply.code]), [['failed', 550], ['failed', 550]]);
+  assert.ok(!r.outputs.some((o) => o.type === 'close'));
+  const broken = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n354 go\r\n']);
+  assert.deepEqual(broken.results[0].map((x) => x.status), ['failed', 'failed']);
+  assert.ok(!broken.sent.includes('<CONTENT'));
+  assert.ok(broken.outputs.some((o) => o.type === 'close'));
 });
 
 test('trouble defers: 4xx to MAIL, a timeout after the dot, a close mid-envelope; 5xx after the data fails', () => {
-  const mail4 = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '451 4.3.0 later\r\n503 5.5.1 no mail\r\n503 5.5.1 no mail\r\n']);
+  const mail4 = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '451 4.3.0 later\r\n503 5.5.1 no mail\r\n503 5.5.1 no mail\r\n503 5.5.1 no valid recipients\r\n']);
   assert.deepEqual(mail4.results[0].map((x) => [x.status, x.reply.code]), [['deferred', 451], ['deferred', 451]]);
-  const after5 = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n', '354 go\r\n', '554 5.7.1 spam\r\n']);
+  const after5 = drive(config(), [job()], ['220 mx\r\n', EHLO_FULL, '250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n', '554 5.7.1 spam\r\n']);
   assert.deepEqual(after5.results[0].map((x) => x.status), ['failed', 'failed']);
   const s = new ClientSession(config());
   s.start();
@@ -229,8 +243,10 @@ test('fast-check: any chunking of the server bytes gives the same commands and t
       const recipients = rcptCodes.map((_, i) => ({ address: `r${i}@example.test` }));
       const line = (code: number, text: string): string => (multiline ? `${code}-${Math.floor(code / 100)}.0.0 ${text}\r\n${code} ${Math.floor(code / 100)}.0.0 more\r\n` : `${code} ${text}\r\n`);
       const accepted = mailCode === 250 ? rcptCodes.filter((c) => c < 300).length : 0;
-      const bursts = ['220 mx\r\n', '250-mx\r\n250 PIPELINING\r\n', line(mailCode, 'mail') + rcptCodes.map((c) => line(c, 'rcpt')).join('')];
-      if (accepted > 0) bursts.push('354 go\r\n', protocol === 'lmtp' ? Array.from({ length: accepted }, () => line(finalCode, 'final')).join('') : line(finalCode, 'final'));
+      const envelope = line(mailCode, 'mail') + rcptCodes.map((c) => line(c, 'rcpt')).join('');
+      // The pipelined DATA's reply ends the envelope burst.
+      const bursts = ['220 mx\r\n', '250-mx\r\n250 PIPELINING\r\n', envelope + (accepted > 0 ? '354 go\r\n' : line(554, 'no valid recipients'))];
+      if (accepted > 0) bursts.push(protocol === 'lmtp' ? Array.from({ length: accepted }, () => line(finalCode, 'final')).join('') : line(finalCode, 'final'));
       const cfg = config({ protocol });
       const whole = drive(cfg, [job({ recipients })], bursts);
       const cut = drive(cfg, [job({ recipients })], bursts, cuts);

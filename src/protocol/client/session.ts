@@ -158,6 +158,11 @@ type Transaction = {
   bdatReplies: Reply[];
   bdatChunks: number | null;
   lmtpReplies: number;
+  /** DATA went in the pipelined group (RFC 2920): its reply comes after the last RCPT's. */
+  isDataPipelined: boolean;
+  /** The envelope failed (the MAIL reply, or no recipient accepted) while a pipelined DATA's
+   *  reply is still to come. */
+  envelopeFailure: Reply | 'no-recipients' | null;
 };
 
 /** A reply we make up for a local condition (timeout, lost connection, refused before MAIL). */
@@ -297,8 +302,10 @@ export class ClientSession {
   /** Something went wrong: results for a transaction in progress, else session-failed; close. */
   #fail(reply: Reply): void {
     if (this.#phase === 'rset') {
+      // Nothing of the job counts: the courier sends it again on a fresh connection.
       this.#out.push({ type: 'reuse-failed', reason: reply.lines[0] ?? '' });
       this.#pendingJob = null;
+      this.#tx = null;
     } else if (this.#tx !== null) {
       this.#finish(reply);
     } else if (this.#phase !== 'ready' && this.#phase !== 'quit') {
@@ -363,11 +370,12 @@ export class ClientSession {
         else this.#ready(); // opportunistic: RFC 3207 4, the server may refuse; go on in the clear
         return;
       case 'rset':
-        if (isOk(r) && this.#pendingJob !== null) {
+        if (!isOk(r)) this.#fail(r);
+        else if (this.#pendingJob !== null) {
           const job = this.#pendingJob;
           this.#pendingJob = null;
           this.#sendEnvelope(job);
-        } else this.#fail(r);
+        } else this.#phase = 'envelope'; // the pipelined group goes on
         return;
       case 'mail':
         this.#onMail(r);
@@ -437,6 +445,12 @@ export class ClientSession {
       this.#out.push({ type: 'results', results: job.recipients.map(() => ({ status: statusOf(refusal), reply: refusal })) });
       return;
     }
+    if (this.#hasTransacted && this.#ext.keywords.has('PIPELINING')) {
+      // RFC 2920 3.1: RSET may lead the group; if it fails, the rest is thrown away with the
+      // connection (reuse-failed), so the job is never half-sent on a stale session.
+      this.#sendEnvelope(job, true);
+      return;
+    }
     if (this.#hasTransacted) {
       // Postfix's connection-cache habit: RSET first, so a session left in an unknown state (or
       // silently closed while idle) is found out before any of this job is sent.
@@ -450,7 +464,7 @@ export class ClientSession {
     this.#sendEnvelope(job);
   }
 
-  #sendEnvelope(job: ClientJob): void {
+  #sendEnvelope(job: ClientJob, withRset = false): void {
     const kw = this.#ext.keywords;
     this.#hasTransacted = true;
     const hasDsn = kw.has('DSN');
@@ -475,17 +489,25 @@ export class ClientSession {
       bdatReplies: [],
       bdatChunks: null,
       lmtpReplies: 0,
+      isDataPipelined: false,
+      envelopeFailure: null,
     };
-    this.#phase = 'envelope';
+    this.#phase = withRset ? 'rset' : 'envelope';
     const mail = formatMail(job.reversePath, params);
     if (isPipelined) {
-      // RFC 2920 3.1: MAIL and every RCPT in one write; the replies come back in order.
-      let batch = mail;
-      this.#expect = [{ kind: 'mail' }];
+      // RFC 2920 3.1: MAIL, every RCPT and DATA (the last command of the group) in one write;
+      // the replies come back in order.
+      let batch = withRset ? RSET + mail : mail;
+      this.#expect = withRset ? [{ kind: 'rset' }, { kind: 'mail' }] : [{ kind: 'mail' }];
       job.recipients.forEach((_, i) => {
         batch += this.#rcptLine(i);
         this.#expect.push({ kind: 'rcpt', index: i });
       });
+      if (this.#tx.mode === 'data') {
+        batch += DATA;
+        this.#expect.push({ kind: 'data' });
+        this.#tx.isDataPipelined = true;
+      }
       this.#tx.nextRcpt = job.recipients.length;
       this.#send(batch);
     } else {
@@ -511,7 +533,12 @@ export class ClientSession {
       return;
     }
     this.#out.push({ type: 'deadline', timeoutMs: this.#cfg.timeouts.rcptMs });
-    if (this.#expect.length === 0) this.#envelopeDone();
+    if (this.#isEnvelopeAnswered()) this.#envelopeDone();
+  }
+
+  /** Every MAIL and RCPT reply is in (what may remain is the pipelined DATA's). */
+  #isEnvelopeAnswered(): boolean {
+    return this.#expect.length === 0 || this.#expect[0].kind === 'data';
   }
 
   #sendNextRcpt(): void {
@@ -527,7 +554,7 @@ export class ClientSession {
     tx.rcptReplies[index] = r;
     // After a refused MAIL the RCPT replies (503s) say nothing about the recipients.
     if (tx.mailReply !== null && !isOk(tx.mailReply)) {
-      if (this.#expect.length === 0) this.#envelopeDone();
+      if (this.#isEnvelopeAnswered()) this.#envelopeDone();
       return;
     }
     if (isOk(r)) tx.accepted.push(index);
@@ -536,12 +563,20 @@ export class ClientSession {
       this.#sendNextRcpt();
       return;
     }
-    if (this.#expect.length === 0) this.#envelopeDone();
+    if (this.#isEnvelopeAnswered()) this.#envelopeDone();
   }
 
   #envelopeDone(): void {
     const tx = this.#tx!;
     const mail = tx.mailReply!;
+    if (tx.isDataPipelined) {
+      // The DATA reply is still to come; a refused envelope waits for it before finishing.
+      if (!isOk(mail)) tx.envelopeFailure = mail;
+      else if (tx.accepted.length === 0) tx.envelopeFailure = 'no-recipients';
+      this.#phase = 'data-init';
+      this.#out.push({ type: 'deadline', timeoutMs: this.#cfg.timeouts.dataInitMs });
+      return;
+    }
     // With pipelining a refused MAIL still gets RCPT replies (503s); the MAIL reply decides.
     if (!isOk(mail)) return this.#finish(mail);
     if (tx.accepted.length === 0) return this.#finish(null);
@@ -557,6 +592,14 @@ export class ClientSession {
   }
 
   #onData(r: Reply): void {
+    const tx = this.#tx!;
+    if (tx.envelopeFailure !== null) {
+      this.#finish(tx.envelopeFailure === 'no-recipients' ? null : tx.envelopeFailure);
+      // RFC 2920 3.1 says DATA must fail without a valid recipient; a server that says 354
+      // anyway gets no content from us, only a closed connection.
+      if (r.code === 354) this.#close();
+      return;
+    }
     if (r.code !== 354) {
       if (isOk(r)) this.#fail(LOCAL.unexpected('DATA'));
       else this.#finish(r);
