@@ -105,13 +105,16 @@ describe('smtp-sink (Postfix) as the next hop', () => {
     }
   });
 
-  test('hosts from a resolver function; a resolver that throws defers with 4.4.3', async () => {
+  test('hosts from a resolver function; a resolver that throws defers with 4.4.3; one that refuses gives its result to every recipient', async () => {
     const c = new SmtpCourier({ hosts: async () => [{ host: '127.0.0.1', port: sink.port }], heloName: 'out.example.test', tls: 'none', timeouts: FAST });
     assert.equal((await c.deliver(testJob(), signal()))[0].status, 'delivered');
     await c.close();
     const bad = new SmtpCourier({ hosts: async () => { throw new Error('SERVFAIL'); }, heloName: 'out.example.test' });
     const res = await bad.deliver(testJob(), signal());
     assert.deepEqual([res[0].status, res[0].reply.enhanced], ['deferred', '4.4.3']);
+    const nullMx = new SmtpCourier({ hosts: async () => ({ status: 'failed', reply: { code: 556, enhanced: '5.1.10', lines: ['null MX'] } }), heloName: 'out.example.test' });
+    const r2 = await nullMx.deliver(testJob({ recipients: ['a@example.test', 'b@example.test'] }), signal());
+    assert.deepEqual(r2.map((r) => [r.status, r.reply.code]), [['failed', 556], ['failed', 556]]);
   });
 });
 
