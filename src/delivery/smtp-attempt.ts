@@ -8,13 +8,14 @@
 import type { DeliveryJob, DeliveryReply, RecipientResult } from './types.ts';
 import { ConnectionCache } from './connection-cache.ts';
 import { ClientConnection, targetKey, type ConnectionOptions, type ConnectTarget, type OpenResult } from './smtp-connection.ts';
+import { isWritablePath } from '../protocol/client/commands.ts';
 import { LOCAL } from '../protocol/client/session.ts';
 
 export type AttemptFailure = { reply: DeliveryReply; remoteMta: string | null; stage: string };
 
 /** Recipients we refuse before any network: an address that cannot be written as a path. */
 function badAddress(address: string): boolean {
-  return address === '' || /[\s<>\0]/.test(address);
+  return address === '' || !isWritablePath(address);
 }
 
 export async function attemptDelivery(

@@ -99,9 +99,13 @@ export class ClientConnection {
       const socket = 'socket' in target ? net.connect({ path: target.socket }) : net.connect({ host: target.host, port: target.port });
       socket.setNoDelay(true);
       let isConnected = false;
+      let conn: ClientConnection | null = null;
       const connectTimer = setTimeout(() => socket.destroy(new Error('connect timeout')), opts.connectTimeoutMs);
       const onAbort = (): void => {
-        socket.destroy(new Error('aborted'));
+        // Before the connection: drop the socket; after it (greeting, EHLO, TLS): the session
+        // reports the abort as a session failure, which resolves this promise.
+        if (conn === null) socket.destroy(new Error('aborted'));
+        else conn.#feed({ type: 'abort' });
       };
       signal.addEventListener('abort', onAbort, { once: true });
       const done = (r: OpenResult): void => {
@@ -117,10 +121,11 @@ export class ClientConnection {
       socket.once('connect', () => {
         isConnected = true;
         clearTimeout(connectTimer);
-        const conn = new ClientConnection(target, opts, socket);
-        conn.#onOpen = done;
-        conn.#attach(socket);
-        conn.#apply(conn.#session.start());
+        const c = new ClientConnection(target, opts, socket);
+        conn = c;
+        c.#onOpen = done;
+        c.#attach(socket);
+        c.#apply(c.#session.start());
       });
     });
   }

@@ -383,6 +383,20 @@ describe('bad peers', () => {
     }
   });
 
+  test('the abort signal during the greeting (a silent peer) defers at once', async () => {
+    const peer = await startStubPeer({ greeting: 'hang' });
+    try {
+      const ac = new AbortController();
+      const t0 = Date.now();
+      setTimeout(() => ac.abort(), 100);
+      const res = await courier(peer.port, { timeouts: { ...FAST, greetingMs: 60_000 } }).deliver(testJob(), ac.signal);
+      assert.deepEqual([res[0].status, res[0].reply.enhanced], ['deferred', '4.3.2']);
+      assert.ok(Date.now() - t0 < 2000);
+    } finally {
+      await peer.stop();
+    }
+  });
+
   test('the abort signal (shutdown) defers an attempt stuck on a hanging peer', async () => {
     const peer = await startStubPeer({ afterData: () => 'hang' });
     try {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeXtext } from '../address.ts';
-import { formatBdat, formatGreetingCommand, formatMail, formatRcpt, parseExtensions } from './commands.ts';
+import { formatBdat, formatGreetingCommand, formatMail, formatRcpt, isWritablePath, parseExtensions } from './commands.ts';
 
 test('MAIL carries SIZE, BODY, SMTPUTF8, RET and ENVID (as xtext)', () => {
   assert.equal(formatMail('', {}), 'MAIL FROM:<>\r\n');
@@ -22,6 +22,12 @@ test('Security: no argument can carry a line end or break out of the path', () =
   assert.throws(() => formatRcpt('a@b> NOTIFY=NEVER'));
   assert.throws(() => formatGreetingCommand('EHLO', 'x\r\nMAIL FROM:<>'));
   assert.throws(() => formatRcpt('a@b', { orcpt: { addrType: 'rfc822\n', address: 'a' } }));
+  assert.throws(() => formatRcpt('"a b"@c d'));
+  assert.throws(() => formatRcpt('"open@c'));
+  // A quoted local part may hold spaces and brackets (RFC 5321 4.1.2).
+  assert.equal(formatRcpt('"john <doe> x"@example.test'), 'RCPT TO:<"john <doe> x"@example.test>\r\n');
+  assert.equal(formatRcpt('"a\\"b"@example.test'), 'RCPT TO:<"a\\"b"@example.test>\r\n');
+  assert.ok(!isWritablePath('a\r\n@b') && isWritablePath('') && isWritablePath('a@b'));
 });
 
 test('BDAT and the greeting commands', () => {

@@ -39,10 +39,25 @@ function checkArg(value: string, what: string): string {
   return value;
 }
 
+/** True when `address` can go between angle brackets as it is: no CR, LF or NUL anywhere, and
+ *  white space, `<` and `>` only inside a quoted local part (RFC 5321 4.1.2 Quoted-string), so
+ *  nothing in it can end the path or start a parameter. */
+export function isWritablePath(address: string): boolean {
+  if (/[\r\n\0]/.test(address)) return false;
+  let rest = address;
+  if (address.startsWith('"')) {
+    let i = 1;
+    while (i < address.length && address[i] !== '"') i += address[i] === '\\' ? 2 : 1;
+    if (i >= address.length) return false;
+    rest = address.slice(i + 1);
+  }
+  return !/[<>\s]/.test(rest);
+}
+
 /** The path inside angle brackets; '' is the null reverse-path `<>`. */
 function path(address: string): string {
-  if (/[<>\s]/.test(address)) throw new Error('client command: address holds <, > or white space');
-  return `<${checkArg(address, 'address')}>`;
+  if (!isWritablePath(address)) throw new Error('client command: address cannot be written as a path');
+  return `<${address}>`;
 }
 
 export function formatGreetingCommand(verb: 'EHLO' | 'HELO' | 'LHLO', heloName: string): string {

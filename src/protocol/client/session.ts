@@ -31,6 +31,8 @@ import { ReplyParser } from './reply-parser.ts';
 
 export type ClientProtocol = 'smtp' | 'lmtp';
 
+const QUIT_TIMEOUT_MS = 5000;
+
 /** RFC 5321 4.5.3.2 client timeouts. EHLO, HELO, STARTTLS, RSET and QUIT have none there;
  *  they use `commandMs` (Postfix's smtp_helo_timeout and friends default to 300 s too). */
 export type ClientTimeouts = {
@@ -280,7 +282,8 @@ export class ClientSession {
           this.#phase = 'quit';
           this.#expect = [{ kind: 'quit' }];
           this.#send(QUIT);
-          this.#out.push({ type: 'deadline', timeoutMs: this.#cfg.timeouts.commandMs });
+          // Nothing depends on QUIT's answer: a short bound, so close() never waits minutes.
+          this.#out.push({ type: 'deadline', timeoutMs: Math.min(this.#cfg.timeouts.commandMs, QUIT_TIMEOUT_MS) });
         } else this.#fail(LOCAL.aborted);
         break;
       default:
