@@ -322,8 +322,10 @@ export class ClientConnection {
           socket.once('close', onClose);
         });
         if (!ok) return false;
-        this.#feed({ type: 'content-progress' });
       }
+      // RFC 5321 4.5.3.2.5: the data block timeout is per block sent, not for the whole content
+      // (a large message read slowly from the spool must not time out while it moves).
+      if (!this.#isClosed) this.#feed({ type: 'content-progress' });
       return !this.#isClosed;
     };
     const flushBdat = async (isLast: boolean): Promise<boolean> => {

@@ -27,6 +27,8 @@ export type StubBehaviour = {
   onCommand?: (line: string, s: StubSession) => StubAnswer | undefined;
   /** After the data's final dot (LMTP: joined per-recipient replies). */
   afterData?: (s: StubSession, rcpts: number) => StubAnswer;
+  /** Stop reading the socket after the 354 (the client's writes back up: data block timeout). */
+  stallInData?: boolean;
   /** Close the connection once this many content octets arrived (mid-data). */
   closeAfterDataOctets?: number;
   /** STARTTLS is offered (with keywords) and done with this context. */
@@ -96,6 +98,7 @@ function serve(first: net.Socket, s: StubSession, b: StubBehaviour, sockets: Set
         return '250 2.1.5 Ok';
       case 'DATA':
         mode = 'data';
+        if (b.stallInData === true) setImmediate(() => socket.pause());
         return '354 go ahead';
       case 'RSET':
         return '250 2.0.0 Ok';

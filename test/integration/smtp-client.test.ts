@@ -383,6 +383,21 @@ describe('bad peers', () => {
     }
   });
 
+  test('a peer that stops reading in the middle of an 8 MB message: the data block timeout defers it', async () => {
+    const peer = await startStubPeer({ stallInData: true });
+    try {
+      const t0 = Date.now();
+      const big = Buffer.alloc(8 * 1024 * 1024, 'x');
+      for (let i = 1000; i < big.length; i += 1000) big[i] = 0x0a;
+      const res = await courier(peer.port, { cache: false, timeouts: { ...FAST, dataBlockMs: 500 } }).deliver(testJob({ content: big, chunkBytes: 64 * 1024 }), signal());
+      assert.deepEqual([res[0].status, res[0].reply.enhanced], ['deferred', '4.4.2']);
+      assert.match(res[0].reply.lines[0], /content/);
+      assert.ok(Date.now() - t0 < 5000);
+    } finally {
+      await peer.stop();
+    }
+  });
+
   test('the abort signal during the greeting (a silent peer) defers at once', async () => {
     const peer = await startStubPeer({ greeting: 'hang' });
     try {
