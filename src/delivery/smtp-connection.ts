@@ -41,6 +41,8 @@ export type SendOutcome = { kind: 'results'; results: RecipientResult[] } | { ki
 /** BDAT chunks are cut at about this size (a few reads of the spool; small enough to keep the
  *  data block timeout meaningful). */
 const BDAT_CHUNK_BYTES = 256 * 1024;
+/** DATA content is written in pieces of at least this size (the last one smaller). */
+const DATA_WRITE_BYTES = 64 * 1024;
 
 export function targetKey(t: ConnectTarget): string {
   return 'socket' in t ? `unix:${t.socket}` : `${t.host}:${t.port}`;
@@ -338,17 +340,25 @@ export class ClientConnection {
     try {
       for await (const raw of job.content()) {
         const piece = isBinary ? raw : encoder.push(raw);
-        if (mode === 'data') {
-          if (piece.length > 0 && !(await write(piece))) return;
-          continue;
-        }
         pending.push(piece);
         pendingBytes += piece.length;
+        if (mode === 'data') {
+          // Pieces are gathered into writes of at least DATA_WRITE_BYTES: a small message goes
+          // out with its terminator in one write (one syscall, not one per spool read).
+          if (pendingBytes >= DATA_WRITE_BYTES) {
+            const buf = Buffer.concat(pending);
+            pending = [];
+            pendingBytes = 0;
+            if (!(await write(buf))) return;
+          }
+          continue;
+        }
         if (pendingBytes >= BDAT_CHUNK_BYTES && !(await flushBdat(false))) return;
       }
       const tail = isBinary ? Buffer.alloc(0) : encoder.end();
       if (mode === 'data') {
-        if (!(await write(tail))) return;
+        pending.push(tail);
+        if (!(await write(pending.length === 1 ? tail : Buffer.concat(pending)))) return;
       } else {
         pending.push(tail);
         if (!(await flushBdat(true))) return;
