@@ -7,6 +7,9 @@
 // RFC 3207 (STARTTLS; EHLO again after it), RFC 2033 (LMTP: one reply per accepted recipient),
 // RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3461 (DSN parameters).
 //
+// Inputs carry no `nowMs` (unlike the server machine's): this core never needs the time, only
+// durations, which it hands out as deadlines.
+//
 // Rule 1: every command we send pushes one expectation onto a queue and every reply shifts one,
 // so pipelined and lock-step sessions are the same code, and a reply can never be credited to
 // the wrong command.
@@ -148,8 +151,6 @@ type Transaction = {
   job: ClientJob;
   isPipelined: boolean;
   mailReply: Reply | null;
-  /** The RCPT reply of each recipient (null until it came). */
-  rcptReplies: (Reply | null)[];
   /** Final results, set as they become known. */
   results: (ClientResult | null)[];
   /** Indices of recipients the peer accepted at RCPT, in order (LMTP answers in this order). */
@@ -484,7 +485,6 @@ export class ClientSession {
       job,
       isPipelined,
       mailReply: null,
-      rcptReplies: job.recipients.map(() => null),
       results: job.recipients.map(() => null),
       accepted: [],
       nextRcpt: 0,
@@ -554,7 +554,6 @@ export class ClientSession {
 
   #onRcpt(index: number, r: Reply): void {
     const tx = this.#tx!;
-    tx.rcptReplies[index] = r;
     // After a refused MAIL the RCPT replies (503s) say nothing about the recipients.
     if (tx.mailReply !== null && !isOk(tx.mailReply)) {
       if (this.#isEnvelopeAnswered()) this.#envelopeDone();
