@@ -149,6 +149,12 @@ describe('the wire', () => {
       assert.ok(peer.sessions[0].commands.some((l) => /^BDAT \d+ LAST$/.test(l)));
       assert.ok(!peer.sessions[0].commands.includes('DATA'));
       assert.equal(peer.sessions[0].messages[0].toString('latin1'), canonical(HAZARDS));
+      // A larger message goes in several chunks (about 256 KiB each), the last one LAST.
+      const big = `Subject: big\r\n\r\n${'.dotted line\n'.repeat(60_000)}`;
+      assert.equal((await c.deliver(testJob({ content: big, chunkBytes: 65536 }), signal()))[0].status, 'delivered');
+      const bdats = peer.sessions[1].commands.filter((l) => l.startsWith('BDAT'));
+      assert.ok(bdats.length >= 3 && bdats.at(-1)!.endsWith(' LAST') && bdats.slice(0, -1).every((l) => !l.endsWith('LAST')), bdats.join(', '));
+      assert.equal(peer.sessions[1].messages[0].toString('latin1'), canonical(big));
     } finally {
       await peer.stop();
     }
