@@ -7,12 +7,14 @@
 # redis-server is run by the tests themselves (test/helpers/redis-server.ts, a free loopback port);
 # on a host with systemd its package may also start the packaged service on 6379, which they never use.
 # dnsmasq (the loopback DNS server of the policy tests) comes from dnsmasq-base: the binary, no service.
-# dovecot-core: doveadm reads the Maildirs the Maildir courier writes (a dovecot run by the test, no service).
+# dovecot-core: doveadm reads the Maildirs the Maildir courier writes, and Dovecot LMTP is the delivery
+# clients' real LMTP peer (test/helpers/mail-peers.ts runs it with its own config on a free port);
+# dovecot-lmtpd ships the lmtp service, which no binary on PATH names.
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source postfix openssl python3 redis-server dnsmasq doveadm)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [doveadm]=dovecot-core)
+tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"
@@ -24,6 +26,8 @@ done
 # swaks --tls needs Perl's TLS modules (a "Recommends" of swaks, so not pulled in by --no-install-recommends).
 has_perl_tls() { perl -MIO::Socket::SSL -MNet::SSLeay -e1 >/dev/null 2>&1; }
 has_perl_tls || missing+=(libio-socket-ssl-perl libnet-ssleay-perl)
+has_dovecot_lmtp() { [ -x /usr/lib/dovecot/lmtp ]; }
+has_dovecot_lmtp || missing+=(dovecot-lmtpd)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -54,3 +58,4 @@ for tool in "${tools[@]}"; do
   PATH="$search_path" command -v "$tool" >/dev/null 2>&1 || { echo "test-deps: $tool still missing after install" >&2; exit 1; }
 done
 has_perl_tls || { echo "test-deps: Perl TLS modules (IO::Socket::SSL) still missing after install" >&2; exit 1; }
+has_dovecot_lmtp || { echo "test-deps: dovecot-lmtpd still missing after install" >&2; exit 1; }
