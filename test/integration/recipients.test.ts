@@ -24,6 +24,8 @@ C: RCPT TO:<alice@example.test>
 S: 250 2.1.5 Recipient ok
 C: RCPT TO:<ALICE@Example.Test>
 S: 250 2.1.5 Recipient ok
+C: RCPT TO:<prvs=0123abcdef=alice@example.test>
+S: 250 2.1.5 Recipient ok
 C: RCPT TO:<anyone@catchall.test>
 S: 250 2.1.5 Recipient ok
 C: RCPT TO:<Postmaster>

@@ -1,9 +1,10 @@
 // Recipient table check: at RCPT, an address of a local domain that is not in the table is
 // refused in the session (550 5.1.1), so it is never accepted and bounced later (backscatter).
 // Never looks at non-local domains (relay control decides those) and never refuses Postmaster
-// (RFC 5321 4.5.1).
+// (RFC 5321 4.5.1). A BATV tag (prvs=...=user@domain) is looked up as the user's address.
 
 import { readFileSync } from 'node:fs';
+import { stripBatvTag } from '../../../delivery/batv.ts';
 import { REPLY } from '../../../protocol/replies.ts';
 import type { Check } from '../../check.ts';
 
@@ -41,8 +42,9 @@ export function recipientsCheck(table: RecipientTable, localDomains: ReadonlySet
       if (r === null || r.mailbox === 'postmaster') return { action: 'continue' };
       const domain = r.mailbox.domain;
       if (r.mailbox.isAddressLiteral || !localDomains.has(domain)) return { action: 'continue' };
-      // Local parts are compared case-insensitively, as most mailbox stores do.
-      const address = `${r.mailbox.localPart.toLowerCase()}@${domain}`;
+      // Local parts are compared case-insensitively, as most mailbox stores do. A BATV-tagged
+      // address (a bounce to our signed return path) is the user's: the batv check judges the tag.
+      const address = stripBatvTag(`${r.mailbox.localPart.toLowerCase()}@${domain}`);
       if (table.addresses.has(address) || table.catchAllDomains.has(domain)) return { action: 'continue' };
       return { action: 'reject', reply: REPLY.unknownRecipient, check: 'recipients', reason: `not in the recipient table: ${address}` };
     },
