@@ -4,7 +4,7 @@
 import { CHECK_CONFIGS } from '../policy/registry.ts';
 import type { CheckConfig } from './keys.ts';
 import type { Config } from './types.ts';
-import { show } from './validators.ts';
+import { durationText, show } from './validators.ts';
 import { routeProblems } from './keys/routes.ts';
 
 /** The longest an unanswered DNS query may take (see crossProblems). */
@@ -27,6 +27,10 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
     problems.push(
       `spool.journal_max_message_bytes = ${journalMaxMessageBytes}: must not exceed spool.segment_max_bytes (${segmentMaxBytes})`,
     );
+  }
+  const { minBackoffSeconds, maxBackoffSeconds } = config.queue;
+  if (!invalid.has('queue.min_backoff') && !invalid.has('queue.max_backoff') && minBackoffSeconds > maxBackoffSeconds) {
+    problems.push(`queue.max_backoff = "${durationText(maxBackoffSeconds)}": must be at least queue.min_backoff ("${durationText(minBackoffSeconds)}")`);
   }
   // A DNS query that never gets an answer takes about timeout_ms x 2^tries (c-ares doubles the wait
   // at each try); the checks must answer well within the session's 120 s limit on any action.

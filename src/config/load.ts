@@ -14,6 +14,7 @@ import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
 import { SMTP_KEYS } from './keys/smtp.ts';
+import { QUEUE_KEYS } from './keys/queue.ts';
 import { SPOOL_KEYS } from './keys/spool.ts';
 import { unknownKey, unknownSection } from './suggest.ts';
 import { defaultConfig } from './types.ts';
@@ -47,6 +48,7 @@ export class ConfigError extends Error {
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SMTP_KEYS,
   ...SPOOL_KEYS,
+  ...QUEUE_KEYS,
   ...POLICY_KEYS,
   ...OPS_KEYS,
   ...ROUTES_KEYS,

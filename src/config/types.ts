@@ -86,6 +86,15 @@ export type DnsConfig = {
   tries: number;
 };
 
+/** [queue]: the delivery schedule (docs/delivery.md "Queue"). Times in seconds. */
+export type QueueConfig = {
+  maxLifetimeSeconds: number;
+  delayWarningSeconds: number;
+  minBackoffSeconds: number;
+  maxBackoffSeconds: number;
+  destinationConcurrency: number;
+};
+
 /** The [routes] table (docs/delivery.md): where mail goes, by recipient domain. */
 export type RoutesConfig = {
   /** Domains not in domains.local without an entry of their own (relayed mail). */
@@ -108,6 +117,7 @@ export type CoreConfig = {
   state: { store: string };
   policy: { checks: PolicyCheckName[] };
   dns: DnsConfig;
+  queue: QueueConfig;
   routes: RoutesConfig;
   /** [aliases]: an address (lowercased) -> the addresses it is delivered to instead. */
   aliases: Record<string, string[]>;
@@ -152,6 +162,7 @@ export function defaultConfig(): Config {
     dns: { servers: [], timeoutMs: 2000, tries: 2 },
     // Nothing leaves this host until the operator picks a route (README: no relaying yet); what
     // the local domains accept is delivered, to Maildirs under var/ next to the spool.
+    queue: { maxLifetimeSeconds: 5 * 86_400, delayWarningSeconds: 4 * 3_600, minBackoffSeconds: 300, maxBackoffSeconds: 4_000, destinationConcurrency: 20 },
     routes: { default: { kind: 'refuse' }, local: { kind: 'maildir', path: 'var/maildir' }, domains: {} },
     aliases: {},
     metrics: { listen: null },
