@@ -14,6 +14,13 @@ Usage:
                                             127.0.0.1:2525, spool under ./var/spool)
   portcullis stop [--config FILE]           stop the server serving this config's spool gracefully
                                             (as SIGTERM: messages in the middle of their data finish)
+  portcullis queue list [--config FILE]     the running server's queue, mailq-like: id, size, arrival,
+                                            sender, each recipient's state, next attempt, last reply
+  portcullis queue show ID                  one message's queue state (JSON)
+  portcullis queue flush [ID|DOMAIN]        try deferred mail now (one message, one domain, or all)
+  portcullis queue delete|hold|release|bounce ID
+                                            remove; hold back; deliver again; return to sender (DSN)
+  portcullis queue shape                    messages per destination by age (qshape-like)
   portcullis check-config [--config FILE]   validate the configuration; exit 1 listing each problem
   portcullis spool list [--config FILE]     one line per stored message: queue id, time, sender, recipients
   portcullis spool show QUEUEID [--config FILE]
@@ -21,7 +28,7 @@ Usage:
   portcullis --help                         this text
   portcullis --version                      the version
 
-Configuration keys: docs/configuration.md. Spool format: docs/spool.md.
+Configuration keys: docs/configuration.md. Delivery and the queue: docs/delivery.md. Spool format: docs/spool.md.
 `;
 
 /**
@@ -118,6 +125,11 @@ async function main(argv: string[]): Promise<void> {
     case 'stop': {
       if (rest.length > 0) die(`stop takes no arguments (got ${rest.join(' ')})`);
       await stopServer(load(configPath));
+      return;
+    }
+    case 'queue': {
+      const { queueCommand } = await import('./queue.ts');
+      process.exitCode = await queueCommand(load(configPath).spool.dir, rest, (t) => process.stdout.write(t), (t) => process.stderr.write(`portcullis: ${t}\n`));
       return;
     }
     case 'check-config':

@@ -12,6 +12,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
+import type { DeliveryService } from './delivery.ts';
+import { queueHandlers } from './queue-control.ts';
+import type { PrimaryNotice, WorkerReport } from './worker.ts';
 import { ControlError, controlSocketPath, startControlServer, type ControlHandler } from './control.ts';
 import { watchParent } from './parent-watch.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
@@ -42,14 +45,22 @@ export async function serve(cfg: Config): Promise<void> {
   await mkdir(cfg.spool.dir, { recursive: true, mode: 0o700 });
   // First: it is the spool's lock (a second server on the same spool stops here, before it
   // touches anything) and how `portcullis stop` reaches us.
-  await startControl(cfg, log);
+  const control = await startControl(cfg, log);
   // One sweeper per server, here (primary or single process), not one per worker.
   await startTmpSweeper(cfg.spool.dir, log);
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const n = workerCount(cfg);
+  // The queue: recovered before any writer starts (every segment on disk is then sealed), and
+  // served here, one per spool, whatever the number of workers.
+  let healthListener: (isHealthy: boolean) => void = () => undefined;
+  const delivery = await (await import('./delivery.ts')).startDelivery(cfg, log, { onHealth: (isHealthy) => healthListener(isHealthy) });
+  for (const [op, handler] of queueHandlers(delivery.manager, log)) control.set(op, handler);
   // The SMTP server, the spool writer, the policy checks and the state store are loaded only where
-  // they serve (a worker, or the single process): the primary that supervises stays small.
-  if (n === 1) return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics());
+  // they serve (a worker, or the single process).
+  if (n === 1) {
+    const local = { delivery, onHealth: (listener: (isHealthy: boolean) => void) => (healthListener = listener) };
+    return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics(), local);
+  }
   // The primary serves /metrics: the workers' registries summed, plus its own.
   let primaryMetrics: PrimaryMetrics | null = null;
   let metricsHttp: MetricsHttpServer | null = null;
@@ -57,13 +68,14 @@ export async function serve(cfg: Config): Promise<void> {
     primaryMetrics = new obs.PrimaryMetrics();
     metricsHttp = await obs.startMetricsServer(metricsListen, obs.clusterSource(primaryMetrics), log);
   }
-  runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000);
+  const primary = runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000, delivery);
+  healthListener = primary.tellHealth;
 }
 
 /** A worker past its stop grace closes what is left at once; this is the margin for that. */
 const STOP_MARGIN_MS = 5_000;
 
-async function startControl(cfg: Config, log: Logger): Promise<void> {
+async function startControl(cfg: Config, log: Logger): Promise<Map<string, ControlHandler>> {
   const handlers = new Map<string, ControlHandler>([
     ['ping', async () => ({ pid: process.pid })],
     [
@@ -93,10 +105,21 @@ async function startControl(cfg: Config, log: Logger): Promise<void> {
       // already gone
     }
   });
+  return handlers;
 }
 
-function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMetrics | null, metricsHttp: MetricsHttpServer | null, stopGraceMs: number): void {
+function runPrimary(
+  n: number,
+  log: Logger,
+  tlsState: string,
+  metrics: PrimaryMetrics | null,
+  metricsHttp: MetricsHttpServer | null,
+  stopGraceMs: number,
+  delivery: DeliveryService,
+): { tellHealth: (isHealthy: boolean) => void } {
   let isStopping = false;
+  let isQueueHealthy = true;
+  let isDeliveryStopped = false;
   let ready = 0;
   /** Workers that died before they ever listened: a broken set-up (port taken, bad spool). */
   let startupFailures = 0;
@@ -111,11 +134,13 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
   const fork = (slot: number): void => {
     if (isStopping) return;
     const w = cluster.fork();
+    const writerId = `w${w.id}p${w.process.pid}`;
     alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
-      if (m !== 'listening') return;
+      if (m !== 'listening') return onReport(m as WorkerReport);
       listening.add(w.id);
+      if (!isQueueHealthy) w.send({ t: 'queue-health', isHealthy: false } satisfies PrimaryNotice);
       if (++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
     });
     w.on('exit', (code, signal) => {
@@ -123,11 +148,11 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
       const didListen = listening.delete(w.id);
       startedAt.delete(w.id);
       alive.delete(w.id);
+      // Its segments are sealed: what it committed but never reported is found there.
+      delivery.manager.writerGone(writerId).catch((err: unknown) => log.error({ err, writerId }, 'queue: cannot seal a stopped worker\'s segments'));
       if (isStopping) {
-        if (alive.size === 0) {
-          log.info('all workers stopped');
-          process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
-        }
+        if (alive.size === 0) log.info('all workers stopped');
+        exitWhenDone();
         return;
       }
       if (!didListen && ++startupFailures >= MAX_STARTUP_FAILURES) {
@@ -148,6 +173,15 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
       pendingForks.add(t);
     });
   };
+  const onReport = (r: WorkerReport): void => {
+    if (r?.t === 'committed') {
+      delivery.manager.committed({ queueId: r.queueId, location: r.location, envelope: r.envelope }).catch((err: unknown) => log.warn({ err, queueId: r.queueId }, 'queue record not yet durable'));
+    } else if (r?.t === 'sealed') delivery.manager.sealed(r.file);
+  };
+  /** The primary exits once the workers are gone and the queue has drained (bounded by the grace). */
+  const exitWhenDone = (): void => {
+    if (alive.size === 0 && isDeliveryStopped) process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  };
   const stop = (why: string, exitCode = 0): void => {
     if (isStopping) return;
     isStopping = true;
@@ -155,10 +189,16 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
     pendingForks.clear();
     log.info({ reason: why }, 'stopping workers');
     void metricsHttp?.close();
-    if (alive.size === 0) process.exit(exitCode);
+    if (exitCode !== 0) process.exitCode = exitCode;
+    void delivery
+      .stop(stopGraceMs)
+      .catch((err: unknown) => log.error({ err }, 'queue did not stop cleanly'))
+      .then(() => {
+        isDeliveryStopped = true;
+        exitWhenDone();
+      });
     for (const w of alive.values()) w.process.kill('SIGTERM');
     setTimeout(() => process.exit(exitCode), stopGraceMs + STOP_MARGIN_MS).unref();
-    if (exitCode !== 0) process.exitCode = exitCode;
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -167,4 +207,10 @@ function runPrimary(n: number, log: Logger, tlsState: string, metrics: PrimaryMe
     stop('parent exited');
   });
   for (let i = 0; i < n; i++) fork(i);
+  return {
+    tellHealth: (isHealthy) => {
+      isQueueHealthy = isHealthy;
+      for (const w of alive.values()) if (w.isConnected()) w.send({ t: 'queue-health', isHealthy } satisfies PrimaryNotice);
+    },
+  };
 }

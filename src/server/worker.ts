@@ -8,16 +8,34 @@ import type { Config } from '../config/types.ts';
 import type { Metrics } from '../obs/metrics.ts';
 import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
+import type { SpoolWriter } from '../spool/types.ts';
 import { LazyStateStore } from '../store/lazy.ts';
 import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
+import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
 import { SmtpServer } from './server.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
 
-/** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics). */
-export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null): Promise<void> {
+/** What a worker tells its primary's queue manager, in commit order (cluster IPC keeps it). */
+export type WorkerReport =
+  | { t: 'committed'; queueId: string; location: string; envelope: import('../spool/types.ts').Envelope }
+  | { t: 'sealed'; file: string };
+/** What the primary tells its workers. */
+export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean };
+
+/** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics).
+ *  `delivery`: the queue, when this is the single process (a worker reports to its primary's). */
+/** The single process: the queue runs here, and tells the server of its health directly. */
+export type LocalQueue = { delivery: DeliveryService; onHealth(listener: (isHealthy: boolean) => void): void };
+
+function report(r: WorkerReport): void {
+  process.send?.(r);
+}
+
+export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null, local: LocalQueue | null = null): Promise<void> {
+  const delivery = local?.delivery ?? null;
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const secureContext = await loadSecureContext(tlsFiles);
   const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
@@ -26,7 +44,24 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
     journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,
     segmentMaxBytes: cfg.spool.segmentMaxBytes,
     writerId,
+    // Each commit reaches the queue in segment order; a sealed segment is one the queue may scan.
+    onCommitted: (committed, envelope) => {
+      if (delivery !== null) {
+        delivery.manager.committed({ ...committed, envelope }).catch((err: unknown) => log.warn({ err, queueId: committed.queueId }, 'queue record not yet durable'));
+      } else report({ t: 'committed', ...committed, envelope });
+    },
+    onSealed: (file) => {
+      if (delivery !== null) delivery.manager.sealed(file);
+      else report({ t: 'sealed', file });
+    },
   });
+  // Recipients as queued: BATV tags stripped, aliases expanded (the record is what the queue reads).
+  const router = routerFor(cfg);
+  const queueing: SpoolWriter = {
+    commit: (message, body) => spool.commit(queuedRecipients(message, router), body),
+    bodyFile: (name) => spool.bodyFile(name),
+    close: () => spool.close(),
+  };
   // Workers bind with SO_REUSEPORT (Linux spreads connections by hash): accepting through the
   // primary and passing each socket over IPC cost more CPU than the whole SMTP session.
   // Opened at its first use, not here: a server with no greylisting and no check that remembers
@@ -43,7 +78,11 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   }, PURGE_INTERVAL_MS);
   purge.unref();
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
-  const server = new SmtpServer({ config: cfg, spool, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
+  const server = new SmtpServer({ config: cfg, spool: queueing, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
+  local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
+  process.on('message', (m: PrimaryNotice) => {
+    if (m?.t === 'queue-health') server.setQueueStateFailing(!m.isHealthy);
+  });
   await server.listen();
   const metricsListen = cfg.metrics.listen;
   // In a worker the primary serves /metrics; a single process serves its own.
@@ -57,7 +96,8 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   const stop = async (): Promise<void> => {
     if (isStopping) return;
     isStopping = true;
-    await Promise.all([server.stop(), metricsHttp?.close()]);
+    // Deliveries in flight finish (or are deferred) while the sessions drain.
+    await Promise.all([server.stop(), metricsHttp?.close(), delivery?.stop(cfg.smtp.stopGraceSeconds * 1000)]);
     clearInterval(purge);
     await spool.close();
     await store.close();
