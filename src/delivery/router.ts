@@ -220,5 +220,7 @@ export function destinationKey(route: Route, domain: string): string {
       return `maildir:${route.path}`;
     case 'refuse':
       return 'refuse';
+    case 'discard':
+      return 'discard';
   }
 }

@@ -69,6 +69,8 @@ export type Route =
   | { kind: 'lmtp'; host: string; port: number }
   | { kind: 'lmtp'; socket: string }
   | { kind: 'maildir'; path: string }
+  /** Accepted and thrown away once queued (Postfix's discard transport: benchmarks, sinkholes). */
+  | { kind: 'discard' }
   | { kind: 'refuse' };
 
 /** opportunistic: STARTTLS when offered, else in the clear. required: defer when not offered. */

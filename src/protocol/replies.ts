@@ -136,6 +136,8 @@ export const REPLY = {
 export const DELIVERY_REPLY = {
   /** Routing table `refuse` (RFC 3463 X.4.4: unable to route). */
   routeRefused: reply(550, '5.4.4', 'No route to this destination: delivery refused by the routing table'),
+  /** Routing table `discard`: taken and thrown away, as Postfix's discard transport. */
+  discarded: reply(250, '2.0.0', 'Discarded by the routing table'),
   // MX resolution (RFC 5321 5.1).
   /** RFC 7505 4.1; 5.1.10 registered by RFC 7505. */
   nullMx: (domain: string) => reply(556, '5.1.10', `Recipient address has null MX: ${domain} accepts no mail`),

@@ -20,6 +20,7 @@ import { SmtpCourier } from '../delivery/smtp.ts';
 import type { Courier, DeliveryJob, Route } from '../delivery/types.ts';
 import { createDnsClient } from '../dns/resolver.ts';
 import type { AcceptedMessage } from '../message/accepted.ts';
+import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import { QueueManager, type QueueNotice } from '../queue/manager.ts';
 import type { NoticeKind } from '../queue/schedule.ts';
 import { JournalSpool } from '../spool/journal.ts';
@@ -97,6 +98,8 @@ export async function startDelivery(cfg: Config, log: Logger, opts: DeliveryOpti
         return new LmtpCourier({ heloName, target: 'socket' in route ? { socket: route.socket } : { host: route.host, port: route.port } });
       case 'maildir':
         return new MaildirCourier({ root: route.path, hostname: os.hostname() });
+      case 'discard':
+        return DISCARD;
       case 'refuse':
         // The router answers refusals itself; a courier for one is our bug.
         throw new Error(`no courier for the refuse route of ${destination}`);
@@ -215,6 +218,12 @@ export async function startDelivery(cfg: Config, log: Logger, opts: DeliveryOpti
     },
   };
 }
+
+/** The discard route: every recipient counts as delivered, nothing is sent anywhere. */
+const DISCARD: Courier = {
+  deliver: async (job) => job.recipients.map(() => ({ status: 'delivered' as const, reply: DELIVERY_REPLY.discarded, remoteMta: null })),
+  close: async () => undefined,
+};
 
 /** Enough of a message to hold its header section (a DSN returning headers only). */
 const HEADER_READ_BYTES = 1024 * 1024;

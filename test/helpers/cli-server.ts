@@ -21,6 +21,8 @@ const READY_TIMEOUT_MS = 15_000;
 /** The primary's "ready" line, in the JSON or the pretty log format. */
 const READY_LINE = /"msg":"ready"|\] INFO: ready \{/;
 const STOP_TIMEOUT_MS = 20_000;
+/** The discard port: nothing listens on it here, so a delivery there is refused and deferred. */
+const DEFER_PORT = 9;
 
 export type CliServerOptions = {
   /** smtp.workers: 1 serves in-process; N forks N workers sharing the listener. */
@@ -29,6 +31,12 @@ export type CliServerOptions = {
   relayNetworks?: string[];
   /** spool.journal_max_message_bytes; omitted means the embedded default. */
   journalMaxMessageBytes?: number;
+  /** The [routes] table as TOML lines. Omitted: every route defers (a closed loopback port), so
+   *  accepted mail stays queued and in the spool, as the tests of accepting expect, and nothing
+   *  is written outside the temp dir. */
+  routes?: string[];
+  /** domains.local; omitted means ["example.test"]. */
+  localDomains?: string[];
   /** More TOML appended to the file: other sections ([policy], [dns], [[dnsbl]] ...). */
   extraToml?: string;
   /** spool.dir; omitted means `spool` in the temp dir. The caller owns (and removes) it. */
@@ -114,9 +122,10 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
     `key = ${toml(keyFile)}`,
     '',
     '[domains]',
-    'local = ["example.test"]',
+    `local = [${(opts.localDomains ?? ['example.test']).map(toml).join(', ')}]`,
     '',
   ];
+  lines.push('[routes]', ...(opts.routes ?? [`default = "smtp:[127.0.0.1]:${DEFER_PORT}"`, `local = "smtp:[127.0.0.1]:${DEFER_PORT}"`]), '');
   if (opts.relayNetworks !== undefined) {
     lines.push('[relay]', `networks = [${opts.relayNetworks.map(toml).join(', ')}]`, '');
   }

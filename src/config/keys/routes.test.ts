@@ -26,7 +26,7 @@ test('every route form', () => {
   const c = parseConfig(
     '[domains]\nlocal = ["example.test"]\n[routes]\ndefault = "mx"\n"Example.Test" = "lmtp:127.0.0.1:24"\n"a.example" = "smtp:[10.0.0.5]:25"\n' +
       '"b.example" = "smtp:relay.example"\n"c.example" = "lmtp:/run/lmtp"\n"d.example" = "lmtp:unix:var/lmtp"\n"e.example" = "maildir:/srv/mail"\n' +
-      '"f.example" = "refuse"\n"g.example" = { via = "smtp:[2001:db8::1]:587", tls = "required" }\n"h.example" = { via = "mx", tls = "none" }\n',
+      '"f.example" = "refuse"\n"i.example" = "discard"\n"g.example" = { via = "smtp:[2001:db8::1]:587", tls = "required" }\n"h.example" = { via = "mx", tls = "none" }\n',
     't.toml',
   );
   assert.deepEqual(c.routes.default, { kind: 'mx', tls: 'opportunistic' });
@@ -38,10 +38,11 @@ test('every route form', () => {
     'd.example': { kind: 'lmtp', socket: 'var/lmtp' },
     'e.example': { kind: 'maildir', path: '/srv/mail' },
     'f.example': { kind: 'refuse' },
+    'i.example': { kind: 'discard' },
     'g.example': { kind: 'smtp', host: '2001:db8::1', port: 587, tls: 'required' },
     'h.example': { kind: 'mx', tls: 'none' },
   });
-  for (const text of ['mx', 'refuse', 'smtp:[relay.example]:587', 'lmtp:127.0.0.1:24', 'lmtp:[::1]:24', 'lmtp:/run/x', 'lmtp:unix:var/x', 'maildir:var/m']) {
+  for (const text of ['mx', 'refuse', 'discard', 'smtp:[relay.example]:587', 'lmtp:127.0.0.1:24', 'lmtp:[::1]:24', 'lmtp:/run/x', 'lmtp:unix:var/x', 'maildir:var/m']) {
     const route = parseRoute(text);
     assert.ok(typeof route !== 'string', text);
     assert.deepEqual(parseRoute(formatRoute(route)), route, text);

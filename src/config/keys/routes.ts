@@ -15,10 +15,10 @@ import { domainProblem } from '../values.ts';
 
 /** The keys of [routes] that are not domains. */
 export const ROUTE_WORDS = ['default', 'local'] as const;
-const SCHEMES = ['mx', 'refuse', 'smtp:', 'lmtp:', 'maildir:'];
+const SCHEMES = ['mx', 'refuse', 'discard', 'smtp:', 'lmtp:', 'maildir:'];
 const TLS_POLICIES: readonly TlsPolicy[] = ['opportunistic', 'required', 'none'];
 const ROUTE_TABLE_KEYS = ['via', 'tls'];
-const EXAMPLES = '"mx", "smtp:[relay.example]:587", "lmtp:127.0.0.1:24", "lmtp:/run/dovecot/lmtp", "maildir:var/maildir" or "refuse"';
+const EXAMPLES = '"mx", "smtp:[relay.example]:587", "lmtp:127.0.0.1:24", "lmtp:/run/dovecot/lmtp", "maildir:var/maildir", "discard" or "refuse"';
 
 /** `host`, `[host]`, with an optional `:port`; IPv6 only in brackets. */
 function parseHostPort(text: string, defaultPort: number | null): { host: string; port: number } | string {
@@ -57,6 +57,7 @@ function parseHostPort(text: string, defaultPort: number | null): { host: string
 export function parseRoute(text: string): Route | string {
   if (text === 'mx') return { kind: 'mx', tls: 'opportunistic' };
   if (text === 'refuse') return { kind: 'refuse' };
+  if (text === 'discard') return { kind: 'discard' };
   const colon = text.indexOf(':');
   const scheme = colon < 0 ? text : text.slice(0, colon + 1);
   const rest = colon < 0 ? '' : text.slice(colon + 1);
@@ -83,7 +84,7 @@ export function parseRoute(text: string): Route | string {
   // Postfix habits: relay:, local:, virtual:, error: are transports there, not here.
   const hints: Record<string, string> = {
     'relay:': 'smtp:', 'esmtp:': 'smtp:', 'local:': 'maildir:', 'virtual:': 'maildir:', 'error:': 'refuse', 'error': 'refuse',
-    'discard': 'refuse', 'reject': 'refuse', 'local': 'maildir:PATH', 'lmtp': 'lmtp:HOST:PORT', 'smtp': 'smtp:[HOST]:PORT',
+    'discard:': 'discard', 'reject': 'refuse', 'local': 'maildir:PATH', 'lmtp': 'lmtp:HOST:PORT', 'smtp': 'smtp:[HOST]:PORT',
   };
   const near = hints[scheme.toLowerCase()] ?? closest(scheme.replace(/:$/, ''), SCHEMES.map((s) => s.replace(/:$/, '')));
   return `is not a route: write ${EXAMPLES}${near === undefined ? '' : ` (did you mean "${near}${near.endsWith(':') ? '…' : ''}"?)`}`;
@@ -135,6 +136,7 @@ export function formatRoute(route: Route): string {
   switch (route.kind) {
     case 'mx':
     case 'refuse':
+    case 'discard':
       return route.kind;
     case 'smtp':
       return `smtp:[${route.host}]:${route.port}`;
