@@ -44,6 +44,10 @@ export type JournalSpoolOptions = {
   segmentMaxBytes: number;
   /** Unique among the processes writing to `dir` at the same time, e.g. the pid. */
   writerId: string;
+  /** Called with `segments/<file>` once this writer will never append to that segment again
+   *  (rotated away from, abandoned after a failed write, or closed); every commit into it has
+   *  settled by then. The queue scans and reclaims only sealed segments (docs/spool.md). */
+  onSealed?: (segmentFile: string) => void;
 };
 
 export type JournalStats = {
@@ -82,6 +86,7 @@ export class JournalSpool implements SpoolWriter {
   readonly #journalMaxMessageBytes: number;
   readonly #segmentMaxBytes: number;
   readonly #writerId: string;
+  readonly #onSealed: (segmentFile: string) => void;
   /** Segment names start with the open time so that a restarted writer with a reused pid still
    *  picks fresh names; `wx` (O_EXCL) catches the rest. */
   readonly #startMs: number;
@@ -110,6 +115,7 @@ export class JournalSpool implements SpoolWriter {
     this.#journalMaxMessageBytes = options.journalMaxMessageBytes;
     this.#segmentMaxBytes = options.segmentMaxBytes;
     this.#writerId = options.writerId;
+    this.#onSealed = options.onSealed ?? (() => undefined);
     this.#startMs = Date.now();
   }
 
@@ -210,7 +216,18 @@ export class JournalSpool implements SpoolWriter {
     const segment = this.#segment;
     this.#segment = null;
     // Everything in it is already fsynced; a close error loses nothing acknowledged.
-    if (segment !== null) await segment.fh.close().catch(() => undefined);
+    if (segment !== null) {
+      await segment.fh.close().catch(() => undefined);
+      this.#seal(segment);
+    }
+  }
+
+  #seal(segment: Segment): void {
+    try {
+      this.#onSealed(`${SEGMENTS_DIR}/${segment.name}`);
+    } catch {
+      // The listener's bug must not fail a flush; a dead writer's segments are sealed anyway.
+    }
   }
 
   stats(): JournalStats {
@@ -297,6 +314,7 @@ export class JournalSpool implements SpoolWriter {
       this.#segment = null;
       // Its records are fsynced already; a close error loses nothing acknowledged.
       await current.fh.close().catch(() => undefined);
+      this.#seal(current);
     }
     const segment = await this.#createSegment();
     this.#segment = segment;
@@ -353,6 +371,9 @@ export class JournalSpool implements SpoolWriter {
       );
     }
     await segment.fh.close().catch(() => undefined);
+    // Sealed only once cut back: what is left in it is exactly what was acknowledged. An unsafe
+    // segment (the cut failed) is not reported: its tail may hold rejected records.
+    if (this.#unsafe === null) this.#seal(segment);
   }
 
   /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
