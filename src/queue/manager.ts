@@ -771,7 +771,16 @@ export class QueueManager {
       }
     }
     if (unrecorded.length > 0) this.#state.apply({ t: 'outcome', queueId: job.queueId, outcomes: unrecorded });
-    if (outcomes.length > 0) await this.#record({ t: 'outcome', queueId: job.queueId, outcomes });
+    if (outcomes.length > 0) {
+      await this.#record({ t: 'outcome', queueId: job.queueId, outcomes });
+      // Logged once durable: a `delivered` line means it will never be delivered again.
+      for (const o of outcomes) {
+        this.#logger.info(
+          { queueId: job.queueId, index: o.index, destination: job.destination, status: o.status, code: o.reply.code, enhanced: o.reply.enhanced, remoteMta: o.remoteMta },
+          `queue: ${o.status}`,
+        );
+      }
+    }
     await this.#afterOutcome(msg);
   }
 
