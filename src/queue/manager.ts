@@ -131,6 +131,8 @@ export class QueueManager {
   readonly #couriers = new Map<string, Courier>();
   /** Per message, the chain of state changes (results, notices, removal) so they never overlap. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Per live segment, the ids removed from it (a late report must not bring one back). */
+  readonly #removed = new Map<string, Set<string>>();
   /** 'added' records not yet durable. */
   readonly #adding = new Map<string, Promise<void>>();
   /** Scans of sealed segments, one after the other. */
@@ -139,6 +141,8 @@ export class QueueManager {
   #isClosed = false;
   #isDispatching = false;
   #isImmediate = false;
+  /** While recovering, nothing is started: the scan first learns the whole queue. */
+  #isRecovering = true;
 
   private constructor(opts: QueueManagerOptions) {
     this.#opts = opts;
@@ -202,6 +206,8 @@ export class QueueManager {
     for (const segment of segments) if (!live.has(writerOf(segment))) this.#seal(segment);
     for (const msg of this.#state.messages.values()) this.#schedule(msg, 0);
     await this.#log.compactIfDue();
+    this.#isRecovering = false;
+    this.#arm();
     this.#logger.info(
       { known, found, messages: this.#state.messages.size, ms: this.#clock.nowMs() - startedMs },
       'queue recovered',
@@ -237,11 +243,8 @@ export class QueueManager {
     if (this.#state.messages.has(queueId)) return this.#adding.get(queueId);
     const at = parseLocation(location);
     if (at === null) throw new TypeError(`bad location ${location}`);
-    if (at.file.startsWith('segments/')) {
-      const mark = this.#state.marks.get(at.file);
-      // Already known and done (a report that arrived after a scan found the message).
-      if (mark !== undefined && at.offset <= mark) return;
-    }
+    // Already found by a scan, delivered and removed before this report came.
+    if (this.#removed.get(at.file)?.has(queueId) === true) return;
     try {
       await stat(path.join(this.#spoolDir, at.file));
     } catch {
@@ -275,6 +278,11 @@ export class QueueManager {
 
   isHealthy(): boolean {
     return this.#log.isHealthy();
+  }
+
+  /** Nothing in flight, waiting for room, being recorded or about to be woken. */
+  isIdle(): boolean {
+    return this.#active === 0 && this.#ready.size === 0 && this.#chains.size === 0 && this.#adding.size === 0 && !this.#isImmediate;
   }
 
   // ---- operator commands ----
@@ -484,6 +492,7 @@ export class QueueManager {
       await removeSpoolFile(this.#spoolDir, segment);
       this.#refs.forget(segment);
       this.#state.marks.delete(segment);
+      this.#removed.delete(segment);
     } catch (err) {
       this.#logger.error({ err, segment }, 'queue: cannot delete a spent segment');
     }
@@ -536,7 +545,7 @@ export class QueueManager {
   }
 
   #arm(): void {
-    if (this.#isStopping) return;
+    if (this.#isStopping || this.#isRecovering) return;
     const top = this.#heap.peekTime();
     if (top === undefined) return;
     // Due now (new mail, a flush): on the next turn, not through the clock. Zero delay is not
@@ -869,6 +878,14 @@ export class QueueManager {
     }
     this.#wake.delete(queueId);
     await this.#record({ t: 'removed', queueId });
+    if (at !== null && at.file.startsWith('segments/')) {
+      let ids = this.#removed.get(at.file);
+      if (ids === undefined) {
+        ids = new Set();
+        this.#removed.set(at.file, ids);
+      }
+      ids.add(queueId);
+    }
     if (at !== null && at.file.startsWith('segments/') && this.#refs.release(at.file)) await this.#reclaim(at.file);
   }
 

@@ -39,7 +39,7 @@ async function replay(dir: string): Promise<{ state: QueueState; log: QueueState
   return { state, log };
 }
 
-test('appends made together share one flush, and replay gives them back in order', async () => {
+test('appends made together share one flush, and replay gives them back in order', { timeout: 60_000 }, async () => {
   await withDir(async (dir) => {
     const { log } = await replay(dir);
     const records: QueueRecord[] = Array.from({ length: 200 }, (_, i) => ({ t: 'added', message: facts(`m${i}`, 19 + i * 100) }));
@@ -55,7 +55,7 @@ test('appends made together share one flush, and replay gives them back in order
   });
 });
 
-test('a torn tail is ignored and cut off, so records appended after it are found', async () => {
+test('a torn tail is ignored and cut off, so records appended after it are found', { timeout: 60_000 }, async () => {
   await withDir(async (dir) => {
     const first = await replay(dir);
     await first.log.append({ t: 'added', message: facts('a', 19) });
@@ -73,7 +73,7 @@ test('a torn tail is ignored and cut off, so records appended after it are found
   });
 });
 
-test('compaction: a mostly dead log becomes a snapshot that replays to the same state', async () => {
+test('compaction: a mostly dead log becomes a snapshot that replays to the same state', { timeout: 60_000 }, async () => {
   await withDir(async (dir) => {
     const state = new QueueState();
     const log = await QueueStateLog.open({ spoolDir: dir, clock: systemClock, compactMinRecords: 100 }, (r) => state.apply(r));

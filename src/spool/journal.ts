@@ -48,6 +48,10 @@ export type JournalSpoolOptions = {
    *  (rotated away from, abandoned after a failed write, or closed); every commit into it has
    *  settled by then. The queue scans and reclaims only sealed segments (docs/spool.md). */
   onSealed?: (segmentFile: string) => void;
+  /** Called synchronously for each commit as it becomes durable, in the order the records are in
+   *  the segment (before the commit's promise resolves): how a worker tells the queue manager, in
+   *  an order its recovery can rely on (it scans a segment after the last record it knows). */
+  onCommitted?: (committed: Committed, envelope: Envelope) => void;
 };
 
 export type JournalStats = {
@@ -66,6 +70,7 @@ export type JournalStats = {
 type Pending = {
   record: EncodedRecord;
   queueId: string;
+  envelope: Envelope;
   resolve: (committed: Committed) => void;
   reject: (err: unknown) => void;
 };
@@ -87,6 +92,7 @@ export class JournalSpool implements SpoolWriter {
   readonly #segmentMaxBytes: number;
   readonly #writerId: string;
   readonly #onSealed: (segmentFile: string) => void;
+  readonly #onCommitted: (committed: Committed, envelope: Envelope) => void;
   /** Segment names start with the open time so that a restarted writer with a reused pid still
    *  picks fresh names; `wx` (O_EXCL) catches the rest. */
   readonly #startMs: number;
@@ -116,6 +122,7 @@ export class JournalSpool implements SpoolWriter {
     this.#segmentMaxBytes = options.segmentMaxBytes;
     this.#writerId = options.writerId;
     this.#onSealed = options.onSealed ?? (() => undefined);
+    this.#onCommitted = options.onCommitted ?? (() => undefined);
     this.#startMs = Date.now();
   }
 
@@ -152,7 +159,7 @@ export class JournalSpool implements SpoolWriter {
     const { offset, bytes } = message.rest;
     const head = message.head;
     return this.#track(
-      this.#commitFile(envelope.queueId, async (fh) => {
+      this.#commitFile(envelope, async (fh) => {
         let headBytes = 0;
         for (const c of head) headBytes += c.length;
         const start = encodeRecordStart(envelope, headBytes + bytes);
@@ -201,10 +208,10 @@ export class JournalSpool implements SpoolWriter {
       return Promise.reject(err);
     }
     if (envelope.size > this.#journalMaxMessageBytes) {
-      return this.#track(this.#commitFile(envelope.queueId, (fh) => writeAll(fh, [FILE_HEADER, ...record.chunks], 0)));
+      return this.#track(this.#commitFile(envelope, (fh) => writeAll(fh, [FILE_HEADER, ...record.chunks], 0)));
     }
     return new Promise<Committed>((resolve, reject) => {
-      this.#queue.push({ record, queueId: envelope.queueId, resolve, reject });
+      this.#queue.push({ record, queueId: envelope.queueId, envelope, resolve, reject });
       this.#startPump();
     });
   }
@@ -219,6 +226,14 @@ export class JournalSpool implements SpoolWriter {
     if (segment !== null) {
       await segment.fh.close().catch(() => undefined);
       this.#seal(segment);
+    }
+  }
+
+  #tellCommitted(committed: Committed, envelope: Envelope): void {
+    try {
+      this.#onCommitted(committed, envelope);
+    } catch {
+      // The listener's bug must not fail a commit that is durable.
     }
   }
 
@@ -288,7 +303,9 @@ export class JournalSpool implements SpoolWriter {
         segment.validEnd += bytes;
         let offset = segment.validEnd - bytes;
         for (let i = next; i < end; i++) {
-          batch[i].resolve({ queueId: batch[i].queueId, location: formatLocation(SEGMENTS_DIR, segment.name, offset) });
+          const committed = { queueId: batch[i].queueId, location: formatLocation(SEGMENTS_DIR, segment.name, offset) };
+          this.#tellCommitted(committed, batch[i].envelope);
+          batch[i].resolve(committed);
           offset += batch[i].record.bytes;
         }
         this.#commits += end - next;
@@ -378,7 +395,8 @@ export class JournalSpool implements SpoolWriter {
 
   /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
    *  into messages/ and the directory fsynced. */
-  async #commitFile(queueId: string, write: (fh: FileHandle) => Promise<void>): Promise<Committed> {
+  async #commitFile(envelope: Envelope, write: (fh: FileHandle) => Promise<void>): Promise<Committed> {
+    const queueId = envelope.queueId;
     // Security: checked in encodeRecord too; this is the line that builds paths from it.
     if (!isValidQueueId(queueId)) throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
     const tmpFile = path.join(this.#tmpDir, `${queueId}.${this.#writerId}`);
@@ -418,7 +436,9 @@ export class JournalSpool implements SpoolWriter {
     await unlink(tmpFile).catch(() => undefined);
     this.#largeMessages++;
     this.#commits++;
-    return { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
+    const committed = { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
+    this.#tellCommitted(committed, envelope);
+    return committed;
   }
 }
 

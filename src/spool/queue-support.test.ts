@@ -23,9 +23,18 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 test('onSealed names every segment once the writer leaves it (rotation and close); scanSegmentFrom reads on from a record', async () => {
   await withDir(async (dir) => {
     const sealed: string[] = [];
-    const spool = await JournalSpool.open({ dir, journalMaxMessageBytes: 4096, segmentMaxBytes: 8192, writerId: 'w', onSealed: (s) => sealed.push(s) });
-    const locations: string[] = [];
-    for (let i = 0; i < 12; i++) locations.push((await spool.commitEnvelope(makeEnvelope(`m${i}`, 1000), bodyFor(`m${i}`, 1000))).location);
+    const told: string[] = [];
+    const spool = await JournalSpool.open({
+      dir,
+      journalMaxMessageBytes: 4096,
+      segmentMaxBytes: 8192,
+      writerId: 'w',
+      onSealed: (s) => sealed.push(s),
+      onCommitted: (c, envelope) => told.push(`${envelope.queueId} ${c.location}`),
+    });
+    // Committed together: one batch, told in the order of the records.
+    const locations = (await Promise.all(Array.from({ length: 12 }, (_, i) => spool.commitEnvelope(makeEnvelope(`m${i}`, 1000), bodyFor(`m${i}`, 1000))))).map((c) => c.location);
+    assert.deepEqual(told, locations.map((l, i) => `m${i} ${l}`));
     const segmentsUsed = [...new Set(locations.map((l) => l.split('@')[0]))];
     assert.deepEqual(sealed, segmentsUsed.slice(0, -1), 'rotated-away segments sealed in order');
     await spool.close();

@@ -50,6 +50,8 @@ async function run(dir: string, idPrefix: string, count: number): Promise<void> 
     journalMaxMessageBytes: 8_192,
     segmentMaxBytes: 16 * 1024,
     writerId: `q${process.pid}`,
+    // As a worker would: reports in commit order, synchronously from the writer.
+    onCommitted: (c, envelope) => void manager.committed({ ...c, envelope }).catch(() => undefined),
     onSealed: (segment) => manager.sealed(segment),
   });
   let next = 0;
@@ -59,9 +61,8 @@ async function run(dir: string, idPrefix: string, count: number): Promise<void> 
       const queueId = `${idPrefix}${n}`;
       const size = n % 17 === 16 ? 10_000 : 200 + (n % 50) * 10;
       const envelope = envelopeFor(queueId, size, { recipients: [{ address: 'a@sink.example' }, { address: 'b@sink.example' }] });
-      const { location } = await spool.commitEnvelope(envelope, bodyFor(queueId, size));
+      await spool.commitEnvelope(envelope, bodyFor(queueId, size));
       out(`ACK ${queueId}`);
-      await manager.committed({ queueId, location, envelope });
     }
   };
   await Promise.all(Array.from({ length: 4 }, loop));

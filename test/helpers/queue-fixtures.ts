@@ -28,10 +28,11 @@ export class FakeClock implements QueueClock {
     return { cancel: () => (timer.isCancelled = true) };
   }
 
-  /** Moves time on by `ms`, firing due timers in order, with real I/O let through between. */
-  async advance(ms: number): Promise<void> {
+  /** Moves time on by `ms`, firing due timers in order, with real I/O let through between
+   *  (until `isIdle` holds, when given: what a fired timer started has finished). */
+  async advance(ms: number, isIdle?: () => boolean): Promise<void> {
     const end = this.#now + ms;
-    for (let guard = 0; guard < 100_000; guard++) {
+    for (let guard = 0; guard < 10_000; guard++) {
       this.#timers = this.#timers.filter((t) => !t.isCancelled);
       this.#timers.sort((a, b) => a.at - b.at);
       const next = this.#timers[0];
@@ -39,7 +40,8 @@ export class FakeClock implements QueueClock {
       this.#timers.shift();
       this.#now = Math.max(this.#now, next.at);
       next.fn();
-      await settle();
+      await settle(1);
+      if (isIdle !== undefined) await until(isIdle, 'the manager to be idle');
     }
     this.#now = end;
     await settle();
