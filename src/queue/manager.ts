@@ -10,6 +10,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Courier, DeliveryJob, DeliveryReply, RecipientResult, Route } from '../delivery/types.ts';
+import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import { listMessageFiles, listSegments, openMessage, scanSegmentFrom } from '../spool/reader.ts';
 import type { Envelope } from '../spool/types.ts';
 import { removeSpoolFile, SegmentRefs } from './gc.ts';
@@ -100,11 +101,10 @@ type Attempt = { controller: AbortController; done: Promise<void> };
 
 const SILENT_LOG: QueueLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
-const reply = (code: number, enhanced: string, text: string): DeliveryReply => ({ code, enhanced, lines: [text] });
-const CONTENT_UNREADABLE = reply(451, '4.3.0', 'queued message cannot be read from the spool');
-const LOCAL_ERROR = reply(451, '4.3.0', 'local error in delivery');
-const BOUNCED_BY_OPERATOR = reply(550, '5.0.0', 'returned to sender by the mail system operator');
-const MISSING_RESULT = reply(451, '4.3.0', 'delivery gave no result for this recipient');
+const CONTENT_UNREADABLE: DeliveryReply = DELIVERY_REPLY.queueContentUnreadable;
+const LOCAL_ERROR: DeliveryReply = DELIVERY_REPLY.queueLocalError;
+const BOUNCED_BY_OPERATOR: DeliveryReply = DELIVERY_REPLY.bouncedByOperator;
+const MISSING_RESULT: DeliveryReply = DELIVERY_REPLY.queueNoResult;
 
 export class QueueManager {
   readonly #opts: QueueManagerOptions;
@@ -673,7 +673,7 @@ export class QueueManager {
 
   #suspend(job: Job, now: number): void {
     const deadUntil = this.#dests.deadUntilMs(job.destination);
-    const suspended = reply(421, '4.4.1', `delivery to ${job.destination} temporarily suspended after repeated failures`);
+    const suspended: DeliveryReply = DELIVERY_REPLY.destinationSuspended(job.destination);
     const results: RecipientResult[] = job.indices.map(() => ({ status: 'deferred', reply: suspended, remoteMta: null }));
     void this.#serial(job.queueId, () => this.#settle(job, results, now, deadUntil, true));
   }
