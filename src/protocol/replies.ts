@@ -155,4 +155,11 @@ export const DELIVERY_REPLY = {
   maildirNotWritable: reply(451, '4.3.0', 'Maildir not writable'),
   localError: reply(451, '4.3.0', 'Local error writing to Maildir'),
   interrupted: reply(451, '4.3.2', 'Delivery interrupted by shutdown'),
+  // The queue (src/queue/manager.ts).
+  queueContentUnreadable: reply(451, '4.3.0', 'Queued message cannot be read from the spool'),
+  queueLocalError: reply(451, '4.3.0', 'Local error in delivery'),
+  queueNoResult: reply(451, '4.3.0', 'Delivery gave no result for this recipient'),
+  /** A dead destination (repeated failures): deferred without an attempt (RFC 3463 X.4.1). */
+  destinationSuspended: (destination: string) => reply(451, '4.4.1', `Delivery to ${destination} temporarily suspended after repeated failures`),
+  bouncedByOperator: reply(550, '5.0.0', 'Returned to sender by the mail system operator'),
 } as const;

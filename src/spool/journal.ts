@@ -44,6 +44,14 @@ export type JournalSpoolOptions = {
   segmentMaxBytes: number;
   /** Unique among the processes writing to `dir` at the same time, e.g. the pid. */
   writerId: string;
+  /** Called with `segments/<file>` once this writer will never append to that segment again
+   *  (rotated away from, abandoned after a failed write, or closed); every commit into it has
+   *  settled by then. The queue scans and reclaims only sealed segments (docs/spool.md). */
+  onSealed?: (segmentFile: string) => void;
+  /** Called synchronously for each commit as it becomes durable, in the order the records are in
+   *  the segment (before the commit's promise resolves): how a worker tells the queue manager, in
+   *  an order its recovery can rely on (it scans a segment after the last record it knows). */
+  onCommitted?: (committed: Committed, envelope: Envelope) => void;
 };
 
 export type JournalStats = {
@@ -62,6 +70,7 @@ export type JournalStats = {
 type Pending = {
   record: EncodedRecord;
   queueId: string;
+  envelope: Envelope;
   resolve: (committed: Committed) => void;
   reject: (err: unknown) => void;
 };
@@ -82,6 +91,8 @@ export class JournalSpool implements SpoolWriter {
   readonly #journalMaxMessageBytes: number;
   readonly #segmentMaxBytes: number;
   readonly #writerId: string;
+  readonly #onSealed: (segmentFile: string) => void;
+  readonly #onCommitted: (committed: Committed, envelope: Envelope) => void;
   /** Segment names start with the open time so that a restarted writer with a reused pid still
    *  picks fresh names; `wx` (O_EXCL) catches the rest. */
   readonly #startMs: number;
@@ -110,6 +121,8 @@ export class JournalSpool implements SpoolWriter {
     this.#journalMaxMessageBytes = options.journalMaxMessageBytes;
     this.#segmentMaxBytes = options.segmentMaxBytes;
     this.#writerId = options.writerId;
+    this.#onSealed = options.onSealed ?? (() => undefined);
+    this.#onCommitted = options.onCommitted ?? (() => undefined);
     this.#startMs = Date.now();
   }
 
@@ -146,7 +159,7 @@ export class JournalSpool implements SpoolWriter {
     const { offset, bytes } = message.rest;
     const head = message.head;
     return this.#track(
-      this.#commitFile(envelope.queueId, async (fh) => {
+      this.#commitFile(envelope, async (fh) => {
         let headBytes = 0;
         for (const c of head) headBytes += c.length;
         const start = encodeRecordStart(envelope, headBytes + bytes);
@@ -195,10 +208,10 @@ export class JournalSpool implements SpoolWriter {
       return Promise.reject(err);
     }
     if (envelope.size > this.#journalMaxMessageBytes) {
-      return this.#track(this.#commitFile(envelope.queueId, (fh) => writeAll(fh, [FILE_HEADER, ...record.chunks], 0)));
+      return this.#track(this.#commitFile(envelope, (fh) => writeAll(fh, [FILE_HEADER, ...record.chunks], 0)));
     }
     return new Promise<Committed>((resolve, reject) => {
-      this.#queue.push({ record, queueId: envelope.queueId, resolve, reject });
+      this.#queue.push({ record, queueId: envelope.queueId, envelope, resolve, reject });
       this.#startPump();
     });
   }
@@ -210,7 +223,26 @@ export class JournalSpool implements SpoolWriter {
     const segment = this.#segment;
     this.#segment = null;
     // Everything in it is already fsynced; a close error loses nothing acknowledged.
-    if (segment !== null) await segment.fh.close().catch(() => undefined);
+    if (segment !== null) {
+      await segment.fh.close().catch(() => undefined);
+      this.#seal(segment);
+    }
+  }
+
+  #tellCommitted(committed: Committed, envelope: Envelope): void {
+    try {
+      this.#onCommitted(committed, envelope);
+    } catch {
+      // The listener's bug must not fail a commit that is durable.
+    }
+  }
+
+  #seal(segment: Segment): void {
+    try {
+      this.#onSealed(`${SEGMENTS_DIR}/${segment.name}`);
+    } catch {
+      // The listener's bug must not fail a flush; a dead writer's segments are sealed anyway.
+    }
   }
 
   stats(): JournalStats {
@@ -271,7 +303,9 @@ export class JournalSpool implements SpoolWriter {
         segment.validEnd += bytes;
         let offset = segment.validEnd - bytes;
         for (let i = next; i < end; i++) {
-          batch[i].resolve({ queueId: batch[i].queueId, location: formatLocation(SEGMENTS_DIR, segment.name, offset) });
+          const committed = { queueId: batch[i].queueId, location: formatLocation(SEGMENTS_DIR, segment.name, offset) };
+          this.#tellCommitted(committed, batch[i].envelope);
+          batch[i].resolve(committed);
           offset += batch[i].record.bytes;
         }
         this.#commits += end - next;
@@ -297,6 +331,7 @@ export class JournalSpool implements SpoolWriter {
       this.#segment = null;
       // Its records are fsynced already; a close error loses nothing acknowledged.
       await current.fh.close().catch(() => undefined);
+      this.#seal(current);
     }
     const segment = await this.#createSegment();
     this.#segment = segment;
@@ -353,11 +388,15 @@ export class JournalSpool implements SpoolWriter {
       );
     }
     await segment.fh.close().catch(() => undefined);
+    // Sealed only once cut back: what is left in it is exactly what was acknowledged. An unsafe
+    // segment (the cut failed) is not reported: its tail may hold rejected records.
+    if (this.#unsafe === null) this.#seal(segment);
   }
 
   /** A message too big to hold up the shared journal: written to tmp/, fsynced, then linked
    *  into messages/ and the directory fsynced. */
-  async #commitFile(queueId: string, write: (fh: FileHandle) => Promise<void>): Promise<Committed> {
+  async #commitFile(envelope: Envelope, write: (fh: FileHandle) => Promise<void>): Promise<Committed> {
+    const queueId = envelope.queueId;
     // Security: checked in encodeRecord too; this is the line that builds paths from it.
     if (!isValidQueueId(queueId)) throw new SpoolError('SPOOL_BAD_MESSAGE', 'queue id is not a plain token');
     const tmpFile = path.join(this.#tmpDir, `${queueId}.${this.#writerId}`);
@@ -397,7 +436,9 @@ export class JournalSpool implements SpoolWriter {
     await unlink(tmpFile).catch(() => undefined);
     this.#largeMessages++;
     this.#commits++;
-    return { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
+    const committed = { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
+    this.#tellCommitted(committed, envelope);
+    return committed;
   }
 }
 

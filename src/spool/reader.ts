@@ -6,6 +6,7 @@
 import { open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
 import {
   checkFileHeader,
   decodeRecord,
@@ -115,6 +116,159 @@ export async function readMessage(
   return null;
 }
 
+/** The valid records of one segment from `fromOffset` on (a record boundary that came from a
+ *  location, or the end of the file header), without reading what lies before it: how the queue
+ *  finds messages it was never told about in a sealed segment. Bodies are not copied out; an
+ *  entry's envelope is all a caller keeps.
+ *  Durability: only for segments their writer has sealed (or whose writer is gone). */
+export async function* scanSegmentFrom(
+  dir: string,
+  segmentFile: string,
+  fromOffset: number,
+  options: ScanOptions = {},
+): AsyncGenerator<SpoolEntry> {
+  const report = options.onDamage ?? (() => undefined);
+  const name = segmentFile.startsWith(`${SEGMENTS_DIR}/`) ? segmentFile.slice(SEGMENTS_DIR.length + 1) : segmentFile;
+  if (!SEGMENT_NAME.test(name)) throw new TypeError(`not a segment name: ${segmentFile}`);
+  const file = `${SEGMENTS_DIR}/${name}`;
+  let fh: FileHandle;
+  try {
+    fh = await open(path.join(dir, file), 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return;
+    throw err;
+  }
+  let buf: Buffer;
+  try {
+    const head = Buffer.alloc(FILE_HEADER.length);
+    const got = (await fh.read(head, 0, head.length, 0)).bytesRead;
+    const header = checkFileHeader(head.subarray(0, got));
+    if (header.kind !== 'ok') {
+      report({ file, offset: 0, kind: header.kind, reason: 'file header' });
+      return;
+    }
+    const start = Math.max(fromOffset, FILE_HEADER.length);
+    const { size } = await fh.stat();
+    buf = Buffer.allocUnsafe(Math.max(0, size - start));
+    let filled = 0;
+    while (filled < buf.length) {
+      const { bytesRead } = await fh.read(buf, filled, buf.length - filled, start + filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    buf = buf.subarray(0, filled);
+    for (const item of recordsFrom(buf, 0, start, file)) {
+      if ('damage' in item) report(item.damage);
+      else yield { envelope: item.envelope, location: formatLocation(SEGMENTS_DIR, name, item.offset) };
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The names of the segment files, oldest writer start first (`segments/<file>`). */
+export async function listSegments(dir: string): Promise<string[]> {
+  return (await listFiles(path.join(dir, SEGMENTS_DIR), SEGMENT_NAME)).map((name) => `${SEGMENTS_DIR}/${name}`);
+}
+
+/** The queue ids that have a message file, with the file's location. */
+export async function listMessageFiles(dir: string): Promise<Array<{ queueId: string; location: string }>> {
+  const out: Array<{ queueId: string; location: string }> = [];
+  for (const name of await listFiles(path.join(dir, MESSAGES_DIR), MESSAGE_NAME)) {
+    const queueId = MESSAGE_NAME.exec(name)?.[1];
+    if (queueId !== undefined) out.push({ queueId, location: formatLocation(MESSAGES_DIR, name, FILE_HEADER.length) });
+  }
+  return out;
+}
+
+/** Streamed read size for message content: a 1 GiB message is never held whole. */
+const STREAM_CHUNK_BYTES = 256 * 1024;
+
+export type OpenedMessage = {
+  envelope: Envelope;
+  /** The content in pieces of at most 256 KiB. The record CRC is checked before the last piece
+   *  is yielded: a damaged record throws instead of ending, so a courier never completes a
+   *  message whose bytes are not the ones stored. */
+  content(): AsyncIterable<Buffer>;
+};
+
+/** Like readMessage with a location, but reads only the frame and envelope now and streams the
+ *  content on demand (each content() call reads the file again). Null when nothing valid is
+ *  there. Security: the same trust rule for `location` as readMessage. */
+export async function openMessage(dir: string, queueId: string, location: string): Promise<OpenedMessage | null> {
+  if (!isValidQueueId(queueId)) return null;
+  const match = LOCATION.exec(location);
+  if (match === null) return null;
+  const offset = Number(match[2]);
+  if (offset < FILE_HEADER.length) return null;
+  if (match[1].startsWith(`${MESSAGES_DIR}/`) && match[1] !== `${MESSAGES_DIR}/${queueId}.msg`) return null;
+  const file = path.join(dir, match[1]);
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
+    throw err;
+  }
+  let envelope: Envelope;
+  let bodyStart: number;
+  let bodyBytes: number;
+  let crcBeforeBody: number;
+  try {
+    const head = Buffer.alloc(FILE_HEADER.length);
+    if (!(await readExactly(fh, head, 0)) || checkFileHeader(head).kind !== 'ok') return null;
+    const recordHeader = Buffer.alloc(RECORD_HEADER_BYTES);
+    if (!(await readExactly(fh, recordHeader, offset))) return null;
+    const lengths = decodeRecordHeader(recordHeader, 0);
+    if ('problem' in lengths) return null;
+    const { size } = await fh.stat();
+    if (offset + lengths.recordBytes > size) return null;
+    const envelopeJson = Buffer.allocUnsafe(lengths.envelopeBytes);
+    if (!(await readExactly(fh, envelopeJson, offset + RECORD_HEADER_BYTES))) return null;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(envelopeJson.toString('utf8'));
+    } catch {
+      return null;
+    }
+    const candidate = parsed as Partial<Envelope> | null;
+    if (candidate === null || typeof candidate !== 'object' || candidate.queueId !== queueId || candidate.size !== lengths.bodyBytes) return null;
+    envelope = candidate as Envelope;
+    bodyStart = offset + RECORD_HEADER_BYTES + lengths.envelopeBytes;
+    bodyBytes = lengths.bodyBytes;
+    crcBeforeBody = crc32(envelopeJson, crc32(recordHeader));
+  } finally {
+    await fh.close();
+  }
+  return {
+    envelope,
+    async *content() {
+      const body = await open(file, 'r');
+      try {
+        let crc = crcBeforeBody;
+        let at = 0;
+        let held: Buffer | null = null;
+        while (at < bodyBytes) {
+          const piece = Buffer.allocUnsafe(Math.min(STREAM_CHUNK_BYTES, bodyBytes - at));
+          if (!(await readExactly(body, piece, bodyStart + at))) throw new Error(`${location}: record cut short`);
+          crc = crc32(piece, crc);
+          at += piece.length;
+          // One piece behind, so that the last one is given out only after the CRC checks out.
+          if (held !== null) yield held;
+          held = piece;
+        }
+        const trailer = Buffer.alloc(4);
+        if (!(await readExactly(body, trailer, bodyStart + bodyBytes)) || trailer.readUInt32BE(0) !== crc) {
+          throw new Error(`${location}: record checksum mismatch`);
+        }
+        if (held !== null) yield held;
+      } finally {
+        await body.close();
+      }
+    },
+  };
+}
+
 /** Removes tmp/ files (half-written large messages) older than `olderThanMs`. The age test keeps
  *  it safe while other writers are running; returns how many were removed. */
 export async function removeStaleTmp(dir: string, options: { olderThanMs: number; nowMs: number }): Promise<number> {
@@ -143,7 +297,12 @@ function* recordsIn(buf: Buffer, file: string): Generator<RecordItem> {
     yield { damage: { file, offset: 0, kind: header.kind, reason: 'file header' } };
     return;
   }
-  let offset = FILE_HEADER.length;
+  yield* recordsFrom(buf, FILE_HEADER.length, 0, file);
+}
+
+/** Walks records in `buf` from `start`, a record boundary; `base` is the file offset of buf[0]. */
+function* recordsFrom(buf: Buffer, start: number, base: number, file: string): Generator<RecordItem> {
+  let offset = start;
   for (;;) {
     const decoded = decodeRecord(buf, offset);
     switch (decoded.kind) {
@@ -151,20 +310,20 @@ function* recordsIn(buf: Buffer, file: string): Generator<RecordItem> {
         return;
       case 'torn':
         // Security: no resynchronising by searching for the magic; the rest is unreadable.
-        yield { damage: { file, offset, kind: 'torn', reason: decoded.reason } };
+        yield { damage: { file, offset: base + offset, kind: 'torn', reason: decoded.reason } };
         return;
       case 'corrupt': {
         // A bad last record is what an interrupted write usually leaves (the file grew, the
         // bytes did not all land): call it torn. Followed by good records, it is real damage.
         const after = decodeRecord(buf, decoded.end);
         const isLast = after.kind === 'end' || after.kind === 'torn';
-        yield { damage: { file, offset, kind: isLast ? 'torn' : 'corrupt', reason: decoded.reason } };
+        yield { damage: { file, offset: base + offset, kind: isLast ? 'torn' : 'corrupt', reason: decoded.reason } };
         if (isLast) return;
         offset = decoded.end;
         break;
       }
       case 'record':
-        yield { offset, envelope: decoded.envelope, body: decoded.body };
+        yield { offset: base + offset, envelope: decoded.envelope, body: decoded.body };
         offset = decoded.end;
         break;
     }
