@@ -97,7 +97,7 @@ for (const workers of [1, 2]) {
     const bounced = await send(server.port, 'bob@sender.test', ['nobody@picky.test'], 'Subject: doomed\nMessage-ID: <doomed@sender.test>\n\nnever arrives\n');
     const [dsnText] = await until('the DSN in the sender\'s Maildir', () => maildirFiles(maildir, 'bob@sender.test').length > 0 && maildirFiles(maildir, 'bob@sender.test'));
     assert.match(dsnText, /^Return-Path: <>\n/, 'a DSN comes from the null reverse-path');
-    const dsn = await simpleParser(dsnText);
+    const dsn = await simpleParser(dsnText, { keepDeliveryStatus: true });
     assert.match(String(dsn.headers.get('content-type') && (dsn.headers.get('content-type') as { value: string }).value), /multipart\/report/);
     const status = dsn.attachments.find((a) => a.contentType === 'message/delivery-status');
     assert.ok(status !== undefined, 'a message/delivery-status part');
