@@ -240,8 +240,13 @@ test('drain: a delivery in flight past the grace is aborted and comes back defer
     const { spool, put } = await openReportingSpool(dir, () => manager);
     await put('g1', 100);
     await until(() => courier.active === 1, 'in flight');
-    const drained = manager.drain(5_000);
-    await clock.advance(5_000);
+    // drain() arms its grace timer after its own awaits: keep the fake time moving until it ends.
+    let isDrained = false;
+    const drained = manager.drain(5_000).then(() => (isDrained = true));
+    for (let i = 0; i < 200 && !isDrained; i++) {
+      await clock.advance(1_000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
     await drained;
     assert.equal(manager.show('g1')?.recipients[0].status, 'deferred');
     await spool.close();

@@ -20,6 +20,7 @@ import { SmtpCourier } from '../delivery/smtp.ts';
 import type { Courier, DeliveryJob, Route } from '../delivery/types.ts';
 import { createDnsClient } from '../dns/resolver.ts';
 import type { AcceptedMessage } from '../message/accepted.ts';
+import type { Envelope } from '../spool/types.ts';
 import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import { QueueManager, type QueueNotice } from '../queue/manager.ts';
 import type { NoticeKind } from '../queue/schedule.ts';
@@ -55,8 +56,16 @@ export function queuedRecipients(message: AcceptedMessage, router: Router): Acce
   };
 }
 
+export type CommitReport = { queueId: string; location: string; envelope: Envelope };
+
 export type DeliveryService = {
-  manager: QueueManager;
+  /** The manager, once its state is open (null while the disk refuses it: see startDelivery). */
+  manager(): QueueManager | null;
+  /** A serving process's spool committed a message / sealed a segment (kept until the manager opens). */
+  committed(report: CommitReport): void;
+  sealed(segmentFile: string): void;
+  /** A writer process is gone: its segments are sealed. */
+  writerGone(writerId: string): void;
   /** Drains deliveries in flight (bounded), closes couriers, the DSN writer and the state log. */
   stop(graceMs: number): Promise<void>;
 };
@@ -64,7 +73,12 @@ export type DeliveryService = {
 export type DeliveryOptions = {
   /** The queue's state log fails or works again (MAIL is refused with 452 4.3.1 meanwhile). */
   onHealth: (isHealthy: boolean) => void;
+  /** Writers running now (a manager opened late must not scan their segments). */
+  liveWriterIds: () => string[];
 };
+
+/** A queue whose state cannot be opened (a full disk) is tried again this often. */
+const OPEN_RETRY_MS = 5_000;
 
 const ACTION_OF: Record<NoticeKind, DsnAction> = { failure: 'failed', delay: 'delayed', success: 'delivered', relayed: 'relayed' };
 
@@ -188,32 +202,74 @@ export async function startDelivery(cfg: Config, log: Logger, opts: DeliveryOpti
     dsnAdded.delete(queueId);
   };
 
-  manager = await QueueManager.open({
-    spoolDir: cfg.spool.dir,
-    router: (address) => {
-      const d = router.route(address);
-      return d.route.kind === 'refuse' ? { refusal: REFUSED_REPLY } : { destination: d.key, route: d.route };
-    },
-    courierFor,
-    onDsn,
-    onHealth: opts.onHealth,
-    log,
-    limits: {
-      maxLifetimeMs: cfg.queue.maxLifetimeSeconds * 1000,
-      delayWarningMs: cfg.queue.delayWarningSeconds * 1000,
-      minBackoffMs: cfg.queue.minBackoffSeconds * 1000,
-      maxBackoffMs: cfg.queue.maxBackoffSeconds * 1000,
-      destinationConcurrency: cfg.queue.destinationConcurrency,
-    },
-    // The DSN writer is live; every other writer's segments are sealed (the workers start after).
-    liveWriterIds: [`q${process.pid}`],
-  });
-  const m = manager;
+  const open = (): Promise<QueueManager> =>
+    QueueManager.open({
+      spoolDir: cfg.spool.dir,
+      router: (address) => {
+        const d = router.route(address);
+        return d.route.kind === 'refuse' ? { refusal: REFUSED_REPLY } : { destination: d.key, route: d.route };
+      },
+      courierFor,
+      onDsn,
+      onHealth: opts.onHealth,
+      log,
+      limits: {
+        maxLifetimeMs: cfg.queue.maxLifetimeSeconds * 1000,
+        delayWarningMs: cfg.queue.delayWarningSeconds * 1000,
+        minBackoffMs: cfg.queue.minBackoffSeconds * 1000,
+        maxBackoffMs: cfg.queue.maxBackoffSeconds * 1000,
+        destinationConcurrency: cfg.queue.destinationConcurrency,
+      },
+      // The DSN writer and the serving processes are live: their segments are not sealed yet.
+      liveWriterIds: [`q${process.pid}`, ...opts.liveWriterIds()],
+    });
+
+  // Reports that come while the queue cannot open (a full disk: the server still starts and
+  // answers MAIL 452 4.3.1, as for a full spool) wait for it, in order.
+  const waiting: Array<(m: QueueManager) => void> = [];
+  let isStopped = false;
+  let retry: NodeJS.Timeout | null = null;
+  const tryOpen = async (): Promise<void> => {
+    try {
+      manager = await open();
+    } catch (err) {
+      if (isStopped) return;
+      if (retry === null) {
+        // A full disk is an operating condition (as a low spool), not our failure: warn.
+        const e = err as NodeJS.ErrnoException;
+        log.warn({ code: e.code, reason: e.message }, `queue state cannot be opened; MAIL is answered 452 4.3.1, retrying every ${OPEN_RETRY_MS / 1000} s`);
+        opts.onHealth(false);
+      }
+      retry = setTimeout(() => void tryOpen(), OPEN_RETRY_MS);
+      retry.unref();
+      return;
+    }
+    if (retry !== null) {
+      log.info('queue state opened');
+      opts.onHealth(true);
+    }
+    retry = null;
+    for (const op of waiting.splice(0)) op(manager);
+  };
+  await tryOpen();
+  const when = (op: (m: QueueManager) => void): void => {
+    if (manager !== null) op(manager);
+    else waiting.push(op);
+  };
+  const notDurable = (queueId: string) => (err: unknown) => log.warn({ err, queueId }, 'queue record not yet durable');
   return {
-    manager: m,
+    manager: () => manager,
+    committed: (r) => when((m) => void m.committed(r).catch(notDurable(r.queueId))),
+    sealed: (file) => when((m) => m.sealed(file)),
+    writerGone: (writerId) =>
+      when((m) => void m.writerGone(writerId).catch((err: unknown) => log.error({ err, writerId }, "queue: cannot seal a stopped writer's segments"))),
     async stop(graceMs) {
-      await m.drain(graceMs);
-      await m.close();
+      isStopped = true;
+      if (retry !== null) clearTimeout(retry);
+      if (manager !== null) {
+        await manager.drain(graceMs);
+        await manager.close();
+      }
       await dsnSpool.close();
     },
   };

@@ -53,11 +53,16 @@ export async function serve(cfg: Config): Promise<void> {
   // The queue: recovered before any writer starts (every segment on disk is then sealed), and
   // served here, one per spool, whatever the number of workers.
   let healthListener: (isHealthy: boolean) => void = () => undefined;
-  const delivery = await (await import('./delivery.ts')).startDelivery(cfg, log, { onHealth: (isHealthy) => healthListener(isHealthy) });
+  let liveWriters: () => string[] = () => [];
+  const delivery = await (await import('./delivery.ts')).startDelivery(cfg, log, {
+    onHealth: (isHealthy) => healthListener(isHealthy),
+    liveWriterIds: () => liveWriters(),
+  });
   for (const [op, handler] of queueHandlers(delivery.manager, log)) control.set(op, handler);
   // The SMTP server, the spool writer, the policy checks and the state store are loaded only where
   // they serve (a worker, or the single process).
   if (n === 1) {
+    liveWriters = () => [`p${process.pid}`];
     const local = { delivery, onHealth: (listener: (isHealthy: boolean) => void) => (healthListener = listener) };
     return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics(), local);
   }
@@ -70,6 +75,7 @@ export async function serve(cfg: Config): Promise<void> {
   }
   const primary = runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000, delivery);
   healthListener = primary.tellHealth;
+  liveWriters = primary.liveWriterIds;
 }
 
 /** A worker past its stop grace closes what is left at once; this is the margin for that. */
@@ -116,7 +122,7 @@ function runPrimary(
   metricsHttp: MetricsHttpServer | null,
   stopGraceMs: number,
   delivery: DeliveryService,
-): { tellHealth: (isHealthy: boolean) => void } {
+): { tellHealth: (isHealthy: boolean) => void; liveWriterIds: () => string[] } {
   let isStopping = false;
   let isQueueHealthy = true;
   let isDeliveryStopped = false;
@@ -131,10 +137,13 @@ function runPrimary(
    * on 'exit' only once its IPC channel has closed, else later on 'disconnect', so the last exit
    * can still see itself there and nothing would log the stop or exit. */
   const alive = new Map<number, Worker>();
+  /** Each live worker's spool writer id (its segments' names carry it). */
+  const writers = new Map<number, string>();
   const fork = (slot: number): void => {
     if (isStopping) return;
     const w = cluster.fork();
     const writerId = `w${w.id}p${w.process.pid}`;
+    writers.set(w.id, writerId);
     alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
@@ -149,7 +158,8 @@ function runPrimary(
       startedAt.delete(w.id);
       alive.delete(w.id);
       // Its segments are sealed: what it committed but never reported is found there.
-      delivery.manager.writerGone(writerId).catch((err: unknown) => log.error({ err, writerId }, 'queue: cannot seal a stopped worker\'s segments'));
+      writers.delete(w.id);
+      delivery.writerGone(writerId);
       if (isStopping) {
         if (alive.size === 0) log.info('all workers stopped');
         exitWhenDone();
@@ -175,8 +185,8 @@ function runPrimary(
   };
   const onReport = (r: WorkerReport): void => {
     if (r?.t === 'committed') {
-      delivery.manager.committed({ queueId: r.queueId, location: r.location, envelope: r.envelope }).catch((err: unknown) => log.warn({ err, queueId: r.queueId }, 'queue record not yet durable'));
-    } else if (r?.t === 'sealed') delivery.manager.sealed(r.file);
+      delivery.committed({ queueId: r.queueId, location: r.location, envelope: r.envelope });
+    } else if (r?.t === 'sealed') delivery.sealed(r.file);
   };
   /** The primary exits once the workers are gone and the queue has drained (bounded by the grace). */
   const exitWhenDone = (): void => {
@@ -208,6 +218,7 @@ function runPrimary(
   });
   for (let i = 0; i < n; i++) fork(i);
   return {
+    liveWriterIds: () => [...writers.values()],
     tellHealth: (isHealthy) => {
       isQueueHealthy = isHealthy;
       for (const w of alive.values()) if (w.isConnected()) w.send({ t: 'queue-health', isHealthy } satisfies PrimaryNotice);

@@ -47,11 +47,11 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
     // Each commit reaches the queue in segment order; a sealed segment is one the queue may scan.
     onCommitted: (committed, envelope) => {
       if (delivery !== null) {
-        delivery.manager.committed({ ...committed, envelope }).catch((err: unknown) => log.warn({ err, queueId: committed.queueId }, 'queue record not yet durable'));
+        delivery.committed({ ...committed, envelope });
       } else report({ t: 'committed', ...committed, envelope });
     },
     onSealed: (file) => {
-      if (delivery !== null) delivery.manager.sealed(file);
+      if (delivery !== null) delivery.sealed(file);
       else report({ t: 'sealed', file });
     },
   });

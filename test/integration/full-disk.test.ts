@@ -57,6 +57,8 @@ test('full spool disk: the server starts with workers, refuses MAIL with 452 4.3
   }
   assert.match(reply, /^250/);
   assert.match(server.logText(), /spool space back above its floor/);
+  assert.match(server.logText(), /queue state cannot be opened; MAIL is answered 452 4.3.1/);
+  assert.match(server.logText(), /"msg":"queue state opened"/, 'the queue opened once the disk had room');
   const exit = await server.stop();
   assert.deepEqual(exit, { code: 0, signal: null });
   assert.doesNotMatch(server.logText(), /"level":(50|60)/, 'no error or fatal line');
