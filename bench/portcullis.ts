@@ -38,6 +38,10 @@ workers = "auto"
 local = ["bench.test"]
 [relay]
 networks = ${JSON.stringify(relayNetworks)}
+[routes]
+# As the Postfix peer's discard: transport: queued durably, then thrown away.
+local = "discard"
+default = "discard"
 [spool]
 dir = ${JSON.stringify(spoolDir)}
 [log]
