@@ -27,6 +27,10 @@ export type MachineConfig = {
   hasTransform?: boolean;
   /** Content octets a session holds in memory; past them the body goes to its file (default 1 MiB). */
   bodyMemoryBytes?: number;
+  /** Whether the routing table delivers mail for this address anywhere (`routes` other than
+   *  "refuse"); absent: every address is. A recipient it refuses is refused at RCPT, in the
+   *  session, rather than accepted and bounced. */
+  isRoutable?: (address: string) => boolean;
 };
 
 /** Small bodies stay in memory; a larger one streams to its file in the spool as it arrives. */

@@ -92,6 +92,8 @@ export const REPLY = {
   bareLineEndingData: reply(550, '5.6.0', 'Message contains bare CR, bare LF or NUL; only CRLF line endings are allowed'),
   dataLineTooLong: reply(550, '5.6.0', 'Message contains a line longer than the allowed maximum'),
   relayDenied: reply(554, '5.7.1', 'Relay access denied'),
+  /** RFC 3463 X.4.4: the routing table delivers this domain nowhere. */
+  unroutable: reply(550, '5.4.4', 'Recipient address rejected: no route to this domain'),
 
   // --- Policy: every reply of the policy pipeline and its checks (src/policy/), one text per
   // condition. Deliberate exception to "generic text": the DNS-list and SPF replies name the

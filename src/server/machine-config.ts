@@ -10,7 +10,7 @@ export const DEFAULT_MAX_POLICY_REFUSALS = 3;
 
 export function machineConfigFrom(
   cfg: Config,
-  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean },
+  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean; isRoutable?: (address: string) => boolean },
 ): MachineConfig {
   const s = cfg.smtp;
   return {
@@ -31,5 +31,6 @@ export function machineConfigFrom(
     policyStages: opts.policyStages ?? new Set(),
     hasTransform: opts.hasTransform ?? false,
     bodyMemoryBytes: s.bodyMemoryBytes,
+    ...(opts.isRoutable !== undefined ? { isRoutable: opts.isRoutable } : {}),
   };
 }

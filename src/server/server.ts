@@ -27,6 +27,8 @@ export type ServerOptions = {
   isReusePort?: boolean;
   /** Sessions, accepted messages and negative replies are counted here; absent: not counted. */
   metrics?: SessionMetrics | null;
+  /** The routing table's judgement of a recipient (refused at RCPT when it has no route). */
+  isRoutable?: (address: string) => boolean;
   /** Runs on every message between the content checks and the commit (DKIM signing, later). */
   transform?: MessageTransform | null;
   /** How the spool's free space is measured against `spool.min_free_bytes` (default: statfs of
@@ -102,6 +104,7 @@ export class SmtpServer {
         policyStages: this.#opts.policy?.stages,
         maxPolicyRefusals: config.verdicts.maxRefusalsPerSession,
         hasTransform: (this.#opts.transform ?? null) !== null,
+        ...(this.#opts.isRoutable !== undefined ? { isRoutable: this.#opts.isRoutable } : {}),
       }),
       spool: this.#opts.spool,
       log,

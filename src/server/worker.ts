@@ -78,7 +78,7 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   }, PURGE_INTERVAL_MS);
   purge.unref();
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
-  const server = new SmtpServer({ config: cfg, spool: queueing, log, secureContext, isReusePort: cluster.isWorker, policy, metrics });
+  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics });
   local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
   process.on('message', (m: PrimaryNotice) => {
     if (m?.t === 'queue-health') server.setQueueStateFailing(!m.isHealthy);

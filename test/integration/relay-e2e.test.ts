@@ -130,3 +130,17 @@ for (const workers of [1, 2]) {
     assert.deepEqual(readdirSync(path.join(server.spoolDir, 'messages')), []);
   });
 }
+
+test('a recipient the routing table would only bounce ("refuse") is refused at RCPT, in the session', { timeout: 60_000 }, async (t) => {
+  const server = await startCliServer({ workers: 1, routes: ['default = "refuse"', '"nowhere.example" = "refuse"', 'local = "smtp:[127.0.0.1]:9"', '"open.example" = "smtp:[127.0.0.1]:9"'] });
+  t.after(() => server.cleanup());
+  const c = await smtpConnect(server.port);
+  t.after(() => c.close());
+  assert.match(await c.send('EHLO client.example'), /^250/);
+  assert.match(await c.send('MAIL FROM:<bob@sender.test>'), /^250/);
+  assert.equal(await c.send('RCPT TO:<carol@far.example>'), '550 5.4.4 Recipient address rejected: no route to this domain');
+  assert.equal(await c.send('RCPT TO:<dave@nowhere.example>'), '550 5.4.4 Recipient address rejected: no route to this domain');
+  assert.match(await c.send('RCPT TO:<erin@open.example>'), /^250/, 'a routed domain is relayed');
+  assert.match(await c.send('RCPT TO:<alice@example.test>'), /^250/, 'a local domain is accepted');
+  assert.match(await c.send('QUIT'), /^221/);
+});

@@ -96,6 +96,10 @@ export function checkRcpt(cfg: MachineConfig, session: SessionSecurity, slot: Tr
   if (mailbox !== 'postmaster' && !session.isRelayClient && ROUTING_IN_LOCAL_PART.test(mailbox.localPart)) {
     return { ok: false, reply: REPLY.relayDenied, isError: true };
   }
+  // What the routing table would only bounce (a "refuse" route) is refused here instead.
+  if (cfg.isRoutable !== undefined && !cfg.isRoutable(mailbox === 'postmaster' ? 'postmaster' : `${mailbox.localPart}@${mailbox.domain}`)) {
+    return { ok: false, reply: REPLY.unroutable, isError: true };
+  }
   return { ok: true, recipient };
 }
 
