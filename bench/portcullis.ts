@@ -11,6 +11,8 @@ import { HOST, spawnLogged, stopTree, waitForBanner } from './util.ts';
 export type PortcullisOptions = StartOptions & {
   /** relay.networks; default ["127.0.0.0/8"] (the load's client may relay). */
   relayNetworks?: readonly string[];
+  /** The [routes] table as TOML lines; default: everything to discard (as the Postfix peer). */
+  routes?: readonly string[];
   /** Appended to the configuration (whole TOML sections). */
   extraToml?: string;
   /** Called with the spool directory (not yet created) after the config is written, before the server starts. */
@@ -39,9 +41,7 @@ local = ["bench.test"]
 [relay]
 networks = ${JSON.stringify(relayNetworks)}
 [routes]
-# As the Postfix peer's discard: transport: queued durably, then thrown away.
-local = "discard"
-default = "discard"
+${(options.routes ?? ['# As the Postfix peer\'s discard: transport: queued durably, then thrown away.', 'local = "discard"', 'default = "discard"']).join('\n')}
 [spool]
 dir = ${JSON.stringify(spoolDir)}
 [log]
