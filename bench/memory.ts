@@ -4,6 +4,7 @@
 // PSS (shared pages split between the processes that share them).
 //
 //   npm run -s bench:memory -- [--clients 200] [--megabytes 20] [--only portcullis] [--client node|smtp-source] [--no-size]
+//                              [--node-args="--trace-gc ..."] [--debug]
 //
 // The default client is a small one of our own that keeps every session uploading at the same
 // time (one shared body buffer, written with backpressure): smtp-source writes each session's
@@ -33,6 +34,10 @@ const { values } = parseArgs({
     'no-size': { type: 'boolean', default: false },
     megabytes: { type: 'string', default: '20' },
     only: { type: 'string' },
+    // Node options for Portcullis (an experiment's V8 flags, --trace-gc); split on spaces.
+    'node-args': { type: 'string' },
+    // Keep the scratch directory (configs, the servers' logs) and say where it is.
+    debug: { type: 'boolean', default: false },
   },
 });
 const clients = Number(values.clients);
@@ -49,7 +54,8 @@ const results: { name: string; idleRss: number; peakRss: number; peakPss: number
 for (const name of servers) {
   const scratchDir = mkdtempSync(join(tmpdir(), 'portcullis-bench-memory-'));
   chmodSync(scratchDir, 0o755);
-  const server = await startServer(name, { scratchDir, repoDir, debug: false, log, postfixMainCf: [`message_size_limit = ${messageBytes * 2}`] });
+  const portcullisNodeArgs = values['node-args']?.split(' ').filter((a) => a !== '') ?? [];
+  const server = await startServer(name, { scratchDir, repoDir, debug: values.debug, log, postfixMainCf: [`message_size_limit = ${messageBytes * 2}`], portcullisNodeArgs });
   try {
     await sleep(1000);
     const idle = sampleTree(server.rootPid).pids;
@@ -70,7 +76,8 @@ for (const name of servers) {
     log(`${DISPLAY_NAMES[name]}: ${clients} clients x ${values.megabytes} MB (${values.client}${values['no-size'] ? ', no SIZE' : ''}): idle RSS ${mib(idleRss)}, peak RSS ${mib(peakRss)}, peak PSS ${mib(peakPss)}, ${result.seconds.toFixed(1)} s`);
   } finally {
     await server.stop();
-    rmSync(scratchDir, { recursive: true, force: true });
+    if (values.debug) log(`${DISPLAY_NAMES[name]}: scratch directory kept: ${scratchDir}`);
+    else rmSync(scratchDir, { recursive: true, force: true });
   }
 }
 log('');

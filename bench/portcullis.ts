@@ -49,7 +49,7 @@ level = "warn"
 ${options.extraToml ?? ''}`,
   );
   await options.beforeStart?.({ spoolDir, configPath });
-  const server = spawnLogged(process.execPath, [main, 'serve', '--config', configPath], {
+  const server = spawnLogged(process.execPath, [...(options.portcullisNodeArgs ?? []), main, 'serve', '--config', configPath], {
     cwd: options.repoDir,
     logPath: join(dir, 'portcullis.log'),
   });

@@ -24,6 +24,8 @@ export type StartOptions = {
   log: (line: string) => void;
   /** Extra main.cf lines for the Postfix peer (e.g. a larger message_size_limit). */
   postfixMainCf?: readonly string[];
+  /** Node options for Portcullis, before its script (e.g. `--trace-gc`); node:cluster passes them on to the workers. */
+  portcullisNodeArgs?: readonly string[];
 };
 
 export type RunningServer = {

@@ -12,6 +12,7 @@ import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
+import { ReadReclaimer } from './read-reclaim.ts';
 import { newSessionId } from './session-id.ts';
 import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
 
@@ -98,6 +99,8 @@ export class SmtpServer {
     const { config, log } = this.#opts;
     const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
+    // One per process: dead read buffers are a process-wide pile.
+    const reclaimer = new ReadReclaimer();
     const deps = {
       machineConfig: machineConfigFrom(config, {
         isTlsAvailable: this.#opts.secureContext !== null,
@@ -117,6 +120,7 @@ export class SmtpServer {
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
+      onRead: (bytes: number) => reclaimer.noteRead(bytes),
       onClose: (c: Connection) => {
         this.#connections.delete(c);
         metrics?.sessionClosed();

@@ -2,9 +2,15 @@
 // A queue id is the session id plus the transaction's number in base 36, so it is unique too.
 // Never use these as secrets: they are for logs and file names.
 
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'; // Crockford base 32: no I, L, O, U
+
+/** Random octets taken 5 at a time, refilled when used up: one call into the CSPRNG per 1,024
+ *  sessions instead of one per session (a CPU profile of the one-message-per-connection bench
+ *  had 2.7 % of a worker's time in randomBytes(5)). Never handed out twice. */
+const POOL = Buffer.alloc(5 * 1024);
+let poolAt = POOL.length;
 
 /** 9 chars of time (ms, base 32: sortable) + 8 chars of randomness (40 bits). */
 export function newSessionId(nowMs: number = Date.now()): string {
@@ -14,13 +20,17 @@ export function newSessionId(nowMs: number = Date.now()): string {
     time = ALPHABET[t % 32] + time;
     t = Math.floor(t / 32);
   }
-  const r = randomBytes(5);
-  let bits = 0n;
-  for (const b of r) bits = (bits << 8n) | BigInt(b);
+  if (poolAt === POOL.length) {
+    randomFillSync(POOL);
+    poolAt = 0;
+  }
+  // 40 bits: exact in a double.
+  let bits = POOL.readUIntBE(poolAt, 5);
+  poolAt += 5;
   let rand = '';
   for (let i = 0; i < 8; i++) {
-    rand = ALPHABET[Number(bits & 31n)] + rand;
-    bits >>= 5n;
+    rand = ALPHABET[bits % 32] + rand;
+    bits = Math.floor(bits / 32);
   }
   return time + rand;
 }

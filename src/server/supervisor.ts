@@ -26,6 +26,17 @@ const MAX_BACKOFF_MS = 30_000;
 /** Deaths before a first "listening" after which the primary gives up and exits 1. */
 const MAX_STARTUP_FAILURES = 3;
 
+/**
+ * V8 flags every worker starts with, before the primary's own (so an operator's flags win).
+ * Each is measured in docs/benchmarks.md ("Memory with large messages"):
+ * - `--expose-gc`: read-reclaim.ts collects the dead socket read buffers of large uploads
+ *   (without it a worker held 60-130 MiB of them at the peak of bench:memory).
+ * - `--max-semi-space-size=2` (MiB): V8 grows the young generation to 2 x 16 MiB under a steady
+ *   allocation rate although a session's garbage is a few KiB; 2 MiB saves ~25 MiB per worker
+ *   under load with no loss of messages per second in an A/B (bench/ab-flags.ts).
+ */
+export const WORKER_V8_FLAGS: readonly string[] = ['--expose-gc', '--max-semi-space-size=2'];
+
 export function workerCount(cfg: Config): number {
   return cfg.smtp.workers === 'auto' ? Math.max(1, os.availableParallelism()) : cfg.smtp.workers;
 }
@@ -216,6 +227,7 @@ function runPrimary(
     log.warn({ parentPid }, 'the process that started the server has exited; stopping');
     stop('parent exited');
   });
+  cluster.setupPrimary({ execArgv: [...WORKER_V8_FLAGS, ...process.execArgv] });
   for (let i = 0; i < n; i++) fork(i);
   return {
     liveWriterIds: () => [...writers.values()],

@@ -87,6 +87,30 @@ export class BodyFile {
     yield* createReadStream(this.path, { start: offset, end: offset + bytes - 1, highWaterMark: 256 * 1024 }) as AsyncIterable<Buffer>;
   }
 
+  /**
+   * `bytes` octets from `offset`, read into `buffer` over and over: each view yielded is valid
+   * only until the next one is asked for. The commit's copy uses it so that copying a large body
+   * allocates nothing per read (a stream allocates a new buffer for every read, and under many
+   * concurrent large commits those dead buffers piled up until a full collection). Stops early
+   * if the file is shorter than asked; the caller counts what it got.
+   */
+  async *readInto(buffer: Buffer, offset: number, bytes: number): AsyncIterable<Buffer> {
+    await this.flushed();
+    if (bytes === 0) return;
+    const fh = await open(this.path, 'r');
+    try {
+      const end = offset + bytes;
+      for (let at = offset; at < end; ) {
+        const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, end - at), at);
+        if (bytesRead === 0) return;
+        yield buffer.subarray(0, bytesRead);
+        at += bytesRead;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
   /** Closes and removes the file (after the writes already queued); never throws. */
   async remove(): Promise<void> {
     if (this.#isRemoved) return;

@@ -33,6 +33,9 @@ export type { SpoolErrorCode } from './format.ts';
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 
+/** The read-and-write step of a large message's copy from its body file (one buffer per commit). */
+const COPY_BUFFER_BYTES = 64 * 1024;
+
 /** Writer ids end up in file names. */
 const WRITER_ID_PATTERN = /^[A-Za-z0-9_]{1,32}$/;
 
@@ -169,7 +172,9 @@ export class JournalSpool implements SpoolWriter {
         await writeAll(fh, [FILE_HEADER, start.header, start.envelopeJson, ...head], at);
         at = FILE_HEADER.length + start.header.length + start.envelopeJson.length + headBytes;
         let copied = 0;
-        for await (const chunk of body.read(offset, bytes)) {
+        // One buffer for the whole copy: each chunk is checksummed and written before the next read.
+        const buffer = Buffer.allocUnsafe(Math.min(COPY_BUFFER_BYTES, Math.max(1, bytes)));
+        for await (const chunk of body.readInto(buffer, offset, bytes)) {
           crc = crc32(chunk, crc);
           await writeAll(fh, [chunk], at);
           at += chunk.length;

@@ -3,6 +3,7 @@
 // the survivor finish their messages, and a new worker comes up and serves.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { startCliServer } from '../helpers/cli-server.ts';
 import { SmtpClient, type ClientReply } from '../helpers/smtp-client.ts';
@@ -50,6 +51,8 @@ test('a killed worker is restarted; sessions on the other worker are not dropped
   assert.equal(pids.length, 2, 'sessions are spread over both workers');
   const victim = pids[0];
   assert.notEqual(victim, server.pid, 'the victim is a worker, not the primary');
+  // Workers start with the supervisor's V8 flags (WORKER_V8_FLAGS: read-reclaim.ts needs gc).
+  for (const pid of pids) assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').includes('--expose-gc'), `worker ${pid} has --expose-gc`);
   process.kill(victim, 'SIGKILL');
 
   for (const c of clients) {
