@@ -10,7 +10,7 @@
 // Every load is bounded (a message count and a time limit); every process is stopped by its PID.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -110,6 +110,8 @@ async function main(): Promise<number> {
       let server: RunningServer | undefined;
       try {
         const dir = join(scratch, name);
+        mkdirSync(dir, { mode: 0o755 });
+        chmodSync(dir, 0o755);
         if (name === 'portcullis') {
           const nextHop = `"smtp:[${HOST}]:${SINK_PORT}"`;
           server = await startPortcullis({ port: PORTS.portcullis, scratchDir: dir, repoDir, debug: false, log, routes: [`default = { via = ${nextHop}, tls = "none" }`, `local = { via = ${nextHop}, tls = "none" }`] });
