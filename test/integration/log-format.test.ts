@@ -79,7 +79,7 @@ test('auto on a terminal: pretty lines (script(1) gives the server a real pseudo
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
   const configPath = path.join(dir, 'portcullis.toml');
-  writeFileSync(configPath, `[smtp]\nlisten = ["127.0.0.1:${port}"]\nworkers = 2\n\n[domains]\nlocal = ["example.test"]\n\n[spool]\ndir = ${JSON.stringify(path.join(dir, 'spool'))}\n`);
+  writeFileSync(configPath, `[smtp]\nlisten = ["127.0.0.1:${port}"]\nworkers = 2\n\n[domains]\nlocal = ["example.test"]\n\n[routes]\nlocal = ${JSON.stringify(`maildir:${path.join(dir, 'maildir')}`)}\n\n[spool]\ndir = ${JSON.stringify(path.join(dir, 'spool'))}\n`);
   const ttyLog = path.join(dir, 'tty.log');
   // The server runs on the pty script(1) makes; its transcript (what the terminal showed) is ttyLog.
   const command = [process.execPath, CLI_MAIN, 'serve', '--config', configPath].map((a) => `'${a}'`).join(' ');
