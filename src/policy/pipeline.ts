@@ -46,6 +46,8 @@ export class PolicyPipeline {
   /** What this process last read from (or wrote to) the store per key; null: nothing stored. */
   readonly #recalled = new BoundedCache<string, StoredVerdict | null>(RECALL_CACHE_MAX_ENTRIES);
   readonly stages: ReadonlySet<PolicyStage>;
+  /** Each stage's checks in order, found once (every message asks several stages). */
+  readonly #byStage = new Map<PolicyStage, readonly Check[]>();
 
   constructor(checks: readonly Check[], opts: PipelineOptions) {
     const names = new Set<string>();
@@ -56,6 +58,7 @@ export class PolicyPipeline {
     this.#checks = checks;
     this.#opts = opts;
     this.stages = new Set(checks.flatMap((c) => c.stages));
+    for (const stage of this.stages) this.#byStage.set(stage, checks.filter((c) => c.stages.includes(stage)));
   }
 
   /** The runner the connection calls for each `policy` output of the session machine. */
@@ -70,7 +73,7 @@ export class PolicyPipeline {
       message: request.message === null ? null : contentMessage(request.message, readSpilled),
       nowMs: now(),
     };
-    const checks = this.#checks.filter((c) => c.stages.includes(request.stage));
+    const checks = this.#byStage.get(request.stage) ?? [];
     const keys = checks.map((c) => c.key?.(ctx) ?? defaultKey(ctx));
     // Security: RSET and new transactions do not launder a verdict (verdicts live in the session,
     // not the transaction). Every remembered refusal of this stage applies before any check runs,
@@ -92,12 +95,15 @@ export class PolicyPipeline {
       ...(headers.length === 0 ? {} : { headers }),
       ...(edits.length === 0 ? {} : { edits: mergeEdits(edits) }),
     });
-    for (const [i, check] of checks.entries()) {
+    // The client's network, computed at most once per scope and stage.
+    let hostNet: string | undefined;
+    let wideNet: string | undefined;
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i];
       const key = keys[i];
       // Only checks that keep refusals across sessions cost a store lookup per stage.
       const scope = check.memoryScope;
-      const prefixes = scope === 'host' ? HOST_PREFIXES : (this.#opts.prefixes ?? DEFAULT_PREFIXES);
-      const storeKey = scope === undefined ? '' : `v1:verdict:${check.name}:${request.stage}:${clientNetwork(ctx.session.peer.address, prefixes)}:${key}`;
+      const storeKey = scope === undefined ? '' : `v1:verdict:${check.name}:${request.stage}:${scope === 'host' ? (hostNet ??= clientNetwork(ctx.session.peer.address, HOST_PREFIXES)) : (wideNet ??= clientNetwork(ctx.session.peer.address, this.#opts.prefixes ?? DEFAULT_PREFIXES))}:${key}`;
       const recalled = scope === undefined ? null : this.#recall(storeKey, ctx);
       const stored = recalled instanceof Promise ? await recalled : recalled;
       if (stored !== null) {
