@@ -288,3 +288,26 @@ test('the spool stops growing: 3,000 messages through small segments leave no se
 });
 
 void DEFAULT_QUEUE_LIMITS;
+
+test('a message file gone when the courier reads it: a deferral, not a loss', { timeout: 60_000 }, async () => {
+  await withSpool(async (dir) => {
+    const clock = new FakeClock();
+    let octets = 0;
+    const courier = new FakeCourier(async (job) => {
+      await rm(path.join(dir, 'messages', `${job.queueId}.msg`));
+      try {
+        for await (const piece of job.content()) octets += piece.length;
+        return job.recipients.map(() => OK);
+      } catch {
+        return job.recipients.map(() => TEMP);
+      }
+    });
+    const manager = await QueueManager.open(options(dir, courier, clock));
+    const { spool, put } = await openReportingSpool(dir, () => manager);
+    await put('gone1', 20_000);
+    await until(() => manager.show('gone1')?.recipients[0].status === 'deferred', 'deferred');
+    assert.equal(octets, 0, 'nothing read from a file that is not there');
+    await spool.close();
+    await manager.close();
+  });
+});

@@ -698,13 +698,14 @@ export class QueueManager {
       let results: RecipientResult[];
       let isLocal = false;
       try {
-        const opened = await openMessage(this.#spoolDir, job.queueId, msg.facts.location);
-        if (opened === null) {
-          isLocal = true;
-          this.#logger.error({ queueId: job.queueId, location: msg.facts.location }, 'queue: message content missing or damaged');
-          results = job.indices.map(() => ({ status: 'deferred', reply: CONTENT_UNREADABLE, remoteMta: null }));
-        } else {
-          const deliveryJob: DeliveryJob = {
+        // The content is opened only when the courier reads it (a discard route never does): the
+        // manager already holds every envelope fact. A record that is missing or damaged then
+        // fails the read, which every courier turns into a deferral (nothing half-sent completes).
+        const spoolDir = this.#spoolDir;
+        const logger = this.#logger;
+        const location = msg.facts.location;
+        const queueId = job.queueId;
+        const deliveryJob: DeliveryJob = {
             queueId: job.queueId,
             reversePath: msg.facts.reversePath,
             recipients: job.indices.map((index) => {
@@ -716,10 +717,16 @@ export class QueueManager {
             ...(msg.facts.ret === undefined ? {} : { ret: msg.facts.ret }),
             ...(msg.facts.envid === undefined ? {} : { envid: msg.facts.envid }),
             size: msg.facts.size,
-            content: () => opened.content(),
+            async *content() {
+              const opened = await openMessage(spoolDir, queueId, location);
+              if (opened === null) {
+                logger.error({ queueId, location }, 'queue: message content missing or damaged');
+                throw new Error(CONTENT_UNREADABLE.lines.join(' '));
+              }
+              yield* opened.content();
+            },
           };
           results = await this.#courier(job.destination, job.route).deliver(deliveryJob, controller.signal);
-        }
       } catch (err) {
         isLocal = true;
         this.#logger.error({ err, queueId: job.queueId, destination: job.destination }, 'queue: courier threw (a bug); deferring');
