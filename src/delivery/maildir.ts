@@ -15,10 +15,9 @@
 // here, next to the spool's own, than inside a dependency.
 
 import { link, mkdir, open, unlink } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { DELIVERY_REPLY } from '../protocol/replies.ts';
-import { ensureDurableDir, fsyncDir } from '../util/durable-fs.ts';
+import { ensureDurableDir, fsyncDir, writeAll } from '../util/durable-fs.ts';
 import type { Courier, DeliveryJob, DeliveryReply, RecipientResult } from './types.ts';
 
 /** Maildirs hold mail: owner only. */
@@ -201,8 +200,12 @@ export class MaildirCourier implements Courier {
       let size = 0;
       try {
         try {
-          size += await writeAll(fh, top);
-          for await (const chunk of this.#isLf ? toLf(job.content()) : job.content()) size += await writeAll(fh, chunk);
+          await writeAll(fh, [top], 0);
+          size += top.length;
+          for await (const chunk of this.#isLf ? toLf(job.content()) : job.content()) {
+            await writeAll(fh, [chunk], size);
+            size += chunk.length;
+          }
           await fh.sync();
         } finally {
           await fh.close();
@@ -226,15 +229,4 @@ export class MaildirCourier implements Courier {
   }
 
   async close(): Promise<void> {}
-}
-
-/** write until every byte is written (libuv reports a short write, e.g. at a full disk, as success). */
-async function writeAll(fh: FileHandle, data: Buffer): Promise<number> {
-  let at = 0;
-  while (at < data.length) {
-    const { bytesWritten } = await fh.write(data, at, data.length - at);
-    if (bytesWritten === 0) throw Object.assign(new Error('write made no progress'), { code: 'ENOSPC' });
-    at += bytesWritten;
-  }
-  return data.length;
 }

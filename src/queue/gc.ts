@@ -6,7 +6,7 @@
 
 import { unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { fsyncDir } from './state-log.ts';
+import { fsyncDir } from '../util/durable-fs.ts';
 
 export class SegmentRefs {
   readonly #live = new Map<string, number>();

@@ -9,12 +9,13 @@
 // group-committed append and a whole-file replay at start, which is ~300 lines over node:fs and
 // shares the spool's durability rules; a database would add its own fsync policy to reason about.
 
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { QueueClock } from './schedule.ts';
 import type { QueueRecord } from './state.ts';
+import { ensureDurableDir, fsyncDir, writeAll } from '../util/durable-fs.ts';
 
 export const QUEUE_DIR = 'queue';
 export const STATE_FILE_HEADER = Buffer.from('PORTCULLIS-QSTATE 1\n', 'latin1');
@@ -105,8 +106,7 @@ export class QueueStateLog {
   /** Opens (or creates) the log and replays every intact record into `onRecord`, in order. */
   static async open(opts: StateLogOptions, onRecord: (record: QueueRecord) => void): Promise<QueueStateLog> {
     const dir = path.join(opts.spoolDir, QUEUE_DIR);
-    const created = await mkdir(dir, { mode: DIR_MODE, recursive: true });
-    if (created !== undefined) await fsyncDir(path.dirname(dir));
+    await ensureDurableDir(dir, DIR_MODE);
     const names = await readdir(dir);
     const seqs = names.flatMap((n) => {
       const m = STATE_FILE.exec(n);
@@ -394,33 +394,4 @@ async function writeWhole(dir: string, seq: number, chunks: Buffer[]): Promise<v
   await fh.close();
   await rename(tmp, final);
   await fsyncDir(dir);
-}
-
-/** writev until every byte is written (a short write at a full disk reports success first). */
-async function writeAll(fh: FileHandle, chunks: Buffer[], position: number): Promise<void> {
-  let pending = chunks;
-  let at = position;
-  while (pending.length > 0) {
-    // writev takes at most IOV_MAX (1024) buffers per call on Linux.
-    const slice = pending.length > 512 ? pending.slice(0, 512) : pending;
-    const { bytesWritten } = await fh.writev(slice, at);
-    at += bytesWritten;
-    let skip = bytesWritten;
-    let i = 0;
-    while (i < pending.length && skip >= pending[i].length) {
-      skip -= pending[i].length;
-      i++;
-    }
-    if (bytesWritten === 0) throw new Error('write made no progress');
-    pending = skip > 0 ? [pending[i].subarray(skip), ...pending.slice(i + 1)] : pending.slice(i);
-  }
-}
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }

@@ -134,12 +134,13 @@ export async function startDelivery(cfg: Config, log: Logger, opts: DeliveryOpti
 
   // DSNs are messages of the supervising process: its own spool writer (its own segments).
   let manager: QueueManager | null = null;
+  const dsnWriterId = `q${process.pid}`;
   const dsnAdded = new Map<string, Promise<void>>();
   const dsnSpool = await JournalSpool.open({
     dir: cfg.spool.dir,
     journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,
     segmentMaxBytes: cfg.spool.segmentMaxBytes,
-    writerId: `q${process.pid}`,
+    writerId: dsnWriterId,
     onSealed: (file) => manager?.sealed(file),
     onCommitted: (committed, envelope) => {
       dsnAdded.set(committed.queueId, manager!.committed({ ...committed, envelope }).catch((err: unknown) => log.warn({ err, queueId: committed.queueId }, 'DSN queue record not yet durable')));
@@ -221,7 +222,7 @@ export async function startDelivery(cfg: Config, log: Logger, opts: DeliveryOpti
         destinationConcurrency: cfg.queue.destinationConcurrency,
       },
       // The DSN writer and the serving processes are live: their segments are not sealed yet.
-      liveWriterIds: [`q${process.pid}`, ...opts.liveWriterIds()],
+      liveWriterIds: [dsnWriterId, ...opts.liveWriterIds()],
     });
 
   // Reports that come while the queue cannot open (a full disk: the server still starts and

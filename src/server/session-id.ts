@@ -12,6 +12,12 @@ const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'; // Crockford base 32: no I,
 const POOL = Buffer.alloc(5 * 1024);
 let poolAt = POOL.length;
 
+/** A spool writer's id (it names the writer's segments): the cluster worker's id and pid, or
+ *  the pid of the single process; the queue manager derives it for a worker it sees exit. */
+export function writerIdFor(workerId: number | null, pid: number): string {
+  return workerId === null ? `p${pid}` : `w${workerId}p${pid}`;
+}
+
 /** 9 chars of time (ms, base 32: sortable) + 8 chars of randomness (40 bits). */
 export function newSessionId(nowMs: number = Date.now()): string {
   let t = nowMs;

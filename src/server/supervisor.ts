@@ -17,6 +17,7 @@ import { queueHandlers } from './queue-control.ts';
 import type { PrimaryNotice, WorkerReport } from './worker.ts';
 import { ControlError, controlSocketPath, startControlServer, type ControlHandler } from './control.ts';
 import { watchParent } from './parent-watch.ts';
+import { writerIdFor } from './session-id.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
 import { ensureTlsFiles } from './tls.ts';
 
@@ -73,7 +74,7 @@ export async function serve(cfg: Config): Promise<void> {
   // The SMTP server, the spool writer, the policy checks and the state store are loaded only where
   // they serve (a worker, or the single process).
   if (n === 1) {
-    liveWriters = () => [`p${process.pid}`];
+    liveWriters = () => [writerIdFor(null, process.pid)];
     const local = { delivery, onHealth: (listener: (isHealthy: boolean) => void) => (healthListener = listener) };
     return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics(), local);
   }
@@ -148,13 +149,10 @@ function runPrimary(
    * on 'exit' only once its IPC channel has closed, else later on 'disconnect', so the last exit
    * can still see itself there and nothing would log the stop or exit. */
   const alive = new Map<number, Worker>();
-  /** Each live worker's spool writer id (its segments' names carry it). */
-  const writers = new Map<number, string>();
   const fork = (slot: number): void => {
     if (isStopping) return;
     const w = cluster.fork();
-    const writerId = `w${w.id}p${w.process.pid}`;
-    writers.set(w.id, writerId);
+    const writerId = writerIdFor(w.id, w.process.pid!);
     alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
@@ -169,7 +167,6 @@ function runPrimary(
       startedAt.delete(w.id);
       alive.delete(w.id);
       // Its segments are sealed: what it committed but never reported is found there.
-      writers.delete(w.id);
       delivery.writerGone(writerId);
       if (isStopping) {
         if (alive.size === 0) log.info('all workers stopped');
@@ -230,7 +227,7 @@ function runPrimary(
   cluster.setupPrimary({ execArgv: [...WORKER_V8_FLAGS, ...process.execArgv] });
   for (let i = 0; i < n; i++) fork(i);
   return {
-    liveWriterIds: () => [...writers.values()],
+    liveWriterIds: () => [...alive.values()].map((w) => writerIdFor(w.id, w.process.pid!)),
     tellHealth: (isHealthy) => {
       isQueueHealthy = isHealthy;
       for (const w of alive.values()) if (w.isConnected()) w.send({ t: 'queue-health', isHealthy } satisfies PrimaryNotice);

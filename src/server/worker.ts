@@ -14,6 +14,7 @@ import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
 import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
 import { SmtpServer } from './server.ts';
+import { writerIdFor } from './session-id.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
 const PURGE_INTERVAL_MS = 10 * 60_000;
@@ -38,7 +39,7 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   const delivery = local?.delivery ?? null;
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
   const secureContext = await loadSecureContext(tlsFiles);
-  const writerId = cluster.isWorker ? `w${cluster.worker!.id}p${process.pid}` : `p${process.pid}`;
+  const writerId = writerIdFor(cluster.isWorker ? cluster.worker!.id : null, process.pid);
   const spool = await JournalSpool.open({
     dir: cfg.spool.dir,
     journalMaxMessageBytes: cfg.spool.journalMaxMessageBytes,

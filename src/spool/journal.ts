@@ -23,7 +23,7 @@ import { crc32 } from 'node:zlib';
 import type { AcceptedMessage } from '../message/accepted.ts';
 import { BodyFile } from './body-file.ts';
 import { envelopeOf } from './record.ts';
-import { ensureDurableDir, fsyncDir } from '../util/durable-fs.ts';
+import { ensureDurableDir, fsyncDir, writeAll } from '../util/durable-fs.ts';
 import type { Committed, Envelope, SpoolWriter } from './types.ts';
 
 export { SpoolError } from './format.ts';
@@ -444,27 +444,6 @@ export class JournalSpool implements SpoolWriter {
     const committed = { queueId, location: formatLocation(MESSAGES_DIR, `${queueId}.msg`, FILE_HEADER.length) };
     this.#tellCommitted(committed, envelope);
     return committed;
-  }
-}
-
-/** pwritev until every byte is written: libuv reports a short write (e.g. at a file size limit)
- *  as success, and the error only on the next attempt. */
-async function writeAll(fh: FileHandle, chunks: Buffer[], position: number): Promise<void> {
-  let pending = chunks;
-  let at = position;
-  while (pending.length > 0) {
-    const { bytesWritten } = await fh.writev(pending, at);
-    at += bytesWritten;
-    let skip = bytesWritten;
-    let i = 0;
-    while (i < pending.length && skip >= pending[i].length) {
-      skip -= pending[i].length;
-      i++;
-    }
-    if (i === 0 && skip === 0 && pending[0].length > 0) {
-      throw new SpoolError('SPOOL_WRITE_FAILED', 'write made no progress');
-    }
-    pending = i < pending.length && skip > 0 ? [pending[i].subarray(skip), ...pending.slice(i + 1)] : pending.slice(i);
   }
 }
 
