@@ -7,8 +7,6 @@
 // composes a DSN itself (onDsn does). RFC 5321 4.5.4.1 and 6.1, RFC 3461 4.1 and 5.2.2.3.
 // docs/delivery.md "Queue".
 
-import { stat } from 'node:fs/promises';
-import path from 'node:path';
 import type { Courier, DeliveryJob, DeliveryReply, RecipientResult, Route } from '../delivery/types.ts';
 import { DELIVERY_REPLY } from '../protocol/replies.ts';
 import { listMessageFiles, listSegments, openMessage, scanSegmentFrom } from '../spool/reader.ts';
@@ -135,6 +133,8 @@ export class QueueManager {
   readonly #removed = new Map<string, Set<string>>();
   /** 'added' records not yet durable. */
   readonly #adding = new Map<string, Promise<void>>();
+  /** Writers that are gone (one id per process that ever wrote: a handful). */
+  readonly #goneWriters = new Set<string>();
   /** Scans of sealed segments, one after the other. */
   #scanChain: Promise<void> = Promise.resolve();
   #isStopping = false;
@@ -237,20 +237,22 @@ export class QueueManager {
 
   /** A worker committed a message at `location`. Idempotent; resolves once the queue's record
    *  of it is durable (rejects with QUEUE_STATE_WRITE_FAILED while the disk is full: the message
-   *  is delivered anyway and its record retried). Delivery starts at once. */
+   *  is delivered anyway and its record retried). Delivery starts at once.
+   *
+   *  Synchronous up to the append, and without a look at the disk: a live writer reports every
+   *  commit in a segment before it reports the segment sealed (one ordered channel), so no report
+   *  can come for a segment that was sealed, scanned and reclaimed — except from a writer that is
+   *  gone, whose segments writerGone scans in full, so its late reports are dropped. */
   async committed(report: { queueId: string; location: string; envelope: Envelope }): Promise<void> {
     const { queueId, location, envelope } = report;
     if (this.#state.messages.has(queueId)) return this.#adding.get(queueId);
     const at = parseLocation(location);
     if (at === null) throw new TypeError(`bad location ${location}`);
-    // Already found by a scan, delivered and removed before this report came.
-    if (this.#removed.get(at.file)?.has(queueId) === true) return;
-    try {
-      await stat(path.join(this.#spoolDir, at.file));
-    } catch {
-      return; // its file is gone: done and reclaimed already
+    if (at.file.startsWith('segments/')) {
+      // Already found by a scan, delivered and removed before this report came.
+      if (this.#removed.get(at.file)?.has(queueId) === true) return;
+      if (this.#refs.isSealed(at.file) || this.#goneWriters.has(writerOf(at.file))) return;
     }
-    if (this.#state.messages.has(queueId)) return this.#adding.get(queueId);
     return this.#add(envelope, location);
   }
 
@@ -270,6 +272,8 @@ export class QueueManager {
 
   /** A writer process is gone (it crashed or stopped): its segments are sealed. */
   async writerGone(writerId: string): Promise<void> {
+    // From now on its reports are late: the scans below find everything it committed.
+    this.#goneWriters.add(writerId);
     for (const segment of await listSegments(this.#spoolDir)) {
       if (writerOf(segment) === writerId && !this.#refs.isSealed(segment)) this.sealed(segment);
     }
@@ -466,7 +470,9 @@ export class QueueManager {
     const facts = factsOf(envelope, location);
     this.#state.apply({ t: 'added', message: facts });
     this.#retainFile(location);
-    const durable = this.#log.append({ t: 'added', message: facts });
+    // Deferrable: lost in a crash, the spool's scan from its mark (or the message-file listing)
+    // finds the message again; its first outcome's flush makes it durable anyway.
+    const durable = this.#log.append({ t: 'added', message: facts }, { deferrable: true });
     const tracked = durable.finally(() => this.#adding.delete(facts.queueId));
     tracked.catch(() => undefined);
     this.#adding.set(facts.queueId, tracked);
@@ -500,10 +506,10 @@ export class QueueManager {
 
   /** Applies a record now and waits until it is durable; while the disk refuses, until the log
    *  has written it on a retry. */
-  async #record(record: QueueRecord): Promise<void> {
+  async #record(record: QueueRecord, options?: { deferrable?: boolean }): Promise<void> {
     this.#state.apply(record);
     try {
-      await this.#log.append(record);
+      await this.#log.append(record, options);
     } catch {
       await this.#log.whenWritten();
     }
@@ -884,7 +890,10 @@ export class QueueManager {
       }
     }
     this.#wake.delete(queueId);
-    await this.#record({ t: 'removed', queueId });
+    // Deferrable: lost in a crash, the message comes back with every recipient final and is
+    // finished again (no delivery, no notice: those are recorded). The segment's reference is
+    // released only once the record is durable.
+    await this.#record({ t: 'removed', queueId }, { deferrable: true });
     if (at !== null && at.file.startsWith('segments/')) {
       let ids = this.#removed.get(at.file);
       if (ids === undefined) {

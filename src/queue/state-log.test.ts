@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { systemClock } from './schedule.ts';
 import { QueueState } from './state.ts';
 import type { MessageFacts, QueueRecord } from './state.ts';
-import { QueueStateLog } from './state-log.ts';
+import { DEFERRABLE_FLUSH_MS, QueueStateLog } from './state-log.ts';
 
 function facts(queueId: string, offset: number): MessageFacts {
   return {
@@ -52,6 +52,35 @@ test('appends made together share one flush, and replay gives them back in order
     });
     await again.close();
     assert.deepEqual(seen, records.map((r) => (r.t === 'added' ? r.message.queueId : '')));
+  });
+});
+
+test('deferrable records ride with the next asked-for flush, or go after a short wait, in order', { timeout: 60_000 }, async () => {
+  await withDir(async (dir) => {
+    const { log } = await replay(dir);
+    // Alone: no flush at once, one within the wait.
+    const started = performance.now();
+    let isDurable = false;
+    const lone = log.append({ t: 'added', message: facts('d1', 19) }, { deferrable: true }).then(() => (isDurable = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(log.stats().flushes, 0, 'a deferrable record asks for no flush');
+    assert.equal(isDurable, false);
+    await lone;
+    assert.ok(performance.now() - started >= DEFERRABLE_FLUSH_MS - 5, 'written after the wait');
+    assert.equal(log.stats().flushes, 1);
+    // With an asked-for record: both in one flush, the deferrable first (append order).
+    const a = log.append({ t: 'added', message: facts('d2', 119) }, { deferrable: true });
+    const b = log.append({ t: 'removed', queueId: 'd1' });
+    await Promise.all([a, b]);
+    assert.equal(log.stats().flushes, 2, 'one flush for both');
+    // Still queued at close: written by close, not lost to a timer.
+    const late = log.append({ t: 'removed', queueId: 'd2' }, { deferrable: true });
+    await log.close();
+    await late;
+    const seen: string[] = [];
+    const again = await QueueStateLog.open({ spoolDir: dir, clock: systemClock }, (r) => seen.push(r.t === 'added' ? `added ${r.message.queueId}` : `${r.t} ${'queueId' in r ? r.queueId : ''}`));
+    assert.deepEqual(seen, ['added d1', 'added d2', 'removed d1', 'removed d2']);
+    await again.close();
   });
 });
 

@@ -27,6 +27,8 @@ const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 /** Snapshot bytes per write. */
 const SNAPSHOT_WRITE_BYTES = 1024 * 1024;
+/** How long a deferrable record waits for a flush that something else asks for. */
+export const DEFERRABLE_FLUSH_MS = 50;
 
 export type StateLogErrorCode = 'QUEUE_STATE_WRITE_FAILED' | 'QUEUE_STATE_CLOSED';
 
@@ -81,6 +83,11 @@ export class QueueStateLog {
   #isRetryDue = false;
   #queue: Pending[] = [];
   #pump: Promise<void> | null = null;
+  /** Flushes deferrable records nobody else flushed (real time: it batches I/O, it schedules nothing). */
+  #deferTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Records in #queue that asked for a flush. */
+  #urgent = 0;
+  #isFlushForced = false;
   #isClosed = false;
   #isHealthy = true;
   #healthWaiters: Array<() => void> = [];
@@ -156,13 +163,23 @@ export class QueueStateLog {
 
   /** Resolves once the record is durable. Rejects (QUEUE_STATE_WRITE_FAILED) when its flush
    *  failed; the record is then kept and written first by a later flush, so nothing is lost
-   *  and order is kept; whenWritten() tells when that happened. */
-  append(record: QueueRecord): Promise<void> {
+   *  and order is kept; whenWritten() tells when that happened.
+   *
+   *  A `deferrable` record does not ask for a flush of its own: it rides with the next one that
+   *  another record asks for, or goes at most DEFERRABLE_FLUSH_MS later. For records whose loss
+   *  in a crash the recovery repairs by itself (a message's `added`: the spool scan finds it
+   *  again; its `removed`: a message whose recipients are all final is finished again), so that
+   *  a message delivered at once costs one fdatasync, its outcome's, not three. Order is kept:
+   *  one queue, written in append order, so a durable record implies every earlier one is. */
+  append(record: QueueRecord, options?: { deferrable?: boolean }): Promise<void> {
     if (this.#isClosed) return Promise.reject(new StateLogError('QUEUE_STATE_CLOSED', 'queue state log is closed'));
     const bytes = encodeRecord(record);
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ bytes, resolve, reject });
-      this.#startPump();
+      if (options?.deferrable !== true) {
+        this.#urgent++;
+        this.#startPump();
+      } else if (this.#pump === null) this.#armDeferred();
     });
   }
 
@@ -196,8 +213,14 @@ export class QueueStateLog {
   async close(): Promise<void> {
     // Records still queued or kept for retry get one last flush.
     if (this.#retry.length > 0) this.#isRetryDue = true;
-    this.#startPump();
-    while (this.#pump !== null) await this.#pump;
+    // Deferrable records too: nothing waits for a timer after close.
+    while (this.#pump !== null || this.#queue.length > 0) {
+      this.#isFlushForced = true;
+      this.#startPump();
+      await this.#pump;
+    }
+    if (this.#deferTimer !== null) clearTimeout(this.#deferTimer);
+    this.#deferTimer = null;
     this.#isClosed = true;
     this.#retryTimer?.cancel();
     this.#retryTimer = null;
@@ -205,7 +228,20 @@ export class QueueStateLog {
     for (const w of this.#healthWaiters.splice(0)) w();
   }
 
+  #armDeferred(): void {
+    if (this.#deferTimer !== null || this.#isClosed) return;
+    this.#deferTimer = setTimeout(() => {
+      this.#deferTimer = null;
+      this.#isFlushForced = true;
+      this.#startPump();
+    }, DEFERRABLE_FLUSH_MS);
+  }
+
   #startPump(): void {
+    if (this.#deferTimer !== null) {
+      clearTimeout(this.#deferTimer);
+      this.#deferTimer = null;
+    }
     if (this.#pump === null) this.#pump = this.#runPump();
   }
 
@@ -213,12 +249,16 @@ export class QueueStateLog {
     // Records appended in the same turn of the event loop share the first flush.
     await Promise.resolve();
     for (;;) {
-      if (this.#queue.length === 0 && !this.#isRetryDue) {
+      // Only deferrable records waiting: they wait for the next asked-for flush, or the timer.
+      if ((this.#queue.length === 0 || (this.#urgent === 0 && !this.#isFlushForced)) && !this.#isRetryDue) {
         this.#pump = null;
+        if (this.#queue.length > 0) this.#armDeferred();
         return;
       }
       const batch = this.#queue;
       this.#queue = [];
+      this.#urgent = 0;
+      this.#isFlushForced = false;
       this.#isRetryDue = false;
       await this.#flush(batch);
     }
