@@ -794,7 +794,12 @@ export class QueueManager {
     }
     if (unrecorded.length > 0) this.#state.apply({ t: 'outcome', queueId: job.queueId, outcomes: unrecorded });
     if (outcomes.length > 0) {
-      await this.#record({ t: 'outcome', queueId: job.queueId, outcomes });
+      // Deferrable: it waits for the next flush (at most 10 ms) instead of asking for one, and
+      // nothing acts on it (notice, removal, log line) before it is durable. Lost in a crash, the
+      // recipients are tried again: the duplicates a crash can cause are the deliveries of the
+      // last flush window, as with Postfix, whose done-marks are not fsynced at all. Without
+      // this, each attempt cost an fdatasync of its own, on the disk the spool's commits wait on.
+      await this.#record({ t: 'outcome', queueId: job.queueId, outcomes }, { deferrable: true });
       // Logged once durable: a `delivered` line means it will never be delivered again.
       for (const o of outcomes) {
         this.#logger.info(

@@ -28,7 +28,7 @@ const DIR_MODE = 0o700;
 /** Snapshot bytes per write. */
 const SNAPSHOT_WRITE_BYTES = 1024 * 1024;
 /** How long a deferrable record waits for a flush that something else asks for. */
-export const DEFERRABLE_FLUSH_MS = 50;
+export const DEFERRABLE_FLUSH_MS = 10;
 
 export type StateLogErrorCode = 'QUEUE_STATE_WRITE_FAILED' | 'QUEUE_STATE_CLOSED';
 
