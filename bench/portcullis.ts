@@ -15,11 +15,13 @@ export type PortcullisOptions = StartOptions & {
   routes?: readonly string[];
   /** Appended to the configuration (whole TOML sections). */
   extraToml?: string;
+  /** [log] level; default "warn" (logging costs throughput). */
+  logLevel?: string;
   /** Called with the spool directory (not yet created) after the config is written, before the server starts. */
   beforeStart?: (paths: { spoolDir: string; configPath: string }) => Promise<void>;
 };
 
-export type RunningPortcullis = RunningServer & { spoolDir: string; configPath: string };
+export type RunningPortcullis = RunningServer & { spoolDir: string; configPath: string; logPath: string };
 
 export async function startPortcullis(options: PortcullisOptions): Promise<RunningPortcullis> {
   const main = join(options.repoDir, 'src/cli/main.ts');
@@ -45,7 +47,7 @@ ${(options.routes ?? ['# As the Postfix peer\'s discard: transport: queued durab
 [spool]
 dir = ${JSON.stringify(spoolDir)}
 [log]
-level = "warn"
+level = "${options.logLevel ?? 'warn'}"
 ${options.extraToml ?? ''}`,
   );
   await options.beforeStart?.({ spoolDir, configPath });
@@ -61,6 +63,7 @@ ${options.extraToml ?? ''}`,
   }
   const { version } = JSON.parse(readFileSync(join(options.repoDir, 'package.json'), 'utf8')) as { version: string };
   return {
+    logPath: join(dir, 'portcullis.log'),
     rootPid: server.pid,
     version: `${version} (Node ${process.versions.node}, workers = "auto")`,
     failure: server.exitReason,

@@ -3,14 +3,18 @@
 // (a fixed next hop: Portcullis `smtp:[127.0.0.1]:PORT`, Postfix `relay_transport`). Measures
 // accepted-and-delivered messages per second (from the first connection to the sink's count
 // reaching the total), the server's CPU per message (its whole process tree, from /proc), and the
-// drain lag: how long after the client's last 250 the last message reached the sink.
+// drain lag: how long after the client's last 250 the last message reached the sink. Then, for
+// each cell, the delivery latency at half that server's peak rate: a fresh server with its log
+// on, smtp-source pacing each session (-w 1: one message per second per session, as many
+// sessions as half the peak rate), and each message's time from acceptance to delivery read from
+// the server's own log: Postfix's `delay=` (maillog), Portcullis's `delayMs` on `queue: delivered`.
 //
-//   npm run -s bench:relay -- [--quick] [--only portcullis,postfix]
+//   npm run -s bench:relay -- [--quick] [--only portcullis,postfix] [--no-latency]
 //
 // Every load is bounded (a message count and a time limit); every process is stopped by its PID.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -23,12 +27,18 @@ import { PORTS, type RunningServer } from './servers.ts';
 import { findExecutable, HOST, waitForFreePort } from './util.ts';
 
 const SINK_PORT = 2631;
-const USAGE = 'usage: npm run -s bench:relay -- [--quick] [--only portcullis,postfix]';
+const USAGE = 'usage: npm run -s bench:relay -- [--quick] [--only portcullis,postfix] [--no-latency]';
+/** Paced sessions at most (one message per second each). */
+const MAX_PACED_SESSIONS = 200;
+/** Seconds of paced load per latency cell. */
+const PACED_SECONDS = 6;
 
 type Cell = { sessions: number; messageBytes: number; messages: number };
 type Result = { ok: true; seconds: number; cpuSeconds: number; lagMs: number } | { ok: false; error: string };
+type Latency = { ok: true; rate: number; sessions: number; samples: number; p50Ms: number; p99Ms: number; maxMs: number } | { ok: false; error: string };
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' }, 'no-latency': { type: 'boolean', default: false } } });
+const isLatency = !(values['no-latency'] ?? false);
 const quick = values.quick ?? false;
 const servers = (values.only ?? 'portcullis,postfix').split(',').map((s) => s.trim());
 if (servers.some((s) => s !== 'portcullis' && s !== 'postfix')) {
@@ -64,8 +74,8 @@ async function startSink(smtpSink: string): Promise<Sink> {
   };
 }
 
-function runSource(smtpSource: string, cell: Cell, port: number): Promise<{ error?: string; doneAt: number }> {
-  const args = ['-s', String(cell.sessions), '-m', String(cell.messages), '-l', String(cell.messageBytes), '-f', 'sender@example.org', '-t', 'user@bench.test', `${HOST}:${port}`];
+function runSource(smtpSource: string, cell: Cell, port: number, pacing: readonly string[] = []): Promise<{ error?: string; doneAt: number }> {
+  const args = ['-s', String(cell.sessions), '-m', String(cell.messages), '-l', String(cell.messageBytes), ...pacing, '-f', 'sender@example.org', '-t', 'user@bench.test', `${HOST}:${port}`];
   return new Promise((resolve) => {
     const child = spawn(smtpSource, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let said = '';
@@ -93,6 +103,85 @@ async function measure(name: string, server: RunningServer, sink: Sink, smtpSour
   return { ok: true, seconds: (deliveredAt - startedAt) / 1000, cpuSeconds: after.cpuSeconds - before.cpuSeconds, lagMs: Math.max(0, deliveredAt - source.doneAt) };
 }
 
+/** One server relaying everything to the sink; `withLog`: its per-message log on (latency). */
+async function startServer(name: string, dir: string, repoDir: string, withLog: boolean): Promise<RunningServer & { deliveryLog: string }> {
+  if (name === 'portcullis') {
+    const nextHop = `"smtp:[${HOST}]:${SINK_PORT}"`;
+    const s = await startPortcullis({
+      port: PORTS.portcullis,
+      scratchDir: dir,
+      repoDir,
+      debug: false,
+      log,
+      ...(withLog ? { logLevel: 'info' } : {}),
+      routes: [`default = { via = ${nextHop}, tls = "none" }`, `local = { via = ${nextHop}, tls = "none" }`],
+    });
+    return { ...s, deliveryLog: s.logPath };
+  }
+  const s = await startPostfix({
+    port: PORTS.postfix,
+    scratchDir: dir,
+    repoDir,
+    debug: withLog,
+    log,
+    postfixMainCf: [`relay_transport = smtp:[${HOST}]:${SINK_PORT}`, `default_transport = smtp:[${HOST}]:${SINK_PORT}`, 'smtp_tls_security_level = none'],
+  });
+  return { ...s, deliveryLog: join(dir, 'postfix', 'maillog') };
+}
+
+/** Each delivered message's acceptance-to-delivery time, in ms, from the server's log. */
+function deliveryDelays(name: string, logPath: string): number[] {
+  if (!existsSync(logPath)) return [];
+  const out: number[] = [];
+  for (const line of readFileSync(logPath, 'utf8').split('\n')) {
+    if (name === 'portcullis') {
+      if (!line.includes('"queue: delivered"')) continue;
+      const m = /"delayMs":(\d+)/.exec(line);
+      if (m !== null) out.push(Number(m[1]));
+    } else if (line.includes('status=sent')) {
+      const m = /\bdelay=([0-9.]+)/.exec(line);
+      if (m !== null) out.push(Number(m[1]) * 1000);
+    }
+  }
+  return out;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+/** Paced load at half of `peakRate` on a fresh server with its log on. */
+async function measureLatency(name: string, scratch: string, repoDir: string, smtpSource: string, smtpSink: string, cell: Cell, peakRate: number): Promise<Latency> {
+  const sessions = Math.max(1, Math.min(MAX_PACED_SESSIONS, Math.round(peakRate / 2)));
+  const messages = sessions * PACED_SECONDS;
+  const dir = join(scratch, `${name}-latency-${cell.sessions}-${cell.messageBytes}`);
+  mkdirSync(dir, { mode: 0o755 });
+  chmodSync(dir, 0o755);
+  const sink = await startSink(smtpSink);
+  let server: (RunningServer & { deliveryLog: string }) | undefined;
+  try {
+    server = await startServer(name, dir, repoDir, true);
+    const startedAt = performance.now();
+    const source = await runSource(smtpSource, { ...cell, sessions, messages }, PORTS[name as 'portcullis' | 'postfix'], ['-w', '1']);
+    if (source.error !== undefined) return { ok: false, error: source.error };
+    const deadline = Date.now() + 120_000;
+    while (sink.count() < messages && Date.now() < deadline) await sleep(20);
+    const rate = messages / ((performance.now() - startedAt) / 1000);
+    // The log line follows the delivery (Portcullis: once its record is durable).
+    let delays: number[] = [];
+    for (let i = 0; i < 50 && delays.length < messages; i++) {
+      await sleep(100);
+      delays = deliveryDelays(name, server.deliveryLog);
+    }
+    if (delays.length < messages) return { ok: false, error: `${delays.length} of ${messages} deliveries in the log` };
+    delays.sort((a, b) => a - b);
+    return { ok: true, rate, sessions, samples: delays.length, p50Ms: percentile(delays, 50), p99Ms: percentile(delays, 99), maxMs: delays[delays.length - 1] };
+  } finally {
+    await server?.stop();
+    await sink.stop();
+  }
+}
+
 async function main(): Promise<number> {
   const smtpSource = findExecutable('smtp-source');
   const smtpSink = findExecutable('smtp-sink');
@@ -104,6 +193,7 @@ async function main(): Promise<number> {
   const scratch = mkdtempSync(join(tmpdir(), 'portcullis-relay-bench-'));
   chmodSync(scratch, 0o755);
   const results = new Map<string, Result>();
+  const latencies = new Map<string, Latency>();
   try {
     for (const name of servers) {
       const sink = await startSink(smtpSink);
@@ -112,19 +202,7 @@ async function main(): Promise<number> {
         const dir = join(scratch, name);
         mkdirSync(dir, { mode: 0o755 });
         chmodSync(dir, 0o755);
-        if (name === 'portcullis') {
-          const nextHop = `"smtp:[${HOST}]:${SINK_PORT}"`;
-          server = await startPortcullis({ port: PORTS.portcullis, scratchDir: dir, repoDir, debug: false, log, routes: [`default = { via = ${nextHop}, tls = "none" }`, `local = { via = ${nextHop}, tls = "none" }`] });
-        } else {
-          server = await startPostfix({
-            port: PORTS.postfix,
-            scratchDir: dir,
-            repoDir,
-            debug: false,
-            log,
-            postfixMainCf: [`relay_transport = smtp:[${HOST}]:${SINK_PORT}`, `default_transport = smtp:[${HOST}]:${SINK_PORT}`, 'smtp_tls_security_level = none'],
-          });
-        }
+        server = await startServer(name, dir, repoDir, false);
         log(`${name} ${server.version}`);
         for (const cell of cells) {
           const r = await measure(name, server, sink, smtpSource, cell);
@@ -134,6 +212,17 @@ async function main(): Promise<number> {
       } finally {
         await server?.stop();
         await sink.stop();
+      }
+    }
+    if (isLatency) {
+      for (const name of servers) {
+        for (const cell of cells) {
+          const r = results.get(`${name} ${cell.sessions} ${cell.messageBytes}`);
+          if (r?.ok !== true) continue;
+          const l = await measureLatency(name, scratch, repoDir, smtpSource, smtpSink, cell, cell.messages / r.seconds);
+          latencies.set(`${name} ${cell.sessions} ${cell.messageBytes}`, l);
+          log(`${name} latency (${cell.sessions} sessions ${cell.messageBytes} B cell): ${l.ok ? `${l.sessions} paced sessions, ${l.rate.toFixed(0)} msgs/s, p50 ${l.p50Ms.toFixed(0)} ms, p99 ${l.p99Ms.toFixed(0)} ms, max ${l.maxMs.toFixed(0)} ms (${l.samples} messages)` : l.error}`);
+        }
       }
     }
   } finally {
@@ -151,8 +240,19 @@ async function main(): Promise<number> {
     const rf = rate(f);
     out += `| ${cell.sessions} | ${cell.messageBytes / 1024} KiB | ${rp?.toFixed(0) ?? '-'} | ${rf?.toFixed(0) ?? '-'} | ${rp !== null && rf !== null ? (rp / rf).toFixed(2) : '-'} | ${cpu(p)} | ${cpu(f)} | ${lag(p)} | ${lag(f)} |\n`;
   }
+  if (isLatency) {
+    out += '\nDelivery latency at half each server\'s peak rate (acceptance to delivery, from its log):\n\n';
+    out += '| cell | Portcullis msgs/s | p50 ms | p99 ms | Postfix msgs/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n';
+    for (const cell of cells) {
+      const col = (name: string): string => {
+        const l = latencies.get(`${name} ${cell.sessions} ${cell.messageBytes}`);
+        return l?.ok === true ? `${l.rate.toFixed(0)} | ${l.p50Ms.toFixed(0)} | ${l.p99Ms.toFixed(0)}` : '- | - | -';
+      };
+      out += `| ${cell.sessions} x ${cell.messageBytes / 1024} KiB | ${col('portcullis')} | ${col('postfix')} |\n`;
+    }
+  }
   process.stdout.write(out);
-  return [...results.values()].every((r) => r.ok) ? 0 : 1;
+  return [...results.values()].every((r) => r.ok) && [...latencies.values()].every((l) => l.ok) ? 0 : 1;
 }
 
 process.exitCode = await main();

@@ -803,7 +803,8 @@ export class QueueManager {
       // Logged once durable: a `delivered` line means it will never be delivered again.
       for (const o of outcomes) {
         this.#logger.info(
-          { queueId: job.queueId, index: o.index, destination: job.destination, status: o.status, code: o.reply.code, enhanced: o.reply.enhanced, remoteMta: o.remoteMta },
+          // delayMs: from the 250 to the end of this attempt (Postfix's delay=).
+          { queueId: job.queueId, index: o.index, destination: job.destination, status: o.status, code: o.reply.code, enhanced: o.reply.enhanced, remoteMta: o.remoteMta, delayMs: now - msg.facts.arrivalMs },
           `queue: ${o.status}`,
         );
       }
