@@ -18,6 +18,11 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
     const [given, missing, value] = certFile === '' ? ['tls.key', 'tls.cert', keyFile] : ['tls.cert', 'tls.key', certFile];
     problems.push(`${given} = ${show(value)}: ${missing} must be set too (set both or neither)`);
   }
+  // The budget is shared by every session of a process: one session alone must fit in it.
+  const { bodyMemoryBytes, bodyMemoryBudgetBytes } = config.smtp;
+  if (!invalid.has('smtp.body_memory_bytes') && !invalid.has('smtp.body_memory_budget_bytes') && bodyMemoryBudgetBytes < bodyMemoryBytes) {
+    problems.push(`smtp.body_memory_budget_bytes = ${bodyMemoryBudgetBytes}: must be at least smtp.body_memory_bytes (${bodyMemoryBytes})`);
+  }
   const { journalMaxMessageBytes, segmentMaxBytes } = config.spool;
   if (
     !invalid.has('spool.journal_max_message_bytes') &&

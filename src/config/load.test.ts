@@ -66,6 +66,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'smtp.hostname': ['"mx.example.test"', 'mx.example.test'],
   'smtp.max_message_bytes': ['52428800', 52_428_800],
   'smtp.body_memory_bytes': ['65536', 65_536],
+  'smtp.body_memory_budget_bytes': ['134217728', 134_217_728],
   'smtp.workers': ['4', 4],
   'smtp.max_command_line_bytes': ['2048', 2048],
   'smtp.max_text_line_bytes': ['4096', 4096],
@@ -289,6 +290,15 @@ test('the journal threshold may not exceed the segment size', () => {
   assert.deepEqual(problemsOf('[spool]\njournal_max_message_bytes = 2097152\nsegment_max_bytes = 1048576\n'), [
     'spool.journal_max_message_bytes = 2097152: must not exceed spool.segment_max_bytes (1048576)',
   ]);
+});
+
+test('the body budget holds at least one session\'s body in memory', () => {
+  assert.deepEqual(problemsOf('[smtp]\nbody_memory_bytes = 2097152\nbody_memory_budget_bytes = 1048576\n'), [
+    'smtp.body_memory_budget_bytes = 1048576: must be at least smtp.body_memory_bytes (2097152)',
+  ]);
+  assert.equal(parseConfig('[smtp]\nbody_memory_bytes = 2097152\nbody_memory_budget_bytes = 2097152\n', 't.toml').smtp.bodyMemoryBudgetBytes, 2_097_152);
+  // An invalid body_memory_bytes is reported once, not again against the budget.
+  assert.deepEqual(problemsOf('[smtp]\nbody_memory_bytes = 1\nbody_memory_budget_bytes = 65536\n').length, 1);
 });
 
 test('limits agree with the spool: no message SIZE allows that the spool refuses, no segment the reader cannot read', () => {

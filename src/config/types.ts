@@ -19,6 +19,9 @@ export type SmtpConfig = {
   maxMessageBytes: number;
   /** Content octets of one message held in memory; past them the body streams to its spool file. */
   bodyMemoryBytes: number;
+  /** Content octets all sessions of one process (a worker) hold in memory together; a body
+   *  that would go past it streams to its spool file early. At least bodyMemoryBytes. */
+  bodyMemoryBudgetBytes: number;
   /** "auto" = one worker process per core; 1 = serve from the main process. */
   workers: number | 'auto';
   /** RFC 5321 4.5.3.1.4: at least 512 octets including CRLF. */
@@ -138,6 +141,7 @@ export function defaultConfig(): Config {
       hostname: 'localhost',
       maxMessageBytes: 26_214_400,
       bodyMemoryBytes: 1_048_576,
+      bodyMemoryBudgetBytes: 33_554_432,
       workers: 'auto',
       maxCommandLineBytes: 512,
       maxTextLineBytes: 1000,

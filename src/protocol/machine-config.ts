@@ -1,6 +1,7 @@
 // What the sans-I/O session machine needs to know from the configuration, and nothing else.
 // Built by the shell from Config; plain data so core tests can construct it directly.
 
+import type { BodyBudget } from './body-budget.ts';
 import type { PolicyStage } from './session.ts';
 
 export type MachineConfig = {
@@ -27,6 +28,10 @@ export type MachineConfig = {
   hasTransform?: boolean;
   /** Content octets a session holds in memory; past them the body goes to its file (default 1 MiB). */
   bodyMemoryBytes?: number;
+  /** What every session of this process holds in memory together (the one stateful member: one
+   *  per server, shared by its sessions); a body whose reservation does not fit goes to its file
+   *  early. Absent: only bodyMemoryBytes bounds each session. */
+  bodyBudget?: BodyBudget;
   /** Whether the routing table delivers mail for this address anywhere (`routes` other than
    *  "refuse"); absent: every address is. A recipient it refuses is refused at RCPT, in the
    *  session, rather than accepted and bounced. */

@@ -87,6 +87,19 @@ export class SmtpMachine {
     return slot !== null && slot.kind === 'open' ? slot : null;
   }
 
+  /**
+   * The connection is gone without the machine's knowing (a socket error, a reset, our bug): the
+   * transaction's share of the body budget goes back, and nothing is served any more. The shell
+   * calls it once its connection has ended, whatever the machine's state; calling it again, or
+   * after the machine closed, does nothing.
+   */
+  dispose(): void {
+    const txn = this.#openTransaction();
+    if (txn !== null) this.#releaseBody(txn);
+    this.#slot = null;
+    this.#waiting = { kind: 'closed' };
+  }
+
   #openTransaction(): Transaction | null {
     const slot = this.#slot;
     return slot !== null && slot.kind === 'open' ? slot : null;
@@ -172,21 +185,30 @@ export class SmtpMachine {
     return out;
   }
 
-  /** Moves the content held in memory to the body file once it is over the threshold (or once
-   *  the body is already there). The header section stays in memory: assembly edits it.
+  /** Moves the content held in memory to the body file once it is over the threshold, or once
+   *  the process-wide body budget has no room for it (or once the body is already there). The
+   *  header section stays in memory: assembly edits it.
    *  `isFinal`: the end of the content, when nothing may stay behind. */
   #spill(txn: Transaction, out: Output[], isFinal = false): void {
     const scanner = txn.content!;
-    if (scanner.isRefused) return;
+    // A refused body keeps nothing (framing.ts), so it holds none of the budget either.
+    if (scanner.isRefused) return this.#releaseBody(txn);
     const held = scanner.heldBytes;
     if (txn.spilled === null) {
       const threshold = this.#cfg.bodyMemoryBytes ?? DEFAULT_BODY_MEMORY_BYTES;
+      // What is held is reserved from the budget as it grows; a body that does not fit goes to
+      // its file now, before its own threshold, so the sum over all sessions stays bounded.
+      const isOverBudget = !this.#reserveBody(txn, held);
       // A client that declared a size past the threshold (RFC 1870 SIZE) sends a large message:
       // its body goes to the file as soon as its header section is complete. Security: the
       // header end is looked for again only every SPILL_STEP_BYTES, so a header trickled in
-      // tiny reads costs neither a search of everything held per read nor a view per read.
+      // tiny reads costs neither a search of everything held per read nor a view per read. The
+      // same holds for a body over the budget (first looked at once, and at its end).
+      const isProbeDue = held >= txn.headerProbeBytes + SPILL_STEP_BYTES;
       const isDeclaredLarge = txn.declaredSize !== null && txn.declaredSize > threshold;
-      if (held < threshold && !(isDeclaredLarge && held >= txn.headerProbeBytes + SPILL_STEP_BYTES)) return;
+      if (held < threshold) {
+        if (isOverBudget ? !(isProbeDue || isFinal || txn.headerProbeBytes === 0) : !(isDeclaredLarge && isProbeDue)) return;
+      }
       const chunks = scanner.takeChunks();
       const section = headerSection(chunks);
       if (held < threshold && !section.hasSeparator) {
@@ -197,15 +219,36 @@ export class SmtpMachine {
       }
       // Security: a header section that does not end within the threshold would have to be held
       // whole (assembly edits it); such a message is refused at its end (552 5.3.4).
-      if (section.bytes > 0 && !section.hasSeparator) return scanner.refuseHeader();
+      if (section.bytes > 0 && !section.hasSeparator) {
+        scanner.refuseHeader();
+        return this.#releaseBody(txn);
+      }
       const { head, rest } = splitAt(chunks, section.bytes);
       txn.spilled = { header: Buffer.concat(head), bytes: 0 };
+      this.#releaseBody(txn);
       this.#appendBody(txn, rest, out);
       return;
     }
     // Appends go out in steps, not per read: a client sending tiny reads costs one write per step.
     if (!isFinal && held < SPILL_STEP_BYTES) return;
     this.#appendBody(txn, scanner.takeChunks(), out);
+  }
+
+  /** Reserves from the body budget what the content holds beyond its reservation; false when
+   *  the budget has no room (nothing more is reserved then). Two integer operations per read. */
+  #reserveBody(txn: Transaction, held: number): boolean {
+    const budget = this.#cfg.bodyBudget;
+    if (budget === undefined || held <= txn.reservedBytes) return true;
+    if (!budget.reserve(held - txn.reservedBytes)) return false;
+    txn.reservedBytes = held;
+    return true;
+  }
+
+  /** Gives the content's reservation back: it spilled, was refused, or its transaction ended. */
+  #releaseBody(txn: Transaction): void {
+    if (txn.reservedBytes === 0) return;
+    this.#cfg.bodyBudget!.release(txn.reservedBytes);
+    txn.reservedBytes = 0;
   }
 
   #appendBody(txn: Transaction, chunks: Buffer[], out: Output[]): void {
@@ -376,8 +419,10 @@ export class SmtpMachine {
     if (before !== null && this.#slot !== before) this.#dropped(before, out);
   }
 
-  /** A transaction is gone: its body file (if its content went to one) goes too. */
+  /** A transaction is gone: its body file (if its content went to one) goes too, and what its
+   *  content held of the body budget goes back (RSET, end of data whatever the reply, close). */
   #dropped(txn: Transaction, out: Output[]): void {
+    this.#releaseBody(txn);
     if (txn.spilled !== null) out.push({ type: 'discard-body', seq: txn.seq });
   }
 

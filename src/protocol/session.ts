@@ -94,8 +94,12 @@ export type Transaction = {
   /** Set once the content grew past what a session holds in memory: the header section stays
    *  here, everything after it has gone to the body file (`append-body` outputs). */
   spilled: { header: Buffer; bytes: number } | null;
-  /** Held octets when the header's end was last looked for (a declared-large message). */
+  /** Held octets when the header's end was last looked for (a declared-large message, or one
+   *  the body budget wants spilled). */
   headerProbeBytes: number;
+  /** Octets of the process-wide body budget (body-budget.ts) this content holds: what it keeps
+   *  in memory before its spill. Given back when it spills or the transaction ends. */
+  reservedBytes: number;
 };
 
 /**
@@ -123,7 +127,7 @@ export type DeepReadonly<T> = T extends (...args: never[]) => unknown
       : T;
 
 export type SessionView = DeepReadonly<SessionSecurity>;
-export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content' | 'spilled' | 'headerProbeBytes'>>;
+export type TransactionView = DeepReadonly<Omit<Transaction, 'reader' | 'content' | 'spilled' | 'headerProbeBytes' | 'reservedBytes'>>;
 export type RecipientView = DeepReadonly<TransactionRecipient>;
 
 export function newSessionSecurity(init: {

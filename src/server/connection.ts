@@ -392,6 +392,8 @@ export class Connection {
   #finish(): void {
     if (this.#isClosed) return;
     this.#isClosed = true;
+    // Whatever state the session was in, its share of the process's body budget goes back.
+    this.#machine.dispose();
     if (this.#body !== null) {
       void this.#body.file.remove();
       this.#body = null;

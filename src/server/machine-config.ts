@@ -2,6 +2,7 @@
 // Lives in the shell because the protocol core must not import config.
 
 import type { Config } from '../config/types.ts';
+import type { BodyBudget } from '../protocol/body-budget.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 
@@ -10,7 +11,7 @@ export const DEFAULT_MAX_POLICY_REFUSALS = 3;
 
 export function machineConfigFrom(
   cfg: Config,
-  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean; isRoutable?: (address: string) => boolean },
+  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean; isRoutable?: (address: string) => boolean; bodyBudget?: BodyBudget },
 ): MachineConfig {
   const s = cfg.smtp;
   return {
@@ -32,5 +33,6 @@ export function machineConfigFrom(
     hasTransform: opts.hasTransform ?? false,
     bodyMemoryBytes: s.bodyMemoryBytes,
     ...(opts.isRoutable !== undefined ? { isRoutable: opts.isRoutable } : {}),
+    ...(opts.bodyBudget !== undefined ? { bodyBudget: opts.bodyBudget } : {}),
   };
 }

@@ -9,6 +9,7 @@ import type { Config } from '../config/types.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
+import { BodyBudget } from '../protocol/body-budget.ts';
 import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
@@ -45,12 +46,15 @@ export class SmtpServer {
   readonly #servers: net.Server[] = [];
   readonly #connections = new Set<Connection>();
   readonly #spoolSpace: SpoolSpaceMonitor;
+  /** What all sessions of this process hold of message content in memory (smtp.body_memory_budget_bytes). */
+  readonly bodyBudget: BodyBudget;
   /** The queue cannot record state (its disk is full): MAIL is refused as on a low spool. */
   #isQueueStateFailing = false;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
     const { config, log } = opts;
+    this.bodyBudget = new BodyBudget(config.smtp.bodyMemoryBudgetBytes);
     const minFreeBytes = config.spool.minFreeBytes;
     this.#spoolSpace = new SpoolSpaceMonitor({
       dir: config.spool.dir,
@@ -107,6 +111,8 @@ export class SmtpServer {
         policyStages: this.#opts.policy?.stages,
         maxPolicyRefusals: config.verdicts.maxRefusalsPerSession,
         hasTransform: (this.#opts.transform ?? null) !== null,
+        // One per process, like the reclaimer: what every session here holds adds up in one heap.
+        bodyBudget: this.bodyBudget,
         ...(this.#opts.isRoutable !== undefined ? { isRoutable: this.#opts.isRoutable } : {}),
       }),
       spool: this.#opts.spool,

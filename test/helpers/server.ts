@@ -20,6 +20,8 @@ export type TestServer = {
   config: Config;
   /** Sessions the server counts as live right now. */
   connectionCount: () => number;
+  /** Octets of the server's body budget reserved right now (smtp.body_memory_budget_bytes). */
+  bodyBudgetBytes: () => number;
   /** What the queue manager tells the server when it cannot (or can again) write its state. */
   setQueueStateFailing: (isFailing: boolean) => void;
   stop: () => Promise<void>;
@@ -62,6 +64,7 @@ export async function startTestServer(
     spoolDir: config.spool.dir,
     config,
     connectionCount: () => server.connectionCount,
+    bodyBudgetBytes: () => server.bodyBudget.usedBytes,
     setQueueStateFailing: (isFailing: boolean) => server.setQueueStateFailing(isFailing),
     stop: async () => {
       await server.stop();

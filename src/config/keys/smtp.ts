@@ -31,6 +31,13 @@ export const SMTP_KEYS: readonly ConfigKey[] = [
     '`SIZE`) the body streams to its file in the spool while it arrives, so memory per session stays small ' +
     'whatever the message size; the header section always stays in memory, and a message whose header section ' +
     'is larger than this is refused (`552 5.3.4`). See docs/spool.md.'),
+  entry('smtp', 'body_memory_budget_bytes', 'bodyMemoryBudgetBytes', int(2 ** 16, 2 ** 34, { bytes: true }),
+    'Octets of message content all the sessions of one process (each worker) hold in memory together, at most; ' +
+    'at least `smtp.body_memory_bytes`. `smtp.body_memory_bytes` bounds one session; this bounds their sum, ' +
+    'whatever the number of sessions: a message that does not fit streams to its file in the spool early, ' +
+    'before its own `smtp.body_memory_bytes`, and what it held goes back to the budget. Small messages fit (the ' +
+    'default holds 32 sessions at 1 MiB each at once); only when many large uploads arrive together do more of ' +
+    'them go to the disk sooner. See docs/architecture.md (the body handle).'),
   entry('smtp', 'workers', 'workers', workers(),
     '`"auto"` runs one worker process per CPU core; `1` serves from the main process; `N` runs N worker processes.'),
   entry('smtp', 'max_command_line_bytes', 'maxCommandLineBytes', int(512, 2 ** 16, { rfc: RFC_COMMAND_LINE, bytes: true }),

@@ -8,7 +8,7 @@ import { REPLY, type Reply } from '../replies.ts';
 import type { MachineConfig } from '../machine-config.ts';
 import type { SessionSecurity, Transaction, TransactionSlot } from '../session.ts';
 
-export type MailPlan = Omit<Transaction, 'kind' | 'seq' | 'recipients' | 'usedBdat' | 'addedHeaders' | 'reader' | 'content' | 'spilled' | 'headerProbeBytes'>;
+export type MailPlan = Omit<Transaction, 'kind' | 'seq' | 'recipients' | 'usedBdat' | 'addedHeaders' | 'reader' | 'content' | 'spilled' | 'headerProbeBytes' | 'reservedBytes'>;
 
 const MAX_ENVID = 100; // RFC 3461 4.4
 
@@ -83,7 +83,7 @@ export function checkMail(
 
 /** The transaction a MAIL command would open (policy sees it before it is applied). */
 export function newTransaction(session: SessionSecurity, plan: MailPlan): Transaction {
-  return { kind: 'open', ...plan, seq: session.counters.transactions + 1, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null, spilled: null, headerProbeBytes: 0 };
+  return { kind: 'open', ...plan, seq: session.counters.transactions + 1, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null, spilled: null, headerProbeBytes: 0, reservedBytes: 0 };
 }
 
 export function applyMail(session: SessionSecurity, txn: Transaction): { slot: TransactionSlot; reply: Reply } {

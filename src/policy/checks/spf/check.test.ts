@@ -86,7 +86,7 @@ function contextFor(c: Ctx): CheckContext {
   session.helo = helo === null ? null : { verb: 'EHLO', name: helo };
   const reversePath = c.from === null ? null : parseMailbox(c.from, true);
   if (c.from !== null) assert.ok(reversePath, `test address ${c.from}`);
-  const transaction: Transaction = { kind: 'open', seq: 1, reversePath, body: '7BIT', smtputf8: false, declaredSize: null, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null, spilled: null, headerProbeBytes: 0 };
+  const transaction: Transaction = { kind: 'open', seq: 1, reversePath, body: '7BIT', smtputf8: false, declaredSize: null, recipients: [], usedBdat: false, addedHeaders: [], reader: { kind: 'command' }, content: null, spilled: null, headerProbeBytes: 0, reservedBytes: 0 };
   return { stage: 'mail', session, transaction, recipient: null, heloName: helo, message: null, nowMs: 0 };
 }
 
