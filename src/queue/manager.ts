@@ -9,7 +9,7 @@
 
 import type { Courier, DeliveryJob, DeliveryReply, RecipientResult, Route } from '../delivery/types.ts';
 import { DELIVERY_REPLY } from '../protocol/replies.ts';
-import { listMessageFiles, listSegments, openMessage, scanSegmentFrom } from '../spool/reader.ts';
+import { listMessageFiles, listSegments, openMessage, scanSegmentFrom, SpoolContentReader } from '../spool/reader.ts';
 import type { Envelope } from '../spool/types.ts';
 import { removeSpoolFile, SegmentRefs } from './gc.ts';
 import {
@@ -114,6 +114,8 @@ export class QueueManager {
   readonly #refs = new SegmentRefs();
   readonly #dests: DestinationTable;
   #log!: QueueStateLog;
+  /** Message content for couriers: segment files kept open, one pread for most messages. */
+  readonly #reader: SpoolContentReader;
 
   readonly #heap = new TimeHeap();
   /** The wake time each message is scheduled for (heap entries that differ are stale). */
@@ -151,6 +153,7 @@ export class QueueManager {
     this.#logger = opts.log ?? SILENT_LOG;
     this.#limits = { ...DEFAULT_QUEUE_LIMITS, ...opts.limits };
     this.#dests = new DestinationTable(this.#limits);
+    this.#reader = new SpoolContentReader(opts.spoolDir);
   }
 
   /** Loads the state log, finds what the spool holds that the log does not know, reclaims what
@@ -442,6 +445,7 @@ export class QueueManager {
     this.#isClosed = true;
     await Promise.allSettled([...this.#couriers.values()].map((c) => c.close()));
     this.#couriers.clear();
+    await this.#reader.close();
     await this.#log.close();
   }
 
@@ -495,6 +499,7 @@ export class QueueManager {
 
   async #reclaim(segment: string): Promise<void> {
     try {
+      await this.#reader.forget(segment);
       await removeSpoolFile(this.#spoolDir, segment);
       this.#refs.forget(segment);
       this.#state.marks.delete(segment);
@@ -707,7 +712,7 @@ export class QueueManager {
         // The content is opened only when the courier reads it (a discard route never does): the
         // manager already holds every envelope fact. A record that is missing or damaged then
         // fails the read, which every courier turns into a deferral (nothing half-sent completes).
-        const spoolDir = this.#spoolDir;
+        const reader = this.#reader;
         const logger = this.#logger;
         const location = msg.facts.location;
         const queueId = job.queueId;
@@ -724,12 +729,12 @@ export class QueueManager {
             ...(msg.facts.envid === undefined ? {} : { envid: msg.facts.envid }),
             size: msg.facts.size,
             async *content() {
-              const opened = await openMessage(spoolDir, queueId, location);
-              if (opened === null) {
-                logger.error({ queueId, location }, 'queue: message content missing or damaged');
+              try {
+                yield* reader.content(queueId, location);
+              } catch (err) {
+                logger.error({ err, queueId, location }, 'queue: message content missing or damaged');
                 throw new Error(CONTENT_UNREADABLE.lines.join(' '));
               }
-              yield* opened.content();
             },
           };
           results = await this.#courier(job.destination, job.route).deliver(deliveryJob, controller.signal);
