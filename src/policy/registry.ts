@@ -1,12 +1,12 @@
 // The check registry: the one list of the policy checks, in their default order. Each entry is
 // a check's configuration part (checks/<name>/config.ts: its sections, their defaults and keys,
 // when they switch it on); the configuration, its docs and its cross-checks are built from this
-// list, and PolicyCheckName comes from it. Each check's builder (checks/<name>/index.ts) is
-// found by name in build.ts, which the compiler keeps complete.
+// list, and PolicyCheckName comes from it. Each check's builder is the `build` export of
+// checks/<name>/index.ts, which build.ts loads by the registered name.
 //
-// Adding a check: a directory checks/<name>/ (check.ts, config.ts, index.ts), one line here, one
-// line in build.ts's BUILDERS, and its keys' headings in docs/configuration.md (the docs test
-// names any that are missing; scripts/config-docs.ts writes their blocks).
+// Adding a check: a directory checks/<name>/ (check.ts, config.ts, index.ts exporting `build`),
+// one line here, and its keys' headings in docs/configuration.md (the docs test names any that
+// are missing; scripts/config-docs.ts writes their blocks).
 //
 // Never imports check code (check.ts, index.ts): the configuration loader reads this list.
 

@@ -4,7 +4,7 @@ import { batvPolicy, loadBatvKeys } from '../../../delivery/batv.ts';
 import type { CheckBuilder } from '../../check.ts';
 import { batvCheck } from './check.ts';
 
-export const buildBatv: CheckBuilder = (cfg, ctx) =>
+export const build: CheckBuilder = (cfg, ctx) =>
   cfg.batv.domains.length === 0
     ? null
     : batvCheck({ policy: batvPolicy(cfg.batv, loadBatvKeys(cfg.batv.keys)), action: cfg.batv.action, now: ctx.now, log: ctx.log });

@@ -4,7 +4,7 @@
 import type { CheckBuilder } from '../../check.ts';
 import { DNSBL_DEFAULTS, dnsblCheck } from './check.ts';
 
-export const buildDnsbl: CheckBuilder = (cfg, ctx) =>
+export const build: CheckBuilder = (cfg, ctx) =>
   cfg.dnsbl.length === 0
     ? null
     : dnsblCheck({

@@ -3,7 +3,7 @@
 import type { CheckBuilder } from '../../check.ts';
 import { GREYLIST_DEFAULTS, greylistCheck } from './check.ts';
 
-export const buildGreylist: CheckBuilder = (cfg, ctx) =>
+export const build: CheckBuilder = (cfg, ctx) =>
   cfg.greylist.enabled
     ? greylistCheck({ store: ctx.store('greylist.enabled'), stage: cfg.greylist.stage, ...GREYLIST_DEFAULTS, delaySeconds: cfg.greylist.delaySeconds, now: ctx.now })
     : null;

@@ -4,7 +4,7 @@
 import type { CheckBuilder } from '../../check.ts';
 import { loadRecipientTable, recipientsCheck } from './check.ts';
 
-export const buildRecipients: CheckBuilder = (cfg) => {
+export const build: CheckBuilder = (cfg) => {
   const { table, addresses } = cfg.recipients;
   if (table === '' && addresses.length === 0) return null;
   const localDomains = new Set(cfg.domains.local.map((d) => d.toLowerCase()));

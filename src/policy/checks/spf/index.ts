@@ -4,7 +4,7 @@
 import type { CheckBuilder } from '../../check.ts';
 import { SPF_DEFAULTS, spfCheck } from './check.ts';
 
-export const buildSpf: CheckBuilder = (cfg, ctx) => {
+export const build: CheckBuilder = (cfg, ctx) => {
   if (!cfg.spf.enabled) return null;
   const { fail, softfail, neutral, none, temperror, permerror } = cfg.spf;
   return spfCheck({
