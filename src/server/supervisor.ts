@@ -14,7 +14,7 @@ import { createLogger } from '../obs/log.ts';
 import type { Metrics, MetricsHttpServer, PrimaryMetrics } from '../obs/metrics.ts';
 import type { DeliveryService } from './delivery.ts';
 import { queueHandlers } from './queue-control.ts';
-import type { PrimaryNotice, WorkerReport } from './worker.ts';
+import type { PrimaryNotice, WorkerReport, WorkerReports } from './worker.ts';
 import { ControlError, controlSocketPath, startControlServer, type ControlHandler } from './control.ts';
 import { watchParent } from './parent-watch.ts';
 import { writerIdFor } from './session-id.ts';
@@ -156,7 +156,7 @@ function runPrimary(
     alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
-      if (m !== 'listening') return onReport(m as WorkerReport);
+      if (m !== 'listening') return onReport(m as WorkerReport | WorkerReports);
       listening.add(w.id);
       if (!isQueueHealthy) w.send({ t: 'queue-health', isHealthy: false } satisfies PrimaryNotice);
       if (++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
@@ -191,8 +191,10 @@ function runPrimary(
       pendingForks.add(t);
     });
   };
-  const onReport = (r: WorkerReport): void => {
-    if (r?.t === 'committed') {
+  const onReport = (r: WorkerReport | WorkerReports): void => {
+    if (r?.t === 'reports') {
+      for (const item of r.items) onReport(item);
+    } else if (r?.t === 'committed') {
       delivery.committed({ queueId: r.queueId, location: r.location, envelope: r.envelope });
     } else if (r?.t === 'sealed') delivery.sealed(r.file);
   };

@@ -23,6 +23,10 @@ const PURGE_INTERVAL_MS = 10 * 60_000;
 export type WorkerReport =
   | { t: 'committed'; queueId: string; location: string; envelope: import('../spool/types.ts').Envelope }
   | { t: 'sealed'; file: string };
+/** How reports travel: every report of one turn of the event loop (the commits of one group
+ *  commit) in one IPC message, in order; one message per commit cost the worker a serialise and
+ *  a write, and the primary a parse, per message. */
+export type WorkerReports = { t: 'reports'; items: WorkerReport[] };
 /** What the primary tells its workers. */
 export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean };
 
@@ -31,8 +35,17 @@ export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean };
 /** The single process: the queue runs here, and tells the server of its health directly. */
 export type LocalQueue = { delivery: DeliveryService; onHealth(listener: (isHealthy: boolean) => void): void };
 
+let pendingReports: WorkerReport[] = [];
+
 function report(r: WorkerReport): void {
-  process.send?.(r);
+  pendingReports.push(r);
+  if (pendingReports.length === 1) queueMicrotask(sendReports);
+}
+
+function sendReports(): void {
+  const items = pendingReports;
+  pendingReports = [];
+  if (items.length > 0) process.send?.({ t: 'reports', items } satisfies WorkerReports);
 }
 
 export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null, local: LocalQueue | null = null): Promise<void> {
