@@ -24,8 +24,9 @@ export type PortcullisOptions = StartOptions & {
 export type RunningPortcullis = RunningServer & { spoolDir: string; configPath: string; logPath: string };
 
 export async function startPortcullis(options: PortcullisOptions): Promise<RunningPortcullis> {
-  const main = join(options.repoDir, 'src/cli/main.ts');
-  if (!existsSync(main)) throw new Error('src/cli/main.ts does not exist yet');
+  // The command's entry (bin/portcullis.js: the compile cache on, as for an operator).
+  const main = join(options.repoDir, 'bin/portcullis.js');
+  if (!existsSync(main)) throw new Error('bin/portcullis.js does not exist');
   const dir = join(options.scratchDir, 'portcullis');
   mkdirSync(dir);
   const configPath = join(dir, 'portcullis.toml');

@@ -4,6 +4,7 @@
 // Never handles SMTP in the primary when there are workers.
 
 import cluster from 'node:cluster';
+import module from 'node:module';
 import type { Worker } from 'node:cluster';
 import { unlinkSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -159,7 +160,11 @@ function runPrimary(
       if (m !== 'listening') return onReport(m as WorkerReport | WorkerReports);
       listening.add(w.id);
       if (!isQueueHealthy) w.send({ t: 'queue-health', isHealthy: false } satisfies PrimaryNotice);
-      if (++ready === n) log.info({ workers: n, tls: tlsState }, 'ready');
+      if (++ready === n) {
+        log.info({ workers: n, tls: tlsState }, 'ready');
+        // As the workers do: the compile cache (bin/portcullis.js) written once all is loaded.
+        module.flushCompileCache();
+      }
     });
     w.on('exit', (code, signal) => {
       const lived = Date.now() - (startedAt.get(w.id) ?? 0);

@@ -3,6 +3,7 @@
 // it) goes. Loaded by the supervisor only in a worker or a single process, never in the primary.
 
 import cluster from 'node:cluster';
+import module from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { Metrics } from '../obs/metrics.ts';
@@ -106,6 +107,9 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
       : null;
   if (cluster.isWorker) process.send?.('listening');
   else log.info({ workers: 1, tls: secureContext !== null }, 'ready');
+  // Every module is loaded now: write the compile cache (bin/portcullis.js) without waiting for a
+  // clean exit, so the next start is warm even if this process is killed.
+  module.flushCompileCache();
   let isStopping = false;
   const stop = async (): Promise<void> => {
     if (isStopping) return;
