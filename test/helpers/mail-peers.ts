@@ -73,6 +73,8 @@ export type SmtpSink = {
   port: number;
   /** Every dumped message so far: smtp-sink's X-* and Received lines, then the content (LF). */
   dumps(): string[];
+  /** How many messages have been dumped so far (a directory listing: cheap enough to poll). */
+  count(): number;
   stop(): Promise<void>;
 };
 
@@ -107,6 +109,7 @@ export function startSmtpSink(flags: string[] = []): Promise<SmtpSink> {
     return {
       port,
       dumps: () => readdirSync(dumpDir).sort().map((f) => readFileSync(path.join(dumpDir, f), 'latin1')),
+      count: () => readdirSync(dumpDir).length,
       stop,
     };
   });
@@ -125,6 +128,8 @@ export type DovecotLmtp = {
   socket: string;
   /** Files in a user's Maildir/new. */
   delivered(user: string): string[];
+  /** How many messages are in a user's Maildir/new (a directory listing: cheap enough to poll). */
+  deliveredCount(user: string): number;
   stop(): Promise<void>;
 };
 
@@ -188,6 +193,10 @@ export function startDovecotLmtp(users: string[]): Promise<DovecotLmtp> {
       delivered: (user) => {
         const d = path.join(dir, 'mail', user, 'Maildir', 'new');
         return existsSync(d) ? readdirSync(d).sort().map((f) => readFileSync(path.join(d, f), 'latin1')) : [];
+      },
+      deliveredCount: (user) => {
+        const d = path.join(dir, 'mail', user, 'Maildir', 'new');
+        return existsSync(d) ? readdirSync(d).length : 0;
       },
       stop,
     };
