@@ -43,6 +43,8 @@ export type CliServerOptions = {
   spoolDir?: string;
   /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
   spoolToml?: string[];
+  /** More keys of the [smtp] section, as TOML lines (`bare_line_endings = "normalize"`). */
+  smtpToml?: string[];
   /** More keys of the [log] section (`format = "pretty"`). */
   logToml?: string[];
   /** How the server is started: `node` (default) runs the CLI with this process's Node; `npx`
@@ -128,6 +130,7 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
     `listen = [${toml(`127.0.0.1:${port}`)}]`,
     'hostname = "mx.example.test"',
     `workers = ${opts.workers}`,
+    ...(opts.smtpToml ?? []),
     '',
     '[tls]',
     `cert = ${toml(certFile)}`,
