@@ -73,8 +73,8 @@ export type SmtpSink = {
   port: number;
   /** Every dumped message so far: smtp-sink's X-* and Received lines, then the content (LF). */
   dumps(): string[];
-  /** How many messages have been dumped so far (a directory listing: cheap enough to poll). */
-  count(): number;
+  /** The dump files so far, as paths (a directory listing: cheap enough to poll). */
+  dumpFiles(): string[];
   stop(): Promise<void>;
 };
 
@@ -109,7 +109,7 @@ export function startSmtpSink(flags: string[] = []): Promise<SmtpSink> {
     return {
       port,
       dumps: () => readdirSync(dumpDir).sort().map((f) => readFileSync(path.join(dumpDir, f), 'latin1')),
-      count: () => readdirSync(dumpDir).length,
+      dumpFiles: () => readdirSync(dumpDir).sort().map((f) => path.join(dumpDir, f)),
       stop,
     };
   });
@@ -128,8 +128,8 @@ export type DovecotLmtp = {
   socket: string;
   /** Files in a user's Maildir/new. */
   delivered(user: string): string[];
-  /** How many messages are in a user's Maildir/new (a directory listing: cheap enough to poll). */
-  deliveredCount(user: string): number;
+  /** The files in a user's Maildir/new, as paths (a directory listing: cheap enough to poll). */
+  deliveredFiles(user: string): string[];
   stop(): Promise<void>;
 };
 
@@ -194,9 +194,9 @@ export function startDovecotLmtp(users: string[]): Promise<DovecotLmtp> {
         const d = path.join(dir, 'mail', user, 'Maildir', 'new');
         return existsSync(d) ? readdirSync(d).sort().map((f) => readFileSync(path.join(d, f), 'latin1')) : [];
       },
-      deliveredCount: (user) => {
+      deliveredFiles: (user) => {
         const d = path.join(dir, 'mail', user, 'Maildir', 'new');
-        return existsSync(d) ? readdirSync(d).length : 0;
+        return existsSync(d) ? readdirSync(d).sort().map((f) => path.join(d, f)) : [];
       },
       stop,
     };
