@@ -130,6 +130,8 @@ export type DovecotLmtp = {
   delivered(user: string): string[];
   /** The files in a user's Maildir/new, as paths (a directory listing: cheap enough to poll). */
   deliveredFiles(user: string): string[];
+  /** The files in a user's Maildir/tmp: deliveries Dovecot is writing now. */
+  writingFiles(user: string): string[];
   stop(): Promise<void>;
 };
 
@@ -196,6 +198,10 @@ export function startDovecotLmtp(users: string[]): Promise<DovecotLmtp> {
       },
       deliveredFiles: (user) => {
         const d = path.join(dir, 'mail', user, 'Maildir', 'new');
+        return existsSync(d) ? readdirSync(d).sort().map((f) => path.join(d, f)) : [];
+      },
+      writingFiles: (user) => {
+        const d = path.join(dir, 'mail', user, 'Maildir', 'tmp');
         return existsSync(d) ? readdirSync(d).sort().map((f) => path.join(d, f)) : [];
       },
       stop,

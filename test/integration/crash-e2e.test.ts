@@ -36,6 +36,9 @@ const TEST_TIMEOUT_MS = 170_000;
 /** Bounds for each phase. */
 const RUN_DEADLINE_MS = 30_000;
 const DRAIN_DEADLINE_MS = 60_000;
+/** After a kill: how long the peers' deliveries must stay unchanged, and for how long at most. */
+const SETTLE_QUIET_MS = 250;
+const SETTLE_MAX_MS = 5_000;
 const SINK_USERS = 4;
 const LMTP_USERS = ['u0', 'u1', 'u2', 'u3'];
 
@@ -125,6 +128,19 @@ async function session(port: number, traffic: Traffic, run: RunState, deadline: 
 /** Every file the two peers have delivered so far, with its side. */
 function deliveredFiles(sink: SmtpSink, dovecot: DovecotLmtp): Array<{ file: string; side: Side }> {
   return [...sink.dumpFiles().map((file) => ({ file, side: 'sink' as const })), ...LMTP_USERS.flatMap((u) => dovecot.deliveredFiles(u).map((file) => ({ file, side: 'lmtp' as const })))];
+}
+
+/** Waits (bounded) until no Maildir/tmp holds a file and the listing of delivered files stays
+ *  the same for a moment. */
+async function settled(sink: SmtpSink, dovecot: DovecotLmtp): Promise<void> {
+  const deadline = Date.now() + SETTLE_MAX_MS;
+  let before = deliveredCount(sink, dovecot);
+  while (Date.now() < deadline) {
+    await sleep(SETTLE_QUIET_MS);
+    const now = deliveredCount(sink, dovecot);
+    if (now === before && LMTP_USERS.every((u) => dovecot.writingFiles(u).length === 0)) return;
+    before = now;
+  }
 }
 
 function deliveredCount(sink: SmtpSink, dovecot: DovecotLmtp): number {
@@ -228,8 +244,10 @@ test(`kill -9 of the whole server ${KILLS} times while it accepts and delivers $
       kills.push({ acked: traffic.acked.size, delivered: deliveredCount(sink, dovecot), awaiting: traffic.inFlight.size, ms: Date.now() - startedAt });
       maxMessageFiles = Math.max(maxMessageFiles, messageFiles(server).length);
       assert.deepEqual(await server.killGroup(), { code: null, signal: 'SIGKILL' }, 'the primary died of the SIGKILL');
-      // Nothing of this run can deliver any more: every file not seen before is its work. (A
-      // next hop may still be writing a transfer cut by the kill: judged incomplete below.)
+      // Nothing of this run can start a delivery any more, but a next hop may still finish one
+      // whose data it had whole (Dovecot writes Maildir/tmp, then links it into new/): once they
+      // are quiet, every file not seen before is this run's work.
+      await settled(sink, dovecot);
       attribute(run);
     }
     await Promise.all(senders);
@@ -311,6 +329,7 @@ test(`kill -9 of the whole server ${KILLS} times while it accepts and delivers $
   const stale = segments(server).filter((f) => ![...live].some((pid) => f.includes(`p${pid}-`)));
   assert.deepEqual(stale, [], 'segments of killed writers reclaimed');
   assert.deepEqual(messageFiles(server), [], 'message files reclaimed');
+  const stateLogs = readdirSync(path.join(server.spoolDir, 'queue')).filter((f) => f.startsWith('state-'));
   const stopped = await runCli(server.configPath, ['stop'], 60_000);
   assert.equal(stopped.code, 0, stopped.stderr);
   assert.deepEqual(await server.exited, { code: 0, signal: null });
@@ -328,7 +347,7 @@ test(`kill -9 of the whole server ${KILLS} times while it accepts and delivers $
     `# ${TOTAL} messages (${expected} deliveries) accepted in ${acceptedMs} ms, all delivered after ${drainedMs} ms ` +
       `(${KILLS} kills, ${restartMs} ms restarting); ${traffic.unanswered.size} sent without a 250 (at a kill); ` +
       `${duplicates} duplicate deliveries (bound ${duplicateBound}; per kill, sink+lmtp: ${perKill}), ${partial} incomplete files and ${cut} cut transfers (removed by smtp-sink) at the peers, ${deferred} deferrals recorded; ` +
-      `up to ${maxMessageFiles} message files at a kill; warnings: ${JSON.stringify(Object.fromEntries(warnings))}`,
+      `up to ${maxMessageFiles} message files at a kill; state log ${stateLogs.join(',')}; warnings: ${JSON.stringify(Object.fromEntries(warnings))}`,
   );
   assert.ok(maxMessageFiles > 0, 'some messages took the file-per-message path (and were reclaimed)');
 });
