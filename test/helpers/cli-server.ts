@@ -1,6 +1,7 @@
 // Starts the real `portcullis serve` CLI as a child process, on a free loopback port, with its
 // own config, spool and log file in a temp dir, for tests that need the real process (workers,
-// signals, kill -9, restart). Only ever signals the PID it spawned; never touches other processes.
+// signals, kill -9, restart). Only ever signals the PID it spawned (with `processGroup`, the process
+// group that PID leads: the server and the workers it forked); never touches other processes.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';

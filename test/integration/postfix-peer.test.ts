@@ -5,8 +5,9 @@
 // with dots, 8-bit octets, a 990-octet line), and one accepted with bare line ends in
 // `bare_line_endings = "normalize"` mode arrives as its canonical, stored form; a 5xx from Postfix
 // for an unknown user fails that recipient only and its sender gets a failure DSN (delivered
-// through the same Postfix, from <>, parsed with a real MIME parser); a 4xx defers (no DSN, still
-// queued) and the mail is delivered once Postfix accepts it. RFC 5321 4.5.2 (transparency),
+// through the same Postfix, from <>, parsed with a real MIME parser), as does a 5xx to the final
+// dot (Postfix's header_checks); a 4xx defers (no DSN, still queued) and the mail is delivered once
+// Postfix accepts it. RFC 5321 4.5.2 (transparency),
 // 6.1 (a 250 owns the message), RFC 3464 (the DSN fields).
 
 import assert from 'node:assert/strict';
@@ -180,10 +181,14 @@ test('postfix as the internal SMTP server (BDAT, as it offers CHUNKING): byte-id
   chmodSync(accessDir, 0o755);
   const access = path.join(accessDir, 'access');
   writeFileSync(access, 'busy@corp.test 450 4.2.0 Mailbox busy, try again later\n', { mode: 0o644 });
+  // And refuses one message after its data (cleanup's header_checks): a 5xx to the final dot. Not
+  // in attached messages (nested_header_checks), or the DSN returning it would be refused too.
+  const headerChecks = path.join(accessDir, 'header_checks');
+  writeFileSync(headerChecks, '/^Subject: refused after the data$/ REJECT 5.7.1 Message content rejected\n', { mode: 0o644 });
   const pf = await startPostfix({
     domains: ['corp.test'],
     users: ['alice@corp.test', 'bob@corp.test', 'busy@corp.test'],
-    extraMainCf: [`smtpd_recipient_restrictions = check_recipient_access texthash:${access}`],
+    extraMainCf: [`smtpd_recipient_restrictions = check_recipient_access texthash:${access}`, `header_checks = regexp:${headerChecks}`, 'nested_header_checks ='],
   });
   t.after(() => pf.stop());
   const server = await startCliServer({
@@ -213,14 +218,22 @@ test('postfix as the internal SMTP server (BDAT, as it offers CHUNKING): byte-id
   // One recipient Postfix knows, one it refuses (550 5.1.1 at RCPT): one delivery, one bounce.
   const mixedId = await send(server.port, 'bob@corp.test', ['alice@corp.test', 'nobody@corp.test'], dotStuffed(crlf(['From: bob@corp.test', 'Subject: mixed', 'Message-ID: <mixed@corp.test>', '', 'to alice and nobody'])));
 
-  const got = await pf.waitForReceived(4, WAIT_MS);
+  // Refused by Postfix after the data (550 5.7.1): failed, and a second DSN to bob.
+  const refusedId = await send(server.port, 'bob@corp.test', ['alice@corp.test'], dotStuffed(crlf(['From: bob@corp.test', 'Subject: refused after the data', 'Message-ID: <refused@corp.test>', '', 'Postfix says no at the dot'])));
+
+  const got = await pf.waitForReceived(5, WAIT_MS);
+  assert.ok(!got.some((m) => m.recipient === 'alice@corp.test' && m.bytes.includes('Message-ID: <refused@corp.test>')), 'the refused message is not delivered');
+  const dsnFor = (queueId: string): ReceivedMessage => {
+    const m = got.find((r) => r.recipient === 'bob@corp.test' && r.bytes.includes(`X-Portcullis-Queue-ID: ${queueId}`));
+    assert.ok(m, `a DSN for ${queueId} to the sender; log:\n${logs()}`);
+    return m;
+  };
   checkTransparency(got, dotsId, bareId);
   const mixed = receivedWithId(got, 'mixed@corp.test');
   assert.equal(mixed.recipient, 'alice@corp.test');
 
   // The bounce: a failure DSN from <> to bob, through the same Postfix, for nobody only.
-  const dsn = got.find((m) => m.recipient === 'bob@corp.test');
-  assert.ok(dsn, 'the sender got a DSN');
+  const dsn = dsnFor(mixedId);
   assert.equal(dsn.reversePath, '', 'from the null reverse-path');
   const parsed = await simpleParser(wireForm(dsn), { keepDeliveryStatus: true });
   assert.match(String((parsed.headers.get('content-type') as { value: string }).value), /^multipart\/report$/);
@@ -239,7 +252,15 @@ test('postfix as the internal SMTP server (BDAT, as it offers CHUNKING): byte-id
   assert.match(fields, /^Diagnostic-Code: smtp; ?550 5\.1\.1 <nobody@corp\.test>: Recipient address rejected: User unknown/m);
   const returned = parsed.attachments.find((a) => a.contentType === 'message/rfc822' || a.contentType === 'text/rfc822-headers');
   assert.ok(returned?.content.toString().includes('Message-ID: <mixed@corp.test>'), 'the DSN returns the message');
-  assert.equal(got.filter((m) => m.recipient === 'bob@corp.test').length, 1, 'one DSN: none for the deferred message');
+  // The 5xx after the data: the same kind of DSN, with Postfix's reply to the dot.
+  const refusedDsn = await simpleParser(wireForm(dsnFor(refusedId)), { keepDeliveryStatus: true });
+  const refusedFields = refusedDsn.attachments.find((a) => a.contentType === 'message/delivery-status')!.content.toString().replace(/\r\n[ \t]+/g, ' ');
+  assert.match(refusedFields, /^Final-Recipient: rfc822; ?alice@corp\.test$/m);
+  assert.match(refusedFields, /^Action: failed$/m);
+  assert.match(refusedFields, /^Status: 5\.7\.1$/m);
+  assert.match(refusedFields, /^Diagnostic-Code: smtp; ?550 5\.7\.1 Message content rejected$/m);
+  await pf.waitForLog(/reject: header Subject: refused after the data/);
+  assert.equal(got.filter((m) => m.recipient === 'bob@corp.test').length, 2, 'two DSNs: none for the deferred message');
 
   // Postfix accepts the busy user again; once our cached session to the old smtpd has ended
   // (idle), a flush delivers the deferred message.
@@ -249,7 +270,7 @@ test('postfix as the internal SMTP server (BDAT, as it offers CHUNKING): byte-id
   assert.match(postfixCommands(pf), / bdat=\d+/, 'Postfix offers CHUNKING, so the content went as BDAT');
   const flushed = await runCli(server.configPath, ['queue', 'flush', busyId]);
   assert.equal(flushed.code, 0, flushed.stderr);
-  const all = await pf.waitForReceived(5, WAIT_MS);
+  const all = await pf.waitForReceived(6, WAIT_MS);
   assert.ok(all.some((m) => m.recipient === 'busy@corp.test' && m.bytes.includes('Message-ID: <busy@corp.test>')), 'delivered after the flush');
   await waitFor('the queue to empty', async () => ((await sendControl(server.spoolDir, { op: 'queue.list', args: [] })) as unknown[]).length === 0 || undefined, logs);
   const listing = await runCli(server.configPath, ['queue', 'list']);
@@ -261,6 +282,7 @@ test('postfix as the internal SMTP server (BDAT, as it offers CHUNKING): byte-id
   assert.deepEqual(outcomes(dotsId), [['queue: delivered', 250]]);
   assert.deepEqual(outcomes(bareId), [['queue: delivered', 250]]);
   assert.deepEqual(outcomes(mixedId), [['queue: delivered', 250], ['queue: failed', 550]]);
+  assert.deepEqual(outcomes(refusedId), [['queue: failed', 550]]);
 });
 
 test('postfix as the internal SMTP server without CHUNKING: the same bytes arrive through DATA (dot-stuffed on the wire)', { skip: SKIP, timeout: 60_000 }, async (t) => {
