@@ -1,6 +1,7 @@
 // Starts the real `portcullis serve` CLI as a child process, on a free loopback port, with its
 // own config, spool and log file in a temp dir, for tests that need the real process (workers,
-// signals, kill -9, restart). Only ever signals the PID it spawned; never touches other processes.
+// signals, kill -9, restart). Only ever signals the PID it spawned (with `processGroup`, the process
+// group that PID leads: the server and the workers it forked); never touches other processes.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -43,11 +44,17 @@ export type CliServerOptions = {
   spoolDir?: string;
   /** More keys of the [spool] section, as TOML lines (`min_free_bytes = 0`). */
   spoolToml?: string[];
+  /** More keys of the [smtp] section, as TOML lines (`bare_line_endings = "normalize"`). */
+  smtpToml?: string[];
   /** More keys of the [log] section (`format = "pretty"`). */
   logToml?: string[];
   /** How the server is started: `node` (default) runs the CLI with this process's Node; `npx`
    *  and `npm-start` run the commands docs/operations.md shows (npm then owns the spawned PID). */
   launcher?: Launcher;
+  /** Start the server as the leader of its own process group (spawn `detached`), so that
+   *  killGroup() can SIGKILL the primary and every worker it forked at once, as a power cut or
+   *  the OOM killer taking the whole service would. Only with the `node` launcher. */
+  processGroup?: boolean;
 };
 
 export type Launcher = 'node' | 'npx' | 'npm-start';
@@ -77,6 +84,12 @@ export type CliServer = {
   /** Sends `signal` (default SIGTERM) to the spawned PID and waits for it to exit (bounded;
    *  then SIGKILL). Resolves with how it exited. A no-op when it has already exited. */
   stop: (signal?: NodeJS.Signals) => Promise<ExitInfo>;
+  /** SIGKILL to the whole process group the spawned PID leads (needs `processGroup`): the primary
+   *  and its workers die together. Resolves once the primary has exited and none of the workers
+   *  this run logged as listening is alive (bounded). */
+  killGroup: () => Promise<ExitInfo>;
+  /** The PIDs of the workers of this run (from their `listening` log lines). */
+  workerPids: () => number[];
   /** Everything the server has logged so far (all runs on this dir). */
   logText: () => string;
   /** Starts the server again on the same config, port, spool and log file (after stop()). */
@@ -86,6 +99,8 @@ export type CliServer = {
 };
 
 const running = new Set<ChildProcess>();
+/** Spawned PIDs that lead their own process group: the exit hook kills the whole group. */
+const groupLeaders = new Set<number>();
 let exitHookInstalled = false;
 
 /** If the test process dies with a server still up, take down only the ones we spawned. */
@@ -96,7 +111,7 @@ function installExitHook(): void {
     for (const child of running) {
       if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
         try {
-          process.kill(child.pid, 'SIGKILL');
+          process.kill(groupLeaders.has(child.pid) ? -child.pid : child.pid, 'SIGKILL');
         } catch {
           // already gone
         }
@@ -116,6 +131,7 @@ function configText(opts: CliServerOptions, port: number, spoolDir: string): str
     `listen = [${toml(`127.0.0.1:${port}`)}]`,
     'hostname = "mx.example.test"',
     `workers = ${opts.workers}`,
+    ...(opts.smtpToml ?? []),
     '',
     '[tls]',
     `cert = ${toml(certFile)}`,
@@ -155,7 +171,20 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 type Layout = { dir: string; spoolDir: string; configPath: string; logPath: string; port: number };
 
-async function launch(layout: Layout, workers: number, launcher: Launcher): Promise<CliServer> {
+/** Whether `pid` is a live process (a zombie, dead but not yet reaped, counts as gone). */
+function isLive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+const GROUP_EXIT_TIMEOUT_MS = 10_000;
+
+async function launch(layout: Layout, workers: number, launcher: Launcher, isGroup: boolean): Promise<CliServer> {
+  if (isGroup && launcher !== 'node') throw new Error('processGroup needs the node launcher (npm and npx own the spawned PID)');
   installExitHook();
   const logFd = openSync(layout.logPath, 'a');
   const logStart = (() => {
@@ -173,6 +202,7 @@ async function launch(layout: Layout, workers: number, launcher: Launcher): Prom
       cwd: REPO_ROOT,
       stdio: ['ignore', logFd, logFd],
       env: { ...process.env, NODE_OPTIONS: '' },
+      detached: isGroup,
     });
   } finally {
     closeSync(logFd);
@@ -180,11 +210,13 @@ async function launch(layout: Layout, workers: number, launcher: Launcher): Prom
   if (child.pid === undefined) throw new Error('could not spawn the CLI server');
   const pid = child.pid;
   running.add(child);
+  if (isGroup) groupLeaders.add(pid);
   let exitInfo: ExitInfo | null = null;
   const exited = new Promise<ExitInfo>((resolve) => {
     child.once('exit', (code, signal) => {
       exitInfo = { code, signal };
       running.delete(child);
+      groupLeaders.delete(pid);
       resolve(exitInfo);
     });
   });
@@ -202,18 +234,48 @@ async function launch(layout: Layout, workers: number, launcher: Launcher): Prom
     return exited;
   };
 
+  const workerPids = (): number[] => {
+    const pids = new Set<number>();
+    for (const line of logText().slice(logStart).split('\n')) {
+      if (!line.startsWith('{') || !line.includes('"msg":"listening"')) continue;
+      const p = (JSON.parse(line) as { pid?: number }).pid;
+      if (p !== undefined && p !== pid) pids.add(p);
+    }
+    return [...pids];
+  };
+  const killGroup = async (): Promise<ExitInfo> => {
+    if (!isGroup) throw new Error('killGroup() needs processGroup: true');
+    const workersBefore = workerPids();
+    // The group may already be empty (the primary exited and took its workers with it).
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+    const info = await exited;
+    const deadline = Date.now() + GROUP_EXIT_TIMEOUT_MS;
+    while (workersBefore.some(isLive)) {
+      if (Date.now() > deadline) throw new Error(`workers ${workersBefore.filter(isLive).join(', ')} outlived the group kill`);
+      await sleep(20);
+    }
+    return info;
+  };
+
   const server: CliServer = {
     ...layout,
     pid,
     exited,
     stop,
+    killGroup,
+    workerPids,
     logText,
     restart: async () => {
       if (exitInfo === null) throw new Error('restart() needs the previous run stopped first');
-      return launch(layout, workers, launcher);
+      return launch(layout, workers, launcher, isGroup);
     },
     cleanup: async () => {
-      await stop('SIGKILL');
+      if (isGroup && exitInfo === null) await killGroup();
+      else await stop('SIGKILL');
       await rm(layout.dir, { recursive: true, force: true });
     },
   };
@@ -238,7 +300,8 @@ async function launch(layout: Layout, workers: number, launcher: Launcher): Prom
     await sleep(50);
   }
   const log = logText().slice(logStart);
-  await stop('SIGKILL');
+  if (isGroup) await killGroup();
+  else await stop('SIGKILL');
   const why = exitInfo !== null ? `exited (${JSON.stringify(exitInfo)})` : `not ready in ${READY_TIMEOUT_MS} ms (${lastError})`;
   const err = new Error(`portcullis serve ${why}; log:\n${log}`) as Error & { isAddressInUse?: boolean };
   err.isAddressInUse = /EADDRINUSE/.test(log);
@@ -257,7 +320,7 @@ export async function startCliServer(opts: CliServerOptions): Promise<CliServer>
       const logPath = path.join(dir, 'server.log');
       writeFileSync(configPath, configText(opts, port, spoolDir));
       try {
-        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers, opts.launcher ?? 'node');
+        return await launch({ dir, spoolDir, configPath, logPath, port }, opts.workers, opts.launcher ?? 'node', opts.processGroup === true);
       } catch (err) {
         if (attempt >= 3 || !(err as { isAddressInUse?: boolean }).isAddressInUse) throw err;
       }

@@ -73,6 +73,8 @@ export type SmtpSink = {
   port: number;
   /** Every dumped message so far: smtp-sink's X-* and Received lines, then the content (LF). */
   dumps(): string[];
+  /** The dump files so far, as paths (a directory listing: cheap enough to poll). */
+  dumpFiles(): string[];
   stop(): Promise<void>;
 };
 
@@ -107,6 +109,7 @@ export function startSmtpSink(flags: string[] = []): Promise<SmtpSink> {
     return {
       port,
       dumps: () => readdirSync(dumpDir).sort().map((f) => readFileSync(path.join(dumpDir, f), 'latin1')),
+      dumpFiles: () => readdirSync(dumpDir).sort().map((f) => path.join(dumpDir, f)),
       stop,
     };
   });
@@ -125,6 +128,10 @@ export type DovecotLmtp = {
   socket: string;
   /** Files in a user's Maildir/new. */
   delivered(user: string): string[];
+  /** The files in a user's Maildir/new, as paths (a directory listing: cheap enough to poll). */
+  deliveredFiles(user: string): string[];
+  /** The files in a user's Maildir/tmp: deliveries Dovecot is writing now. */
+  writingFiles(user: string): string[];
   stop(): Promise<void>;
 };
 
@@ -188,6 +195,14 @@ export function startDovecotLmtp(users: string[]): Promise<DovecotLmtp> {
       delivered: (user) => {
         const d = path.join(dir, 'mail', user, 'Maildir', 'new');
         return existsSync(d) ? readdirSync(d).sort().map((f) => readFileSync(path.join(d, f), 'latin1')) : [];
+      },
+      deliveredFiles: (user) => {
+        const d = path.join(dir, 'mail', user, 'Maildir', 'new');
+        return existsSync(d) ? readdirSync(d).sort().map((f) => path.join(d, f)) : [];
+      },
+      writingFiles: (user) => {
+        const d = path.join(dir, 'mail', user, 'Maildir', 'tmp');
+        return existsSync(d) ? readdirSync(d).sort().map((f) => path.join(d, f)) : [];
       },
       stop,
     };

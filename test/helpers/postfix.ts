@@ -73,6 +73,9 @@ export type PostfixInstance = {
   queue(): Promise<Array<Record<string, unknown>>>;
   /** `postqueue -f`: retry deferred mail now. */
   flush(): Promise<void>;
+  /** `postfix reload`: the daemons re-read main.cf and their tables (a running smtpd finishes its
+   *  session with the old ones first). */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 };
 
@@ -313,6 +316,9 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     },
     async flush() {
       await run(sbin('postqueue'), ['-c', conf, '-f'], { env, timeout: 10_000 });
+    },
+    async reload() {
+      await run(postfix, ['-c', conf, 'reload'], { env, timeout: 10_000 });
     },
     async stop() {
       if (isStopped) return;
