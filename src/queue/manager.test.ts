@@ -320,3 +320,34 @@ test('a message file gone when the courier reads it: a deferral, not a loss', { 
     await manager.close();
   });
 });
+
+test('one delay notice per message: a recipient still in flight when the others were warned about gets none of its own', { timeout: 60_000 }, async () => {
+  await withSpool(async (dir) => {
+    const clock = new FakeClock();
+    let releaseSlow: (() => void) | null = null;
+    const courier = new FakeCourier((job) => {
+      if (job.recipients[0].address.endsWith('@slow.example') && releaseSlow === null) {
+        return new Promise((resolve) => (releaseSlow = () => resolve(job.recipients.map(() => TEMP))));
+      }
+      return job.recipients.map(() => TEMP);
+    });
+    const notices: QueueNotice[] = [];
+    const manager = await QueueManager.open(options(dir, courier, clock, { onDsn: async (n) => void notices.push(n), limits: { deadAfterFailures: 1_000 } }));
+    const { spool, put } = await openReportingSpool(dir, () => manager);
+    await put('dw', 100, { receivedAt: new Date(clock.nowMs()).toISOString(), recipients: [{ address: 'a@fast.example' }, { address: 'b@slow.example' }] });
+    await until(() => releaseSlow !== null && courier.jobs.length >= 2, 'both attempted, the slow one hanging');
+    const fastDone = (): boolean => manager.show('dw')?.recipients[0].isInFlight === false;
+    for (let h = 0; h < 5; h++) {
+      await clock.advance(3_600_000);
+      await until(fastDone, 'the fast recipient settled');
+      await settle();
+    }
+    assert.deepEqual(notices.map((n) => `${n.kind} ${n.recipients.map((r) => r.address).join(',')}`), ['delay a@fast.example']);
+    (releaseSlow as unknown as () => void)();
+    await until(() => manager.show('dw')?.recipients[1].status === 'deferred', 'the slow recipient deferred after 4 h');
+    await clock.advance(3_600_000, () => manager.isIdle());
+    assert.deepEqual(notices.map((n) => n.kind), ['delay'], 'no second delay notice for the same message');
+    await spool.close();
+    await manager.close();
+  });
+});

@@ -836,7 +836,11 @@ export class QueueManager {
     if (facts.reversePath === '') return false;
     const now = this.#clock.nowMs();
     let isOwing = false;
+    // One delay notice per message (as Postfix's delay_warning_time): a recipient that was still
+    // in flight when the others were warned about is not warned about on its own later.
+    const isDelayWarned = msg.recipients.some((r) => r.noticesSent?.includes('delay') === true);
     for (const kind of ['failure', 'relayed', 'success', 'delay'] as const) {
+      if (kind === 'delay' && isDelayWarned) continue;
       const indices: number[] = [];
       for (const [i, r] of msg.recipients.entries()) {
         if (r.noticesSent?.includes(kind) === true || !notifyAllows(facts.recipients[i].notify, kind)) continue;
