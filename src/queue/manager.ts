@@ -716,6 +716,7 @@ export class QueueManager {
         const logger = this.#logger;
         const location = msg.facts.location;
         const queueId = job.queueId;
+        const size = msg.facts.size;
         const deliveryJob: DeliveryJob = {
             queueId: job.queueId,
             reversePath: msg.facts.reversePath,
@@ -730,7 +731,7 @@ export class QueueManager {
             size: msg.facts.size,
             async *content() {
               try {
-                yield* reader.content(queueId, location);
+                yield* reader.content(queueId, location, size);
               } catch (err) {
                 logger.error({ err, queueId, location }, 'queue: message content missing or damaged');
                 throw new Error(CONTENT_UNREADABLE.lines.join(' '));

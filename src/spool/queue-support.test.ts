@@ -87,6 +87,12 @@ test('SpoolContentReader: any size reads back as stored, from segments and messa
     const reader = new SpoolContentReader(dir);
     const got = await Promise.all(stored.map((c, i) => readAll(reader.content(`c${i}`, c.location))));
     for (const [i, size] of sizes.entries()) assert.ok(got[i].equals(Buffer.concat(bodyFor(`c${i}`, size))), `size ${size}`);
+    // A size hint (the queue's) only sizes the first read: right, too small or too large, the same bytes.
+    for (const [i, size] of sizes.entries()) {
+      for (const hint of [size, 0, size * 2 + 100_000]) {
+        assert.ok((await readAll(reader.content(`c${i}`, stored[i].location, hint))).equals(got[i]), `size ${size}, hint ${hint}`);
+      }
+    }
     const segments = new Set(stored.map((c) => c.location.split('@')[0]).filter((f) => f.startsWith('segments/')));
     assert.equal(reader.openFiles, segments.size, 'one handle per segment; message files are not kept open');
     await reader.close();

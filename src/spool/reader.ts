@@ -16,6 +16,7 @@ import {
   isValidQueueId,
   MESSAGES_DIR,
   RECORD_HEADER_BYTES,
+  RECORD_OVERHEAD_BYTES,
   SEGMENTS_DIR,
   TMP_DIR,
 } from './format.ts';
@@ -269,9 +270,13 @@ export async function openMessage(dir: string, queueId: string, location: string
   };
 }
 
-/** The first read of a record's content: header, envelope and, for most messages, the whole
- *  body and trailer in one pread. */
+/** The first read of a record's content when its size is not known: header, envelope and, for
+ *  most messages, the whole body and trailer in one pread. */
 const FIRST_READ_BYTES = 64 * 1024;
+/** With the body's size known: room for it, the record's frame and a generous envelope, up to
+ *  this much in one read (past it, the body streams in pieces anyway). */
+const FIRST_READ_MAX_BYTES = 1024 * 1024;
+const ENVELOPE_ALLOWANCE_BYTES = 16 * 1024;
 
 type CachedHandle = { fh: Promise<FileHandle>; users: number; lastUse: number; isForgotten: boolean };
 
@@ -293,8 +298,9 @@ export class SpoolContentReader {
     this.#maxOpen = options.maxOpen ?? 32;
   }
 
-  /** The body of the record at `location`, in pieces of at most 256 KiB. */
-  async *content(queueId: string, location: string): AsyncGenerator<Buffer> {
+  /** The body of the record at `location`, in pieces of at most 256 KiB (or, when `sizeHint`
+   *  (the body's size, as the queue knows it) lets it fit, in one piece of one read). */
+  async *content(queueId: string, location: string, sizeHint?: number): AsyncGenerator<Buffer> {
     if (!isValidQueueId(queueId)) throw new Error(`${location}: not a queue id`);
     const match = LOCATION.exec(location);
     if (match === null) throw new Error(`${location}: not a spool location`);
@@ -306,7 +312,8 @@ export class SpoolContentReader {
     const handle = isSegment ? this.#acquire(file) : { fh: openChecked(path.join(this.#dir, file)), users: 1, lastUse: 0, isForgotten: true };
     try {
       const fh = await handle.fh;
-      const first = Buffer.allocUnsafe(FIRST_READ_BYTES);
+      const firstBytes = sizeHint === undefined ? FIRST_READ_BYTES : Math.min(FIRST_READ_MAX_BYTES, RECORD_OVERHEAD_BYTES + ENVELOPE_ALLOWANCE_BYTES + sizeHint);
+      const first = Buffer.allocUnsafe(firstBytes);
       const { bytesRead } = await fh.read(first, 0, first.length, offset);
       const lengths = decodeRecordHeader(first.subarray(0, bytesRead), 0);
       if ('problem' in lengths) throw new Error(`${location}: ${lengths.problem}`);
