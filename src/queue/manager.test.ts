@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import type { Courier, Route } from '../delivery/types.ts';
 import { bodyFor } from '../../test/helpers/spool-crash-child.ts';
-import { FakeClock, FakeCourier, openReportingSpool, OK, PERM, settle, TEMP, until } from '../../test/helpers/queue-fixtures.ts';
+import { envelopeFor, FakeClock, FakeCourier, openReportingSpool, OK, PERM, settle, TEMP, until } from '../../test/helpers/queue-fixtures.ts';
 import { QueueManager } from './manager.ts';
 import type { QueueManagerOptions, QueueNotice } from './manager.ts';
 import { DEFAULT_QUEUE_LIMITS } from './schedule.ts';
@@ -347,6 +347,26 @@ test('one delay notice per message: a recipient still in flight when the others 
     await until(() => manager.show('dw')?.recipients[1].status === 'deferred', 'the slow recipient deferred after 4 h');
     await clock.advance(3_600_000, () => manager.isIdle());
     assert.deepEqual(notices.map((n) => n.kind), ['delay'], 'no second delay notice for the same message');
+    await spool.close();
+    await manager.close();
+  });
+});
+
+test('a writer gone before reporting a large message (its own file): found at once, not at the next start', { timeout: 60_000 }, async () => {
+  await withSpool(async (dir) => {
+    const clock = new FakeClock();
+    const courier = new FakeCourier();
+    const manager = await QueueManager.open(options(dir, courier, clock));
+    // A writer whose reports never reach the manager (it died between commit and report).
+    const { spool } = await openReportingSpool(dir, () => null, { writerId: 'w9', journalMaxMessageBytes: 1_000 });
+    const { location } = await spool.commitEnvelope(envelopeFor('big1', 5_000), bodyFor('big1', 5_000));
+    assert.match(location, /^messages\//);
+    await settle();
+    assert.equal(manager.show('big1'), null, 'nobody told the manager');
+    await manager.writerGone('w9');
+    await until(() => courier.delivered('big1') === 1, 'delivered after the writer was gone');
+    await until(() => manager.list().length === 0, 'removed');
+    assert.deepEqual(await readdir(path.join(dir, 'messages')), [], 'its file reclaimed');
     await spool.close();
     await manager.close();
   });

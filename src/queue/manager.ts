@@ -273,7 +273,9 @@ export class QueueManager {
     });
   }
 
-  /** A writer process is gone (it crashed or stopped): its segments are sealed. */
+  /** A writer process is gone (it crashed or stopped): its segments are sealed, and message
+   *  files nobody reported (a large message committed just before the writer died) are found
+   *  now rather than at the next start. */
   async writerGone(writerId: string): Promise<void> {
     // From now on its reports are late: the scans below find everything it committed.
     this.#goneWriters.add(writerId);
@@ -281,6 +283,17 @@ export class QueueManager {
       if (writerOf(segment) === writerId && !this.#refs.isSealed(segment)) this.sealed(segment);
     }
     await this.#scanChain;
+    // A message file does not name its writer: every unknown one is taken. A file in messages/
+    // is committed (renamed into place after its fsync); one whose report is still on its way
+    // from a live writer is taken now and its report is then a no-op; one removed meanwhile
+    // fails to open and is skipped.
+    for (const { queueId, location } of await listMessageFiles(this.#spoolDir)) {
+      if (this.#isClosed || this.#state.messages.has(queueId)) continue;
+      const opened = await openMessage(this.#spoolDir, queueId, location);
+      if (opened === null || this.#state.messages.has(queueId)) continue;
+      this.#logger.info({ queueId, location, writerId }, 'queue: unreported message file found');
+      await this.#add(opened.envelope, location).catch(() => undefined);
+    }
   }
 
   isHealthy(): boolean {
