@@ -80,6 +80,9 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'smtp.command_timeout_seconds': ['600', 600],
   'smtp.data_timeout_seconds': ['600', 600],
   'smtp.stop_grace_seconds': ['5', 5],
+  'smtp.proxy_protocol': ['true', true],
+  'proxy.trusted': ['["10.0.0.5", "2001:DB8::/64"]', ['10.0.0.5/32', '2001:db8::/64']],
+  'proxy.header_timeout_seconds': ['2', 2],
   'queue.max_lifetime': ['"2d"', 2 * 86_400],
   'queue.delay_warning': ['"0s"', 0],
   'queue.min_backoff': ['"1m"', 60],
@@ -88,6 +91,8 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'tls.cert': ['"tls/cert.pem"', 'tls/cert.pem'],
   'tls.key': ['"tls/key.pem"', 'tls/key.pem'],
   'tls.enabled': ['false', false],
+  'tls.ciphers': ['"ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256"', 'ECDHE-RSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256'],
+  'tls.handshake_timeout_seconds': ['30', 30],
   'domains.local': ['["Example.TEST", "mail.example.test", "example.test"]', ['example.test', 'mail.example.test']],
   'relay.networks': ['["192.0.2.0/24", "2001:DB8::/32", "198.51.100.7", "::1"]', ['192.0.2.0/24', '2001:db8::/32', '198.51.100.7/32', '::1/128']],
   'spool.dir': ['"/srv/portcullis/spool"', '/srv/portcullis/spool'],
@@ -277,6 +282,17 @@ test('domain names: lowercased, no trailing dot, A-labels only', () => {
     'domains.local[3] = "192.0.2.1": must be a domain name, not an IP address',
     'domains.local[4] = "": must not be empty',
   ]);
+});
+
+test('tls.ciphers is checked by OpenSSL; proxy.trusted refuses /0 and is required by smtp.proxy_protocol', () => {
+  assert.match(problemsOf('[tls]\nciphers = "NO-SUCH-CIPHER"\n')[0], /^tls\.ciphers = "NO-SUCH-CIPHER": OpenSSL does not accept it/);
+  assert.deepEqual(problemsOf('[tls]\nciphers = ""\n'), ['tls.ciphers = "": must be a non-empty OpenSSL cipher list']);
+  assert.deepEqual(problemsOf('[proxy]\ntrusted = ["0.0.0.0/0"]\n'), ['proxy.trusted[0] = "0.0.0.0/0": a /0 network would let every client on the Internet choose the address it is seen as']);
+  assert.match(problemsOf('[proxy]\ntrusted = ["10.1.2.3/8"]\n')[0], /has host bits set/);
+  assert.deepEqual(problemsOf('[smtp]\nproxy_protocol = true\n'), [
+    'smtp.proxy_protocol = true: proxy.trusted must list the load balancers allowed to send the header (every other connection is closed)',
+  ]);
+  assert.deepEqual(parseConfig('[smtp]\nproxy_protocol = true\n[proxy]\ntrusted = ["127.0.0.1"]\n', 'ok.toml').proxy.trusted, ['127.0.0.1/32']);
 });
 
 test('tls.cert and tls.key: both or neither', () => {

@@ -13,6 +13,7 @@ import type { ConfigKey, ConfigTables, ListKey } from './keys.ts';
 import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
+import { PROXY_KEYS } from './keys/proxy.ts';
 import { SMTP_KEYS } from './keys/smtp.ts';
 import { QUEUE_KEYS } from './keys/queue.ts';
 import { SPOOL_KEYS } from './keys/spool.ts';
@@ -47,6 +48,7 @@ export class ConfigError extends Error {
 /** Every key: the core sections', then each registered check's, in the registry's order. */
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SMTP_KEYS,
+  ...PROXY_KEYS,
   ...SPOOL_KEYS,
   ...QUEUE_KEYS,
   ...POLICY_KEYS,

@@ -47,6 +47,16 @@ export type SmtpConfig = {
   dataTimeoutSeconds: number;
   /** Graceful stop: how long a session in the middle of its data may take to finish it. */
   stopGraceSeconds: number;
+  /** Every connection starts with a PROXY protocol header from a proxy in proxy.trusted. */
+  proxyProtocol: boolean;
+};
+
+/** [proxy]: the load balancers allowed to send a PROXY protocol header (smtp.proxy_protocol). */
+export type ProxyConfig = {
+  /** Normalised "address/prefix" networks; a connection from anywhere else is closed at once. */
+  trusted: string[];
+  /** How long a trusted proxy has to send the whole header. */
+  headerTimeoutSeconds: number;
 };
 
 export type TlsConfig = {
@@ -55,6 +65,10 @@ export type TlsConfig = {
   keyFile: string;
   /** Advertise and honour STARTTLS. */
   enabled: boolean;
+  /** OpenSSL cipher list (TLS 1.2) and TLS 1.3 suites, in the server's order of preference. */
+  ciphers: string;
+  /** How long a STARTTLS handshake may take. */
+  handshakeTimeoutSeconds: number;
 };
 
 export type SpoolConfig = {
@@ -112,6 +126,7 @@ export type RoutesConfig = {
 export type CoreConfig = {
   smtp: SmtpConfig;
   tls: TlsConfig;
+  proxy: ProxyConfig;
   domains: { local: string[] };
   relay: { networks: string[] };
   spool: SpoolConfig;
@@ -131,6 +146,19 @@ export type CoreConfig = {
 
 /** The validated configuration: the core sections and every registered check's. */
 export type Config = CoreConfig & CheckSections;
+
+/**
+ * The default tls.ciphers: forward-secret AEAD suites only, no CBC (the Lucky13 / padding-oracle
+ * class), in the server's order: the TLS 1.3 suites, then ECDHE with AES-GCM or ChaCha20-Poly1305
+ * (ECDSA and RSA certificates), then DHE-RSA with AES-GCM for old clients without ECDHE.
+ */
+export const DEFAULT_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+  'DHE-RSA-AES128-GCM-SHA256', 'DHE-RSA-AES256-GCM-SHA384',
+].join(':');
 
 /** The embedded default: what `npm start` serves with no config file. */
 export function defaultConfig(): Config {
@@ -155,8 +183,10 @@ export function defaultConfig(): Config {
       commandTimeoutSeconds: 300,
       dataTimeoutSeconds: 180,
       stopGraceSeconds: 30,
+      proxyProtocol: false,
     },
-    tls: { certFile: '', keyFile: '', enabled: true },
+    tls: { certFile: '', keyFile: '', enabled: true, ciphers: DEFAULT_TLS_CIPHERS, handshakeTimeoutSeconds: 10 },
+    proxy: { trusted: [], headerTimeoutSeconds: 5 },
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864, minFreeBytes: 104_857_600 },

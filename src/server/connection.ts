@@ -16,6 +16,8 @@ import type { MachineConfig } from '../protocol/machine-config.ts';
 import { formatReply, REPLY } from '../protocol/replies.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import { normalizeAddress } from './networks.ts';
+import { ProxyHeaderReader } from '../net/proxy.ts';
+import type { Peer } from '../protocol/session.ts';
 
 export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>, readSpilled: SpilledBodyReader | null) => Promise<PolicyVerdict>;
 
@@ -38,6 +40,10 @@ export type ConnectionDeps = {
   actionTimeoutMs: number;
   /** Accepted messages and negative replies are counted here (sessions: by the server). */
   metrics?: SessionMetrics | null;
+  /** How long a STARTTLS handshake may take (tls.handshake_timeout_seconds); default: the command timeout. */
+  tlsHandshakeTimeoutMs?: number;
+  /** smtp.proxy_protocol: every connection starts with a PROXY header from a trusted proxy. */
+  proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
   /** Called with the size of every chunk read from the client (read-reclaim.ts). */
   onRead?: (bytes: number) => void;
   /** Called once when the connection is gone. */
@@ -93,12 +99,75 @@ export class Connection {
   start(): void {
     const s = this.#socket;
     s.setNoDelay(true);
+    const socketPeer = { address: normalizeAddress(s.remoteAddress ?? '0.0.0.0'), port: s.remotePort ?? 0 };
+    const proxy = this.#deps.proxy ?? null;
+    if (proxy === null) {
+      this.#begin(socketPeer, null, null);
+      return;
+    }
+    // Security: only a trusted proxy may name the client; anyone else is closed before a byte is read.
+    if (!proxy.isTrusted(socketPeer.address)) {
+      this.#log.warn({ client: socketPeer.address, port: socketPeer.port, rule: 'proxy.trusted' }, 'connection from an untrusted address on a PROXY protocol listener: closed');
+      this.#destroy();
+      return;
+    }
+    this.#readProxyHeader(socketPeer, proxy.headerTimeoutMs);
+  }
+
+  /**
+   * PROXY protocol (net/proxy.ts): nothing is sent, and nothing reaches the machine, until the
+   * whole header is in, within the deadline. The bytes after it are the client's first input.
+   */
+  #readProxyHeader(socketPeer: Peer, timeoutMs: number): void {
+    const s = this.#socket;
+    const reader = new ProxyHeaderReader();
+    const stop = (): void => {
+      clearTimeout(timer);
+      s.off('data', onData);
+      s.off('end', onGone);
+      s.off('error', onGone);
+      s.off('close', onGone);
+    };
+    const refuse = (reason: string): void => {
+      stop();
+      this.#log.warn({ proxy: socketPeer.address, port: socketPeer.port, reason }, 'PROXY protocol header refused: closed');
+      this.#destroy();
+    };
+    const onData = (chunk: Buffer): void => {
+      this.#deps.onRead?.(chunk.length);
+      const r = reader.push(chunk);
+      if (r.type === 'needs-more') return;
+      if (r.type === 'invalid') {
+        refuse(r.reason);
+        return;
+      }
+      stop();
+      const { source } = r.header;
+      // LOCAL (a health check), UNKNOWN and AF_UNSPEC name no client: the proxy is the peer.
+      const client = source === null ? socketPeer : { address: normalizeAddress(source.address), port: source.port };
+      this.#begin(client, socketPeer, r.rest.length === 0 ? null : Buffer.from(r.rest));
+    };
+    const onGone = (): void => {
+      stop();
+      this.#destroy();
+    };
+    const timer = setTimeout(() => refuse(`no complete header within ${timeoutMs} ms`), timeoutMs);
+    s.on('data', onData);
+    s.once('end', onGone);
+    s.once('error', onGone);
+    s.once('close', onGone);
+  }
+
+  /** The session proper: `peer` is the client every check sees; `proxy` the load balancer, if any. */
+  #begin(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
+    const s = this.#socket;
     this.#attach(s);
-    const peerAddress = normalizeAddress(s.remoteAddress ?? '0.0.0.0');
-    const peer = { address: peerAddress, port: s.remotePort ?? 0 };
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
-    const isRelayClient = this.#deps.isRelayClient(peerAddress);
-    this.#log.info({ client: peerAddress, port: peer.port, relay: isRelayClient }, 'connect');
+    const isRelayClient = this.#deps.isRelayClient(peer.address);
+    this.#log.info(
+      { client: peer.address, port: peer.port, relay: isRelayClient, ...(proxy === null ? {} : { proxy: proxy.address, proxyPort: proxy.port }) },
+      'connect',
+    );
     this.#feed({
       type: 'connected',
       nowMs: Date.now(),
@@ -106,7 +175,9 @@ export class Connection {
       peer,
       local,
       isRelayClient,
+      proxy,
     });
+    if (firstBytes !== null) this.#onData(firstBytes);
   }
 
   /** Graceful stop: 421 at the next moment the session is not in the middle of an action. */
@@ -338,7 +409,8 @@ export class Connection {
     }
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
     this.#socket = secure;
-    const handshakeTimer = setTimeout(() => secure.destroy(new Error('TLS handshake timeout')), this.#deps.commandTimeoutMs);
+    const handshakeMs = this.#deps.tlsHandshakeTimeoutMs ?? this.#deps.commandTimeoutMs;
+    const handshakeTimer = setTimeout(() => secure.destroy(new Error(`TLS handshake not done within ${handshakeMs} ms`)), handshakeMs);
     secure.once('secure', () => {
       clearTimeout(handshakeTimer);
       secure.off('error', onHandshakeError);

@@ -103,6 +103,7 @@ export class SmtpServer {
     const { config, log } = this.#opts;
     const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
+    const trustedProxies = networkList(config.proxy.trusted);
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
     const deps = {
@@ -124,6 +125,10 @@ export class SmtpServer {
       transform: this.#opts.transform ?? null,
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
+      tlsHandshakeTimeoutMs: config.tls.handshakeTimeoutSeconds * 1000,
+      proxy: config.smtp.proxyProtocol
+        ? { isTrusted: (address: string) => isInNetworks(trustedProxies, address), headerTimeoutMs: config.proxy.headerTimeoutSeconds * 1000 }
+        : null,
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
       onRead: (bytes: number) => reclaimer.noteRead(bytes),

@@ -52,7 +52,7 @@ function sendReports(): void {
 export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | null, local: LocalQueue | null = null): Promise<void> {
   const delivery = local?.delivery ?? null;
   const tlsFiles = await ensureTlsFiles(cfg, (m) => log.warn(m));
-  const secureContext = await loadSecureContext(tlsFiles);
+  const secureContext = await loadSecureContext(tlsFiles, cfg.tls);
   const writerId = writerIdFor(cluster.isWorker ? cluster.worker!.id : null, process.pid);
   const spool = await JournalSpool.open({
     dir: cfg.spool.dir,

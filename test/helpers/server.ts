@@ -51,7 +51,7 @@ export async function startTestServer(
   config.smtp.listen = [{ host: '127.0.0.1', port: 0 }];
   config.smtp.workers = 1;
   const { certFile, keyFile } = testCerts();
-  const secureContext = config.tls.enabled ? await loadSecureContext({ certFile, keyFile, isGenerated: false }) : null;
+  const secureContext = config.tls.enabled ? await loadSecureContext({ certFile, keyFile, isGenerated: false }, config.tls) : null;
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);

@@ -2,12 +2,31 @@
 // One entry per key: its validator, its default (the embedded one) and its documentation.
 
 import { MAX_MESSAGE_BYTES } from '../../spool/format.ts';
-import { bool, int, oneOf, pathString } from '../validators.ts';
+import tls from 'node:tls';
+import { bool, fail, int, ok, oneOf, pathString, type Validator } from '../validators.ts';
 import { domainName, listenList, workers } from '../values.ts';
 import { keyTable, type ConfigKey } from '../keys.ts';
 import { defaultConfig } from '../types.ts';
 
 const entry = keyTable(defaultConfig());
+
+/** An OpenSSL cipher string, checked the only way that is exact: by building a TLS context with it. */
+function cipherList(): Validator<string> {
+  return {
+    type: 'string',
+    allowed: 'an OpenSSL cipher list; names starting with `TLS_` are TLS 1.3 suites',
+    check(value, path) {
+      if (typeof value !== 'string' || value.trim() === '') return fail(path, value, 'must be a non-empty OpenSSL cipher list');
+      try {
+        tls.createSecureContext({ ciphers: value, minVersion: 'TLSv1.2', honorCipherOrder: true });
+      } catch (err) {
+        return fail(path, value, `OpenSSL does not accept it (${(err as Error).message})`);
+      }
+      return ok(value);
+    },
+    toToml: (value) => JSON.stringify(value),
+  };
+}
 
 const RFC_COMMAND_LINE = 'RFC 5321 4.5.3.1.4';
 const RFC_TEXT_LINE = 'RFC 5321 4.5.3.1.6';
@@ -81,6 +100,11 @@ export const SMTP_KEYS: readonly ConfigKey[] = [
     '`421 4.3.2` at once; a session in the middle of its data may finish the message (and gets its reply, then ' +
     '`421 4.3.2`) for up to this long, so the client does not have to send it again. Past it every connection left ' +
     'is closed.'),
+  entry('smtp', 'proxy_protocol', 'proxyProtocol', bool(),
+    'Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy\'s `send-proxy` and ' +
+    '`send-proxy-v2` send it) from a load balancer in `proxy.trusted`, and the client is the one it names. ' +
+    'Only connections from `proxy.trusted` are served then; turn it on only for a listener behind such a proxy. ' +
+    'See docs/operations.md (Behind a load balancer).'),
 
   entry('tls', 'cert', 'certFile', pathString({ allowEmpty: true }),
     'PEM certificate chain for STARTTLS. Set `tls.cert` and `tls.key` together, or leave both empty to have a ' +
@@ -90,4 +114,12 @@ export const SMTP_KEYS: readonly ConfigKey[] = [
     'PEM private key for `tls.cert`. Set both or neither. A relative path is resolved against the working directory.'),
   entry('tls', 'enabled', 'enabled', bool(),
     'Advertise and honour STARTTLS (RFC 3207).'),
+  entry('tls', 'ciphers', 'ciphers', cipherList(),
+    'The cipher suites offered, in the server\'s order of preference, which the server applies (not the ' +
+    'client\'s). The default allows only forward-secret AEAD suites: no CBC, RC4, 3DES or static RSA key ' +
+    'exchange. TLS 1.2 and 1.3 only; client-initiated renegotiation is always refused. Checked at start-up by ' +
+    'building a TLS context with it, so a typo is an error, not a silent fallback.'),
+  entry('tls', 'handshake_timeout_seconds', 'handshakeTimeoutSeconds', int(1, 300),
+    'How long a STARTTLS handshake may take, from the `220` reply to the finished handshake; past it the ' +
+    'connection is closed. A handshake is a few round trips, well under a second on most links.'),
 ];
