@@ -10,11 +10,12 @@
 # dovecot-core: doveadm reads the Maildirs the Maildir courier writes, and Dovecot LMTP is the delivery
 # clients' real LMTP peer (test/helpers/mail-peers.ts runs it with its own config on a free port);
 # dovecot-lmtpd ships the lmtp service, which no binary on PATH names.
+# haproxy: the real load balancer in front of the PROXY protocol tests (run in the foreground with its own config).
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core)
+tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm haproxy)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core [haproxy]=haproxy)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"
