@@ -68,6 +68,8 @@ export class Connection {
   #isClosed = false;
   #isShuttingDown = false;
   #pendingActions = 0;
+  /** The PROXY header is not in yet: there is no session to stop gracefully. */
+  #isAwaitingProxyHeader = false;
   /** The body file of the transaction whose content went past the in-memory threshold. */
   #body: { seq: number; file: BodyFile } | null = null;
   /** Reading is stopped until the body file has caught up. */
@@ -121,7 +123,9 @@ export class Connection {
   #readProxyHeader(socketPeer: Peer, timeoutMs: number): void {
     const s = this.#socket;
     const reader = new ProxyHeaderReader();
+    this.#isAwaitingProxyHeader = true;
     const stop = (): void => {
+      this.#isAwaitingProxyHeader = false;
       clearTimeout(timer);
       s.off('data', onData);
       s.off('end', onGone);
@@ -151,6 +155,7 @@ export class Connection {
       stop();
       this.#destroy();
     };
+    // Security: a proxy that sent part of a header and stops reading must not hold the socket either.
     const timer = setTimeout(() => refuse(`no complete header within ${timeoutMs} ms`), timeoutMs);
     s.on('data', onData);
     s.once('end', onGone);
@@ -182,6 +187,10 @@ export class Connection {
 
   /** Graceful stop: 421 at the next moment the session is not in the middle of an action. */
   shutdown(): void {
+    if (this.#isAwaitingProxyHeader) {
+      this.#destroy();
+      return;
+    }
     this.#isShuttingDown = true;
     if (this.#pendingActions === 0) this.#feed({ type: 'shutdown', nowMs: Date.now() });
   }

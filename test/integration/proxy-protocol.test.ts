@@ -181,6 +181,24 @@ test('a connection from an address not in proxy.trusted is closed at once, witho
   }
 });
 
+test('a stop while a proxy has not sent its header closes that connection at once, with nothing sent', async () => {
+  const server = await startTestServer(proxyConfig(['127.0.0.1/32'], (c) => (c.proxy.headerTimeoutSeconds = 30)));
+  const s = net.connect({ host: '127.0.0.1', port: server.port });
+  let received = '';
+  s.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  s.on('error', () => {});
+  await new Promise<void>((resolve) => s.once('connect', resolve));
+  s.write('PROXY TCP4 203.0.113.9');
+  for (let i = 0; i < 100 && server.connectionCount() === 0; i++) await sleep(10);
+  const started = Date.now();
+  await server.stop();
+  const isClosed = await Promise.race([new Promise<boolean>((resolve) => s.once('close', () => resolve(true))), sleep(3000).then(() => false)]);
+  s.destroy();
+  assert.ok(isClosed);
+  assert.ok(Date.now() - started < 2000, `stop took ${Date.now() - started} ms`);
+  assert.equal(received, '');
+});
+
 test('with smtp.proxy_protocol off (the default) a PROXY line is an unknown command, not a header', async () => {
   const server = await startTestServer(proxyConfig(['127.0.0.1/32'], (c) => (c.smtp.proxyProtocol = false)));
   try {
