@@ -1,5 +1,7 @@
 // One client connection: moves bytes between a socket and the session machine, runs the actions
-// the machine asks for (spool commit, TLS, policy) and feeds their results back.
+// the machine asks for (spool commit, TLS, policy) and feeds their results back. Behind a load
+// balancer (smtp.proxy_protocol) it first reads the PROXY header (net/proxy.ts parses it) and
+// starts the machine with the client the header names.
 // Never parses SMTP itself; never lets one connection's failure touch another: our own bug
 // answers 421 4.3.0 and closes this connection only.
 
