@@ -46,6 +46,12 @@ export type Check = {
    * store lookup (greylisting, SPF and the recipient table never remember by network).
    */
   readonly memoryScope?: 'host' | 'network';
+  /**
+   * The verdict, synchronously when the check can (from its cache: then the stage costs no promise
+   * and no timer), else a promise the pipeline bounds by `timeoutMs`. `signal` aborts when that
+   * budget runs out; it means something only while the answer is pending, so a check that answers
+   * synchronously must not keep it (the pipeline hands an unused signal to the next check).
+   */
   run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;
 };
 

@@ -4,9 +4,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { defaultConfig } from '../config/types.ts';
 import type { PolicyVerdict } from '../protocol/machine.ts';
-import { reply } from '../protocol/replies.ts';
-import { policySession } from '../../test/helpers/drive.ts';
+import { reply, REPLY } from '../protocol/replies.ts';
+import { machineConfigFrom } from '../server/machine-config.ts';
+import { MachineDriver, policySession, TestClock, type PolicyRequest } from '../../test/helpers/drive.ts';
 import type { Check } from './check.ts';
 import { PolicyPipeline } from './pipeline.ts';
 import { STORE_KINDS, useStores } from '../../test/helpers/stores.ts';
@@ -187,3 +189,95 @@ test('a remembered refusal applies before any check runs: a later accept (allow 
   ]);
   assert.equal(allowCalls, 2, 'x@ got the remembered refusal without any check running; y@ was accepted by the allow list');
 });
+
+// ---------------------------------------------------------------------------------------------
+// The synchronous path: a stage whose checks all answer at once is a value, not a promise, so the
+// connection feeds it back with no promise and no timer; a check that goes async still runs within
+// its budget.
+
+/** The mail and rcpt requests the machine makes for one transaction (answered "continue" meanwhile). */
+function requests(): { mail: PolicyRequest; rcpt: PolicyRequest } {
+  const cfg = defaultConfig();
+  cfg.domains.local = ['example.test'];
+  const seen: PolicyRequest[] = [];
+  const d = new MachineDriver(machineConfigFrom(cfg, { isTlsAvailable: false, policyStages: new Set(['mail', 'rcpt']) }), {
+    clock: new TestClock(),
+    policy: (r) => (seen.push(r), { action: 'continue' }),
+  });
+  d.send('HELO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<alice@example.test>\r\n');
+  return { mail: seen.find((r) => r.stage === 'mail')!, rcpt: seen.find((r) => r.stage === 'rcpt')! };
+}
+
+const sync = (name: string, verdict: PolicyVerdict, calls: string[] = []): Check => ({ name, stages: ['rcpt'], run: () => (calls.push(name), verdict) });
+
+test('a stage whose checks all answer synchronously yields a value, not a promise (continue, accept, refusal, a throw)', () => {
+  const { rcpt } = requests();
+  const calls: string[] = [];
+  const header = 'X-Test: one';
+  const passing = new PolicyPipeline([sync('a', { action: 'continue', headers: [header] }, calls), sync('b', { action: 'continue' }, calls)], { log, defaultTimeoutMs: 50 });
+  const passed = passing.run(rcpt);
+  assert.ok(!(passed instanceof Promise), 'continue from every check: a plain value');
+  assert.deepEqual(passed, { action: 'continue', headers: [header] });
+  assert.deepEqual(calls, ['a', 'b']);
+  const accepting = new PolicyPipeline([sync('allow', { action: 'accept' }), sync('never', { action: 'reject', reply: reply(550, '5.7.1', 'x'), check: 'never', reason: 'r' })], { log, defaultTimeoutMs: 50 });
+  assert.deepEqual(accepting.run(rcpt), { action: 'accept' });
+  const refusing = new PolicyPipeline([sync('deny', { action: 'reject', reply: reply(550, '5.7.1', 'No'), check: 'deny', reason: 'listed' })], { log, defaultTimeoutMs: 50 });
+  const refused = refusing.run(rcpt);
+  assert.ok(!(refused instanceof Promise));
+  assert.deepEqual(refused, { action: 'reject', reply: reply(550, '5.7.1', 'No'), check: 'deny', reason: 'listed', key: 'alice@example.test' });
+  const broken = new PolicyPipeline([{ name: 'broken', stages: ['rcpt'], run: () => { throw new Error('bug'); } }], { log, defaultTimeoutMs: 50 });
+  const threw = broken.run(rcpt);
+  assert.ok(!(threw instanceof Promise), 'a check that throws is a tempfail, synchronously');
+  assert.equal(threw.action, 'tempfail');
+});
+
+test('a mixed stage: a synchronous check, one that never answers and a third: a promise that times out with the slow check\'s verdict', async () => {
+  const { rcpt } = requests();
+  const calls: string[] = [];
+  let slowSignal: AbortSignal | null = null;
+  const slow: Check = { name: 'slow', stages: ['rcpt'], timeoutMs: 30, run: (_ctx, signal) => ((slowSignal = signal), calls.push('slow'), new Promise(() => undefined)) };
+  const pipeline = new PolicyPipeline([sync('first', { action: 'continue', headers: ['X-First: 1'] }, calls), slow, sync('third', { action: 'continue' }, calls)], { log, defaultTimeoutMs: 5_000 });
+  const startedMs = Date.now();
+  const answer = pipeline.run(rcpt);
+  assert.ok(answer instanceof Promise, 'a check that goes async makes the stage a promise');
+  assert.deepEqual(await answer, { action: 'tempfail', reply: REPLY.policyTimedOut, check: 'slow', reason: 'timed out after 30 ms', key: 'alice@example.test' });
+  assert.ok(Date.now() - startedMs >= 25, 'bounded by the slow check\'s own budget');
+  assert.deepEqual(calls, ['first', 'slow'], 'the stage ends at the timeout verdict; the third never ran');
+  assert.equal((slowSignal as AbortSignal | null)?.aborted, true, 'the slow check saw its signal abort');
+  // A timeout verdict that says "no opinion" (a DNS list): the rest of the stage runs after it.
+  const lenient = new PolicyPipeline([sync('first', { action: 'continue', headers: ['X-First: 1'] }), { ...slow, onTimeout: { action: 'continue' } }, sync('third', { action: 'continue', headers: ['X-Third: 3'] })], { log, defaultTimeoutMs: 5_000 });
+  assert.deepEqual(await lenient.run(rcpt), { action: 'continue', headers: ['X-First: 1', 'X-Third: 3'] });
+});
+
+test('a check that answers synchronously never gets a signal that an earlier timeout aborted', async () => {
+  const { rcpt } = requests();
+  const seen: boolean[] = [];
+  const watcher: Check = { name: 'watcher', stages: ['rcpt'], run: (_ctx, signal) => (seen.push(signal.aborted), { action: 'continue' }) };
+  const slow: Check = { name: 'slow', stages: ['rcpt'], timeoutMs: 10, onTimeout: { action: 'continue' }, run: () => new Promise(() => undefined) };
+  const pipeline = new PolicyPipeline([watcher, slow], { log, defaultTimeoutMs: 5_000 });
+  for (let i = 0; i < 3; i++) await pipeline.run(rcpt);
+  assert.deepEqual(seen, [false, false, false]);
+});
+
+for (const kind of STORE_KINDS) {
+  test(`${kind}: a check with a memory scope: the first stage reads the store (a promise), the next within the recall time is a value`, async (t) => {
+    const store = await openStore(kind, t);
+    const { rcpt } = requests();
+    const listCheck: Check = { name: 'list', stages: ['rcpt'], memoryScope: 'host', key: () => '', run: () => ({ action: 'continue' }) };
+    const pipeline = new PolicyPipeline([listCheck], { log, defaultTimeoutMs: 1000, store });
+    const first = pipeline.run(rcpt);
+    assert.ok(first instanceof Promise, 'nothing recalled yet: one store read');
+    assert.deepEqual(await first, { action: 'continue' });
+    const second = pipeline.run(rcpt);
+    assert.ok(!(second instanceof Promise), 'recalled: no store read, no promise');
+    assert.deepEqual(second, { action: 'continue' });
+    // A refusal with a TTL is stored (async), then recalled synchronously, with the check's key.
+    const denyCheck: Check = { name: 'deny', stages: ['rcpt'], memoryScope: 'host', key: () => '', run: () => ({ action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'deny', reason: 'zen', ttlSeconds: 600 }) };
+    const denying = new PolicyPipeline([denyCheck], { log, defaultTimeoutMs: 1000, store });
+    assert.equal((await denying.run(rcpt)).action, 'reject');
+    assert.equal(await store.get('v1:verdict:deny:rcpt:192.0.2.1/32:'), JSON.stringify({ action: 'reject', reply: reply(554, '5.7.1', 'Listed'), reason: 'zen' }));
+    const recalled = denying.run(rcpt);
+    assert.ok(!(recalled instanceof Promise));
+    assert.deepEqual(recalled, { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'deny', reason: 'remembered for the client network: zen', key: '' });
+  });
+}

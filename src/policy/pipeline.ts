@@ -2,7 +2,10 @@
 // refusals for the session: a later transaction that reaches the same check with the same key
 // gets the remembered refusal (at least as strict), whatever RSET or a new MAIL did in between.
 // Never lets a check's exception or slowness escape: a throw is our bug (tempfail, logged), a
-// timeout is the check's defined verdict.
+// timeout is the check's defined verdict. Answers with a plain value when every check of the
+// stage did (the common case for a busy sender: caches, static tables), a promise only from the
+// first check or store read that goes async: a message asks two or three stages, and each promise
+// and timer it does not need is per-message work (docs/benchmarks.md, policy overhead).
 
 import type { Logger } from 'pino';
 import type { Output, PolicyVerdict } from '../protocol/machine.ts';
@@ -30,6 +33,26 @@ export type PipelineOptions = {
   prefixes?: NetworkPrefixes;
 };
 
+/** One stage's run: its checks, their keys (computed when first needed), and what passing checks added. */
+type StageRun = {
+  readonly ctx: CheckContext;
+  readonly checks: readonly Check[];
+  readonly keys: (string | undefined)[];
+  readonly headers: string[];
+  /** Content checks' edits, in check order; the machine applies them in one place. */
+  readonly edits: MessageEdits[];
+};
+
+type StoreKeyMemo = {
+  readonly address: string;
+  host: string | undefined;
+  wide: string | undefined;
+  /** By stage, then by the check's place in it: the check's key and the store key built from it. */
+  readonly keys: Map<PolicyStage, ({ key: string; storeKey: string } | undefined)[]>;
+};
+
+const NO_CHECKS: readonly Check[] = [];
+
 type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
 
 /**
@@ -48,6 +71,10 @@ export class PolicyPipeline {
   readonly stages: ReadonlySet<PolicyStage>;
   /** Each stage's checks in order, found once (every message asks several stages). */
   readonly #byStage = new Map<PolicyStage, readonly Check[]>();
+  /** Per session: the client networks and the store keys of its verdicts, built once (#storeKey). */
+  readonly #storeKeys = new WeakMap<object, StoreKeyMemo>();
+  /** An AbortController that a check answering synchronously gave back unused (#runOne). */
+  #spareController: AbortController | null = null;
 
   constructor(checks: readonly Check[], opts: PipelineOptions) {
     const names = new Set<string>();
@@ -61,8 +88,14 @@ export class PolicyPipeline {
     for (const stage of this.stages) this.#byStage.set(stage, checks.filter((c) => c.stages.includes(stage)));
   }
 
-  /** The runner the connection calls for each `policy` output of the session machine. */
-  readonly run = async (request: PolicyRequest, readSpilled: SpilledBodyReader | null = null): Promise<PolicyVerdict> => {
+  /**
+   * The runner the connection calls for each `policy` output of the session machine. A plain
+   * value when every check of the stage answered synchronously (from its cache, a static table:
+   * the common case for a busy sender), so the connection feeds the verdict back at once, with no
+   * promise, no timer and no turn of the event loop; a promise from the first check (or store
+   * read) that goes async, whose rest of the stage then runs after it.
+   */
+  readonly run = (request: PolicyRequest, readSpilled: SpilledBodyReader | null = null): PolicyVerdict | Promise<PolicyVerdict> => {
     const now = this.#opts.now ?? Date.now;
     const ctx: CheckContext = {
       stage: request.stage,
@@ -73,75 +106,132 @@ export class PolicyPipeline {
       message: request.message === null ? null : contentMessage(request.message, readSpilled),
       nowMs: now(),
     };
-    const checks = this.#byStage.get(request.stage) ?? [];
-    const keys = checks.map((c) => c.key?.(ctx) ?? defaultKey(ctx));
+    const checks = this.#byStage.get(request.stage) ?? NO_CHECKS;
+    const run: StageRun = { ctx, checks, keys: [], headers: [], edits: [] };
     // Security: RSET and new transactions do not launder a verdict (verdicts live in the session,
     // not the transaction). Every remembered refusal of this stage applies before any check runs,
-    // so not even an earlier check's `accept` (an allow list) can skip it.
-    if (ctx.session.verdicts.length > 0) {
-      for (const [i, check] of checks.entries()) {
-        const key = keys[i];
-        const remembered = ctx.session.verdicts.find((v) => v.check === check.name && v.key === key && v.stage === request.stage);
+    // so not even an earlier check's `accept` (an allow list) can skip it. A check's key is only
+    // computed when the log holds a refusal of that check at this stage.
+    const verdicts = ctx.session.verdicts;
+    if (verdicts.length > 0) {
+      for (let i = 0; i < checks.length; i++) {
+        const name = checks[i].name;
+        if (!verdicts.some((v) => v.check === name && v.stage === request.stage)) continue;
+        const key = keyOf(run, i);
+        const remembered = verdicts.find((v) => v.check === name && v.key === key && v.stage === request.stage);
         if (remembered === undefined) continue;
-        this.#record(ctx, check.name, remembered.action, 'remembered in the session');
-        return { action: remembered.action, reply: remembered.reply, check: check.name, reason: `remembered: ${remembered.reason}`, key };
+        this.#record(ctx, name, remembered.action, 'remembered in the session');
+        return { action: remembered.action, reply: remembered.reply, check: name, reason: `remembered: ${remembered.reason}`, key };
       }
     }
-    const headers: string[] = [];
-    // Content checks' edits, in check order; the machine applies them in one place.
-    const edits: MessageEdits[] = [];
-    const passed = (action: 'continue' | 'accept'): PolicyVerdict => ({
-      action,
-      ...(headers.length === 0 ? {} : { headers }),
-      ...(edits.length === 0 ? {} : { edits: mergeEdits(edits) }),
-    });
-    // The client's network, computed at most once per scope and stage.
-    let hostNet: string | undefined;
-    let wideNet: string | undefined;
-    for (let i = 0; i < checks.length; i++) {
-      const check = checks[i];
-      const key = keys[i];
-      // Only checks that keep refusals across sessions cost a store lookup per stage.
-      const scope = check.memoryScope;
-      const storeKey = scope === undefined ? '' : `v1:verdict:${check.name}:${request.stage}:${scope === 'host' ? (hostNet ??= clientNetwork(ctx.session.peer.address, HOST_PREFIXES)) : (wideNet ??= clientNetwork(ctx.session.peer.address, this.#opts.prefixes ?? DEFAULT_PREFIXES))}:${key}`;
-      const recalled = scope === undefined ? null : this.#recall(storeKey, ctx);
-      const stored = recalled instanceof Promise ? await recalled : recalled;
-      if (stored !== null) {
-        this.#record(ctx, check.name, stored.action, 'remembered for the client network');
-        return { action: stored.action, reply: stored.reply, check: check.name, reason: `remembered for the client network: ${stored.reason}`, key };
-      }
-      const answer = this.#runOne(check, ctx);
-      const verdict = answer instanceof Promise ? await answer : answer;
-      this.#record(ctx, check.name, verdict.action, verdict.action === 'continue' || verdict.action === 'accept' ? '' : verdict.reason);
-      if (verdict.action === 'continue' || verdict.action === 'accept') {
-        if (verdict.headers !== undefined) headers.push(...verdict.headers);
-        if (verdict.edits !== undefined) edits.push(verdict.edits);
-        if (verdict.action === 'accept') return passed('accept');
-        continue;
-      }
-      if (scope !== undefined && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
-        await this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), ctx);
-      }
-      // The check's key, always: what verdict memory looks up next time must be what it stored.
-      return { ...verdict, check: check.name, key };
-    }
-    return passed('continue');
+    return this.#from(run, 0);
   };
+
+  /** Runs the checks from `i` on, synchronously while each answers so; from the first that goes async, in #resume. */
+  #from(run: StageRun, i: number): PolicyVerdict | Promise<PolicyVerdict> {
+    for (; i < run.checks.length; i++) {
+      const step = this.#step(run, i);
+      if (step instanceof Promise) return this.#resume(run, i, step);
+      if (step !== null) return step;
+    }
+    return passed(run, 'continue');
+  }
+
+  async #resume(run: StageRun, i: number, pending: Promise<PolicyVerdict | null>): Promise<PolicyVerdict> {
+    const step = await pending;
+    return step ?? this.#from(run, i + 1);
+  }
+
+  /**
+   * One check of the stage: what the store remembers for the client (checks with a memory scope),
+   * else the check itself. The stage's verdict, or null to go on with the next check.
+   */
+  #step(run: StageRun, i: number): PolicyVerdict | null | Promise<PolicyVerdict | null> {
+    const check = run.checks[i];
+    // Only checks that keep refusals across sessions cost a store lookup per stage.
+    const storeKey = check.memoryScope === undefined || !this.#opts.store ? '' : this.#storeKey(run, i, check.memoryScope);
+    if (storeKey !== '') {
+      const recalled = this.#recall(storeKey, run.ctx);
+      if (recalled instanceof Promise) return recalled.then((stored) => (stored !== null ? this.#fromStore(run, i, stored) : this.#check(run, i, storeKey)));
+      if (recalled !== null) return this.#fromStore(run, i, recalled);
+    }
+    return this.#check(run, i, storeKey);
+  }
+
+  #fromStore(run: StageRun, i: number, stored: StoredVerdict): PolicyVerdict {
+    const name = run.checks[i].name;
+    this.#record(run.ctx, name, stored.action, 'remembered for the client network');
+    return { action: stored.action, reply: stored.reply, check: name, reason: `remembered for the client network: ${stored.reason}`, key: keyOf(run, i) };
+  }
+
+  #check(run: StageRun, i: number, storeKey: string): PolicyVerdict | null | Promise<PolicyVerdict | null> {
+    const answer = this.#runOne(run.checks[i], run.ctx);
+    return answer instanceof Promise ? answer.then((verdict) => this.#judge(run, i, storeKey, verdict)) : this.#judge(run, i, storeKey, answer);
+  }
+
+  /** A check's verdict: recorded, its header fields and edits kept; a refusal with a TTL stored. */
+  #judge(run: StageRun, i: number, storeKey: string, verdict: PolicyVerdict): PolicyVerdict | null | Promise<PolicyVerdict> {
+    const name = run.checks[i].name;
+    const isPass = verdict.action === 'continue' || verdict.action === 'accept';
+    this.#record(run.ctx, name, verdict.action, isPass ? '' : verdict.reason);
+    if (verdict.action === 'continue' || verdict.action === 'accept') {
+      if (verdict.headers !== undefined) run.headers.push(...verdict.headers);
+      if (verdict.edits !== undefined) run.edits.push(verdict.edits);
+      return verdict.action === 'accept' ? passed(run, 'accept') : null;
+    }
+    // The check's key, always: what verdict memory looks up next time must be what it stored.
+    const refusal: PolicyVerdict = { ...verdict, check: name, key: keyOf(run, i) };
+    if (storeKey !== '' && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
+      return this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), run.ctx).then(() => refusal);
+    }
+    return refusal;
+  }
+
+  /**
+   * The store key of a check's verdict for this client: built once per session, check and stage
+   * while the check's key stays the same (a busy session asks the same key for every message),
+   * so neither the client network nor the key string is computed again.
+   */
+  #storeKey(run: StageRun, i: number, scope: 'host' | 'network'): string {
+    const { session, stage } = run.ctx;
+    const key = keyOf(run, i);
+    const address = session.peer.address;
+    let memo = this.#storeKeys.get(session);
+    if (memo === undefined || memo.address !== address) {
+      memo = { address, host: undefined, wide: undefined, keys: new Map() };
+      this.#storeKeys.set(session, memo);
+    }
+    let ofStage = memo.keys.get(stage);
+    if (ofStage === undefined) memo.keys.set(stage, (ofStage = []));
+    const known = ofStage[i];
+    if (known !== undefined && known.key === key) return known.storeKey;
+    const net = scope === 'host' ? (memo.host ??= clientNetwork(address, HOST_PREFIXES)) : (memo.wide ??= clientNetwork(address, this.#opts.prefixes ?? DEFAULT_PREFIXES));
+    const storeKey = `v1:verdict:${run.checks[i].name}:${stage}:${net}:${key}`;
+    ofStage[i] = { key, storeKey };
+    return storeKey;
+  }
 
   /**
    * Runs one check within its budget. A check that answers synchronously (from its cache, say)
-   * costs no timer and no promise; one that goes async gets one timer, cleared when it answers,
-   * whose abort is what the check sees and what ends the wait for it.
+   * costs no timer, no promise and no new AbortController (it gets the spare one back); one that
+   * goes async gets one timer, cleared when it answers, whose abort is what the check sees and
+   * what ends the wait for it.
    */
   #runOne(check: Check, ctx: CheckContext): PolicyVerdict | Promise<PolicyVerdict> {
-    const controller = new AbortController();
+    const controller = this.#spareController ?? new AbortController();
+    this.#spareController = null;
     let answer: PolicyVerdict | Promise<PolicyVerdict>;
     try {
       answer = check.run(ctx, controller.signal);
     } catch (err) {
+      this.#spareController = controller;
       return this.#threw(check, ctx, err);
     }
-    if (!(answer instanceof Promise)) return answer;
+    if (!(answer instanceof Promise)) {
+      // Never aborted, and the check is done with it (check.ts: a synchronous answer keeps no signal).
+      this.#spareController = controller;
+      return answer;
+    }
     const running = answer;
     const timeoutMs = check.timeoutMs ?? this.#opts.defaultTimeoutMs;
     return new Promise<PolicyVerdict>((resolve) => {
@@ -213,6 +303,21 @@ export class PolicyPipeline {
     const log = this.#opts.log;
     if (log.isLevelEnabled('debug')) log.debug({ sid: ctx.session.id, check, stage: ctx.stage, action, ...(reason !== '' ? { reason } : {}) }, 'policy check verdict');
   }
+}
+
+/** The stage passed: 'continue' (no opinion) or 'accept', with what the passing checks added. */
+function passed(run: StageRun, action: 'continue' | 'accept'): PolicyVerdict {
+  if (run.headers.length === 0 && run.edits.length === 0) return { action };
+  return {
+    action,
+    ...(run.headers.length === 0 ? {} : { headers: run.headers }),
+    ...(run.edits.length === 0 ? {} : { edits: mergeEdits(run.edits) }),
+  };
+}
+
+/** A check's key for this run, computed once (the check's own `key`, else the default). */
+function keyOf(run: StageRun, i: number): string {
+  return (run.keys[i] ??= run.checks[i].key?.(run.ctx) ?? defaultKey(run.ctx));
 }
 
 /** Several checks' edits as one: header and recipient edits in check order, the first quarantine tag. */
