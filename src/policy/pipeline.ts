@@ -37,21 +37,17 @@ export type PipelineOptions = {
 type StageRun = {
   readonly ctx: CheckContext;
   readonly checks: readonly Check[];
+  readonly lastStoreKeys: StageChecks['lastStoreKeys'];
   readonly keys: (string | undefined)[];
   readonly headers: string[];
   /** Content checks' edits, in check order; the machine applies them in one place. */
   readonly edits: MessageEdits[];
 };
 
-type StoreKeyMemo = {
-  readonly address: string;
-  host: string | undefined;
-  wide: string | undefined;
-  /** By stage, then by the check's place in it: the check's key and the store key built from it. */
-  readonly keys: Map<PolicyStage, ({ key: string; storeKey: string } | undefined)[]>;
-};
+/** A stage's checks in order, and the last store key each built (#storeKey). */
+type StageChecks = { readonly checks: readonly Check[]; readonly lastStoreKeys: ({ net: string; key: string; storeKey: string } | undefined)[] };
 
-const NO_CHECKS: readonly Check[] = [];
+const NO_CHECKS: StageChecks = { checks: [], lastStoreKeys: [] };
 
 type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
 
@@ -70,9 +66,9 @@ export class PolicyPipeline {
   readonly #recalled = new BoundedCache<string, StoredVerdict | null>(RECALL_CACHE_MAX_ENTRIES);
   readonly stages: ReadonlySet<PolicyStage>;
   /** Each stage's checks in order, found once (every message asks several stages). */
-  readonly #byStage = new Map<PolicyStage, readonly Check[]>();
-  /** Per session: the client networks and the store keys of its verdicts, built once (#storeKey). */
-  readonly #storeKeys = new WeakMap<object, StoreKeyMemo>();
+  readonly #byStage = new Map<PolicyStage, StageChecks>();
+  /** The client networks of the last client asked about (its next message needs the same). */
+  #lastNets: { address: string; host: string | undefined; wide: string | undefined } = { address: '', host: undefined, wide: undefined };
   /** An AbortController that a check answering synchronously gave back unused (#runOne). */
   #spareController: AbortController | null = null;
 
@@ -85,7 +81,7 @@ export class PolicyPipeline {
     this.#checks = checks;
     this.#opts = opts;
     this.stages = new Set(checks.flatMap((c) => c.stages));
-    for (const stage of this.stages) this.#byStage.set(stage, checks.filter((c) => c.stages.includes(stage)));
+    for (const stage of this.stages) this.#byStage.set(stage, { checks: checks.filter((c) => c.stages.includes(stage)), lastStoreKeys: [] });
   }
 
   /**
@@ -106,8 +102,8 @@ export class PolicyPipeline {
       message: request.message === null ? null : contentMessage(request.message, readSpilled),
       nowMs: now(),
     };
-    const checks = this.#byStage.get(request.stage) ?? NO_CHECKS;
-    const run: StageRun = { ctx, checks, keys: [], headers: [], edits: [] };
+    const { checks, lastStoreKeys } = this.#byStage.get(request.stage) ?? NO_CHECKS;
+    const run: StageRun = { ctx, checks, lastStoreKeys, keys: [], headers: [], edits: [] };
     // Security: RSET and new transactions do not launder a verdict (verdicts live in the session,
     // not the transaction). Every remembered refusal of this stage applies before any check runs,
     // so not even an earlier check's `accept` (an allow list) can skip it. A check's key is only
@@ -188,26 +184,21 @@ export class PolicyPipeline {
   }
 
   /**
-   * The store key of a check's verdict for this client: built once per session, check and stage
-   * while the check's key stays the same (a busy session asks the same key for every message),
-   * so neither the client network nor the key string is computed again.
+   * The store key of a check's verdict for this client. The last one built per stage and check is
+   * kept, with the client network of the last client: a busy client's next message asks for the
+   * same key, which then costs no network arithmetic, no string building, and (the same string
+   * object) no hashing in the recall cache.
    */
   #storeKey(run: StageRun, i: number, scope: 'host' | 'network'): string {
-    const { session, stage } = run.ctx;
     const key = keyOf(run, i);
-    const address = session.peer.address;
-    let memo = this.#storeKeys.get(session);
-    if (memo === undefined || memo.address !== address) {
-      memo = { address, host: undefined, wide: undefined, keys: new Map() };
-      this.#storeKeys.set(session, memo);
-    }
-    let ofStage = memo.keys.get(stage);
-    if (ofStage === undefined) memo.keys.set(stage, (ofStage = []));
-    const known = ofStage[i];
-    if (known !== undefined && known.key === key) return known.storeKey;
-    const net = scope === 'host' ? (memo.host ??= clientNetwork(address, HOST_PREFIXES)) : (memo.wide ??= clientNetwork(address, this.#opts.prefixes ?? DEFAULT_PREFIXES));
-    const storeKey = `v1:verdict:${run.checks[i].name}:${stage}:${net}:${key}`;
-    ofStage[i] = { key, storeKey };
+    const address = run.ctx.session.peer.address;
+    let nets = this.#lastNets;
+    if (nets.address !== address) this.#lastNets = nets = { address, host: undefined, wide: undefined };
+    const net = scope === 'host' ? (nets.host ??= clientNetwork(address, HOST_PREFIXES)) : (nets.wide ??= clientNetwork(address, this.#opts.prefixes ?? DEFAULT_PREFIXES));
+    const last = run.lastStoreKeys[i];
+    if (last !== undefined && last.net === net && last.key === key) return last.storeKey;
+    const storeKey = `v1:verdict:${run.checks[i].name}:${run.ctx.stage}:${net}:${key}`;
+    run.lastStoreKeys[i] = { net, key, storeKey };
     return storeKey;
   }
 

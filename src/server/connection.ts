@@ -21,7 +21,7 @@ import { normalizeAddress } from './networks.ts';
 import { ProxyHeaderReader } from '../net/proxy.ts';
 import type { Peer } from '../protocol/session.ts';
 
-/** A plain verdict when every check answered synchronously: the connection then feeds it back at once. */
+/** A plain verdict when every check answered synchronously: the connection then steps it in at once. */
 export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>, readSpilled: SpilledBodyReader | null) => PolicyVerdict | Promise<PolicyVerdict>;
 
 /** Turns an accepted message into the one to store (e.g. adds a DKIM-Signature); a rejection is a 451. */
@@ -241,122 +241,110 @@ export class Connection {
     }
   }
 
-  #handle(first: Output[]): void {
+  #handle(outputs: Output[]): void {
     let text = '';
     let closeAfter = false;
     let startTls = false;
     const log = this.#log;
     const isDebug = log.isLevelEnabled('debug');
     const metrics = this.#deps.metrics ?? null;
-    let outputs = first;
-    // A verdict the policy answered synchronously is stepped in here, in a loop (no recursion,
-    // however many pipelined commands it unblocks), and the replies of the whole batch still go
-    // out in one write.
-    for (;;) {
-      let next: Input | null = null;
-      for (const o of outputs) {
-        switch (o.type) {
-          case 'reply': {
-            if (metrics !== null && o.reply.code >= 400) metrics.reply(o.reply.code);
-            const wire = formatReply(o.reply);
-            text += wire;
-            if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
-            break;
-          }
-          case 'log':
-            if (o.level === 'debug') {
-              if (isDebug) log.debug({ dir: 'C', ...o.fields }, o.msg);
-            } else log[o.level](o.fields ?? {}, o.msg);
-            break;
-          case 'commit': {
-            const bytes = o.message.size;
-            this.#runAction(
-              this.#deps.spool.commit(o.message, o.message.rest.kind === 'spilled' ? (this.#body?.file ?? null) : null).then(
-                (): Input => ({ type: 'committed', nowMs: Date.now() }),
-                (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
-              ),
-              () => ({ type: 'commit-failed', nowMs: Date.now(), reason: 'spool commit timed out' }),
-              // Counted only when the commit's own result is fed (answered 250), not after a timeout.
-              metrics === null ? undefined : (input) => {
-                if (input.type === 'committed') metrics.messageAccepted(bytes);
-              },
-            );
-            break;
-          }
-          case 'policy': {
-            const verdict = this.#askPolicy(o);
-            if (!(verdict instanceof Promise)) {
-              next = { type: 'verdict', nowMs: Date.now(), verdict };
-              break;
-            }
-            this.#runAction(
-              verdict.then(
-                (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
-                (err: unknown): Input => {
-                  log.error({ err }, 'policy runner failed');
-                  return { type: 'verdict', nowMs: Date.now(), verdict: RUNNER_THREW };
-                },
-              ),
-              () => ({ type: 'verdict', nowMs: Date.now(), verdict: { action: 'disconnect', reply: REPLY.internalError, check: 'pipeline', reason: 'policy timed out' } }),
-            );
-            break;
-          }
-          case 'transform': {
-            const transform = this.#deps.transform ?? null;
-            if (transform === null) throw new Error('the machine asked for a transform, but none is configured');
-            this.#runAction(
-              transform(o.message).then(
-                (message): Input => ({ type: 'transformed', nowMs: Date.now(), message }),
-                (err: unknown): Input => {
-                  log.warn({ err }, 'transform failed');
-                  return { type: 'transform-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) };
-                },
-              ),
-              () => ({ type: 'transform-failed', nowMs: Date.now(), reason: 'transform timed out' }),
-            );
-            break;
-          }
-          case 'append-body': {
-            if (this.#body === null || this.#body.seq !== o.seq) {
-              void this.#body?.file.remove();
-              this.#body = { seq: o.seq, file: this.#deps.spool.bodyFile(`${this.sessionId}-${o.seq}`) };
-            }
-            this.#body.file.append(o.chunks);
-            break;
-          }
-          case 'discard-body': {
-            const body = this.#body;
-            if (body !== null && body.seq === o.seq) {
-              this.#body = null;
-              void body.file.remove();
-            }
-            break;
-          }
-          case 'start-tls':
-            startTls = true;
-            break;
-          case 'close':
-            closeAfter = true;
-            break;
-          default:
-            // A new output type must be handled here, or the type check fails.
-            assertNever(o);
+    for (const o of outputs) {
+      switch (o.type) {
+        case 'reply': {
+          if (metrics !== null && o.reply.code >= 400) metrics.reply(o.reply.code);
+          const wire = formatReply(o.reply);
+          text += wire;
+          if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
+          break;
         }
-      }
-      if (next === null) break;
-      if (closeAfter || startTls) {
-        // Not produced together (a policy request and a close or STARTTLS are each a wait of the
-        // machine); fed later as an async verdict would be, should that ever change.
-        const late = next;
-        queueMicrotask(() => this.#feed(late));
-        break;
-      }
-      try {
-        outputs = this.#machine.step(next);
-      } catch (err) {
-        // The replies before our bug still go out first, as they would have in their own write.
-        if (text !== '') this.#write(text);
-        throw err;
+        case 'log':
+          if (o.level === 'debug') {
+            if (isDebug) log.debug({ dir: 'C', ...o.fields }, o.msg);
+          } else log[o.level](o.fields ?? {}, o.msg);
+          break;
+        case 'commit': {
+          const bytes = o.message.size;
+          this.#runAction(
+            this.#deps.spool.commit(o.message, o.message.rest.kind === 'spilled' ? (this.#body?.file ?? null) : null).then(
+              (): Input => ({ type: 'committed', nowMs: Date.now() }),
+              (err: unknown): Input => ({ type: 'commit-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) }),
+            ),
+            () => ({ type: 'commit-failed', nowMs: Date.now(), reason: 'spool commit timed out' }),
+            // Counted only when the commit's own result is fed (answered 250), not after a timeout.
+            metrics === null ? undefined : (input) => {
+              if (input.type === 'committed') metrics.messageAccepted(bytes);
+            },
+          );
+          break;
+        }
+        case 'policy': {
+          const verdict = this.#askPolicy(o);
+          if (!(verdict instanceof Promise)) {
+            // Answered synchronously (every check from its cache): stepped in at once, with no
+            // promise, no timer and no turn of the event loop. Its outputs join this batch (the
+            // loop reaches what is pushed), so however many pipelined commands it unblocks, their
+            // replies still go out in the one write below.
+            try {
+              outputs.push(...this.#machine.step({ type: 'verdict', nowMs: Date.now(), verdict }));
+            } catch (err) {
+              // The replies before our bug still go out first, as they would have in their own write.
+              if (text !== '') this.#write(text);
+              throw err;
+            }
+            break;
+          }
+          this.#runAction(
+            verdict.then(
+              (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
+              (err: unknown): Input => {
+                log.error({ err }, 'policy runner failed');
+                return { type: 'verdict', nowMs: Date.now(), verdict: RUNNER_THREW };
+              },
+            ),
+            () => ({ type: 'verdict', nowMs: Date.now(), verdict: { action: 'disconnect', reply: REPLY.internalError, check: 'pipeline', reason: 'policy timed out' } }),
+          );
+          break;
+        }
+        case 'transform': {
+          const transform = this.#deps.transform ?? null;
+          if (transform === null) throw new Error('the machine asked for a transform, but none is configured');
+          this.#runAction(
+            transform(o.message).then(
+              (message): Input => ({ type: 'transformed', nowMs: Date.now(), message }),
+              (err: unknown): Input => {
+                log.warn({ err }, 'transform failed');
+                return { type: 'transform-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) };
+              },
+            ),
+            () => ({ type: 'transform-failed', nowMs: Date.now(), reason: 'transform timed out' }),
+          );
+          break;
+        }
+        case 'append-body': {
+          if (this.#body === null || this.#body.seq !== o.seq) {
+            void this.#body?.file.remove();
+            this.#body = { seq: o.seq, file: this.#deps.spool.bodyFile(`${this.sessionId}-${o.seq}`) };
+          }
+          this.#body.file.append(o.chunks);
+          break;
+        }
+        case 'discard-body': {
+          const body = this.#body;
+          if (body !== null && body.seq === o.seq) {
+            this.#body = null;
+            void body.file.remove();
+          }
+          break;
+        }
+        case 'start-tls':
+          startTls = true;
+          break;
+        case 'close':
+          closeAfter = true;
+          break;
+        default:
+          // A new output type must be handled here, or the type check fails.
+          assertNever(o);
       }
     }
     // RFC 2920: the replies to one batch of input go out in one write.

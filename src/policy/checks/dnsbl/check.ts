@@ -64,6 +64,7 @@ export const DNSBL_DEFAULTS = {
 
 /** Longest a cached answer (and so a remembered refusal) lives, whatever TTL a list publishes. */
 const MAX_CACHE_SECONDS = 86_400;
+const NO_OPINION: PolicyVerdict = { action: 'continue' };
 /** A list answering with its error code is logged at most this often. */
 const ERROR_LOG_INTERVAL_MS = 60_000;
 /** The check's own time budget exceeds the lookups' so the lookups' timer decides, not the pipeline's. */
@@ -190,10 +191,18 @@ export function dnsblCheck(opts: DnsblOptions): Check {
       const names = queryNamesOf(address);
       if (names === null) return { action: 'continue' };
       // Fast path: every list's answer for this client is cached (the common case for a busy
-      // client): answered synchronously, no timer, no promise.
-      const cached = names.map((name) => cachedLookup(name));
-      if (cached.every((c) => c !== undefined)) return judgeResults(ctx.session.id, address, cached as Lookup[]);
-      return lookupAll(names, signal).then((results) => judgeResults(ctx.session.id, address, results));
+      // client): answered synchronously, no timer, no promise; and when no list names the client
+      // (NXDOMAIN everywhere, the usual answer) the score is 0, which is no opinion (threshold > 0,
+      // allowThreshold < 0), with nothing to judge.
+      const cached: Lookup[] = [];
+      let hasAnyAnswer = false;
+      for (const name of names) {
+        const hit = cachedLookup(name);
+        if (hit === undefined) return lookupAll(names, signal).then((results) => judgeResults(ctx.session.id, address, results));
+        if (hit.kind !== 'answers' || hit.answers.length > 0) hasAnyAnswer = true;
+        cached.push(hit);
+      }
+      return hasAnyAnswer ? judgeResults(ctx.session.id, address, cached) : NO_OPINION;
     },
   };
 

@@ -43,6 +43,7 @@ export function tripletKey(network: string, sender: string, recipient: string): 
  * the store for every message of a busy sender buys nothing. Bounded in entries.
  */
 const KNOWN_GOOD_CACHE_MS = 10 * 60_000;
+const NO_OPINION: PolicyVerdict = { action: 'continue' };
 const KNOWN_GOOD_MAX_ENTRIES = 10_000;
 
 export function greylistCheck(opts: GreylistOptions): Check {
@@ -66,6 +67,23 @@ export function greylistCheck(opts: GreylistOptions): Check {
     await store.increment(`v1:grey-passed:${network}`, opts.recordTtlSeconds);
     return 'pass';
   };
+  /** The network of the last client asked about, and its key: its next message needs the same. */
+  let lastNetwork = { address: '', network: '', networkKey: '' };
+  const networkOf = (address: string): { network: string; networkKey: string } => {
+    if (lastNetwork.address !== address) {
+      const network = clientNetwork(address);
+      lastNetwork = { address, network, networkKey: `v1:grey-passed:${network}` };
+    }
+    return lastNetwork;
+  };
+  /** The last triplet's key: a busy sender's next message (same sender, same recipient) reuses the
+   *  string, so the known-good lookup builds nothing and hashes nothing new. */
+  let lastTriplet = { network: '', sender: '', recipient: '', key: '' };
+  const knownTripletKey = (network: string, sender: string, recipient: string): string => {
+    const t = lastTriplet;
+    if (t.network !== network || t.sender !== sender || t.recipient !== recipient) lastTriplet = { network, sender, recipient, key: tripletKey(network, sender, recipient) };
+    return lastTriplet.key;
+  };
   const recipientsOf = (ctx: CheckContext): string[] =>
     opts.stage === 'rcpt' ? (ctx.recipient === null ? [] : [ctx.recipient.address]) : (ctx.transaction?.recipients.map((r) => r.address) ?? []);
   return {
@@ -73,14 +91,13 @@ export function greylistCheck(opts: GreylistOptions): Check {
     stages: [opts.stage],
     // Synchronous while memory answers (no store round trip): a known-good network or triplets.
     run: (ctx) => {
-      const network = clientNetwork(ctx.session.peer.address);
-      const networkKey = `v1:grey-passed:${network}`;
+      const { network, networkKey } = networkOf(ctx.session.peer.address);
       const nowMs = opts.now();
-      if (isKnownGood(networkKey, nowMs)) return { action: 'continue' };
+      if (isKnownGood(networkKey, nowMs)) return NO_OPINION;
       const rp = ctx.transaction?.reversePath;
       const sender = rp ? `${rp.localPart}@${rp.domain}` : '';
-      const pending = recipientsOf(ctx).filter((recipient) => !isKnownGood(tripletKey(network, sender, recipient), nowMs));
-      if (pending.length === 0) return { action: 'continue' };
+      const pending = recipientsOf(ctx).filter((recipient) => !isKnownGood(knownTripletKey(network, sender, recipient), nowMs));
+      if (pending.length === 0) return NO_OPINION;
       // A state store that is down is an operational failure, not our bug: a typed tempfail
       // (as any MTA defers when its greylisting service is away), not a thrown error.
       return judgeAll(network, networkKey, sender, pending, nowMs).catch((err: unknown): PolicyVerdict => {

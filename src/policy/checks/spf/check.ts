@@ -82,9 +82,15 @@ export function spfCheck(opts: SpfOptions): Check {
   // staleness at most, bounded by cacheSeconds), so a busy sender costs one evaluation, not one
   // per message. Temporary errors are never reused.
   const cache = new BoundedCache<string, PolicyVerdict>(maxEntries);
+  // The last key built is kept: a busy sender's next message has the same parts, and reusing the
+  // string means no building and no hashing it anew in the cache.
+  let last = { ip: '', sender: '', helo: '', key: '' };
   const cacheKeyOf = (ctx: CheckContext, ip: string): string => {
     const rp = ctx.transaction?.reversePath ?? null;
-    return `${ip} ${rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`} ${(ctx.session.helo?.name ?? ctx.heloName ?? '').toLowerCase()}`;
+    const sender = rp === null ? '<>' : `${rp.localPart}@${rp.domain.toLowerCase()}`;
+    const helo = ctx.session.helo?.name ?? ctx.heloName ?? '';
+    if (last.ip !== ip || last.sender !== sender || last.helo !== helo) last = { ip, sender, helo, key: `${ip} ${sender} ${helo.toLowerCase()}` };
+    return last.key;
   };
   const evaluate = async (ctx: CheckContext, ip: string, signal: AbortSignal, key: string | null): Promise<PolicyVerdict> => {
     const outcome = await evaluateSpf(opts, ctx, ip, signal);
