@@ -168,13 +168,13 @@ export class PolicyPipeline {
   /** A check's verdict: recorded, its header fields and edits kept; a refusal with a TTL stored. */
   #judge(run: StageRun, i: number, storeKey: string, verdict: PolicyVerdict): PolicyVerdict | null | Promise<PolicyVerdict> {
     const name = run.checks[i].name;
-    const isPass = verdict.action === 'continue' || verdict.action === 'accept';
-    this.#record(run.ctx, name, verdict.action, isPass ? '' : verdict.reason);
     if (verdict.action === 'continue' || verdict.action === 'accept') {
+      this.#record(run.ctx, name, verdict.action, '');
       if (verdict.headers !== undefined) run.headers.push(...verdict.headers);
       if (verdict.edits !== undefined) run.edits.push(verdict.edits);
       return verdict.action === 'accept' ? passed(run, 'accept') : null;
     }
+    this.#record(run.ctx, name, verdict.action, verdict.reason);
     // The check's key, always: what verdict memory looks up next time must be what it stored.
     const refusal: PolicyVerdict = { ...verdict, check: name, key: keyOf(run, i) };
     if (storeKey !== '' && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
