@@ -30,7 +30,7 @@ import { findExecutable, HOST, waitForFreePort } from './util.ts';
 const SINK_PORT = 2631;
 const USAGE = 'usage: npm run -s bench:relay -- [--quick] [--only portcullis,postfix] [--no-latency]';
 /** Paced sessions at most (one message per second each). */
-const MAX_PACED_SESSIONS = 200;
+const MAX_PACED_SESSIONS = 500;
 /** smtp-source processes per paced run, started evenly over a second. */
 const PACED_GROUPS = 10;
 /** Seconds of paced load per latency cell. */
