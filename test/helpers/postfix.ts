@@ -44,6 +44,9 @@ export type PostfixOptions = {
   hostname?: string;
   /** main.cf lines added last (they win). */
   extraMainCf?: string[];
+  /** Where its smtpd listens; default 127.0.0.1 on a free port. A remote MX of the tests is
+   *  another loopback address on port 25 (`{ host: '127.0.0.2', port: 25 }`; needs root). */
+  listen?: { host: string; port: number };
 };
 
 export type ReceivedMessage = {
@@ -57,7 +60,7 @@ export type ReceivedMessage = {
 };
 
 export type PostfixInstance = {
-  readonly host: '127.0.0.1';
+  readonly host: string;
   readonly port: number;
   readonly dir: string;
   readonly hostname: string;
@@ -99,11 +102,11 @@ function postfixIds(): { uid: number; gid: number } {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-function masterCf(port: number): string {
+function masterCf(host: string, port: number): string {
   // service type private unpriv chroot wakeup maxproc command: nothing chrooted (the temp dir
   // holds no copy of the system files a chroot needs), one inet service on our port only.
   const rows = [
-    `127.0.0.1:${port} inet n - n - - smtpd`,
+    `${host}:${port} inet n - n - - smtpd`,
     'pickup unix n - n 60 1 pickup',
     'cleanup unix n - n - 0 cleanup',
     'qmgr unix n - n 300 1 qmgr',
@@ -132,7 +135,8 @@ function masterCf(port: number): string {
 export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
   const domains = (options.domains ?? ['postfix.test']).map((d) => d.toLowerCase());
   const hostname = options.hostname ?? 'postfix.test';
-  const port = await freePort();
+  const host = options.listen?.host ?? '127.0.0.1';
+  const port = options.listen?.port ?? (await freePort());
   const { uid, gid } = postfixIds();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-postfix-'));
   // The postfix user must reach the queue, data and mail directories below it.
@@ -176,7 +180,9 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     'mydomain = test',
     'myorigin = $myhostname',
     'mydestination =',
-    'inet_interfaces = 127.0.0.1',
+    // Postfix accepts only interface addresses here, and 127.0.0.2 is not one (lo holds
+    // 127.0.0.1/8); master.cf binds the listener itself, so `all` is as narrow in effect.
+    `inet_interfaces = ${host === '127.0.0.1' ? '127.0.0.1' : 'all'}`,
     'inet_protocols = ipv4',
     'mynetworks = 127.0.0.0/8',
     'smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination',
@@ -209,7 +215,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     ...(options.extraMainCf ?? []),
   ];
   writeFileSync(path.join(conf, 'main.cf'), `${main.join('\n')}\n`);
-  writeFileSync(path.join(conf, 'master.cf'), masterCf(port));
+  writeFileSync(path.join(conf, 'master.cf'), masterCf(host, port));
 
   const postfix = sbin('postfix');
   const env = { ...process.env, PATH: `${process.env.PATH ?? ''}:${SBIN.join(':')}` };
@@ -255,7 +261,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
     throw new Error(`postfix -c ${conf} start failed: ${(err as { stderr?: string }).stderr ?? (err as Error).message}\n${why}\n${log}`);
   }
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while ((masterPid = readPid()) === null || !(await listening(port))) {
+  while ((masterPid = readPid()) === null || !(await listening(port, host))) {
     if (Date.now() > deadline) {
       onExit();
       process.removeListener('exit', onExit);
@@ -286,7 +292,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const log = (): string => (existsSync(maillog) ? readFileSync(maillog, 'utf8') : '');
 
   return {
-    host: '127.0.0.1',
+    host,
     port,
     dir,
     hostname,
@@ -354,11 +360,11 @@ function diagnose(postfix: string, conf: string, env: NodeJS.ProcessEnv): string
   }
 }
 
-/** Whether something accepts TCP connections on 127.0.0.1:port (one bounded try). */
-async function listening(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on host:port (one bounded try). */
+async function listening(port: number, host = '127.0.0.1'): Promise<boolean> {
   const net = await import('node:net');
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
+    const s = net.connect({ host, port });
     const done = (ok: boolean): void => {
       s.destroy();
       resolve(ok);

@@ -26,9 +26,9 @@ export class SmtpClient {
     this.#attach(socket);
   }
 
-  static connect(port: number, opts: { localAddress?: string } = {}): Promise<SmtpClient> {
+  static connect(port: number, opts: { localAddress?: string; host?: string } = {}): Promise<SmtpClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) });
+      const socket = net.connect({ host: opts.host ?? '127.0.0.1', port, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) });
       socket.once('error', reject);
       socket.once('connect', () => {
         socket.off('error', reject);
@@ -171,7 +171,7 @@ export type SmtpDialogue = {
 };
 
 /** One command at a time, each reply as text (its lines joined by CRLF); a close rejects. */
-export async function smtpConnect(port: number, opts: { localAddress?: string } = {}): Promise<SmtpDialogue> {
+export async function smtpConnect(port: number, opts: { localAddress?: string; host?: string } = {}): Promise<SmtpDialogue> {
   const c = await SmtpClient.connect(port, opts);
   const next = async (): Promise<string> => {
     const r = await c.reply();
