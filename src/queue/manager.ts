@@ -191,16 +191,7 @@ export class QueueManager {
       if (live.has(writerOf(segment))) continue;
       found += await this.#scanSegment(segment, pending);
     }
-    for (const { queueId, location } of await listMessageFiles(this.#spoolDir)) {
-      if (this.#state.messages.has(queueId)) continue;
-      const opened = await openMessage(this.#spoolDir, queueId, location);
-      if (opened === null) {
-        this.#logger.warn({ queueId, location }, 'queue: unreadable message file left alone');
-        continue;
-      }
-      pending.push(this.#add(opened.envelope, location).catch(() => undefined));
-      found++;
-    }
+    found += await this.#adoptMessageFiles(pending);
     // Marks of segments that are gone (reclaimed before a crash forgot them) mean nothing now.
     for (const segment of [...this.#state.marks.keys()]) if (!existing.has(segment)) this.#state.marks.delete(segment);
     this.#log.setSnapshotSource({ size: () => this.#state.snapshotSize, records: () => this.#state.snapshot() });
@@ -283,17 +274,31 @@ export class QueueManager {
       if (writerOf(segment) === writerId && !this.#refs.isSealed(segment)) this.sealed(segment);
     }
     await this.#scanChain;
-    // A message file does not name its writer: every unknown one is taken. A file in messages/
-    // is committed (renamed into place after its fsync); one whose report is still on its way
-    // from a live writer is taken now and its report is then a no-op; one removed meanwhile
-    // fails to open and is skipped.
+    // A message file does not name its writer: every unknown one is taken.
+    const pending: Array<Promise<void>> = [];
+    await this.#adoptMessageFiles(pending, writerId);
+    await Promise.all(pending);
+  }
+
+  /** Adds every message file in messages/ the state does not know; returns how many. A file
+   *  there is committed (renamed into place after its fsync); one whose report is still on its
+   *  way from a live writer is taken now and its report is then a no-op; one removed meanwhile
+   *  fails to open and is skipped (at recovery, when nothing removes files, that is damage). */
+  async #adoptMessageFiles(pending: Array<Promise<void>>, goneWriterId?: string): Promise<number> {
+    let found = 0;
     for (const { queueId, location } of await listMessageFiles(this.#spoolDir)) {
       if (this.#isClosed || this.#state.messages.has(queueId)) continue;
       const opened = await openMessage(this.#spoolDir, queueId, location);
-      if (opened === null || this.#state.messages.has(queueId)) continue;
-      this.#logger.info({ queueId, location, writerId }, 'queue: unreported message file found');
-      await this.#add(opened.envelope, location).catch(() => undefined);
+      if (opened === null) {
+        if (this.#isRecovering) this.#logger.warn({ queueId, location }, 'queue: unreadable message file left alone');
+        continue;
+      }
+      if (this.#state.messages.has(queueId)) continue;
+      if (goneWriterId !== undefined) this.#logger.info({ queueId, location, writerId: goneWriterId }, 'queue: unreported message file found');
+      pending.push(this.#add(opened.envelope, location).catch(() => undefined));
+      found++;
     }
+    return found;
   }
 
   isHealthy(): boolean {

@@ -246,23 +246,7 @@ export async function openMessage(dir: string, queueId: string, location: string
     async *content() {
       const body = await open(file, 'r');
       try {
-        let crc = crcBeforeBody;
-        let at = 0;
-        let held: Buffer | null = null;
-        while (at < bodyBytes) {
-          const piece = Buffer.allocUnsafe(Math.min(STREAM_CHUNK_BYTES, bodyBytes - at));
-          if (!(await readExactly(body, piece, bodyStart + at))) throw new Error(`${location}: record cut short`);
-          crc = crc32(piece, crc);
-          at += piece.length;
-          // One piece behind, so that the last one is given out only after the CRC checks out.
-          if (held !== null) yield held;
-          held = piece;
-        }
-        const trailer = Buffer.alloc(4);
-        if (!(await readExactly(body, trailer, bodyStart + bodyBytes)) || trailer.readUInt32BE(0) !== crc) {
-          throw new Error(`${location}: record checksum mismatch`);
-        }
-        if (held !== null) yield held;
+        yield* streamBody(body, bodyStart, bodyBytes, crcBeforeBody, location);
       } finally {
         await body.close();
       }
@@ -329,7 +313,7 @@ export class SpoolContentReader {
       if (envelope === null || typeof envelope !== 'object' || envelope.queueId !== queueId || envelope.size !== lengths.bodyBytes) {
         throw new Error(`${location}: the record is not message ${queueId}`);
       }
-      let crc = crc32(envelopeJson, crc32(first.subarray(0, RECORD_HEADER_BYTES)));
+      const crc = crc32(envelopeJson, crc32(first.subarray(0, RECORD_HEADER_BYTES)));
       if (lengths.recordBytes <= bytesRead) {
         // The whole record in the first read: the common case.
         const body = first.subarray(envelopeEnd, envelopeEnd + lengths.bodyBytes);
@@ -337,23 +321,7 @@ export class SpoolContentReader {
         if (body.length > 0) yield body;
         return;
       }
-      const bodyStart = offset + envelopeEnd;
-      let at = 0;
-      let held: Buffer | null = null;
-      while (at < lengths.bodyBytes) {
-        const piece = Buffer.allocUnsafe(Math.min(STREAM_CHUNK_BYTES, lengths.bodyBytes - at));
-        if (!(await readExactly(fh, piece, bodyStart + at))) throw new Error(`${location}: record cut short`);
-        crc = crc32(piece, crc);
-        at += piece.length;
-        // One piece behind, so that the last one is given out only after the CRC checks out.
-        if (held !== null) yield held;
-        held = piece;
-      }
-      const trailer = Buffer.alloc(4);
-      if (!(await readExactly(fh, trailer, bodyStart + lengths.bodyBytes)) || trailer.readUInt32BE(0) !== crc) {
-        throw new Error(`${location}: record checksum mismatch`);
-      }
-      if (held !== null) yield held;
+      yield* streamBody(fh, offset + envelopeEnd, lengths.bodyBytes, crc, location);
     } finally {
       this.#release(file, handle);
     }
@@ -409,6 +377,29 @@ export class SpoolContentReader {
       void closeQuietly(victim[1].fh);
     }
   }
+}
+
+/** The body at `bodyStart` in pieces of at most 256 KiB, the record CRC (seeded with what came
+ *  before the body) checked before the last piece is given out: a damaged record throws instead
+ *  of ending. */
+async function* streamBody(fh: FileHandle, bodyStart: number, bodyBytes: number, crcBeforeBody: number, location: string): AsyncGenerator<Buffer> {
+  let crc = crcBeforeBody;
+  let at = 0;
+  let held: Buffer | null = null;
+  while (at < bodyBytes) {
+    const piece = Buffer.allocUnsafe(Math.min(STREAM_CHUNK_BYTES, bodyBytes - at));
+    if (!(await readExactly(fh, piece, bodyStart + at))) throw new Error(`${location}: record cut short`);
+    crc = crc32(piece, crc);
+    at += piece.length;
+    // One piece behind, so that the last one is given out only after the CRC checks out.
+    if (held !== null) yield held;
+    held = piece;
+  }
+  const trailer = Buffer.alloc(4);
+  if (!(await readExactly(fh, trailer, bodyStart + bodyBytes)) || trailer.readUInt32BE(0) !== crc) {
+    throw new Error(`${location}: record checksum mismatch`);
+  }
+  if (held !== null) yield held;
 }
 
 /** Opens a spool file for reading and checks its file header (format and version). */
