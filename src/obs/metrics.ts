@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ListenAddress } from '../config/types.ts';
 import type { PolicyStage } from '../protocol/session.ts';
+import { DEFENSE_RULES, type DefenseMetrics, type DefenseRule } from '../defense/events.ts';
 
 export const METRIC_PREFIX = 'portcullis_';
 
@@ -19,6 +20,7 @@ const ACTIONS = ['continue', 'accept', 'tempfail', 'reject', 'disconnect', 'othe
 const STAGE_INDEX: Readonly<Record<string, number>> = Object.fromEntries(STAGES.map((s, i) => [s, i]));
 const ACTION_INDEX: Readonly<Record<string, number>> = Object.fromEntries(ACTIONS.map((a, i) => [a, i]));
 const OTHER_ACTION = ACTIONS.length - 1;
+const DEFENSE_INDEX: Readonly<Record<string, number>> = Object.fromEntries(DEFENSE_RULES.map((r, i) => [r, i]));
 /** Security: check names come from our code, but the label set stays bounded even if one did not. */
 const MAX_CHECK_NAMES = 64;
 const MIN_REPLY_CODE = 400;
@@ -38,7 +40,7 @@ export interface SessionMetrics {
 
 /** One process's metrics. The server and the policy pipeline call the methods; the registry is
  *  read at scrape time (here, or by the primary through prom-client's cluster IPC). */
-export class Metrics implements SessionMetrics {
+export class Metrics implements SessionMetrics, DefenseMetrics {
   readonly registry = new Registry();
   #sessionsOpened = 0;
   #sessionsActive = 0;
@@ -50,6 +52,8 @@ export class Metrics implements SessionMetrics {
   readonly #replies = new Float64Array(MAX_REPLY_CODE - MIN_REPLY_CODE + 1);
   /** Per check name: index stage * ACTIONS.length + action. */
   readonly #verdicts = new Map<string, Float64Array>();
+  /** Per defense rule, in DEFENSE_RULES order. */
+  readonly #defenses = new Float64Array(DEFENSE_RULES.length);
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -130,6 +134,18 @@ export class Metrics implements SessionMetrics {
         this.set(self.#isSpoolLow ? 1 : 0);
       },
     });
+    new Counter({
+      name: `${METRIC_PREFIX}defense_events_total`,
+      help: 'Connection defenses that fired, by rule (docs/defense.md lists the rules).',
+      labelNames: ['rule'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (let i = 0; i < DEFENSE_RULES.length; i++) {
+          if (self.#defenses[i] !== 0) this.inc({ rule: DEFENSE_RULES[i]! }, self.#defenses[i]);
+        }
+      },
+    });
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 
@@ -149,6 +165,11 @@ export class Metrics implements SessionMetrics {
     const s = STAGE_INDEX[stage];
     if (s === undefined) return; // not a stage: a type error upstream, nothing to count
     row[s * ACTIONS.length + (ACTION_INDEX[action] ?? OTHER_ACTION)]!++;
+  }
+
+  defenseFired(rule: DefenseRule): void {
+    const i = DEFENSE_INDEX[rule];
+    if (i !== undefined) this.#defenses[i]!++;
   }
 
   sessionOpened(): void {
