@@ -65,7 +65,8 @@ export type Output =
   | { type: 'append-body'; seq: number; chunks: Buffer[] }
   /** The transaction whose body is in a file is over (stored or not): remove the file. */
   | { type: 'discard-body'; seq: number }
-  | { type: 'close' }
+  /** End the session. `quit`: the client asked (QUIT, answered 221), so nothing it sends after counts. */
+  | { type: 'close'; quit?: true }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
 
 /** What the shell should wait for next, and so which timeout applies. */

@@ -26,6 +26,9 @@ export type MachineConfig = {
   policyStages: ReadonlySet<PolicyStage>;
   /** A transform step (e.g. DKIM signing) runs on each message before commit. */
   hasTransform?: boolean;
+  /** Whether each command line becomes a debug `log` output (the transcript); default true. The
+   *  shell turns it off when its log would drop them, so no output is built only to be dropped. */
+  logCommands?: boolean;
   /** Content octets a session holds in memory; past them the body goes to its file (default 1 MiB). */
   bodyMemoryBytes?: number;
   /** What every session of this process holds in memory together (the one stateful member: one

@@ -289,7 +289,7 @@ export class SmtpMachine {
     switch (frame.type) {
       case 'line': {
         const text = frame.line.toString('utf8');
-        out.push({ type: 'log', level: 'debug', msg: 'C', fields: { line: loggableLine(text) } });
+        if (this.#cfg.logCommands !== false) out.push({ type: 'log', level: 'debug', msg: 'C', fields: { line: loggableLine(text) } });
         this.#session!.counters.commands++;
         this.#onCommandLine(text, out);
         return;
@@ -394,7 +394,7 @@ export class SmtpMachine {
         return this.#reply(REPLY.ok, out);
       case 'QUIT':
         this.#reply(REPLY.bye, out);
-        return this.#close(out);
+        return this.#close(out, true);
       case 'VRFY':
         // Security: never confirm a mailbox (address harvesting).
         return this.#reply(cfg.vrfy === '252' ? REPLY.cannotVrfy : REPLY.notImplemented('VRFY'), out);
@@ -430,7 +430,7 @@ export class SmtpMachine {
     const slot = this.#slot;
     if (slot === null) throw new Error('end of a BDAT chunk with no transaction slot');
     const reader = slot.reader;
-    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: reader.kind === 'bdat' || reader.kind === 'skip-bdat' ? reader.chunkBytes : 0, isLast: 'isLast' in reader && reader.isLast } });
+    if (this.#cfg.logCommands !== false) out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: reader.kind === 'bdat' || reader.kind === 'skip-bdat' ? reader.chunkBytes : 0, isLast: 'isLast' in reader && reader.isLast } });
     const end = endBdatChunk(slot);
     switch (end.kind) {
       case 'skipped':
@@ -455,7 +455,7 @@ export class SmtpMachine {
     const txn = this.#openTransaction()!;
     const scanner = txn.content!;
     txn.reader = { kind: 'command' };
-    out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: scanner.size, end: '.' } });
+    if (this.#cfg.logCommands !== false) out.push({ type: 'log', level: 'debug', msg: 'C', fields: { octets: scanner.size, end: '.' } });
     this.#endOfContent(scanner, out);
   }
 
@@ -664,11 +664,11 @@ export class SmtpMachine {
     this.#close(out);
   }
 
-  #close(out: Output[]): void {
+  #close(out: Output[], isQuit = false): void {
     this.#waiting = { kind: 'closed' };
     const txn = this.#openTransaction();
     this.#slot = null;
     if (txn !== null) this.#dropped(txn, out);
-    out.push({ type: 'close' });
+    out.push(isQuit ? { type: 'close', quit: true } : { type: 'close' });
   }
 }

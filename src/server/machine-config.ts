@@ -11,7 +11,7 @@ export const DEFAULT_MAX_POLICY_REFUSALS = 3;
 
 export function machineConfigFrom(
   cfg: Config,
-  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean; isRoutable?: (address: string) => boolean; bodyBudget?: BodyBudget },
+  opts: { isTlsAvailable: boolean; policyStages?: ReadonlySet<PolicyStage>; maxPolicyRefusals?: number; hasTransform?: boolean; logCommands?: boolean; isRoutable?: (address: string) => boolean; bodyBudget?: BodyBudget },
 ): MachineConfig {
   const s = cfg.smtp;
   return {
@@ -31,6 +31,7 @@ export function machineConfigFrom(
     maxPolicyRefusals: opts.maxPolicyRefusals ?? DEFAULT_MAX_POLICY_REFUSALS,
     policyStages: opts.policyStages ?? new Set(),
     hasTransform: opts.hasTransform ?? false,
+    logCommands: opts.logCommands ?? true,
     bodyMemoryBytes: s.bodyMemoryBytes,
     ...(opts.isRoutable !== undefined ? { isRoutable: opts.isRoutable } : {}),
     ...(opts.bodyBudget !== undefined ? { bodyBudget: opts.bodyBudget } : {}),

@@ -112,6 +112,7 @@ export class SmtpServer {
         policyStages: this.#opts.policy?.stages,
         maxPolicyRefusals: config.verdicts.maxRefusalsPerSession,
         hasTransform: (this.#opts.transform ?? null) !== null,
+        logCommands: log.isLevelEnabled('debug'),
         // One per process, like the reclaimer: what every session here holds adds up in one heap.
         bodyBudget: this.bodyBudget,
         ...(this.#opts.isRoutable !== undefined ? { isRoutable: this.#opts.isRoutable } : {}),

@@ -47,3 +47,34 @@ test('debug log lines rebuild the session transcript', async (t) => {
   assert.deepEqual(rebuilt, dialogue);
   assert.ok(records.some((r) => r.sid === sid && r.msg === 'disconnect'), 'a summary line closes the session');
 });
+
+test('after QUIT the server closes its side at once: a client that resets after 221 costs no socket error', async (t) => {
+  const lines: string[] = [];
+  const stream = new PassThrough();
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => lines.push(...d.split('\n').filter((l) => l !== '')));
+  const server = await startTestServer(undefined, { logStream: stream, logLevel: 'debug' });
+  t.after(() => server.stop());
+  const { connect } = await import('node:net');
+  for (let i = 0; i < 5; i++) {
+    const socket = connect(server.port, '127.0.0.1');
+    let seen = '';
+    await new Promise<void>((resolve, reject) => {
+      socket.on('error', reject);
+      socket.on('data', (d: Buffer) => {
+        seen += d.toString('latin1');
+        if (seen.startsWith('220 ') && !seen.includes('\r\n250')) socket.write('EHLO client.example\r\nQUIT\r\n');
+      });
+      // The server's FIN comes right after its 221; the client then resets, as smtp-source does.
+      socket.once('end', () => {
+        socket.resetAndDestroy();
+        if (seen.includes('221 ')) resolve();
+        else reject(new Error(`closed without 221: ${seen}`));
+      });
+    });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  const records = lines.map((l) => JSON.parse(l) as { msg: string });
+  assert.equal(records.filter((r) => r.msg === 'disconnect').length, 5);
+  assert.equal(records.filter((r) => r.msg === 'socket error').length, 0);
+});
