@@ -21,6 +21,12 @@ Usage:
   portcullis queue delete|hold|release|bounce ID
                                             remove; hold back; deliver again; return to sender (DSN)
   portcullis queue shape                    messages per destination by age (qshape-like)
+  portcullis verdicts list [NETWORK|ADDRESS]
+                                            what verdict memory remembers (check, stage, reply,
+                                            since, until), for every client or those in NETWORK
+  portcullis verdicts forget NETWORK|ADDRESS
+                                            lift remembered refusals now (every node sharing the
+                                            state store; safe while the server runs)
   portcullis check-config [--config FILE]   validate the configuration; exit 1 listing each problem
   portcullis spool list [--config FILE]     one line per stored message: queue id, time, sender, recipients
   portcullis spool show QUEUEID [--config FILE]
@@ -28,7 +34,7 @@ Usage:
   portcullis --help                         this text
   portcullis --version                      the version
 
-Configuration keys: docs/configuration.md. Delivery and the queue: docs/delivery.md. Spool format: docs/spool.md.
+Configuration keys: docs/configuration.md. Delivery and the queue: docs/delivery.md. Verdict memory: docs/policy.md. Spool format: docs/spool.md.
 `;
 
 /**
@@ -130,6 +136,11 @@ async function main(argv: string[]): Promise<void> {
     case 'queue': {
       const { queueCommand } = await import('./queue.ts');
       process.exitCode = await queueCommand(load(configPath).spool.dir, rest, (t) => process.stdout.write(t), (t) => process.stderr.write(`portcullis: ${t}\n`));
+      return;
+    }
+    case 'verdicts': {
+      const { verdictsCommand } = await import('./verdicts.ts');
+      process.exitCode = await verdictsCommand(load(configPath), rest, (t) => process.stdout.write(t), (t) => process.stderr.write(`portcullis: ${t}\n`));
       return;
     }
     case 'check-config':

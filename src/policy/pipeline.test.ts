@@ -275,7 +275,9 @@ for (const kind of STORE_KINDS) {
     const denyCheck: Check = { name: 'deny', stages: ['rcpt'], memoryScope: 'host', key: () => '', run: () => ({ action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'deny', reason: 'zen', ttlSeconds: 600 }) };
     const denying = new PolicyPipeline([denyCheck], { log, defaultTimeoutMs: 1000, store });
     assert.equal((await denying.run(rcpt)).action, 'reject');
-    assert.equal(await store.get('v1:verdict:deny:rcpt:192.0.2.1/32:'), JSON.stringify({ action: 'reject', reply: reply(554, '5.7.1', 'Listed'), reason: 'zen' }));
+    const stored = JSON.parse((await store.get('v1:verdict:deny:rcpt:192.0.2.1/32:'))!) as { at: number };
+    assert.equal(typeof stored.at, 'number', 'stored with when it was refused (portcullis verdicts list)');
+    assert.deepEqual(stored, { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), reason: 'zen', at: stored.at });
     const recalled = denying.run(rcpt);
     assert.ok(!(recalled instanceof Promise));
     assert.deepEqual(recalled, { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'deny', reason: 'remembered for the client network: zen', key: '' });

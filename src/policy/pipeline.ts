@@ -17,6 +17,7 @@ import type { StateStore } from '../store/store.ts';
 import { BoundedCache } from '../util/bounded-cache.ts';
 import type { Check, CheckContext } from './check.ts';
 import { clientNetwork, DEFAULT_PREFIXES, HOST_PREFIXES, type NetworkPrefixes } from './network.ts';
+import { verdictStoreKey, type StoredVerdict } from './verdict-memory.ts';
 
 type PolicyRequest = Extract<Output, { type: 'policy' }>;
 
@@ -49,7 +50,6 @@ type StageChecks = { readonly checks: readonly Check[]; readonly lastStoreKeys: 
 
 const NO_CHECKS: StageChecks = { checks: [], lastStoreKeys: [] };
 
-type StoredVerdict = { action: 'tempfail' | 'reject' | 'disconnect'; reply: Reply; reason: string };
 
 /**
  * How long this process trusts what it last read from (or wrote to) the shared store for one key,
@@ -178,7 +178,7 @@ export class PolicyPipeline {
     // The check's key, always: what verdict memory looks up next time must be what it stored.
     const refusal: PolicyVerdict = { ...verdict, check: name, key: keyOf(run, i) };
     if (storeKey !== '' && verdict.ttlSeconds !== undefined && verdict.ttlSeconds >= 1) {
-      return this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason }, Math.floor(verdict.ttlSeconds), run.ctx).then(() => refusal);
+      return this.#remember(storeKey, { action: verdict.action, reply: verdict.reply, reason: verdict.reason, at: run.ctx.nowMs }, Math.floor(verdict.ttlSeconds), run.ctx).then(() => refusal);
     }
     return refusal;
   }
@@ -197,7 +197,7 @@ export class PolicyPipeline {
     const net = scope === 'host' ? (nets.host ??= clientNetwork(address, HOST_PREFIXES)) : (nets.wide ??= clientNetwork(address, this.#opts.prefixes ?? DEFAULT_PREFIXES));
     const last = run.lastStoreKeys[i];
     if (last !== undefined && last.net === net && last.key === key) return last.storeKey;
-    const storeKey = `v1:verdict:${run.checks[i].name}:${run.ctx.stage}:${net}:${key}`;
+    const storeKey = verdictStoreKey(run.checks[i].name, run.ctx.stage, net, key);
     run.lastStoreKeys[i] = { net, key, storeKey };
     return storeKey;
   }
@@ -248,6 +248,14 @@ export class PolicyPipeline {
   #threw(check: Check, ctx: CheckContext, err: unknown): PolicyVerdict {
     this.#opts.log.error({ sid: ctx.session.id, check: check.name, stage: ctx.stage, err }, 'policy check threw');
     return { action: 'tempfail', reply: REPLY.localError, check: check.name, reason: 'check threw' };
+  }
+
+  /**
+   * Drops what this process remembers of the store's records (`portcullis verdicts forget`): the
+   * next lookup of every key reads the store again, so a lifted refusal is lifted at once here.
+   */
+  forgetRecalled(): void {
+    this.#recalled.clear();
   }
 
   /** A store failure is not a verdict: the check then runs as if nothing were remembered. */

@@ -72,11 +72,22 @@ export async function serve(cfg: Config): Promise<void> {
     liveWriterIds: () => liveWriters(),
   });
   for (const [op, handler] of queueHandlers(delivery.manager, log)) control.set(op, handler);
+  // `portcullis verdicts forget` deleted records from the store: every process drops its cached reads.
+  let verdictsForgotten: () => void = () => undefined;
+  control.set('verdicts.forgotten', async (args) => {
+    log.info({ target: args[0] ?? null }, 'verdicts forgotten by the operator');
+    verdictsForgotten();
+    return {};
+  });
   // The SMTP server, the spool writer, the policy checks and the state store are loaded only where
   // they serve (a worker, or the single process).
   if (n === 1) {
     liveWriters = () => [writerIdFor(null, process.pid)];
-    const local = { delivery, onHealth: (listener: (isHealthy: boolean) => void) => (healthListener = listener) };
+    const local = {
+      delivery,
+      onHealth: (listener: (isHealthy: boolean) => void) => (healthListener = listener),
+      onVerdictsForgotten: (listener: () => void) => (verdictsForgotten = listener),
+    };
     return (await import('./worker.ts')).runWorker(cfg, log, obs === null ? null : new obs.Metrics(), local);
   }
   // The primary serves /metrics: the workers' registries summed, plus its own.
@@ -88,6 +99,7 @@ export async function serve(cfg: Config): Promise<void> {
   }
   const primary = runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000, delivery);
   healthListener = primary.tellHealth;
+  verdictsForgotten = primary.tellVerdictsForgotten;
   liveWriters = primary.liveWriterIds;
 }
 
@@ -135,7 +147,7 @@ function runPrimary(
   metricsHttp: MetricsHttpServer | null,
   stopGraceMs: number,
   delivery: DeliveryService,
-): { tellHealth: (isHealthy: boolean) => void; liveWriterIds: () => string[] } {
+): { tellHealth: (isHealthy: boolean) => void; tellVerdictsForgotten: () => void; liveWriterIds: () => string[] } {
   let isStopping = false;
   let isQueueHealthy = true;
   let isDeliveryStopped = false;
@@ -238,6 +250,9 @@ function runPrimary(
     tellHealth: (isHealthy) => {
       isQueueHealthy = isHealthy;
       for (const w of alive.values()) if (w.isConnected()) w.send({ t: 'queue-health', isHealthy } satisfies PrimaryNotice);
+    },
+    tellVerdictsForgotten: () => {
+      for (const w of alive.values()) if (w.isConnected()) w.send({ t: 'verdicts-forgotten' } satisfies PrimaryNotice);
     },
   };
 }

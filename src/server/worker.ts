@@ -29,12 +29,12 @@ export type WorkerReport =
  *  a write, and the primary a parse, per message. */
 export type WorkerReports = { t: 'reports'; items: WorkerReport[] };
 /** What the primary tells its workers. */
-export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean };
+export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean } | { t: 'verdicts-forgotten' };
 
 /** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics).
  *  `delivery`: the queue, when this is the single process (a worker reports to its primary's). */
 /** The single process: the queue runs here, and tells the server of its health directly. */
-export type LocalQueue = { delivery: DeliveryService; onHealth(listener: (isHealthy: boolean) => void): void };
+export type LocalQueue = { delivery: DeliveryService; onHealth(listener: (isHealthy: boolean) => void): void; onVerdictsForgotten?(listener: () => void): void };
 
 let pendingReports: WorkerReport[] = [];
 
@@ -95,8 +95,10 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
   const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics });
   local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
+  local?.onVerdictsForgotten?.(() => policy?.forgetRecalled());
   process.on('message', (m: PrimaryNotice) => {
     if (m?.t === 'queue-health') server.setQueueStateFailing(!m.isHealthy);
+    else if (m?.t === 'verdicts-forgotten') policy?.forgetRecalled();
   });
   await server.listen();
   const metricsListen = cfg.metrics.listen;

@@ -4,7 +4,7 @@
 // failure to open is the StoreError every caller already turns into a tempfail.
 // Owns only the deferred open and its retry pacing; never keeps data of its own.
 
-import { StoreError, type StateStore } from './store.ts';
+import { StoreError, type StateStore, type StoredEntry } from './store.ts';
 
 /** After a failed open, callers fail fast for this long before the next attempt. */
 const RETRY_AFTER_MS = 5_000;
@@ -53,6 +53,10 @@ export class LazyStateStore implements StateStore {
 
   async setIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean> {
     return (await this.#backend()).setIfAbsent(key, value, ttlSeconds);
+  }
+
+  async scan(prefix: string, limit: number): Promise<StoredEntry[]> {
+    return (await this.#backend()).scan(prefix, limit);
   }
 
   /** A store nobody has used has nothing to purge: this never opens it. */

@@ -5,7 +5,7 @@
 // counter without a TTL (INCR and EXPIRE run in one Lua script). Redis expires keys itself.
 
 import { Redis } from 'ioredis';
-import { assertTtlSeconds, StoreError, type StateStore } from './store.ts';
+import { assertTtlSeconds, StoreError, type StateStore, type StoredEntry } from './store.ts';
 
 // Atomic: INCR creates the key at 1 without a TTL, so the TTL is set only when there is none,
 // which is exactly when this call created it.
@@ -79,6 +79,30 @@ export class RedisStore implements StateStore {
     assertTtlSeconds(ttlSeconds);
     const reply = await this.#run(() => this.#client.set(key, value, 'EX', ttlSeconds, 'NX'));
     return reply === 'OK';
+  }
+
+  /** SCAN with MATCH (the prefix's glob characters escaped), then each key's value and PTTL. */
+  async scan(prefix: string, limit: number): Promise<StoredEntry[]> {
+    const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+    const out: StoredEntry[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.#run(() => this.#client.scan(cursor, 'MATCH', pattern, 'COUNT', 500));
+      cursor = next;
+      if (keys.length === 0) continue;
+      const pipeline = this.#client.pipeline();
+      for (const key of keys) pipeline.get(key).pttl(key);
+      const replies = (await this.#run(() => pipeline.exec())) ?? [];
+      const now = Date.now();
+      for (let i = 0; i < keys.length && out.length < limit; i++) {
+        const value = replies[2 * i]?.[1];
+        const ttl = Number(replies[2 * i + 1]?.[1]);
+        // Gone between SCAN and GET, or without a TTL (not ours: every key we set has one).
+        if (typeof value !== 'string' || !(ttl > 0)) continue;
+        out.push({ key: keys[i]!, value, expiresAtMs: now + ttl });
+      }
+    } while (cursor !== '0' && out.length < limit);
+    return out;
   }
 
   async purgeExpired(): Promise<number> {

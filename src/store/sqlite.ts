@@ -7,7 +7,7 @@
 
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { assertTtlSeconds, StoreError, type StateStore } from './store.ts';
+import { assertTtlSeconds, StoreError, type StateStore, type StoredEntry } from './store.ts';
 
 export type SqliteStoreOptions = {
   /** Milliseconds since the epoch; injected so tests move time without sleeping. */
@@ -37,6 +37,7 @@ export class SqliteStore implements StateStore {
   #increment: StatementSync;
   #setIfAbsent: StatementSync;
   #purgeBatch: StatementSync;
+  #scan: StatementSync;
 
   constructor(file: string, options: SqliteStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -73,6 +74,10 @@ export class SqliteStore implements StateStore {
        ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
        WHERE state.expires_at <= :now`,
     );
+    // From the prefix on, in key order (the primary key), keeping the rows that start with it.
+    this.#scan = this.#db.prepare(
+      'SELECT key, value, expires_at FROM state WHERE key >= :prefix AND substr(key, 1, length(:prefix)) = :prefix AND expires_at > :now ORDER BY key LIMIT :limit',
+    );
     this.#purgeBatch = this.#db.prepare(
       'DELETE FROM state WHERE key IN (SELECT key FROM state WHERE expires_at <= ? LIMIT ?)',
     );
@@ -104,6 +109,11 @@ export class SqliteStore implements StateStore {
     const now = this.#now();
     const result = this.#run(() => this.#setIfAbsent.run({ key, value, expiresAt: now + ttlSeconds * 1000, now }));
     return Number(result.changes) > 0;
+  }
+
+  async scan(prefix: string, limit: number): Promise<StoredEntry[]> {
+    const rows = this.#run(() => this.#scan.all({ prefix, now: this.#now(), limit: Math.max(0, Math.trunc(limit)) }));
+    return rows.map((r) => ({ key: String(r.key), value: String(r.value), expiresAtMs: Number(r.expires_at) }));
   }
 
   async purgeExpired(): Promise<number> {

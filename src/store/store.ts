@@ -18,10 +18,18 @@ export interface StateStore {
   increment(key: string, ttlSeconds: number): Promise<number>;
   /** Sets the value only when the key is absent (or expired); true when this call set it. */
   setIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean>;
+  /**
+   * The live records whose key starts with `prefix`, at most `limit` of them (in no promised
+   * order). For operator commands (`portcullis verdicts list`), not for the SMTP path: it may
+   * walk the whole keyspace.
+   */
+  scan(prefix: string, limit: number): Promise<StoredEntry[]>;
   /** Removes expired records and returns how many; a backend that expires keys itself returns 0. */
   purgeExpired(): Promise<number>;
   close(): Promise<void>;
 }
+
+export type StoredEntry = { key: string; value: string; /** Milliseconds since the epoch. */ expiresAtMs: number };
 
 /** An operational store failure (disk, lock timeout, lost Redis connection): callers turn it into
  *  a tempfail, never an accept. */

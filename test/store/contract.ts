@@ -62,6 +62,24 @@ export function storeContract(name: string, newBacking: () => Promise<StoreBacki
       assert.equal(await store.get(key('u')), unicode);
     }));
 
+    test('scan finds the live keys under a prefix (glob characters are literal), with their expiry, up to a limit', { timeout: TEST_TIMEOUT_MS }, withBacking(async ({ open, passTime, key }) => {
+      const store = await open();
+      await store.set(key('v:a'), 'one', 60);
+      await store.set(key('v:b'), 'two', 3600);
+      await store.set(key('v*:c'), 'glob', 60);
+      await store.set(key('w:a'), 'other', 60);
+      await store.set(key('v:short'), 'gone', 1);
+      await passTime(2);
+      const found = (await store.scan(key('v:'), 100)).sort((x, y) => x.key.localeCompare(y.key));
+      assert.deepEqual(found.map((e) => [e.key, e.value]), [[key('v:a'), 'one'], [key('v:b'), 'two']]);
+      // The backend's own clock may be injected: compare the two expiries, set 3,540 s apart.
+      const apart = found[1]!.expiresAtMs - found[0]!.expiresAtMs;
+      assert.ok(apart > 3_530_000 && apart < 3_550_000, `expiries are the TTLs' ends (${apart} ms apart)`);
+      assert.deepEqual((await store.scan(key('v*'), 100)).map((e) => e.value), ['glob']);
+      assert.equal((await store.scan(key('v:'), 1)).length, 1);
+      assert.deepEqual(await store.scan(key('none:'), 100), []);
+    }));
+
     test('a TTL that is not a positive whole number of seconds is our bug and throws', { timeout: TEST_TIMEOUT_MS }, withBacking(async ({ open, key }) => {
       const store = await open();
       for (const ttl of [0, -1, 1.5, Number.NaN]) {

@@ -92,6 +92,7 @@ test('greylist: a state store that is down gives a typed 451 4.3.0, not a thrown
     delete: () => Promise.reject(new StoreError('connection refused')),
     increment: () => Promise.reject(new StoreError('connection refused')),
     setIfAbsent: () => Promise.reject(new StoreError('connection refused')),
+    scan: () => Promise.reject(new StoreError('connection refused')),
     purgeExpired: () => Promise.resolve(0),
     close: () => Promise.resolve(),
   };
