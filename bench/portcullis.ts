@@ -49,7 +49,8 @@ ${(options.routes ?? ['# As the Postfix peer\'s discard: transport: queued durab
 dir = ${JSON.stringify(spoolDir)}
 [log]
 level = "${options.logLevel ?? 'warn'}"
-${options.extraToml ?? ''}`,
+${options.extraToml ?? ''}
+${options.portcullisToml ?? ''}`,
   );
   await options.beforeStart?.({ spoolDir, configPath });
   const server = spawnLogged(process.execPath, [...(options.portcullisNodeArgs ?? []), main, 'serve', '--config', configPath], {

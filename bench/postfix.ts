@@ -47,9 +47,18 @@ function mainCf(dir: string, port: number, debug: boolean, extra: readonly strin
 }
 
 // Debian's master.cf services, none chrooted, without the port 25 listener.
-function masterCf(port: number): string {
-  return `${HOST}:${port} inet n - n - - smtpd
-pickup     unix  n - n 60   1 pickup
+// With `postscreen`, the listener is postscreen (Postfix's connection-level defense: one process
+// holds every connection until it passes, then hands it to an smtpd), as a defended edge runs it.
+function masterCf(port: number, postscreen = false): string {
+  const listener = postscreen
+    ? `${HOST}:${port} inet n - n - 1 postscreen
+smtpd      pass  - - n -    - smtpd
+dnsblog    unix  - - n -    0 dnsblog
+tlsproxy   unix  - - n -    0 tlsproxy
+`
+    : `${HOST}:${port} inet n - n - - smtpd
+`;
+  return `${listener}pickup     unix  n - n 60   1 pickup
 cleanup    unix  n - n -    0 cleanup
 qmgr       unix  n - n 300  1 qmgr
 tlsmgr     unix  - - n 1000? 1 tlsmgr
@@ -88,7 +97,7 @@ export async function startPostfix(options: StartOptions): Promise<RunningServer
   chmodSync(dir, 0o755);
   chownSync(join(dir, 'data'), postfixUid(), -1);
   writeFileSync(join(etc, 'main.cf'), mainCf(dir, options.port, options.debug, options.postfixMainCf));
-  writeFileSync(join(etc, 'master.cf'), masterCf(options.port));
+  writeFileSync(join(etc, 'master.cf'), masterCf(options.port, options.postscreen === true));
 
   const version = (await runCommand(postconf, ['-c', etc, '-h', 'mail_version'], { timeoutMs: 10_000 })).stdout.trim();
   const started = await runCommand(postfix, ['-c', etc, 'start'], { timeoutMs: 60_000 });

@@ -24,6 +24,10 @@ export type StartOptions = {
   log: (line: string) => void;
   /** Extra main.cf lines for the Postfix peer (e.g. a larger message_size_limit). */
   postfixMainCf?: readonly string[];
+  /** The Postfix peer listens through postscreen (bench/defense.ts). */
+  postscreen?: boolean;
+  /** More TOML for Portcullis's configuration (whole sections). */
+  portcullisToml?: string;
   /** Node options for Portcullis, before its script (e.g. `--trace-gc`); node:cluster passes them on to the workers. */
   portcullisNodeArgs?: readonly string[];
 };

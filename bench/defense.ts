@@ -1,0 +1,294 @@
+// The connection-defense scenario (issue 11): hold many idle connections, then add slowloris
+// connections that trickle a byte at a time with no line end, and measure, for each server in the
+// same run (Portcullis, Postfix behind postscreen, Haraka):
+//   - memory from outside (/proc): RSS and PSS summed over the server's processes, before the
+//     attack, with the idle connections held, and at the peak;
+//   - per idle connection: (PSS with them - PSS before) / connections held;
+//   - what the server did with the attackers (greeted, refused, never greeted, closed by it);
+//   - the latency of legitimate transactions made one after another during the slowloris phase
+//     (connect .. 250 after the final dot .. QUIT), and how many were refused or failed.
+// Attackers come from many loopback addresses (127.20.x.y idle, 127.30.x.y slowloris; at most 40
+// per /24) so per-address limits do not hide the cost; the legitimate client is 127.0.0.1, in
+// every server's permitted networks, as an operator's own relay or a known partner would be.
+// Every loop is bounded in count and time; every socket is closed at the end; only servers this
+// run started are stopped.
+//
+//   npm run -s bench:defense -- [--idle 10000] [--slow 2000] [--legit 100] [--slow-seconds 30]
+//                               [--only portcullis,postfix,haraka] [--debug]
+
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { pssKiB, rssKiB, sampleTree } from './proc.ts';
+import { DISPLAY_NAMES, PORTS, SERVER_NAMES, startServer, type RunningServer, type ServerName } from './servers.ts';
+import { HOST } from './util.ts';
+
+const { values } = parseArgs({
+  options: {
+    idle: { type: 'string', default: '10000' },
+    slow: { type: 'string', default: '2000' },
+    legit: { type: 'string', default: '100' },
+    'slow-seconds': { type: 'string', default: '30' },
+    only: { type: 'string' },
+    debug: { type: 'boolean', default: false },
+  },
+});
+
+const IDLE = Number(values.idle);
+const SLOW = Number(values.slow);
+const LEGIT = Number(values.legit);
+const SLOW_SECONDS = Number(values['slow-seconds']);
+/** Connections opened at once while building the idle crowd. */
+const CONNECT_BATCH = 250;
+/** How long an attacker waits for its banner before it counts as "not greeted" (it stays open). */
+const BANNER_WAIT_MS = 10_000;
+/** A slowloris sends one byte this often. */
+const TRICKLE_MS = 2_000;
+/** A legitimate transaction that takes longer than this is counted as failed. */
+const LEGIT_TIMEOUT_MS = 30_000;
+const SAMPLE_MS = 250;
+
+/** Portcullis as configured for this load (more after the defenses' keys: see docs/benchmarks.md). */
+const PORTCULLIS_TOML = '';
+
+type Attacker = { socket: net.Socket; greeted: boolean; refused: boolean; closedByServer: boolean };
+
+function attackerAddress(base: number, i: number): string {
+  // At most 40 per /24: under any sane per-network limit, so only the total is tested.
+  return `127.${base}.${Math.floor(i / 40) % 250}.${(i % 40) + 1 + 40 * Math.floor(i / 10_000)}`;
+}
+
+function openAttacker(port: number, localAddress: string): Promise<Attacker> {
+  return new Promise((resolve) => {
+    const a: Attacker = { socket: net.connect({ port, host: HOST, localAddress }), greeted: false, refused: false, closedByServer: false };
+    let text = '';
+    let isSettled = false;
+    const settle = (): void => {
+      if (isSettled) return;
+      isSettled = true;
+      clearTimeout(timer);
+      resolve(a);
+    };
+    const timer = setTimeout(settle, BANNER_WAIT_MS);
+    a.socket.on('data', (d: Buffer) => {
+      if (a.greeted || a.refused) return;
+      text += d.toString('latin1');
+      // A multi-line greeting (a greet pause sends "220-" first) counts once its last line is in.
+      const m = /(?:^|\r\n)(\d{3}) [^\r\n]*\r\n/.exec(text);
+      if (m === null) return;
+      if (m[1] === '220') a.greeted = true;
+      else a.refused = true;
+      settle();
+    });
+    a.socket.on('error', () => undefined);
+    a.socket.on('close', () => {
+      a.closedByServer = true;
+      settle();
+    });
+  });
+}
+
+async function openCrowd(port: number, count: number, base: number): Promise<Attacker[]> {
+  const out: Attacker[] = [];
+  for (let i = 0; i < count; i += CONNECT_BATCH) {
+    const batch: Promise<Attacker>[] = [];
+    for (let j = i; j < Math.min(count, i + CONNECT_BATCH); j++) batch.push(openAttacker(port, attackerAddress(base, j)));
+    out.push(...(await Promise.all(batch)));
+  }
+  return out;
+}
+
+/** One whole transaction from 127.0.0.1; its time in ms, or a failure. */
+function legitTransaction(port: number): Promise<{ ms: number } | { error: string }> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const s = net.connect({ port, host: HOST });
+    const steps = ['EHLO legit.example\r\n', 'MAIL FROM:<sender@example.org>\r\n', 'RCPT TO:<user@bench.test>\r\n', 'DATA\r\n', 'Subject: legit\r\n\r\nhello\r\n.\r\n', 'QUIT\r\n'];
+    const expect = ['220', '250', '250', '250', '354', '250', '221'];
+    let step = 0;
+    let text = '';
+    let isDone = false;
+    const done = (r: { ms: number } | { error: string }): void => {
+      if (isDone) return;
+      isDone = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ error: `no answer after ${LEGIT_TIMEOUT_MS} ms at step ${step}` }), LEGIT_TIMEOUT_MS);
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      for (;;) {
+        const m = /(?:^|\r\n)(\d{3}) [^\r\n]*\r\n/.exec(text);
+        if (m === null) return;
+        text = text.slice(m.index + m[0].length);
+        if (m[1] !== expect[step]) return done({ error: `step ${step}: ${m[0].trim()}` });
+        if (step === expect.length - 1) return done({ ms: performance.now() - started });
+        s.write(steps[step]!);
+        step++;
+      }
+    });
+    s.on('error', (e) => done({ error: e.message }));
+    s.on('close', () => done({ error: `closed at step ${step}` }));
+  });
+}
+
+function memory(server: RunningServer): { rss: number; pss: number } {
+  const pids = sampleTree(server.rootPid).pids;
+  return { rss: rssKiB(pids), pss: pssKiB(pids) };
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+type Result = {
+  name: ServerName;
+  version: string;
+  base: { rss: number; pss: number };
+  idle: { rss: number; pss: number };
+  peak: { rss: number; pss: number };
+  idleHeld: number;
+  idleGreeted: number;
+  idleRefused: number;
+  idleClosed: number;
+  slowGreeted: number;
+  slowClosedByServer: number;
+  legitMs: number[];
+  legitFailures: string[];
+};
+
+function openFileLimit(): number {
+  const line = readFileSync('/proc/self/limits', 'latin1').split('\n').find((l) => l.startsWith('Max open files'));
+  return Number(line?.split(/\s+/)[3] ?? 0);
+}
+
+async function runOne(name: ServerName, scratchDir: string): Promise<Result> {
+  const server = await startServer(name, {
+    scratchDir,
+    repoDir: join(import.meta.dirname, '..'),
+    debug: values.debug === true,
+    log: (line) => process.stderr.write(`${line}\n`),
+    postscreen: true,
+    portcullisToml: PORTCULLIS_TOML,
+    postfixMainCf: [
+      // Only the legitimate client is in mynetworks: postscreen permits it at once and holds the rest.
+      'mynetworks = 127.0.0.1/32',
+      'smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination',
+    ],
+  });
+  const port = PORTS[name];
+  let peak = { rss: 0, pss: 0 };
+  const sampler = setInterval(() => {
+    const m = memory(server);
+    if (m.pss > peak.pss) peak = m;
+  }, SAMPLE_MS);
+  const all: Attacker[] = [];
+  try {
+    await sleep(1000);
+    const base = memory(server);
+    process.stderr.write(`${name}: opening ${IDLE} idle connections\n`);
+    const idle = await openCrowd(port, IDLE, 20);
+    all.push(...idle);
+    await sleep(2000);
+    const idleMem = memory(server);
+    const idleHeld = idle.filter((a) => !a.closedByServer).length;
+    process.stderr.write(`${name}: ${idleHeld} idle held; opening ${SLOW} slowloris connections\n`);
+    const slow = await openCrowd(port, SLOW, 30);
+    all.push(...slow);
+    const trickle = setInterval(() => {
+      for (const a of slow) if (!a.closedByServer && a.socket.writable) a.socket.write('X');
+    }, TRICKLE_MS);
+    const legitMs: number[] = [];
+    const legitFailures: string[] = [];
+    const until = performance.now() + SLOW_SECONDS * 1000;
+    try {
+      for (let i = 0; i < LEGIT && performance.now() < until + LEGIT_TIMEOUT_MS; i++) {
+        const r = await legitTransaction(port);
+        if ('ms' in r) legitMs.push(r.ms);
+        else legitFailures.push(r.error);
+      }
+      // The slowloris phase lasts its time whatever the legitimate load took.
+      while (performance.now() < until) await sleep(250);
+    } finally {
+      clearInterval(trickle);
+    }
+    return {
+      name,
+      version: server.version,
+      base,
+      idle: idleMem,
+      peak,
+      idleHeld,
+      idleGreeted: idle.filter((a) => a.greeted).length,
+      idleRefused: idle.filter((a) => a.refused).length,
+      idleClosed: idle.filter((a) => a.closedByServer).length,
+      slowGreeted: slow.filter((a) => a.greeted).length,
+      slowClosedByServer: slow.filter((a) => a.closedByServer).length,
+      legitMs: legitMs.sort((a, b) => a - b),
+      legitFailures,
+    };
+  } finally {
+    clearInterval(sampler);
+    for (const a of all) a.socket.destroy();
+    await server.stop();
+  }
+}
+
+function mib(kib: number): string {
+  return (kib / 1024).toFixed(0);
+}
+
+function render(results: readonly Result[]): string {
+  const rows = [
+    '| | ' + results.map((r) => DISPLAY_NAMES[r.name]).join(' | ') + ' |',
+    '| --- |' + results.map(() => ' --: |').join(''),
+    `| PSS before (MiB) | ${results.map((r) => mib(r.base.pss)).join(' | ')} |`,
+    `| idle connections still open, of ${IDLE} | ${results.map((r) => r.idleHeld).join(' | ')} |`,
+    `| ... greeted / refused (4xx, 5xx) / no banner in ${BANNER_WAIT_MS / 1000} s | ${results.map((r) => `${r.idleGreeted} / ${r.idleRefused} / ${IDLE - r.idleGreeted - r.idleRefused}`).join(' | ')} |`,
+    `| PSS with them (MiB) | ${results.map((r) => mib(r.idle.pss)).join(' | ')} |`,
+    `| **KiB per idle connection (PSS)** | ${results.map((r) => (r.idleHeld > 0 ? ((r.idle.pss - r.base.pss) / r.idleHeld).toFixed(2) : '-')).join(' | ')} |`,
+    `| KiB per idle connection (RSS) | ${results.map((r) => (r.idleHeld > 0 ? ((r.idle.rss - r.base.rss) / r.idleHeld).toFixed(2) : '-')).join(' | ')} |`,
+    `| slowloris greeted / cut by the server (of ${SLOW}, ${SLOW_SECONDS} s) | ${results.map((r) => `${r.slowGreeted} / ${r.slowClosedByServer}`).join(' | ')} |`,
+    `| peak RSS / PSS (MiB) | ${results.map((r) => `${mib(r.peak.rss)} / ${mib(r.peak.pss)}`).join(' | ')} |`,
+    `| legitimate transactions done / failed | ${results.map((r) => `${r.legitMs.length} / ${r.legitFailures.length}`).join(' | ')} |`,
+    `| **legitimate p50 / p99 (ms)** | ${results.map((r) => `${percentile(r.legitMs, 50).toFixed(1)} / ${percentile(r.legitMs, 99).toFixed(1)}`).join(' | ')} |`,
+  ];
+  return rows.join('\n');
+}
+
+const names = (values.only?.split(',') ?? [...SERVER_NAMES]) as ServerName[];
+const needed = IDLE + SLOW + 200;
+const limit = openFileLimit();
+if (limit < needed) {
+  process.stderr.write(`the open-file limit is ${limit}; this run needs ${needed}: run it under \`ulimit -n ${needed}\` (the hard limit allows up to ${readFileSync('/proc/self/limits', 'latin1').match(/Max open files\s+\d+\s+(\d+)/)?.[1] ?? '?'})\n`);
+  process.exit(2);
+}
+const scratch = mkdtempSync(join(tmpdir(), 'portcullis-bench-defense-'));
+chmodSync(scratch, 0o755);
+const results: Result[] = [];
+try {
+  for (const name of names) {
+    const dir = join(scratch, name);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(dir, { mode: 0o755 });
+    try {
+      results.push(await runOne(name, dir));
+    } catch (err) {
+      process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+  }
+} finally {
+  if (values.debug) process.stderr.write(`scratch kept: ${scratch}\n`);
+  else rmSync(scratch, { recursive: true, force: true });
+}
+process.stdout.write(`\nConnection defense: ${IDLE} idle connections, then ${SLOW} slowloris for ${SLOW_SECONDS} s, ${LEGIT} legitimate transactions meanwhile (one after another)\n\n${render(results)}\n`);
+for (const r of results) {
+  if (r.legitFailures.length > 0) process.stdout.write(`\n${DISPLAY_NAMES[r.name]} failures (first 5): ${r.legitFailures.slice(0, 5).join('; ')}\n`);
+  process.stdout.write(`${DISPLAY_NAMES[r.name]}: ${r.version}\n`);
+}
