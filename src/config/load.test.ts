@@ -500,7 +500,7 @@ test('policy checks: names, duplicates, and a configured check left out of the l
   assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems, [
-      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv" (did you mean "greylist"?)',
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "milter" (did you mean "greylist"?)',
     ]);
     return true;
   });

@@ -101,18 +101,28 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
     for (const edit of headerEdits) fields = applyHeaderEdit(fields, edit, input.smtputf8);
     head = [formatFields(fields, message.hasSeparator)];
   }
+  let reversePath = input.reversePath;
+  let rest = message.rest;
   for (const e of edits) {
+    // Discarded: accepted and dropped (the caller answers 250 and logs it).
+    if (e.discard === true) return null;
     for (const r of e.recipients ?? []) recipients = applyRecipientEdit(recipients, r);
     if (e.quarantine !== undefined) quarantine ??= e.quarantine;
+    if (e.sender !== undefined && (e.sender === '' || RECIPIENT.test(e.sender))) reversePath = e.sender;
+    if (e.body !== undefined) {
+      // Security: a replaced body is stored canonical (every line end CRLF, the last line ended),
+      // as a received one is, so no bare CR or LF reaches a next hop from a filter either.
+      rest = { kind: 'memory', chunks: canonicalBody(e.body) };
+      if (!message.hasSeparator && head.length > 0) head = [...head, Buffer.from('\r\n')];
+    }
   }
   if (recipients.length === 0) return null;
-  const rest = message.rest;
   return {
     queueId: input.queueId,
     sessionId: input.sessionId,
     receivedAtMs: input.nowMs,
     client: { address: input.client.address, port: input.client.port, heloName: input.client.heloName, isTls: input.client.isTls },
-    reversePath: input.reversePath,
+    reversePath,
     bodyType: input.bodyType,
     smtputf8: input.smtputf8,
     ...(input.ret !== undefined ? { ret: input.ret } : {}),
@@ -130,6 +140,12 @@ function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit, isUtf8: boolea
   if (edit.op === 'add') {
     const [parsed] = parseFields(Buffer.from(`${fieldOctets(edit.field, isUtf8)}\r\n`, 'latin1'));
     return parsed === undefined ? fields : [parsed, ...fields];
+  }
+  if (edit.op === 'insert') {
+    const parsed = parseFields(Buffer.from(`${insertedOctets(edit.field, isUtf8)}\r\n`, 'latin1'));
+    if (parsed.length !== 1 || parsed[0].name === '') return fields;
+    const at = Math.max(0, Math.min(fields.length, Math.floor(edit.index)));
+    return [...fields.slice(0, at), parsed[0], ...fields.slice(at)];
   }
   const name = edit.name.toLowerCase();
   let seen = 0;
@@ -153,6 +169,30 @@ function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit, isUtf8: boolea
 function fieldOctets(text: string, isUtf8: boolean): string {
   const folded = foldField(text);
   return isUtf8 ? Buffer.from(folded, 'utf8').toString('latin1') : folded.replace(/[^\t\r\n\x20-\x7e]/g, '?');
+}
+
+/**
+ * A field a filter inserts, as octets: its own folding kept when every line end is CRLF followed
+ * by white space, no line is empty or over 998 octets, and nothing else is a control character
+ * but tab; else refolded like any other field (fieldOctets).
+ */
+function insertedOctets(text: string, isUtf8: boolean): string {
+  const crlf = text.replace(/\r?\n/g, '\r\n');
+  const octets = isUtf8 ? Buffer.from(crlf, 'utf8').toString('latin1') : crlf.replace(/[^\t\r\n\x20-\x7e]/g, '?');
+  const lines = octets.split('\r\n');
+  const isValid =
+    !/[\x00-\x08\x0a-\x1f\x7f]/.test(lines.join('')) &&
+    lines.every((l, i) => l.length <= 998 && (i === 0 ? l.trim() !== '' : /^[ \t]+\S/.test(l)));
+  return isValid ? octets : fieldOctets(text, isUtf8);
+}
+
+/** A body as stored: bare CR and bare LF become CRLF, and a last line without its end gets one. */
+function canonicalBody(chunks: readonly Buffer[]): Buffer[] {
+  const text = Buffer.concat(chunks as Buffer[]).toString('latin1');
+  if (text === '') return [];
+  let out = text.replace(/\r\n|\r|\n/g, '\r\n');
+  if (!out.endsWith('\r\n')) out += '\r\n';
+  return [Buffer.from(out, 'latin1')];
 }
 
 /** An address a check adds: local@domain, printable, no space or angle brackets, within RFC 5321 4.5.3.1. */

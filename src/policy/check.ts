@@ -53,6 +53,12 @@ export type Check = {
    * synchronously must not keep it (the pipeline hands an unused signal to the next check).
    */
   run(ctx: CheckContext, signal: AbortSignal): Promise<PolicyVerdict> | PolicyVerdict;
+  /**
+   * The session `sessionId` has ended (its connection is gone): a check that holds something per
+   * session (a milter's connection) lets it go here. Called once per session, for every check,
+   * whatever stages ran; never throws into the caller (the pipeline catches and logs).
+   */
+  sessionClosed?(sessionId: string): void;
 };
 
 /** What a check's builder (checks/<name>/index.ts) gets besides the configuration. */

@@ -123,6 +123,18 @@ export class PolicyPipeline {
     return this.#from(run, 0);
   };
 
+  /** The session has ended: checks that hold per-session state (check.ts sessionClosed) let it go. */
+  sessionClosed(sessionId: string): void {
+    for (const check of this.#checks) {
+      if (check.sessionClosed === undefined) continue;
+      try {
+        check.sessionClosed(sessionId);
+      } catch (err) {
+        this.#opts.log.error({ sid: sessionId, check: check.name, err }, 'policy check sessionClosed threw');
+      }
+    }
+  }
+
   /** Runs the checks from `i` on, synchronously while each answers so; from the first that goes async, in #resume. */
   #from(run: StageRun, i: number): PolicyVerdict | Promise<PolicyVerdict> {
     for (; i < run.checks.length; i++) {
@@ -319,14 +331,20 @@ function keyOf(run: StageRun, i: number): string {
   return (run.keys[i] ??= run.checks[i].key?.(run.ctx) ?? defaultKey(run.ctx));
 }
 
-/** Several checks' edits as one: header and recipient edits in check order, the first quarantine tag. */
+/** Several checks' edits as one: header and recipient edits in check order, the first quarantine
+ *  tag, the last sender and body, discard when any asks. */
 function mergeEdits(all: readonly MessageEdits[]): MessageEdits {
   if (all.length === 1) return all[0];
   const quarantine = all.find((e) => e.quarantine !== undefined)?.quarantine;
+  const sender = all.findLast((e) => e.sender !== undefined)?.sender;
+  const body = all.findLast((e) => e.body !== undefined)?.body;
   return {
     headers: all.flatMap((e) => e.headers ?? []),
     recipients: all.flatMap((e) => e.recipients ?? []),
     ...(quarantine !== undefined ? { quarantine } : {}),
+    ...(sender !== undefined ? { sender } : {}),
+    ...(body !== undefined ? { body } : {}),
+    ...(all.some((e) => e.discard === true) ? { discard: true } : {}),
   };
 }
 

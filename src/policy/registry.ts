@@ -14,10 +14,11 @@ import { batvConfig } from './checks/batv/config.ts';
 import { dnsblConfig } from './checks/dnsbl/config.ts';
 import { greylistConfig } from './checks/greylist/config.ts';
 import { heloConfig } from './checks/helo/config.ts';
+import { milterConfig } from './checks/milter/config.ts';
 import { recipientsConfig } from './checks/recipients/config.ts';
 import { spfConfig } from './checks/spf/config.ts';
 
-export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig] as const;
+export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, milterConfig] as const;
 
 export type PolicyCheckName = (typeof CHECK_CONFIGS)[number]['name'];
 

@@ -25,6 +25,7 @@ import { REPLY, type Reply } from './replies.ts';
 import { applyReset, type ResetEvent } from './reset.ts';
 import {
   newSessionSecurity,
+  queueIdFor,
   type SessionSecurity,
   type Transaction,
   type TransactionRecipient,
@@ -481,7 +482,7 @@ export class SmtpMachine {
   #assemble(txn: Transaction, scanner: ContentScanner, out: Output[], nowMs: number): void {
     const session = this.#session!;
     const prepared = prepareMessage({
-      queueId: `${session.id}${txn.seq.toString(36).toUpperCase().padStart(2, '0')}`,
+      queueId: queueIdFor(session.id, txn.seq),
       sessionId: session.id,
       nowMs,
       hostname: this.#cfg.hostname,
@@ -514,8 +515,9 @@ export class SmtpMachine {
   #finish(prepared: PreparedMessage, edits: MessageEdits | undefined, out: Output[]): void {
     const message = finishMessage(prepared, edits === undefined ? [] : [edits]);
     if (message === null) {
-      // Every recipient was removed by a content check: nothing is left to store or deliver.
-      out.push({ type: 'log', level: 'info', msg: 'message discarded: a content check removed every recipient', fields: { queueId: prepared.input.queueId } });
+      // A content check discarded the message or removed every recipient: nothing is left to store or deliver.
+      const why = edits?.discard === true ? 'a content check discarded it' : 'a content check removed every recipient';
+      out.push({ type: 'log', level: 'info', msg: `message discarded: ${why}`, fields: { queueId: prepared.input.queueId } });
       this.#reset('endOfData', out);
       return this.#reply(REPLY.discarded, out);
     }

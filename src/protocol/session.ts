@@ -117,6 +117,11 @@ export type RefusedMessage = {
 /** The machine's transaction slot. */
 export type TransactionSlot = Transaction | RefusedMessage | null;
 
+/** The queue id a transaction's message is stored under: known from MAIL on (milters get it as macro `i`). */
+export function queueIdFor(sessionId: string, seq: number): string {
+  return `${sessionId}${seq.toString(36).toUpperCase().padStart(2, '0')}`;
+}
+
 /** A read-only view all the way down: what checks and outputs hand out. */
 export type DeepReadonly<T> = T extends (...args: never[]) => unknown
   ? T

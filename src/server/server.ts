@@ -135,6 +135,8 @@ export class SmtpServer {
       onRead: (bytes: number) => reclaimer.noteRead(bytes),
       onClose: (c: Connection) => {
         this.#connections.delete(c);
+        // Checks holding a per-session resource (a milter connection) let it go.
+        this.#opts.policy?.sessionClosed(c.sessionId);
         metrics?.sessionClosed();
       },
     };

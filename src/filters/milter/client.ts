@@ -1,0 +1,166 @@
+// The milter transport: one socket to one filter (TCP host:port or a UNIX socket), the codec's
+// decoder on its bytes, and bounded waits: a connect timeout, a timeout per awaited response
+// (SMFIR_PROGRESS restarts it: the filter says it is still working), and writes that wait for
+// the socket to drain. Every failure is a MilterError with a stable code; never throws anything
+// else, never leaves a socket open after a failure. The conversation is in conversation.ts.
+
+import net from 'node:net';
+import { MilterDecoder, type MilterResponse } from './codec.ts';
+
+export type MilterAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+
+export type MilterErrorCode = 'connect' | 'timeout' | 'closed' | 'protocol';
+
+export class MilterError extends Error {
+  readonly code: MilterErrorCode;
+  constructor(code: MilterErrorCode, message: string) {
+    super(message);
+    this.name = 'MilterError';
+    this.code = code;
+  }
+}
+
+export function formatAddress(a: MilterAddress): string {
+  return a.kind === 'unix' ? a.path : a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+type Waiter = { resolve: (r: MilterResponse) => void; reject: (e: MilterError) => void; timer: NodeJS.Timeout; timeoutMs: number };
+
+export class MilterLink {
+  readonly #socket: net.Socket;
+  readonly #decoder = new MilterDecoder();
+  readonly #queue: MilterResponse[] = [];
+  #failure: MilterError | null = null;
+  #waiter: Waiter | null = null;
+  #drainWaiters: (() => void)[] = [];
+
+  private constructor(socket: net.Socket) {
+    this.#socket = socket;
+    socket.on('data', (bytes: Buffer) => this.#onData(bytes));
+    socket.on('error', (err) => this.#fail(new MilterError('closed', `filter connection failed: ${err.message}`)));
+    socket.on('close', () => this.#fail(new MilterError('closed', 'filter closed the connection')));
+    socket.on('drain', () => this.#wakeDrain());
+  }
+
+  /** Opens the connection within `timeoutMs`; a refusal or a timeout is a MilterError('connect'). */
+  static connect(address: MilterAddress, timeoutMs: number): Promise<MilterLink> {
+    return new Promise((resolve, reject) => {
+      const socket = address.kind === 'unix' ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new MilterError('connect', `connect timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        socket.destroy();
+        reject(new MilterError('connect', `connect failed: ${err.message}`));
+      });
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        socket.setNoDelay(true);
+        resolve(new MilterLink(socket));
+      });
+    });
+  }
+
+  get isBroken(): boolean {
+    return this.#failure !== null;
+  }
+
+  /** Writes packets; resolves once the socket has taken them (drained when it pushed back), within `timeoutMs`. */
+  send(packets: readonly Buffer[], timeoutMs: number): Promise<void> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    let isFull = false;
+    for (const p of packets) isFull = !this.#socket.write(p) || isFull;
+    if (!isFull) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const err = new MilterError('timeout', `write not drained after ${timeoutMs} ms`);
+        this.#fail(err);
+        reject(err);
+      }, timeoutMs);
+      this.#drainWaiters.push(() => {
+        clearTimeout(timer);
+        if (this.#failure !== null) reject(this.#failure);
+        else resolve();
+      });
+    });
+  }
+
+  /** The next response other than SMFIR_PROGRESS, which restarts the wait; a timeout closes the link. */
+  next(timeoutMs: number): Promise<MilterResponse> {
+    const queued = this.#shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#waiter !== null) return Promise.reject(new MilterError('protocol', 'two waits for one response (our bug)'));
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject, timeoutMs, timer: this.#timer(timeoutMs) };
+    });
+  }
+
+  /** Ends the conversation politely (SMFIC_QUIT already written by the caller) and closes. */
+  end(): void {
+    this.#failure ??= new MilterError('closed', 'closed by us');
+    this.#socket.end();
+    this.#socket.destroySoon();
+    // A filter that never closes its side does not keep the socket alive.
+    setTimeout(() => this.#socket.destroy(), 1000).unref();
+  }
+
+  destroy(): void {
+    this.#fail(new MilterError('closed', 'closed by us'));
+  }
+
+  #timer(timeoutMs: number): NodeJS.Timeout {
+    return setTimeout(() => this.#fail(new MilterError('timeout', `no response within ${timeoutMs} ms`)), timeoutMs);
+  }
+
+  #shift(): MilterResponse | undefined {
+    // Progress is keep-waiting; it never reaches a caller.
+    while (this.#queue.length > 0) {
+      const r = this.#queue.shift()!;
+      if (r.kind !== 'progress') return r;
+    }
+    return undefined;
+  }
+
+  #onData(bytes: Buffer): void {
+    for (const e of this.#decoder.feed(bytes)) {
+      if (e.type === 'error') {
+        this.#fail(new MilterError('protocol', e.reason));
+        return;
+      }
+      const w = this.#waiter;
+      if (w !== null && e.response.kind === 'progress') {
+        clearTimeout(w.timer);
+        w.timer = this.#timer(w.timeoutMs);
+        continue;
+      }
+      if (w !== null && this.#queue.length === 0) {
+        clearTimeout(w.timer);
+        this.#waiter = null;
+        w.resolve(e.response);
+      } else this.#queue.push(e.response);
+    }
+  }
+
+  #fail(err: MilterError): void {
+    if (this.#failure === null) this.#failure = err;
+    if (!this.#socket.destroyed) this.#socket.destroy();
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      clearTimeout(w.timer);
+      // Responses already queued were delivered before this; what is left is the failure.
+      w.reject(this.#failure);
+    }
+    this.#wakeDrain();
+  }
+
+  #wakeDrain(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w();
+  }
+}

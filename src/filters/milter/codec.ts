@@ -1,0 +1,384 @@
+// The Sendmail milter protocol, version 6, as the MTA side speaks it: encoders for every command
+// and a decoder for every response (bytes in, events out). Sans-I/O: no sockets, no timers. Ours
+// because no well-kept npm milter client exists (the packages there are filter-side libraries or
+// unmaintained); written from the protocol as libmilter and Postfix implement it (mfdef.h).
+// Security: the decoder never throws on what a filter sends; a packet over MAX_PACKET_BYTES, an
+// unknown response or a malformed one is one `error` event, after which the decoder is spent (the
+// stream can no longer be framed, so nothing after it is trusted).
+
+/** Protocol version we offer (and the one every current filter speaks). */
+export const MILTER_VERSION = 6;
+
+/** SMFIC_*: commands, MTA to filter. */
+export const CMD = {
+  abort: 0x41, // 'A'
+  body: 0x42, // 'B'
+  connect: 0x43, // 'C'
+  macro: 0x44, // 'D'
+  eob: 0x45, // 'E'
+  helo: 0x48, // 'H'
+  quitNc: 0x4b, // 'K'
+  header: 0x4c, // 'L'
+  mail: 0x4d, // 'M'
+  eoh: 0x4e, // 'N'
+  optneg: 0x4f, // 'O'
+  quit: 0x51, // 'Q'
+  rcpt: 0x52, // 'R'
+  data: 0x54, // 'T'
+  unknown: 0x55, // 'U'
+} as const;
+
+/** SMFIF_*: the actions (modifications) a filter may ask to take. */
+export const ACTION = {
+  addHeaders: 0x1,
+  changeBody: 0x2,
+  addRcpt: 0x4,
+  delRcpt: 0x8,
+  changeHeaders: 0x10,
+  quarantine: 0x20,
+  changeFrom: 0x40,
+  addRcptPar: 0x80,
+  setSymList: 0x100,
+} as const;
+/** Every action we can apply (SETSYMLIST: accepted in negotiation; we send our macro set regardless). */
+export const ALL_ACTIONS = 0x1ff;
+
+/** SMFIP_*: protocol flags. NO*: the filter does not want that command; NR_*: it sends no reply to it. */
+export const PROTO = {
+  noConnect: 0x1,
+  noHelo: 0x2,
+  noMail: 0x4,
+  noRcpt: 0x8,
+  noBody: 0x10,
+  noHeaders: 0x20,
+  noEoh: 0x40,
+  nrHeader: 0x80,
+  noUnknown: 0x100,
+  noData: 0x200,
+  skip: 0x400,
+  rcptRej: 0x800,
+  nrConnect: 0x1000,
+  nrHelo: 0x2000,
+  nrMail: 0x4000,
+  nrRcpt: 0x8000,
+  nrData: 0x10000,
+  nrUnknown: 0x20000,
+  nrEoh: 0x40000,
+  nrBody: 0x80000,
+  headerLeadingSpace: 0x100000,
+} as const;
+/** What we offer: every flag above but RCPT_REJ (we never send a recipient we refused). */
+export const OFFERED_PROTOCOL = 0x1fffff & ~PROTO.rcptRej;
+
+/** Largest body chunk in one SMFIC_BODY (libmilter's MILTER_CHUNK_SIZE). */
+export const MAX_BODY_CHUNK = 65_535;
+/**
+ * Largest response packet we accept (length field: command byte + data). libmilter sends at most
+ * 1 MiB per packet even with SMFIP_MDS_1M (replbody chunks are 65,535 bytes in practice); the
+ * headroom covers the NUL-terminated strings around a value.
+ */
+export const MAX_PACKET_BYTES = 1024 * 1024 + 1024;
+
+export type MilterResponse =
+  | { readonly kind: 'accept' | 'continue' | 'discard' | 'reject' | 'tempfail' | 'progress' | 'skip' | 'connfail' | 'shutdown' }
+  /** SMFIR_REPLYCODE: an SMTP reply, possibly multi-line, as the filter wrote it (not yet validated). */
+  | { readonly kind: 'replycode'; readonly text: string }
+  | { readonly kind: 'optneg'; readonly version: number; readonly actions: number; readonly protocol: number; readonly macros: ReadonlyMap<number, string> }
+  | { readonly kind: 'addheader'; readonly name: string; readonly value: string }
+  | { readonly kind: 'insheader' | 'chgheader'; readonly index: number; readonly name: string; readonly value: string }
+  | { readonly kind: 'chgfrom'; readonly sender: string; readonly args: string }
+  | { readonly kind: 'addrcpt'; readonly recipient: string; readonly args: string }
+  | { readonly kind: 'delrcpt'; readonly recipient: string }
+  | { readonly kind: 'replbody'; readonly data: Buffer }
+  | { readonly kind: 'quarantine'; readonly reason: string }
+  | { readonly kind: 'setsymlist'; readonly stage: number; readonly macros: string };
+
+export type DecoderEvent = { readonly type: 'response'; readonly response: MilterResponse } | { readonly type: 'error'; readonly reason: string };
+
+// --- encoding -------------------------------------------------------------------------------
+
+function packet(cmd: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const out = Buffer.allocUnsafe(5 + data.length);
+  out.writeUInt32BE(data.length + 1, 0);
+  out[4] = cmd;
+  data.copy(out, 5);
+  return out;
+}
+
+/** A NUL-terminated string. Security: a NUL inside would end the field early (the filter would
+ *  read the rest as the next field), so it becomes a space; SMTP input never carries one anyway. */
+function cstr(text: string): Buffer {
+  const b = Buffer.from(text.replace(/\0/g, ' '), 'utf8');
+  const out = Buffer.allocUnsafe(b.length + 1);
+  b.copy(out);
+  out[b.length] = 0;
+  return out;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+}
+
+export function encodeOptneg(version: number, actions: number, protocol: number): Buffer {
+  return packet(CMD.optneg, Buffer.concat([u32(version), u32(actions), u32(protocol)]));
+}
+
+/** SMFIC_MACRO for the command `forCmd`. The command code is one byte, not NUL-terminated (rspamd
+ *  drops a connection that sends "C\0"); names are "j" or "{daemon_name}". */
+export function encodeMacros(forCmd: number, macros: readonly (readonly [string, string])[]): Buffer {
+  return packet(CMD.macro, Buffer.concat([Buffer.from([forCmd]), ...macros.flatMap(([k, v]) => [cstr(k), cstr(v)])]));
+}
+
+/** Address family of SMFIC_CONNECT: '4', '6', 'L' (a UNIX socket), 'U' (unknown: no port, no address). */
+export type ConnectFamily = '4' | '6' | 'L' | 'U';
+
+export function encodeConnect(hostname: string, family: ConnectFamily, port: number, address: string): Buffer {
+  if (family === 'U') return packet(CMD.connect, Buffer.concat([cstr(hostname), Buffer.from('U')]));
+  const p = Buffer.allocUnsafe(2);
+  p.writeUInt16BE(port & 0xffff, 0);
+  return packet(CMD.connect, Buffer.concat([cstr(hostname), Buffer.from(family), p, cstr(address)]));
+}
+
+export function encodeHelo(name: string): Buffer {
+  return packet(CMD.helo, cstr(name));
+}
+
+/** SMFIC_MAIL / SMFIC_RCPT: the address in angle brackets, then each ESMTP parameter. */
+export function encodeMail(args: readonly string[]): Buffer {
+  return packet(CMD.mail, Buffer.concat(args.map(cstr)));
+}
+
+export function encodeRcpt(args: readonly string[]): Buffer {
+  return packet(CMD.rcpt, Buffer.concat(args.map(cstr)));
+}
+
+export function encodeData(): Buffer {
+  return packet(CMD.data);
+}
+
+export function encodeHeader(name: string, value: string): Buffer {
+  return packet(CMD.header, Buffer.concat([cstr(name), cstr(value)]));
+}
+
+export function encodeEoh(): Buffer {
+  return packet(CMD.eoh);
+}
+
+/** One SMFIC_BODY packet; `chunk` must be at most MAX_BODY_CHUNK octets (bodyPackets splits). */
+export function encodeBody(chunk: Buffer): Buffer {
+  if (chunk.length > MAX_BODY_CHUNK) throw new RangeError(`body chunk of ${chunk.length} octets is over ${MAX_BODY_CHUNK}`);
+  return packet(CMD.body, chunk);
+}
+
+/** A buffer of body octets as SMFIC_BODY packets of at most MAX_BODY_CHUNK octets each. */
+export function bodyPackets(data: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < data.length; at += MAX_BODY_CHUNK) out.push(packet(CMD.body, data.subarray(at, at + MAX_BODY_CHUNK)));
+  return out;
+}
+
+export function encodeEob(): Buffer {
+  return packet(CMD.eob);
+}
+
+export function encodeAbort(): Buffer {
+  return packet(CMD.abort);
+}
+
+export function encodeQuit(): Buffer {
+  return packet(CMD.quit);
+}
+
+/** SMFIC_QUIT_NC: end this conversation, keep the connection for a new one (we do not reuse that way). */
+export function encodeQuitNc(): Buffer {
+  return packet(CMD.quitNc);
+}
+
+// --- decoding -------------------------------------------------------------------------------
+
+/** The NUL-terminated strings of `data`; null when the last one is not terminated. */
+function cstrings(data: Buffer): string[] | null {
+  if (data.length === 0 || data[data.length - 1] !== 0) return null;
+  const out: string[] = [];
+  let start = 0;
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] === 0) {
+      out.push(data.toString('utf8', start, i));
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+const SIMPLE: Record<number, MilterResponse['kind']> = {
+  0x61: 'accept', // 'a'
+  0x63: 'continue', // 'c'
+  0x64: 'discard', // 'd'
+  0x72: 'reject', // 'r'
+  0x74: 'tempfail', // 't'
+  0x70: 'progress', // 'p'
+  0x73: 'skip', // 's'
+  0x66: 'connfail', // 'f'
+  0x34: 'shutdown', // '4'
+};
+
+/** One response packet's command and data -> the response, or why it is malformed. */
+export function parseResponse(cmd: number, data: Buffer): MilterResponse | string {
+  const simple = SIMPLE[cmd];
+  if (simple !== undefined) {
+    // The protocol defines these empty: octets after one mean the two sides frame differently.
+    return data.length === 0 ? ({ kind: simple } as MilterResponse) : `response '${String.fromCharCode(cmd)}' carries ${data.length} unexpected octets`;
+  }
+  const name = String.fromCharCode(cmd);
+  switch (name) {
+    case 'y': {
+      const s = cstrings(data);
+      if (s === null || s.length !== 1) return 'SMFIR_REPLYCODE is not one NUL-terminated string';
+      return { kind: 'replycode', text: s[0] };
+    }
+    case 'O': {
+      if (data.length < 12) return `SMFIC_OPTNEG reply of ${data.length} octets (needs 12)`;
+      const macros = new Map<number, string>();
+      // Optional since version 6: (stage uint32, NUL-terminated macro list)* for SETSYMLIST.
+      let at = 12;
+      while (at < data.length) {
+        if (data.length - at < 5) return 'SMFIC_OPTNEG reply: truncated macro list';
+        const stage = data.readUInt32BE(at);
+        const end = data.indexOf(0, at + 4);
+        if (end < 0) return 'SMFIC_OPTNEG reply: macro list not NUL-terminated';
+        macros.set(stage, data.toString('latin1', at + 4, end));
+        at = end + 1;
+      }
+      return { kind: 'optneg', version: data.readUInt32BE(0), actions: data.readUInt32BE(4), protocol: data.readUInt32BE(8), macros };
+    }
+    case 'h': {
+      const s = cstrings(data);
+      if (s === null || s.length !== 2) return 'SMFIR_ADDHEADER is not a name and a value';
+      return { kind: 'addheader', name: s[0], value: s[1] };
+    }
+    case 'i':
+    case 'm': {
+      if (data.length < 4) return `${name === 'i' ? 'SMFIR_INSHEADER' : 'SMFIR_CHGHEADER'} has no index`;
+      const s = cstrings(data.subarray(4));
+      if (s === null || s.length !== 2) return `${name === 'i' ? 'SMFIR_INSHEADER' : 'SMFIR_CHGHEADER'} is not an index, a name and a value`;
+      return { kind: name === 'i' ? 'insheader' : 'chgheader', index: data.readUInt32BE(0), name: s[0], value: s[1] };
+    }
+    case 'e': {
+      const s = cstrings(data);
+      if (s === null || s.length < 1 || s.length > 2) return 'SMFIR_CHGFROM is not a sender and optional parameters';
+      return { kind: 'chgfrom', sender: s[0], args: s[1] ?? '' };
+    }
+    case '+':
+    case '2': {
+      const s = cstrings(data);
+      if (s === null || s.length < 1 || s.length > 2 || (name === '+' && s.length !== 1)) return `${name === '+' ? 'SMFIR_ADDRCPT' : 'SMFIR_ADDRCPT_PAR'} is malformed`;
+      return { kind: 'addrcpt', recipient: s[0], args: s[1] ?? '' };
+    }
+    case '-': {
+      const s = cstrings(data);
+      if (s === null || s.length !== 1) return 'SMFIR_DELRCPT is not one recipient';
+      return { kind: 'delrcpt', recipient: s[0] };
+    }
+    case 'b':
+      return { kind: 'replbody', data: Buffer.from(data) };
+    case 'q': {
+      const s = cstrings(data);
+      if (s === null || s.length !== 1) return 'SMFIR_QUARANTINE is not one reason';
+      return { kind: 'quarantine', reason: s[0] };
+    }
+    case 'l': {
+      if (data.length < 5) return 'SMFIR_SETSYMLIST is truncated';
+      const s = cstrings(data.subarray(4));
+      if (s === null || s.length !== 1) return 'SMFIR_SETSYMLIST is not a stage and a list';
+      return { kind: 'setsymlist', stage: data.readUInt32BE(0), macros: s[0] };
+    }
+    default:
+      return `unknown response code 0x${cmd.toString(16).padStart(2, '0')}`;
+  }
+}
+
+/**
+ * Frames a filter's byte stream into responses. Keeps the chunks it was given and copies a
+ * packet out only once it is complete, so a large packet in many reads is not rescanned.
+ */
+export class MilterDecoder {
+  readonly #chunks: Buffer[] = [];
+  #buffered = 0;
+  #isSpent = false;
+
+  get isSpent(): boolean {
+    return this.#isSpent;
+  }
+
+  /** Octets received but not yet part of a complete packet. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  feed(bytes: Buffer): DecoderEvent[] {
+    if (this.#isSpent) return [];
+    if (bytes.length > 0) {
+      this.#chunks.push(bytes);
+      this.#buffered += bytes.length;
+    }
+    const out: DecoderEvent[] = [];
+    while (this.#buffered >= 4) {
+      const length = this.#peekLength();
+      if (length === 0) return this.#fail(out, 'packet of length 0 (no response code)');
+      if (length > MAX_PACKET_BYTES) return this.#fail(out, `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`);
+      if (this.#buffered < 4 + length) break;
+      const whole = this.#take(4 + length);
+      const parsed = parseResponse(whole[4], whole.subarray(5));
+      if (typeof parsed === 'string') return this.#fail(out, parsed);
+      out.push({ type: 'response', response: parsed });
+    }
+    return out;
+  }
+
+  #fail(out: DecoderEvent[], reason: string): DecoderEvent[] {
+    this.#isSpent = true;
+    this.#chunks.length = 0;
+    this.#buffered = 0;
+    out.push({ type: 'error', reason });
+    return out;
+  }
+
+  #peekLength(): number {
+    const first = this.#chunks[0];
+    if (first.length >= 4) return first.readUInt32BE(0);
+    const head = Buffer.alloc(4);
+    let n = 0;
+    for (const c of this.#chunks) {
+      const take = Math.min(4 - n, c.length);
+      c.copy(head, n, 0, take);
+      n += take;
+      if (n === 4) break;
+    }
+    return head.readUInt32BE(0);
+  }
+
+  #take(bytes: number): Buffer {
+    const first = this.#chunks[0];
+    let out: Buffer;
+    if (first.length >= bytes) {
+      out = first.subarray(0, bytes);
+      if (first.length === bytes) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(bytes);
+    } else {
+      out = Buffer.allocUnsafe(bytes);
+      let n = 0;
+      while (n < bytes) {
+        const c = this.#chunks[0];
+        const take = Math.min(bytes - n, c.length);
+        c.copy(out, n, 0, take);
+        n += take;
+        if (take === c.length) this.#chunks.shift();
+        else this.#chunks[0] = c.subarray(take);
+      }
+    }
+    this.#buffered -= bytes;
+    return out;
+  }
+}

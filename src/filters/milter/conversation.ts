@@ -1,0 +1,602 @@
+// One SMTP session's conversation with one milter, as Postfix holds it: one connection for the
+// whole session, option negotiation honoured (SMFIP_NO* commands not sent, SMFIP_NR_* replies
+// not awaited), the macros filters expect before each command, ABORT before a new transaction
+// when the last one did not end at EOB, QUIT at the end. Each step first sends what the filter
+// has not seen yet (connect, HELO, MAIL, the recipients), so a stage the policy pipeline skipped
+// for this check (an earlier check's accept) never leaves the filter out of step.
+// Never throws: every failure (connect, timeout, garbage, a close mid-message) closes the link
+// and is a `failed` outcome; the check maps it to the milter's on_failure.
+
+import { MilterError, MilterLink, type MilterAddress } from './client.ts';
+import {
+  ACTION,
+  ALL_ACTIONS,
+  CMD,
+  encodeAbort,
+  encodeConnect,
+  encodeData,
+  encodeEob,
+  encodeEoh,
+  encodeHeader,
+  encodeHelo,
+  encodeMacros,
+  encodeMail,
+  encodeOptneg,
+  encodeQuit,
+  encodeRcpt,
+  MAX_BODY_CHUNK,
+  MILTER_VERSION,
+  OFFERED_PROTOCOL,
+  PROTO,
+  encodeBody,
+  type ConnectFamily,
+  type MilterResponse,
+} from './codec.ts';
+
+export type MilterSpec = {
+  readonly address: MilterAddress;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+  /** Largest replacement body accepted (SMFIR_REPLBODY); more is a protocol failure. */
+  readonly maxBodyBytes: number;
+};
+
+/** What the session knows, for CONNECT, HELO and the macros. */
+export type SessionFacts = {
+  /** Our host name (macro j). */
+  readonly hostname: string;
+  /** {daemon_name}. */
+  readonly daemonName: string;
+  /** `name`: the client's verified host name; null when unknown (CONNECT then names "[address]"). */
+  readonly client: { readonly address: string; readonly port: number; readonly name: string | null };
+  readonly local: { readonly address: string; readonly port: number };
+  readonly heloName: string | null;
+  readonly tls: { readonly protocol: string; readonly cipher: string } | null;
+  readonly auth: { readonly identity: string; readonly mechanism: string } | null;
+};
+
+export type TransactionFacts = {
+  readonly seq: number;
+  /** Macro i: the queue id the message will be stored under. */
+  readonly queueId: string;
+  /** The MAIL FROM arguments: "<address>" then ESMTP parameters. */
+  readonly mailArgs: readonly string[];
+  readonly sender: string;
+};
+
+/** A modification asked for at end of message (SMFIR_* other than the final reply). */
+export type Modification = Extract<MilterResponse, { kind: 'addheader' | 'insheader' | 'chgheader' | 'chgfrom' | 'addrcpt' | 'delrcpt' | 'quarantine' }> | { readonly kind: 'replbody'; readonly body: Buffer };
+
+export type Outcome =
+  | { readonly kind: 'continue' }
+  /** Accepted: the filter wants nothing more of this transaction (or, at connect and HELO, session). */
+  | { readonly kind: 'accept' }
+  | { readonly kind: 'reject' | 'tempfail'; readonly replyText: string | null }
+  | { readonly kind: 'discard' }
+  | { readonly kind: 'failed'; readonly reason: string };
+
+export type ContentOutcome = Outcome & { readonly modifications?: readonly Modification[] };
+
+type Txn = { seq: number; status: 'open' | 'accepted' | 'refused' | 'discard' | 'done'; rcpts: Set<string>; queueId: string };
+
+const CONTINUE: Outcome = { kind: 'continue' };
+const ACCEPT: Outcome = { kind: 'accept' };
+
+export class MilterConversation {
+  readonly #spec: MilterSpec;
+  #link: MilterLink | null = null;
+  #status: 'new' | 'open' | 'accepted' | 'discard' | 'refused' | 'failed' | 'closed' = 'new';
+  #failure = '';
+  #protocol = 0;
+  #actions = 0;
+  #heloSent: string | null = null;
+  #txn: Txn | null = null;
+  /** Steps run one at a time (a late step after a pipeline timeout waits its turn). */
+  #chain: Promise<unknown> = Promise.resolve();
+
+  constructor(spec: MilterSpec) {
+    this.#spec = spec;
+  }
+
+  /** The negotiated flags (tests, logs). */
+  get negotiated(): { protocol: number; actions: number } {
+    return { protocol: this.#protocol, actions: this.#actions };
+  }
+
+  connect(facts: SessionFacts, deadlineMs: number): Promise<Outcome> {
+    return this.#serial(() => this.#connect(facts, deadlineMs));
+  }
+
+  helo(facts: SessionFacts, deadlineMs: number): Promise<Outcome> {
+    return this.#serial(async () => {
+      const ready = await this.#ready(facts, deadlineMs);
+      if (ready !== null) return ready;
+      return this.#helo(facts, deadlineMs, true);
+    });
+  }
+
+  mail(facts: SessionFacts, txn: TransactionFacts, deadlineMs: number): Promise<Outcome> {
+    return this.#serial(async () => {
+      const ready = await this.#ready(facts, deadlineMs);
+      if (ready !== null) return ready;
+      return this.#mail(facts, txn, deadlineMs);
+    });
+  }
+
+  rcpt(facts: SessionFacts, txn: TransactionFacts, rcptArgs: readonly string[], deadlineMs: number): Promise<Outcome> {
+    return this.#serial(async () => {
+      const ready = await this.#readyTxn(facts, txn, deadlineMs);
+      if (ready !== null) return ready;
+      return this.#rcpt(txn, rcptArgs, deadlineMs);
+    });
+  }
+
+  /**
+   * DATA, the header fields, EOH, the body in chunks of at most 65,535 octets, EOB, and what the
+   * filter answers to EOB: its modifications and its final reply. `recipients` are the
+   * transaction's accepted recipients' RCPT arguments (any the filter has not seen are sent first).
+   */
+  content(
+    facts: SessionFacts,
+    txn: TransactionFacts,
+    recipients: readonly (readonly string[])[],
+    fields: readonly { readonly name: string; readonly value: string }[],
+    body: () => AsyncIterable<Buffer>,
+    deadlineMs: number,
+  ): Promise<ContentOutcome> {
+    return this.#serial(async () => {
+      const ready = await this.#readyTxn(facts, txn, deadlineMs);
+      if (ready !== null) return ready;
+      for (const args of recipients) {
+        const t = this.#txn!;
+        if (t.status !== 'open') break;
+        if (t.rcpts.has(args[0])) continue;
+        const r = await this.#rcpt(txn, args, deadlineMs);
+        if (r.kind === 'failed') return r;
+      }
+      return this.#content(fields, body, deadlineMs);
+    });
+  }
+
+  /** Ends the conversation: QUIT (no reply) and close. Safe to call in any state, more than once. */
+  close(): void {
+    const link = this.#link;
+    this.#link = null;
+    this.#status = 'closed';
+    if (link === null) return;
+    if (!link.isBroken) void link.send([encodeQuit()], 1000).catch(() => undefined);
+    link.end();
+  }
+
+  #serial<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(step, step);
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** null when the filter takes part in this session's next step, else that step's outcome. */
+  async #ready(facts: SessionFacts, deadlineMs: number): Promise<Outcome | null> {
+    if (this.#status === 'new') {
+      const r = await this.#connect(facts, deadlineMs);
+      if (r.kind === 'failed') return r;
+    }
+    switch (this.#status) {
+      case 'open':
+        return null;
+      case 'accepted':
+      case 'refused':
+      case 'closed':
+        return CONTINUE;
+      case 'discard':
+        return { kind: 'discard' };
+      case 'failed':
+        return { kind: 'failed', reason: this.#failure };
+      default:
+        return CONTINUE;
+    }
+  }
+
+  /** As #ready, and this transaction's MAIL sent: null when the filter takes part in it. */
+  async #readyTxn(facts: SessionFacts, txn: TransactionFacts, deadlineMs: number): Promise<Outcome | null> {
+    const ready = await this.#ready(facts, deadlineMs);
+    if (ready !== null) return ready;
+    if (this.#txn?.seq !== txn.seq) {
+      const r = await this.#mail(facts, txn, deadlineMs);
+      if (r.kind === 'failed') return r;
+    }
+    const t = this.#txn!;
+    if (this.#status !== 'open') return this.#ready(facts, deadlineMs);
+    switch (t.status) {
+      case 'open':
+        return null;
+      case 'discard':
+        return { kind: 'discard' };
+      default:
+        // Accepted (nothing more wanted) or refused (the SMTP side refused it too).
+        return CONTINUE;
+    }
+  }
+
+  async #connect(facts: SessionFacts, deadlineMs: number): Promise<Outcome> {
+    if (this.#status !== 'new') return CONTINUE;
+    try {
+      const spec = this.#spec;
+      this.#link = await MilterLink.connect(spec.address, Math.max(1, Math.min(spec.connectTimeoutMs, deadlineMs - Date.now())));
+      if ((this.#status as string) === 'closed') {
+        this.#link.destroy();
+        this.#link = null;
+        return CONTINUE;
+      }
+      this.#status = 'open';
+      await this.#send([encodeOptneg(MILTER_VERSION, ALL_ACTIONS, OFFERED_PROTOCOL)], deadlineMs);
+      const answer = await this.#next(deadlineMs);
+      if (answer.kind !== 'optneg') return this.#fail(`expected the SMFIC_OPTNEG answer, got '${answer.kind}'`);
+      if (answer.version < 2 || answer.version > MILTER_VERSION) return this.#fail(`filter speaks milter version ${answer.version}`);
+      if ((answer.actions & ~ALL_ACTIONS) !== 0) return this.#fail(`filter asks for unknown actions 0x${answer.actions.toString(16)}`);
+      this.#actions = answer.actions;
+      // Honoured whatever we offered: rspamd answers with every no-reply bit set even when offered none.
+      this.#protocol = answer.protocol;
+      if (this.#has(PROTO.noConnect)) return CONTINUE;
+      const name = facts.client.name ?? 'unknown';
+      const family: ConnectFamily = facts.client.address.includes(':') ? '6' : /^\d+\.\d+\.\d+\.\d+$/.test(facts.client.address) ? '4' : 'U';
+      await this.#send(
+        [
+          encodeMacros(CMD.connect, [
+            ['j', facts.hostname],
+            ['{daemon_name}', facts.daemonName],
+            ['{daemon_addr}', facts.local.address],
+            ['{daemon_port}', String(facts.local.port)],
+            ['v', 'Portcullis'],
+            ['_', `${name} [${facts.client.address}]`],
+            ['{client_addr}', facts.client.address],
+            ['{client_name}', name],
+            ['{client_port}', String(facts.client.port)],
+            ['{client_ptr}', name],
+          ]),
+          encodeConnect(facts.client.name ?? `[${facts.client.address}]`, family, facts.client.port, facts.client.address),
+        ],
+        deadlineMs,
+      );
+      if (this.#has(PROTO.nrConnect)) return CONTINUE;
+      return this.#sessionReply(await this.#final(deadlineMs));
+    } catch (err) {
+      return this.#caught(err);
+    }
+  }
+
+  async #helo(facts: SessionFacts, deadlineMs: number, isAnswered: boolean): Promise<Outcome> {
+    try {
+      if (this.#txn !== null && this.#txn.status !== 'done') await this.#abort(deadlineMs);
+      const name = facts.heloName ?? '';
+      this.#heloSent = name;
+      if (this.#has(PROTO.noHelo)) return CONTINUE;
+      await this.#send([encodeMacros(CMD.helo, tlsMacros(facts)), encodeHelo(name)], deadlineMs);
+      if (this.#has(PROTO.nrHelo)) return CONTINUE;
+      const r = this.#sessionReply(await this.#final(deadlineMs));
+      return isAnswered ? r : CONTINUE;
+    } catch (err) {
+      return this.#caught(err);
+    }
+  }
+
+  async #mail(facts: SessionFacts, txn: TransactionFacts, deadlineMs: number): Promise<Outcome> {
+    try {
+      if (facts.heloName !== null && this.#heloSent !== facts.heloName) {
+        const r = await this.#helo(facts, deadlineMs, false);
+        if (r.kind === 'failed') return r;
+        if (this.#status !== 'open') return (await this.#ready(facts, deadlineMs)) ?? CONTINUE;
+      }
+      if (this.#txn !== null && this.#txn.status !== 'done') await this.#abort(deadlineMs);
+      const t: Txn = { seq: txn.seq, status: 'open', rcpts: new Set(), queueId: txn.queueId };
+      this.#txn = t;
+      if (this.#has(PROTO.noMail)) return CONTINUE;
+      const macros: [string, string][] = [
+        ['i', txn.queueId],
+        ['{mail_addr}', txn.sender],
+        ['{mail_host}', hostOf(txn.sender)],
+        ['{mail_mailer}', 'smtp'],
+      ];
+      if (facts.auth !== null) macros.push(['{auth_type}', facts.auth.mechanism], ['{auth_authen}', facts.auth.identity]);
+      await this.#send([encodeMacros(CMD.mail, macros), encodeMail(txn.mailArgs)], deadlineMs);
+      if (this.#has(PROTO.nrMail)) return CONTINUE;
+      return this.#txnReply(t, await this.#final(deadlineMs));
+    } catch (err) {
+      return this.#caught(err);
+    }
+  }
+
+  async #rcpt(txn: TransactionFacts, args: readonly string[], deadlineMs: number): Promise<Outcome> {
+    try {
+      const t = this.#txn!;
+      t.rcpts.add(args[0]);
+      if (this.#has(PROTO.noRcpt)) return CONTINUE;
+      const address = args[0].replace(/^<|>$/g, '');
+      await this.#send(
+        [
+          encodeMacros(CMD.rcpt, [
+            ['i', txn.queueId],
+            ['{rcpt_addr}', address],
+            ['{rcpt_host}', hostOf(address)],
+            ['{rcpt_mailer}', 'smtp'],
+          ]),
+          encodeRcpt(args),
+        ],
+        deadlineMs,
+      );
+      if (this.#has(PROTO.nrRcpt)) return CONTINUE;
+      const r = await this.#final(deadlineMs);
+      // A refusal here refuses this one recipient; the transaction goes on.
+      if (r.kind === 'reject' || r.kind === 'tempfail' || r.kind === 'replycode') {
+        t.rcpts.delete(args[0]);
+        return toOutcome(r);
+      }
+      return this.#txnReply(t, r);
+    } catch (err) {
+      return this.#caught(err);
+    }
+  }
+
+  async #content(fields: readonly { readonly name: string; readonly value: string }[], body: () => AsyncIterable<Buffer>, deadlineMs: number): Promise<ContentOutcome> {
+    const t = this.#txn!;
+    try {
+      const qid: [string, string][] = [['i', t.queueId]];
+      if (!this.#has(PROTO.noData)) {
+        await this.#send([encodeMacros(CMD.data, qid), encodeData()], deadlineMs);
+        if (!this.#has(PROTO.nrData)) {
+          const r = await this.#final(deadlineMs);
+          if (r.kind !== 'continue') return this.#txnEnd(t, r);
+        }
+      }
+      if (!this.#has(PROTO.noHeaders)) {
+        const leading = this.#has(PROTO.headerLeadingSpace);
+        for (const f of fields) {
+          if (f.name === '') continue;
+          // Folds as Sendmail and Postfix send them: LF + the white space (libmilter filters expect it).
+          const value = leading ? f.value.replace(/\r\n/g, '\n') : f.value.replace(/^[ \t]/, '').replace(/\r\n/g, '\n');
+          await this.#send([encodeHeader(f.name, value)], deadlineMs);
+          if (!this.#has(PROTO.nrHeader)) {
+            const r = await this.#final(deadlineMs);
+            if (r.kind !== 'continue') return this.#txnEnd(t, r);
+          }
+        }
+      }
+      if (!this.#has(PROTO.noEoh)) {
+        await this.#send([encodeMacros(CMD.eoh, qid), encodeEoh()], deadlineMs);
+        if (!this.#has(PROTO.nrEoh)) {
+          const r = await this.#final(deadlineMs);
+          if (r.kind !== 'continue') return this.#txnEnd(t, r);
+        }
+      }
+      if (!this.#has(PROTO.noBody)) {
+        const skip = await this.#sendBody(body, deadlineMs);
+        if (skip !== null) return this.#txnEnd(t, skip);
+      }
+      await this.#send([encodeMacros(CMD.eob, qid), encodeEob()], deadlineMs);
+      const modifications: Modification[] = [];
+      let replaced: Buffer[] | null = null;
+      let replacedBytes = 0;
+      for (;;) {
+        const r = await this.#next(deadlineMs);
+        switch (r.kind) {
+          case 'addheader':
+          case 'insheader':
+            if (!this.#may(ACTION.addHeaders)) return this.#fail(`'${r.kind}' without the add-headers action`);
+            modifications.push(r);
+            continue;
+          case 'chgheader':
+            if (!this.#may(ACTION.changeHeaders)) return this.#fail(`'${r.kind}' without the change-headers action`);
+            modifications.push(r);
+            continue;
+          case 'chgfrom':
+            if (!this.#may(ACTION.changeFrom)) return this.#fail(`'${r.kind}' without the change-from action`);
+            modifications.push(r);
+            continue;
+          case 'addrcpt':
+            if (!this.#may(r.args === '' ? ACTION.addRcpt | ACTION.addRcptPar : ACTION.addRcptPar)) return this.#fail(`'${r.kind}' without the add-recipient action`);
+            modifications.push(r);
+            continue;
+          case 'delrcpt':
+            if (!this.#may(ACTION.delRcpt)) return this.#fail(`'${r.kind}' without the delete-recipient action`);
+            modifications.push(r);
+            continue;
+          case 'quarantine':
+            if (!this.#may(ACTION.quarantine)) return this.#fail(`'${r.kind}' without the quarantine action`);
+            modifications.push(r);
+            continue;
+          case 'replbody':
+            if (!this.#may(ACTION.changeBody)) return this.#fail(`'${r.kind}' without the change-body action`);
+            replacedBytes += r.data.length;
+            if (replacedBytes > this.#spec.maxBodyBytes) return this.#fail(`replacement body over ${this.#spec.maxBodyBytes} octets`);
+            (replaced ??= []).push(r.data);
+            continue;
+          case 'setsymlist':
+          case 'optneg':
+            return this.#fail(`unexpected '${r.kind}' at end of message`);
+          default: {
+            t.status = 'done';
+            const outcome = toOutcome(r);
+            if (outcome.kind === 'failed') return this.#fail(outcome.reason);
+            if (outcome.kind !== 'continue' && outcome.kind !== 'accept') return outcome;
+            if (replaced !== null) modifications.push({ kind: 'replbody', body: Buffer.concat(replaced) });
+            return modifications.length === 0 ? outcome : { ...outcome, modifications };
+          }
+        }
+      }
+    } catch (err) {
+      return this.#caught(err);
+    }
+  }
+
+  /** The body as SMFIC_BODY packets of at most 65,535 octets; the filter's answer when it stops the body early. */
+  async #sendBody(body: () => AsyncIterable<Buffer>, deadlineMs: number): Promise<MilterResponse | null> {
+    const isAnswered = !this.#has(PROTO.nrBody);
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async (chunk: Buffer): Promise<MilterResponse | null> => {
+      await this.#send([encodeBody(chunk)], deadlineMs);
+      if (!isAnswered) return null;
+      const r = await this.#final(deadlineMs);
+      if (r.kind === 'continue') return null;
+      // SMFIR_SKIP: no more body wanted; go on with EOB.
+      if (r.kind === 'skip') return r;
+      return r;
+    };
+    for await (const piece of body()) {
+      let rest = piece;
+      while (rest.length > 0) {
+        const room = MAX_BODY_CHUNK - pendingBytes;
+        pending.push(rest.subarray(0, room));
+        pendingBytes += Math.min(room, rest.length);
+        rest = rest.subarray(room);
+        if (pendingBytes === MAX_BODY_CHUNK) {
+          const r = await flush(Buffer.concat(pending));
+          pending = [];
+          pendingBytes = 0;
+          if (r !== null) return r.kind === 'skip' ? null : r;
+        }
+      }
+    }
+    if (pendingBytes > 0) {
+      const r = await flush(Buffer.concat(pending));
+      if (r !== null) return r.kind === 'skip' ? null : r;
+    }
+    return null;
+  }
+
+  async #abort(deadlineMs: number): Promise<void> {
+    this.#txn = null;
+    await this.#send([encodeAbort()], deadlineMs);
+  }
+
+  #has(flag: number): boolean {
+    return (this.#protocol & flag) !== 0;
+  }
+
+  #may(action: number): boolean {
+    return (this.#actions & action) !== 0;
+  }
+
+  #wait(deadlineMs: number): number {
+    return Math.max(1, Math.min(this.#spec.commandTimeoutMs, deadlineMs - Date.now()));
+  }
+
+  async #send(packets: readonly Buffer[], deadlineMs: number): Promise<void> {
+    const link = this.#link;
+    if (link === null) throw new MilterError('closed', 'no connection');
+    await link.send(packets, this.#wait(deadlineMs));
+  }
+
+  #next(deadlineMs: number): Promise<MilterResponse> {
+    const link = this.#link;
+    if (link === null) return Promise.reject(new MilterError('closed', 'no connection'));
+    return link.next(this.#wait(deadlineMs));
+  }
+
+  /** A reply to a command before EOB: only a final answer is valid there (modifications are EOB's). */
+  async #final(deadlineMs: number): Promise<MilterResponse> {
+    const r = await this.#next(deadlineMs);
+    switch (r.kind) {
+      case 'accept':
+      case 'continue':
+      case 'discard':
+      case 'reject':
+      case 'tempfail':
+      case 'replycode':
+      case 'skip':
+      case 'connfail':
+      case 'shutdown':
+        return r;
+      default:
+        throw new MilterError('protocol', `unexpected '${r.kind}' before end of message`);
+    }
+  }
+
+  /** A reply at CONNECT or HELO: accept and discard cover the session. */
+  #sessionReply(r: MilterResponse): Outcome {
+    const outcome = toOutcome(r);
+    if (outcome.kind === 'failed') return this.#fail(outcome.reason);
+    if (outcome.kind === 'accept') {
+      this.#status = 'accepted';
+      this.#quitQuietly();
+    } else if (outcome.kind === 'discard') this.#status = 'discard';
+    return outcome;
+  }
+
+  /** A reply at MAIL or RCPT: accept and discard cover the transaction. */
+  #txnReply(t: Txn, r: MilterResponse): Outcome {
+    const outcome = toOutcome(r);
+    if (outcome.kind === 'failed') return this.#fail(outcome.reason);
+    if (outcome.kind === 'accept') t.status = 'accepted';
+    else if (outcome.kind === 'discard') t.status = 'discard';
+    else if (outcome.kind !== 'continue') t.status = 'refused';
+    return outcome.kind === 'discard' ? CONTINUE : outcome;
+  }
+
+  /** The message ended before EOB (a final reply to DATA, a header, EOH or the body). */
+  #txnEnd(t: Txn, r: MilterResponse): ContentOutcome {
+    const outcome = toOutcome(r);
+    if (outcome.kind === 'failed') return this.#fail(outcome.reason);
+    t.status = outcome.kind === 'accept' ? 'accepted' : 'refused';
+    return outcome;
+  }
+
+  /** Accepted for the session: nothing more to say to the filter. */
+  #quitQuietly(): void {
+    const link = this.#link;
+    this.#link = null;
+    if (link === null) return;
+    void link.send([encodeQuit()], 1000).catch(() => undefined);
+    link.end();
+  }
+
+  #caught(err: unknown): Outcome {
+    if (err instanceof MilterError) return this.#fail(`${err.code}: ${err.message}`);
+    return this.#fail(`unexpected error: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  #fail(reason: string): Outcome & { kind: 'failed' } {
+    this.#status = 'failed';
+    this.#failure = reason;
+    this.#link?.destroy();
+    this.#link = null;
+    return { kind: 'failed', reason };
+  }
+}
+
+function toOutcome(r: MilterResponse): Outcome {
+  switch (r.kind) {
+    case 'accept':
+      return ACCEPT;
+    case 'continue':
+      return CONTINUE;
+    case 'discard':
+      return { kind: 'discard' };
+    case 'reject':
+      return { kind: 'reject', replyText: null };
+    case 'tempfail':
+      return { kind: 'tempfail', replyText: null };
+    case 'replycode':
+      // Only a refusal may be set this way (libmilter allows 4xx and 5xx); the check validates the rest.
+      if (!/^[45]\d\d/.test(r.text)) return { kind: 'failed', reason: `SMFIR_REPLYCODE with a code that is no refusal: ${JSON.stringify(r.text.slice(0, 40))}` };
+      return { kind: r.text.startsWith('4') ? 'tempfail' : 'reject', replyText: r.text };
+    case 'connfail':
+    case 'shutdown':
+      return { kind: 'tempfail', replyText: null };
+    default:
+      return { kind: 'failed', reason: `unexpected '${r.kind}'` };
+  }
+}
+
+/** The macros Postfix sends with HELO (milter_helo_macros): the TLS facts. */
+function tlsMacros(facts: SessionFacts): [string, string][] {
+  if (facts.tls === null) return [];
+  return [
+    ['{tls_version}', facts.tls.protocol],
+    ['{cipher}', facts.tls.cipher],
+  ];
+}
+
+function hostOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1);
+}
