@@ -200,7 +200,8 @@ export class MilterConversation {
   async #readyTxn(facts: SessionFacts, txn: TransactionFacts, deadlineMs: number): Promise<Outcome | null> {
     const ready = await this.#ready(facts, deadlineMs);
     if (ready !== null) return ready;
-    if (this.#txn?.seq !== txn.seq) {
+    // A refused MAIL does not use up its number: the same number after a refusal is a new transaction.
+    if (this.#txn?.seq !== txn.seq || this.#txn.status === 'refused') {
       const r = await this.#mail(facts, txn, deadlineMs);
       if (r.kind === 'failed') return r;
     }

@@ -164,10 +164,12 @@ export function milterCheck(opts: MilterCheckOptions): Check {
     timeoutMs: budget + 5_000,
     onTimeout: { action: 'tempfail', reply: REPLY.milterUnavailable, check: 'milter', reason: 'milter chain timed out' },
     key(ctx) {
-      // A filter decides each transaction afresh: nothing it refused is inherited by the next one.
+      // A filter decides each command afresh: nothing it refused is inherited by the next one (a
+      // refused MAIL does not use up its transaction number, so the command count tells them apart).
       const seq = ctx.transaction?.seq ?? 0;
-      if (ctx.stage === 'mail') return `mail:${seq}`;
-      if (ctx.stage === 'rcpt') return `rcpt:${seq}:${ctx.recipient?.address.toLowerCase() ?? ''}`;
+      const n = ctx.session.counters.commands;
+      if (ctx.stage === 'mail') return `mail:${seq}:${n}`;
+      if (ctx.stage === 'rcpt') return `rcpt:${seq}:${n}`;
       if (ctx.stage === 'helo') return `helo:${ctx.heloName ?? ''}`;
       if (ctx.stage === 'content') return `message:${seq}`;
       return '';
