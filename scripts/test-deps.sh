@@ -11,11 +11,14 @@
 # clients' real LMTP peer (test/helpers/mail-peers.ts runs it with its own config on a free port);
 # dovecot-lmtpd ships the lmtp service, which no binary on PATH names.
 # haproxy: the real load balancer in front of the PROXY protocol tests (run in the foreground with its own config).
+# opendkim, spamass-milter (+ spamd) and rspamd: the real milters of the milter client's tests
+# (test/helpers/milter-peers.ts runs each in the foreground with its own config on free ports; a
+# packaged service they may start on a systemd host is never used).
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm haproxy)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core [haproxy]=haproxy)
+tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm haproxy opendkim spamass-milter spamd rspamd)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core [haproxy]=haproxy [opendkim]=opendkim [spamass-milter]=spamass-milter [spamd]=spamd [rspamd]=rspamd)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"

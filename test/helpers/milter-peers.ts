@@ -1,0 +1,192 @@
+// Starts real milters for the milter client's tests, each on a free loopback port with its own
+// mkdtemp dir (config, key, pid, log): opendkim signing for example.test, spamd with
+// spamass-milter in front of it, and rspamd's proxy in milter mode (heavy: ~8 s to listen).
+// Recipes: ../shared/ECOSYSTEM.md sections 5 and 6. Owns only the processes it spawned: stops
+// them by their PIDs, never by name, and removes their dirs. Never skips: a missing program fails
+// the test (scripts/test-deps.sh installs the packages).
+
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ownProcess, type OwnedProcess } from './owned-process.ts';
+import { freePort } from './ports.ts';
+
+export type MilterPeer = { readonly port: number; readonly dir: string; log(): string; stop(): Promise<void> };
+
+const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
+
+function run(program: string, args: string[], dir: string, logName: string): OwnedProcess {
+  const out = openSync(path.join(dir, logName), 'a');
+  try {
+    return ownProcess(spawn(program, args, { stdio: ['ignore', out, out], env: { ...process.env, PATH: SBIN_PATH } }));
+  } finally {
+    closeSync(out);
+  }
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function waitPort(port: number, owned: readonly OwnedProcess[], timeoutMs: number, what: string, log: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await accepts(port))) {
+    const dead = owned.find((o) => o.isExited());
+    if (dead !== undefined || Date.now() > deadline) {
+      throw new Error(`${what} did not listen on ${port}: ${dead !== undefined ? `exited ${String(dead.spawnError() ?? '')}` : 'timed out'}\n${log().slice(-3000)}`);
+    }
+    await sleep(50);
+  }
+}
+
+function readLogs(dir: string): string {
+  let out = '';
+  for (const f of readdirSync(dir)) if (f.endsWith('.log')) out += `--- ${f}\n${readFileSync(path.join(dir, f), 'utf8')}`;
+  return out;
+}
+
+/** Retries a start whose free port another process took first. */
+async function withRetries<T>(start: () => Promise<T>): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < 3; i++) {
+    try {
+      return await start();
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+}
+
+export type Opendkim = MilterPeer & { readonly selector: string; readonly domain: string; readonly publicKeyTxt: string };
+
+/** opendkim signing mail from 127.0.0.1 for d=example.test, s=sel1 (relaxed/relaxed). */
+export function startOpendkim(): Promise<Opendkim> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-opendkim-'));
+    const port = await freePort();
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const keyFile = path.join(dir, 'sel1.key');
+    writeFileSync(keyFile, privateKey.export({ type: 'pkcs1', format: 'pem' }));
+    chmodSync(keyFile, 0o600);
+    const der = publicKey.export({ type: 'spki', format: 'der' });
+    const conf = path.join(dir, 'opendkim.conf');
+    writeFileSync(
+      conf,
+      [
+        'Syslog no',
+        'LogWhy yes',
+        `Socket inet:${port}@127.0.0.1`,
+        `PidFile ${path.join(dir, 'opendkim.pid')}`,
+        'Domain example.test',
+        'Selector sel1',
+        `KeyFile ${keyFile}`,
+        'Mode s',
+        'Canonicalization relaxed/relaxed',
+        'InternalHosts 127.0.0.1',
+        'Nameservers 127.0.0.1',
+        // It refuses to start under a world-writable /tmp otherwise (ECOSYSTEM.md section 5).
+        'RequireSafeKeys false',
+        '',
+      ].join('\n'),
+    );
+    const owned = run('opendkim', ['-f', '-x', conf], dir, 'opendkim.log');
+    const log = (): string => readLogs(dir);
+    const stop = async (): Promise<void> => {
+      await owned.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+      await waitPort(port, [owned], 10_000, 'opendkim', log);
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    return { port, dir, log, stop, selector: 'sel1', domain: 'example.test', publicKeyTxt: `v=DKIM1; k=rsa; p=${der.toString('base64')}` };
+  });
+}
+
+/** spamd (shipped rules, no network tests) and spamass-milter in front of it. `milterArgs`: e.g. ["-r", "15"] to reject. */
+export function startSpamassMilter(milterArgs: string[] = []): Promise<MilterPeer> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-spamass-'));
+    chmodSync(dir, 0o755);
+    const spamdPort = await freePort();
+    const port = await freePort();
+    // Without the .pre files every scan fails ("no loaded plugin implements 'check_main'").
+    for (const f of readdirSync('/etc/spamassassin')) if (f.endsWith('.pre')) copyFileSync(path.join('/etc/spamassassin', f), path.join(dir, f));
+    writeFileSync(path.join(dir, 'local.cf'), 'use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n');
+    const spamd = run(
+      'spamd',
+      [`--listen=127.0.0.1:${spamdPort}`, '--allowed-ips=127.0.0.1', `--pidfile=${path.join(dir, 'spamd.pid')}`, `--siteconfigpath=${dir}`, '--nouser-config', '--username=nobody', '--syslog=stderr', '--min-children=1', '--max-children=2'],
+      dir,
+      'spamd.log',
+    );
+    const log = (): string => readLogs(dir);
+    const owned: OwnedProcess[] = [spamd];
+    const stop = async (): Promise<void> => {
+      for (const o of owned.reverse()) await o.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!readFileSync(path.join(dir, 'spamd.log'), 'utf8').includes('server successfully spawned child')) {
+        if (spamd.isExited() || Date.now() > deadline) throw new Error(`spamd did not start\n${log().slice(-3000)}`);
+        await sleep(100);
+      }
+      owned.push(run('spamass-milter', ['-p', `inet:${port}@127.0.0.1`, '-P', path.join(dir, 'sm.pid'), ...milterArgs, '--', '-d', '127.0.0.1', '-p', String(spamdPort)], dir, 'spamass-milter.log'));
+      await waitPort(port, owned, 10_000, 'spamass-milter', log);
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    return { port, dir, log, stop };
+  });
+}
+
+/** rspamd with its proxy worker in milter mode, scanning itself (self_scan), DNS pointed nowhere. */
+export function startRspamd(): Promise<MilterPeer> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-rspamd-'));
+    chmodSync(dir, 0o755);
+    const [normal, controller, port, dnsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const o = path.join(dir, 'override.d');
+    mkdirSync(o);
+    writeFileSync(path.join(o, 'worker-normal.inc'), `bind_socket = "127.0.0.1:${normal}";\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-controller.inc'), `bind_socket = "127.0.0.1:${controller}";\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-proxy.inc'), `bind_socket = "127.0.0.1:${port}";\nmilter = yes;\ntimeout = 120s;\nupstream "local" { default = yes; self_scan = yes; }\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-fuzzy.inc'), 'count = -1;\n');
+    writeFileSync(path.join(o, 'logging.inc'), 'type = "console";\nlevel = "notice";\n');
+    writeFileSync(path.join(o, 'options.inc'), `dns { nameserver = ["127.0.0.1:${dnsPort}"]; timeout = 1s; retransmits = 1; }\n`);
+    const owned = run(
+      'rspamd',
+      ['-f', '-i', '-u', 'root', '-g', 'root', '-c', '/etc/rspamd/rspamd.conf', '--var', `LOCAL_CONFDIR=${dir}`, '--var', `RUNDIR=${dir}`, '--var', `DBDIR=${dir}`, '--var', `LOGDIR=${dir}`],
+      dir,
+      'rspamd.log',
+    );
+    const log = (): string => readLogs(dir);
+    const stop = async (): Promise<void> => {
+      await owned.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+      await waitPort(port, [owned], 60_000, 'rspamd proxy', log);
+      await waitPort(normal, [owned], 60_000, 'rspamd normal worker', log);
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    return { port, dir, log, stop };
+  });
+}

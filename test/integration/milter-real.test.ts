@@ -1,0 +1,49 @@
+// The milter client against real milters on loopback (test/helpers/milter-peers.ts): opendkim
+// signing, whose DKIM-Signature mailauth verifies on the stored message (the public key served
+// by a resolver function: the filter is real, only DNS is not asked); spamass-milter with spamd
+// tagging clean mail and refusing GTUBE. Each in ONE SMTP session: a clean message, RSET, a GTUBE
+// message, a clean message; every message of the session goes through the filter.
+// rspamd has its own file (milter-rspamd.test.ts): it is heavy to start.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { startOpendkim, startSpamassMilter } from '../helpers/milter-peers.ts';
+import { cleanGtubeClean, serverWithMilter, storedById } from '../helpers/milter-session.ts';
+
+test('opendkim (signing) as a milter: every message of one session is signed, and mailauth verifies each stored signature', { timeout: 60_000 }, async (t) => {
+  const dkim = await startOpendkim();
+  t.after(dkim.stop);
+  const server = await serverWithMilter(t, dkim.port);
+  const { ids } = await cleanGtubeClean(server.port, 250);
+  assert.equal(ids.length, 3);
+  const messages = await storedById(server.spoolDir);
+  const resolver = async (name: string, type: string): Promise<string[][]> => {
+    if (type === 'TXT' && name === `${dkim.selector}._domainkey.${dkim.domain}`) return [[dkim.publicKeyTxt]];
+    throw Object.assign(new Error(`no ${type} for ${name}`), { code: 'ENOTFOUND' });
+  };
+  for (const id of ids) {
+    const content = messages.get(id);
+    assert.ok(content !== undefined, id);
+    assert.match(content, /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=example\.test;\r\n\ts=sel1;/, `${id}: signed\n${dkim.log()}`);
+    const result = await dkimVerify(Buffer.from(content, 'latin1'), { resolver });
+    assert.equal(result.results.length, 1);
+    assert.equal(result.results[0].status.result, 'pass', `${id}: ${JSON.stringify(result.results[0].status)}`);
+  }
+});
+
+test('spamass-milter with spamd as a milter: clean mail tagged X-Spam-Status: No, GTUBE refused in the session (-r), in one session', { timeout: 120_000 }, async (t) => {
+  const sa = await startSpamassMilter(['-r', '15']);
+  t.after(sa.stop);
+  const server = await serverWithMilter(t, sa.port);
+  const { ids, gtube } = await cleanGtubeClean(server.port, 550);
+  assert.match(gtube, /^550 5\.7\.1 /, gtube);
+  assert.equal(ids.length, 2);
+  const messages = await storedById(server.spoolDir);
+  assert.deepEqual([...messages.keys()].sort(), [...ids].sort(), 'the refused message is not stored');
+  for (const id of ids) {
+    const content = messages.get(id)!;
+    assert.match(content, /\r\nX-Spam-Status: No, score=/, `${id}: tagged\n${sa.log().slice(-2000)}`);
+    assert.match(content, /\r\nX-Spam-Checker-Version: SpamAssassin/);
+  }
+});
