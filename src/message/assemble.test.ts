@@ -110,3 +110,33 @@ test('a message without a header section is recognised however its first CRLF is
   assert.deepEqual(headerSection([Buffer.from('\r'), Buffer.from('\nbody\r\n\r\nmore\r\n')]), { bytes: 0, hasSeparator: false });
   assert.deepEqual(headerSection([Buffer.from('\r\n'), Buffer.from('x')]), { bytes: 0, hasSeparator: false });
 });
+
+test('filter edits: insert at an index keeps a valid fold and refolds a broken one; sender, body (made canonical) and discard', () => {
+  const prepared = prepareMessage(input('Subject: Hi\r\nFrom: a@c.example\r\n\r\nbody\r\n'));
+  const m = finishMessage(prepared, [
+    {
+      headers: [
+        { op: 'insert', index: 0, field: 'DKIM-Signature: v=1;\r\n\tb=abc' },
+        { op: 'insert', index: 99, field: 'X-Last: 1' },
+        { op: 'insert', index: 2, field: 'X-Bad: a\r\nInjected: yes' },
+        { op: 'insert', index: 1, field: 'not a field' },
+      ],
+      sender: 'new@c.example',
+      body: [Buffer.from('line1\nline2\rline3')],
+    },
+  ]);
+  assert.ok(m !== null);
+  const t = text(m);
+  assert.match(t, /^DKIM-Signature: v=1;\r\n\tb=abc\r\nReceived: /, 'the filter\'s fold kept');
+  assert.match(t, /\r\nX-Bad: a Injected: yes\r\n/, 'a line end that is no fold cannot start a field of its own');
+  assert.doesNotMatch(t, /not a field/);
+  assert.match(t, /From: a@c\.example\r\nX-Last: 1\r\n\r\nline1\r\nline2\r\nline3\r\n$/);
+  assert.equal(m.reversePath, 'new@c.example');
+  assert.equal(m.size, t.length);
+  assert.equal(finishMessage(prepared, [{ sender: 'not an address' }])?.reversePath, 'a@c.example', 'an invalid sender is ignored');
+  assert.equal(finishMessage(prepared, [{ sender: '' }])?.reversePath, '', 'the null sender is allowed');
+  assert.equal(finishMessage(prepared, [{ headers: [{ op: 'add', field: 'X: 1' }] }, { discard: true }]), null);
+  // A message without a body gets its empty line before a new body.
+  const bare = finishMessage(prepareMessage(input('Subject: Hi\r\n')), [{ body: [Buffer.from('new\r\n')] }]);
+  assert.match(text(bare!), /Subject: Hi\r\n\r\nnew\r\n$/);
+});
