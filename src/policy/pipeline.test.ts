@@ -283,3 +283,13 @@ for (const kind of STORE_KINDS) {
     assert.deepEqual(recalled, { action: 'reject', reply: reply(554, '5.7.1', 'Listed'), check: 'deny', reason: 'remembered for the client network: zen', key: '' });
   });
 }
+
+test('sessionClosed reaches every check that holds per-session state; one that throws is logged, the rest still run', () => {
+  const closed: string[] = [];
+  const quiet: Check = { name: 'quiet', stages: ['mail'], run: () => ({ action: 'continue' }) };
+  const thrower: Check = { name: 'thrower', stages: ['mail'], run: () => ({ action: 'continue' }), sessionClosed: () => { throw new Error('bug'); } };
+  const holder: Check = { name: 'holder', stages: ['rcpt'], run: () => ({ action: 'continue' }), sessionClosed: (id) => void closed.push(id) };
+  const pipeline = new PolicyPipeline([quiet, thrower, holder], { log, defaultTimeoutMs: 1000 });
+  pipeline.sessionClosed('S1');
+  assert.deepEqual(closed, ['S1']);
+});

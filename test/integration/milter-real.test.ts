@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { startOpendkim, startSpamassMilter } from '../helpers/milter-peers.ts';
 import { cleanGtubeClean, serverWithMilter, storedById } from '../helpers/milter-session.ts';
+import { SmtpClient } from '../helpers/smtp-client.ts';
 
 test('opendkim (signing) as a milter: every message of one session is signed, and mailauth verifies each stored signature', { timeout: 60_000 }, async (t) => {
   const dkim = await startOpendkim();
@@ -30,6 +31,15 @@ test('opendkim (signing) as a milter: every message of one session is signed, an
     assert.equal(result.results.length, 1);
     assert.equal(result.results[0].status.result, 'pass', `${id}: ${JSON.stringify(result.results[0].status)}`);
   }
+  // The filter stopped mid-test: the next session's mail gets on_failure (tempfail), nothing is stored.
+  await dkim.stop();
+  const c = await SmtpClient.connect(server.port);
+  await c.expect('', 220, 'greeting');
+  await c.expect('EHLO client.example.test\r\n', 250);
+  assert.equal((await c.expect('MAIL FROM:<a@example.test>\r\n', 451)).text, '451 4.7.1 Content filter unavailable, try again later');
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  assert.equal((await storedById(server.spoolDir)).size, 3);
 });
 
 test('spamass-milter with spamd as a milter: clean mail tagged X-Spam-Status: No, GTUBE refused in the session (-r), in one session', { timeout: 120_000 }, async (t) => {

@@ -41,8 +41,9 @@ function queueIdOf(text: string): string {
   return m[1];
 }
 
-async function start(t: { after: (fn: () => Promise<void> | void) => void }, milters: Partial<MilterConfig>[], ports: number[]) {
+async function start(t: { after: (fn: () => Promise<void> | void) => void }, milters: Partial<MilterConfig>[], ports: number[], tune: (c: Config) => void = () => undefined, logLines: string[] | null = null) {
   const config: Config = defaultConfig();
+  tune(config);
   config.domains.local = ['example.test'];
   config.smtp.hostname = 'mx.example.test';
   config.verdicts.maxRefusalsPerSession = 20;
@@ -53,7 +54,8 @@ async function start(t: { after: (fn: () => Promise<void> | void) => void }, mil
     commandTimeoutSeconds: 2,
     ...m,
   }));
-  const pipeline = buildPipeline(config, pino({ level: 'silent' }));
+  const log = logLines === null ? pino({ level: 'silent' }) : pino({ level: 'warn' }, { write: (line: string) => void logLines.push(line) });
+  const pipeline = buildPipeline(config, log);
   assert.ok(pipeline !== null);
   const server = await startTestServer(config, { policy: pipeline });
   t.after(server.stop);
@@ -245,7 +247,8 @@ test('milter failures: a hang is cut by the command timeout, garbage and a close
     if (c.cmd === 'B' && mode === 'close') return 'close';
     return [pkt('c')];
   });
-  const server = await start(t, [{ commandTimeoutSeconds: 1 }], [milter.port]);
+  const logLines: string[] = [];
+  const server = await start(t, [{ commandTimeoutSeconds: 1 }], [milter.port], () => undefined, logLines);
   for (const m of ['hang', 'garbage', 'close']) {
     mode = m;
     const c = await session(server.port);
@@ -259,6 +262,11 @@ test('milter failures: a hang is cut by the command timeout, garbage and a close
     c.close();
   }
   assert.equal((await stored(server.spoolDir)).size, 0, 'nothing stored, nothing half-stored');
+  const failures = logLines.map((l) => JSON.parse(l) as { msg: string; milter: string; reason: string }).filter((l) => l.msg === 'milter failed');
+  assert.deepEqual(failures.map((l) => l.milter), [`127.0.0.1:${milter.port}`, `127.0.0.1:${milter.port}`, `127.0.0.1:${milter.port}`], 'one warning per session, naming the filter');
+  assert.match(failures[0].reason, /^timeout: no response within 1000 ms/);
+  assert.match(failures[1].reason, /^protocol: unknown response code 0x5a/);
+  assert.match(failures[2].reason, /^closed: filter closed the connection/);
 
   // A filter that is down; then one that hangs with on_failure = "accept".
   const downPort = await freePort();
@@ -308,4 +316,28 @@ test('milter chain: two filters in order, each seeing every message of the sessi
   assert.equal(first.connections.length, 1);
   assert.equal(second.connections.length, 1);
   assert.ok(second.connections[0].some((x) => x.cmd === 'A'), 'the second filter had its message aborted when the first refused');
+});
+
+test('milter after STARTTLS and with a body in its body file: HELO again with the TLS macros; the body read from the file, replaced', async (t) => {
+  const milter = await stub(t, replying(0, 0x1ff, (c) => (c.cmd === 'E' ? [pkt('b', 'short now\r\n'), pkt('c')] : undefined)));
+  const server = await start(t, [{}], [milter.port], (c) => {
+    c.smtp.bodyMemoryBytes = 2 ** 16;
+  });
+  const c = await session(server.port);
+  await c.expect('STARTTLS\r\n', 220);
+  await c.startTls();
+  await c.expect('EHLO client.example\r\n', 250);
+  const body = `${'y'.repeat(998)}\r\n`.repeat(300);
+  const id = queueIdOf(await send(c, ['alice@example.test'], `Subject: spilled\r\n\r\n${body}`, 250));
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  const seen = milter.connections[0];
+  const helos = seen.filter((x) => x.cmd === 'H');
+  assert.equal(helos.length, 2, 'HELO before and after STARTTLS');
+  const tlsMacros = seen.filter((x) => x.cmd === 'D' && x.data[0] === 0x48).map((x) => macros(x.data).values);
+  assert.equal(tlsMacros[0].get('{tls_version}'), undefined);
+  assert.match(tlsMacros[1].get('{tls_version}') ?? '', /^TLSv1\.[23]$/);
+  assert.ok((tlsMacros[1].get('{cipher}') ?? '') !== '');
+  assert.equal(Buffer.concat(seen.filter((x) => x.cmd === 'B').map((x) => x.data)).toString(), body, 'the whole body, read back from its body file');
+  assert.match((await stored(server.spoolDir)).get(id)!.content, /Subject: spilled\r\n\r\nshort now\r\n$/);
 });

@@ -46,6 +46,8 @@ const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]{1,200}$/;
 export function milterCheck(opts: MilterCheckOptions): Check {
   const budget = opts.stageBudgetMs ?? STAGE_BUDGET_MS;
   const sessions = new Map<string, MilterConversation[]>();
+  /** Failures already logged, per session and filter, so a dead filter logs once per session. */
+  const logged = new Map<string, Set<number>>();
   const names = opts.milters.map((m) => formatAddress(m.address));
 
   const conversations = (sessionId: string): MilterConversation[] => {
@@ -55,6 +57,7 @@ export function milterCheck(opts: MilterCheckOptions): Check {
         const [oldest, convs] = sessions.entries().next().value!;
         for (const c of convs) c.close();
         sessions.delete(oldest);
+        logged.delete(oldest);
       }
       list = opts.milters.map((m) => new MilterConversation({ address: m.address, connectTimeoutMs: m.connectTimeoutMs, commandTimeoutMs: m.commandTimeoutMs, maxBodyBytes: opts.maxBodyBytes }));
       sessions.set(sessionId, list);
@@ -89,8 +92,6 @@ export function milterCheck(opts: MilterCheckOptions): Check {
     return { action: 'tempfail', reply: REPLY.milterUnavailable, check: 'milter', reason: `milter ${names[i]} failed: ${reason}` };
   };
 
-  /** Failures already logged, per session and filter, so a dead filter logs once per session. */
-  const logged = new Map<string, Set<number>>();
   const firstFailure = (sessionId: string, i: number): boolean => {
     let set = logged.get(sessionId);
     if (set === undefined) logged.set(sessionId, (set = new Set()));
