@@ -55,7 +55,8 @@ export function macros(data: Buffer): { forCmd: string; values: Map<string, stri
   return { forCmd: String.fromCharCode(data[0]), values };
 }
 
-export async function startStubMilter(script: StubScript): Promise<StubMilter> {
+/** `socketPath`: listen on that UNIX socket instead of a free loopback port (then `port` is 0). */
+export async function startStubMilter(script: StubScript, socketPath: string | null = null): Promise<StubMilter> {
   const connections: MilterCommand[][] = [];
   const sockets = new Set<net.Socket>();
   let closed = 0;
@@ -86,7 +87,7 @@ export async function startStubMilter(script: StubScript): Promise<StubMilter> {
       sockets.delete(socket);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => (socketPath === null ? server.listen(0, '127.0.0.1', resolve) : server.listen(socketPath, resolve)));
   const address = server.address();
   const port = typeof address === 'object' && address !== null ? address.port : 0;
   return {

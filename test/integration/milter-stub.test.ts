@@ -6,6 +6,9 @@
 // down, and on_failure = "accept".
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
@@ -48,7 +51,7 @@ async function start(t: { after: (fn: () => Promise<void> | void) => void }, mil
   config.smtp.hostname = 'mx.example.test';
   config.verdicts.maxRefusalsPerSession = 20;
   config.milter = milters.map((m, i) => ({
-    address: { kind: 'tcp', host: '127.0.0.1', port: ports[i] },
+    address: { kind: 'tcp' as const, host: '127.0.0.1', port: ports[i] },
     onFailure: 'tempfail',
     connectTimeoutSeconds: 2,
     commandTimeoutSeconds: 2,
@@ -340,4 +343,37 @@ test('milter after STARTTLS and with a body in its body file: HELO again with th
   assert.ok((tlsMacros[1].get('{cipher}') ?? '') !== '');
   assert.equal(Buffer.concat(seen.filter((x) => x.cmd === 'B').map((x) => x.data)).toString(), body, 'the whole body, read back from its body file');
   assert.match((await stored(server.spoolDir)).get(id)!.content, /Subject: spilled\r\n\r\nshort now\r\n$/);
+});
+
+test('milter over a UNIX socket: every message of the session is filtered, pipelined and BDAT ones too; 8-bit header fields go as stored', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-milter-sock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socketPath = path.join(dir, 'milter.sock');
+  const subjects: Buffer[] = [];
+  const milter = await startStubMilter(
+    replying(0, 0x1ff, (c) => {
+      if (c.cmd === 'L' && c.data.toString('latin1').startsWith('Subject\0')) subjects.push(c.data.subarray(8, c.data.length - 1));
+      if (c.cmd === 'E') return [pkt('h', `X-Filtered\0${subjects.length}\0`), pkt('c')];
+      return undefined;
+    }),
+    socketPath,
+  );
+  t.after(milter.stop);
+  const server = await start(t, [{ address: { kind: 'unix', path: socketPath } }], [0]);
+  const c = await session(server.port);
+  const ids: string[] = [];
+  ids.push(queueIdOf(await send(c, ['alice@example.test'], 'Subject: one\r\n\r\nx\r\n', 250)));
+  c.write('MAIL FROM:<a@client.example> SMTPUTF8\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: caf\u00e9\r\n\r\nx\r\n.\r\n');
+  assert.deepEqual([(await c.reply())?.code, (await c.reply())?.code, (await c.reply())?.code], [250, 250, 354]);
+  ids.push(queueIdOf((await c.reply())!.text));
+  const bdat = 'Subject: three\r\n\r\nx\r\n';
+  c.write(`MAIL FROM:<a@client.example>\r\nRCPT TO:<alice@example.test>\r\nBDAT ${bdat.length} LAST\r\n${bdat}`);
+  assert.deepEqual([(await c.reply())?.code, (await c.reply())?.code], [250, 250]);
+  ids.push(queueIdOf((await c.reply())!.text));
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  assert.equal(milter.connections.length, 1);
+  assert.deepEqual(subjects.map((b) => b.toString('hex')), [Buffer.from('one').toString('hex'), Buffer.from('caf\u00e9', 'utf8').toString('hex'), Buffer.from('three').toString('hex')]);
+  const messages = await stored(server.spoolDir);
+  ids.forEach((id, i) => assert.match(messages.get(id)!.content, new RegExp(`X-Filtered: ${i + 1}\r\n\r\nx\r\n$`)));
 });

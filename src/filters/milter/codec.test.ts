@@ -60,6 +60,8 @@ test('commands: recorded bytes of every command we send', () => {
   assert.equal(encodeRcpt(['<c@d.example>']).toString('latin1'), '\0\0\0\x0fR<c@d.example>\0');
   assert.equal(encodeData().toString('latin1'), '\0\0\0\x01T');
   assert.equal(encodeHeader('Subject', 'Hi\n\tthere').toString('latin1'), '\0\0\0\x13LSubject\0Hi\n\tthere\0');
+  // Header fields go as the octets stored (latin1 strings), 8-bit ones unchanged.
+  assert.equal(hex(encodeHeader('Subject', '\xc3\xa9')), '0000000c4c5375626a65637400c3a900');
   assert.equal(encodeEoh().toString('latin1'), '\0\0\0\x01N');
   assert.equal(encodeBody(Buffer.from('Hello.\r\n')).toString('latin1'), '\0\0\0\x09BHello.\r\n');
   assert.equal(encodeEob().toString('latin1'), '\0\0\0\x01E');

@@ -107,8 +107,8 @@ function packet(cmd: number, data: Buffer = Buffer.alloc(0)): Buffer {
 
 /** A NUL-terminated string. Security: a NUL inside would end the field early (the filter would
  *  read the rest as the next field), so it becomes a space; SMTP input never carries one anyway. */
-function cstr(text: string): Buffer {
-  const b = Buffer.from(text.replace(/\0/g, ' '), 'utf8');
+function cstr(text: string, encoding: 'utf8' | 'latin1' = 'utf8'): Buffer {
+  const b = Buffer.from(text.replace(/\0/g, ' '), encoding);
   const out = Buffer.allocUnsafe(b.length + 1);
   b.copy(out);
   out[b.length] = 0;
@@ -147,19 +147,22 @@ export function encodeHelo(name: string): Buffer {
 
 /** SMFIC_MAIL / SMFIC_RCPT: the address in angle brackets, then each ESMTP parameter. */
 export function encodeMail(args: readonly string[]): Buffer {
-  return packet(CMD.mail, Buffer.concat(args.map(cstr)));
+  return packet(CMD.mail, Buffer.concat(args.map((a) => cstr(a))));
 }
 
 export function encodeRcpt(args: readonly string[]): Buffer {
-  return packet(CMD.rcpt, Buffer.concat(args.map(cstr)));
+  return packet(CMD.rcpt, Buffer.concat(args.map((a) => cstr(a))));
 }
 
 export function encodeData(): Buffer {
   return packet(CMD.data);
 }
 
+/** A header field as the message holds it: `name` and `value` are octet strings (one latin1
+ *  character per octet, as message/header.ts parses them), sent as those octets, so an 8-bit
+ *  field reaches a signing filter exactly as it is stored. */
 export function encodeHeader(name: string, value: string): Buffer {
-  return packet(CMD.header, Buffer.concat([cstr(name), cstr(value)]));
+  return packet(CMD.header, Buffer.concat([cstr(name, 'latin1'), cstr(value, 'latin1')]));
 }
 
 export function encodeEoh(): Buffer {
