@@ -28,9 +28,10 @@ function run(program: string, args: string[], dir: string, logName: string): Own
   }
 }
 
-function accepts(port: number): Promise<boolean> {
+/** Whether a loopback port, or a UNIX socket path, accepts a connection. */
+function accepts(where: number | string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
+    const s = typeof where === 'string' ? net.connect({ path: where }) : net.connect({ host: '127.0.0.1', port: where });
     s.once('connect', () => {
       s.destroy();
       resolve(true);
@@ -39,7 +40,7 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-async function waitPort(port: number, owned: readonly OwnedProcess[], timeoutMs: number, what: string, log: () => string): Promise<void> {
+async function waitPort(port: number | string, owned: readonly OwnedProcess[], timeoutMs: number, what: string, log: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await accepts(port))) {
     const dead = owned.find((o) => o.isExited());
@@ -69,13 +70,15 @@ async function withRetries<T>(start: () => Promise<T>): Promise<T> {
   throw last;
 }
 
-export type Opendkim = MilterPeer & { readonly selector: string; readonly domain: string; readonly publicKeyTxt: string };
+export type Opendkim = MilterPeer & { readonly selector: string; readonly domain: string; readonly publicKeyTxt: string; readonly socketPath: string | null };
 
-/** opendkim signing mail from 127.0.0.1 for d=example.test, s=sel1 (relaxed/relaxed). */
-export function startOpendkim(): Promise<Opendkim> {
+/** opendkim signing mail from 127.0.0.1 for d=example.test, s=sel1 (relaxed/relaxed); on a
+ *  loopback port, or with `unix` on a UNIX socket in its dir (then `port` is 0). */
+export function startOpendkim(opts: { unix?: boolean } = {}): Promise<Opendkim> {
   return withRetries(async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-opendkim-'));
-    const port = await freePort();
+    const port = opts.unix === true ? 0 : await freePort();
+    const socketPath = opts.unix === true ? path.join(dir, 'opendkim.sock') : null;
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const keyFile = path.join(dir, 'sel1.key');
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs1', format: 'pem' }));
@@ -87,7 +90,7 @@ export function startOpendkim(): Promise<Opendkim> {
       [
         'Syslog no',
         'LogWhy yes',
-        `Socket inet:${port}@127.0.0.1`,
+        socketPath === null ? `Socket inet:${port}@127.0.0.1` : `Socket local:${socketPath}`,
         `PidFile ${path.join(dir, 'opendkim.pid')}`,
         'Domain example.test',
         'Selector sel1',
@@ -108,12 +111,12 @@ export function startOpendkim(): Promise<Opendkim> {
       rmSync(dir, { recursive: true, force: true });
     };
     try {
-      await waitPort(port, [owned], 10_000, 'opendkim', log);
+      await waitPort(socketPath ?? port, [owned], 10_000, 'opendkim', log);
     } catch (err) {
       await stop();
       throw err;
     }
-    return { port, dir, log, stop, selector: 'sel1', domain: 'example.test', publicKeyTxt: `v=DKIM1; k=rsa; p=${der.toString('base64')}` };
+    return { port, dir, log, stop, socketPath, selector: 'sel1', domain: 'example.test', publicKeyTxt: `v=DKIM1; k=rsa; p=${der.toString('base64')}` };
   });
 }
 

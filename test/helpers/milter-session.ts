@@ -28,11 +28,12 @@ export function mail(subject: string, body: string, n: number): string {
 
 export const CLEAN_BODY = 'Hello Bob,\r\n\r\nthe minutes of the meeting are attached to the wiki page.\r\n\r\nRegards,\r\nAlice';
 
-export async function serverWithMilter(t: { after: (fn: () => Promise<void>) => void }, port: number) {
+/** A server whose one [[milter]] is at `where`: a loopback port or a UNIX socket path. */
+export async function serverWithMilter(t: { after: (fn: () => Promise<void>) => void }, where: number | string) {
   const config = defaultConfig();
   config.domains.local = ['example.test'];
   config.smtp.hostname = 'mx.example.test';
-  config.milter = [{ address: { kind: 'tcp', host: '127.0.0.1', port }, onFailure: 'tempfail', connectTimeoutSeconds: 5, commandTimeoutSeconds: 30 }];
+  config.milter = [{ address: typeof where === 'string' ? { kind: 'unix', path: where } : { kind: 'tcp', host: '127.0.0.1', port: where }, onFailure: 'tempfail', connectTimeoutSeconds: 5, commandTimeoutSeconds: 30 }];
   const pipeline = buildPipeline(config, pino({ level: process.env.PORTCULLIS_TEST_LOG ?? 'silent' }));
   assert.ok(pipeline !== null);
   const server = await startTestServer(config, { policy: pipeline });

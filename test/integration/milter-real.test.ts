@@ -12,35 +12,37 @@ import { startOpendkim, startSpamassMilter } from '../helpers/milter-peers.ts';
 import { cleanGtubeClean, serverWithMilter, storedById } from '../helpers/milter-session.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
 
-test('opendkim (signing) as a milter: every message of one session is signed, and mailauth verifies each stored signature', { timeout: 60_000 }, async (t) => {
-  const dkim = await startOpendkim();
-  t.after(dkim.stop);
-  const server = await serverWithMilter(t, dkim.port);
-  const { ids } = await cleanGtubeClean(server.port, 250);
-  assert.equal(ids.length, 3);
-  const messages = await storedById(server.spoolDir);
-  const resolver = async (name: string, type: string): Promise<string[][]> => {
-    if (type === 'TXT' && name === `${dkim.selector}._domainkey.${dkim.domain}`) return [[dkim.publicKeyTxt]];
-    throw Object.assign(new Error(`no ${type} for ${name}`), { code: 'ENOTFOUND' });
-  };
-  for (const id of ids) {
-    const content = messages.get(id);
-    assert.ok(content !== undefined, id);
-    assert.match(content, /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=example\.test;\r\n\ts=sel1;/, `${id}: signed\n${dkim.log()}`);
-    const result = await dkimVerify(Buffer.from(content, 'latin1'), { resolver });
-    assert.equal(result.results.length, 1);
-    assert.equal(result.results[0].status.result, 'pass', `${id}: ${JSON.stringify(result.results[0].status)}`);
-  }
-  // The filter stopped mid-test: the next session's mail gets on_failure (tempfail), nothing is stored.
-  await dkim.stop();
-  const c = await SmtpClient.connect(server.port);
-  await c.expect('', 220, 'greeting');
-  await c.expect('EHLO client.example.test\r\n', 250);
-  assert.equal((await c.expect('MAIL FROM:<a@example.test>\r\n', 451)).text, '451 4.7.1 Content filter unavailable, try again later');
-  await c.expect('QUIT\r\n', 221);
-  c.close();
-  assert.equal((await storedById(server.spoolDir)).size, 3);
-});
+for (const unix of [false, true]) {
+  test(`opendkim (signing) as a milter over ${unix ? 'a UNIX socket' : 'TCP'}: every message of one session is signed, and mailauth verifies each stored signature`, { timeout: 60_000 }, async (t) => {
+    const dkim = await startOpendkim({ unix });
+    t.after(dkim.stop);
+    const server = await serverWithMilter(t, dkim.socketPath ?? dkim.port);
+    const { ids } = await cleanGtubeClean(server.port, 250);
+    assert.equal(ids.length, 3);
+    const messages = await storedById(server.spoolDir);
+    const resolver = async (name: string, type: string): Promise<string[][]> => {
+      if (type === 'TXT' && name === `${dkim.selector}._domainkey.${dkim.domain}`) return [[dkim.publicKeyTxt]];
+      throw Object.assign(new Error(`no ${type} for ${name}`), { code: 'ENOTFOUND' });
+    };
+    for (const id of ids) {
+      const content = messages.get(id);
+      assert.ok(content !== undefined, id);
+      assert.match(content, /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=example\.test;\r\n\ts=sel1;/, `${id}: signed\n${dkim.log()}`);
+      const result = await dkimVerify(Buffer.from(content, 'latin1'), { resolver });
+      assert.equal(result.results.length, 1);
+      assert.equal(result.results[0].status.result, 'pass', `${id}: ${JSON.stringify(result.results[0].status)}`);
+    }
+    // The filter stopped mid-test: the next session's mail gets on_failure (tempfail), nothing is stored.
+    await dkim.stop();
+    const c = await SmtpClient.connect(server.port);
+    await c.expect('', 220, 'greeting');
+    await c.expect('EHLO client.example.test\r\n', 250);
+    assert.equal((await c.expect('MAIL FROM:<a@example.test>\r\n', 451)).text, '451 4.7.1 Content filter unavailable, try again later');
+    await c.expect('QUIT\r\n', 221);
+    c.close();
+    assert.equal((await storedById(server.spoolDir)).size, 3);
+  });
+}
 
 test('spamass-milter with spamd as a milter: clean mail tagged X-Spam-Status: No, GTUBE refused in the session (-r), in one session', { timeout: 120_000 }, async (t) => {
   const sa = await startSpamassMilter(['-r', '15']);
