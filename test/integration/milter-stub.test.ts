@@ -377,3 +377,15 @@ test('milter over a UNIX socket: every message of the session is filtered, pipel
   const messages = await stored(server.spoolDir);
   ids.forEach((id, i) => assert.match(messages.get(id)!.content, new RegExp(`X-Filtered: ${i + 1}\r\n\r\nx\r\n$`)));
 });
+
+test('milter out of step: a response that answers no command is a protocol failure, never read as the next answer', async (t) => {
+  // One write: two writes would reach us 40 ms apart (Nagle on the stub's socket), after RCPT went out.
+  const milter = await stub(t, replying(0, 0x1ff, (c) => (c.cmd === 'M' ? [Buffer.concat([pkt('c'), pkt('c')])] : undefined)));
+  const server = await start(t, [{}], [milter.port]);
+  const c = await session(server.port);
+  await c.expect('MAIL FROM:<a@client.example>\r\n', 250);
+  assert.equal((await c.expect('RCPT TO:<alice@example.test>\r\n', 451)).text, '451 4.7.1 Content filter unavailable, try again later');
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  assert.equal((await stored(server.spoolDir)).size, 0);
+});

@@ -68,6 +68,11 @@ export class MilterLink {
     return this.#failure !== null;
   }
 
+  /** Responses received that no wait has taken yet (progress reports aside). */
+  get hasUnread(): boolean {
+    return this.#queue.some((r) => r.kind !== 'progress');
+  }
+
   /** Writes packets; resolves once the socket has taken them (drained when it pushed back), within `timeoutMs`. */
   send(packets: readonly Buffer[], timeoutMs: number): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure);

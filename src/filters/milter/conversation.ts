@@ -484,6 +484,9 @@ export class MilterConversation {
   async #send(packets: readonly Buffer[], deadlineMs: number): Promise<void> {
     const link = this.#link;
     if (link === null) throw new MilterError('closed', 'no connection');
+    // A response nobody asked for would be read as the answer to this command: the two sides
+    // are out of step (a filter replying to a command it negotiated no reply for, say).
+    if (link.hasUnread) throw new MilterError('protocol', 'response received that answers no command');
     await link.send(packets, this.#wait(deadlineMs));
   }
 
