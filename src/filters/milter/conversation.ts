@@ -437,10 +437,8 @@ export class MilterConversation {
       await this.#send([encodeBody(chunk)], deadlineMs);
       if (!isAnswered) return null;
       const r = await this.#final(deadlineMs);
-      if (r.kind === 'continue') return null;
-      // SMFIR_SKIP: no more body wanted; go on with EOB.
-      if (r.kind === 'skip') return r;
-      return r;
+      // SMFIR_SKIP (no more body wanted: go on with EOB) is told apart by the caller.
+      return r.kind === 'continue' ? null : r;
     };
     for await (const piece of body()) {
       let rest = piece;
