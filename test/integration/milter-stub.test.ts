@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import fc from 'fast-check';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
@@ -388,4 +389,67 @@ test('milter out of step: a response that answers no command is a protocol failu
   await c.expect('QUIT\r\n', 221);
   c.close();
   assert.equal((await stored(server.spoolDir)).size, 0);
+});
+
+test('property: whatever complete packets a filter answers with, each message is stored with a 250 or refused with a 4xx/5xx, and the session goes on', { timeout: 120_000 }, async (t) => {
+  const answerArb = fc.oneof(
+    fc.constantFrom('a', 'c', 'd', 'r', 't', 'p', 's', 'f', '4', 'Z', '?').map((c) => [pkt(c)]),
+    fc.constantFrom('550 5.7.1 no', '451 later', '250 ok', 'garbage', '554-5.7.1 a\r\n554 5.7.1 b').map((text) => [pkt('y', `${text}\0`)]),
+    fc.constant([pkt('h', 'X-Fuzz\0v\0'), pkt('c')]),
+    fc.constant([pkt('i', Buffer.concat([u32(7), Buffer.from('X-Ins\0v\0')])), pkt('a')]),
+    fc.constant([pkt('m', Buffer.concat([u32(1), Buffer.from('Subject\0new\0')])), pkt('c')]),
+    fc.constant([pkt('b', 'new body'), pkt('c')]),
+    fc.constant([pkt('-', '<alice@example.test>\0'), pkt('c')]),
+    fc.constant([pkt('q', 'fuzz\0'), pkt('c')]),
+    fc.constant([Buffer.concat([pkt('c'), pkt('c')])]),
+    fc.constant([pkt('O', Buffer.alloc(12))]),
+  );
+  let script: (readonly Buffer[])[] = [];
+  let step = 0;
+  const milter = await stub(t, (c) => {
+    if (c.cmd === 'O') return [optneg(0x1ff, 0)];
+    if (c.cmd === 'D' || c.cmd === 'A' || c.cmd === 'Q') return [];
+    return [...script[step++ % script.length]];
+  });
+  const server = await start(t, [{ commandTimeoutSeconds: 2 }], [milter.port]);
+  let queued = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(answerArb, { minLength: 1, maxLength: 12 }), async (answers) => {
+      script = answers;
+      step = 0;
+      const c = await SmtpClient.connect(server.port);
+      const say = async (line: string) => {
+        c.write(line);
+        return c.reply();
+      };
+      try {
+        const greeting = await c.reply();
+        // A filter's tempfail or reject at CONNECT: 421 (closed) or 554 (only QUIT is served).
+        if (greeting?.code !== 220) {
+          assert.ok(greeting?.code === 421 || greeting?.code === 554, JSON.stringify(greeting));
+          return;
+        }
+        const codes: number[] = [];
+        for (const line of ['EHLO client.example\r\n', 'MAIL FROM:<a@client.example>\r\n', 'RCPT TO:<alice@example.test>\r\n', 'DATA\r\n']) {
+          const reply = await say(line);
+          assert.ok(reply !== null, `${line}: connection closed`);
+          codes.push(reply.code);
+          if (reply.code >= 400) break;
+        }
+        if (codes.at(-1) === 354) {
+          const end = await say(`${MESSAGE}.\r\n`);
+          assert.ok(end !== null && (end.code === 250 || (end.code >= 400 && end.code < 600)), JSON.stringify(end));
+          if (/queued as/.test(end.text)) queued++;
+        }
+        assert.ok(codes.every((code) => code === 250 || code === 354 || (code >= 400 && code < 600)), JSON.stringify(codes));
+        // The session goes on after whatever the filter did.
+        assert.equal((await c.expect('NOOP\r\n', 250)).code, 250);
+        await c.expect('QUIT\r\n', 221);
+      } finally {
+        c.close();
+      }
+    }),
+    { numRuns: 40 },
+  );
+  assert.equal((await stored(server.spoolDir)).size, queued, 'every 250 "queued" is a stored message, and nothing else is');
 });
