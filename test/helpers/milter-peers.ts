@@ -72,9 +72,9 @@ async function withRetries<T>(start: () => Promise<T>): Promise<T> {
 
 export type Opendkim = MilterPeer & { readonly selector: string; readonly domain: string; readonly publicKeyTxt: string; readonly socketPath: string | null };
 
-/** opendkim signing mail from 127.0.0.1 for d=example.test, s=sel1 (relaxed/relaxed); on a
- *  loopback port, or with `unix` on a UNIX socket in its dir (then `port` is 0). */
-export function startOpendkim(opts: { unix?: boolean } = {}): Promise<Opendkim> {
+/** opendkim signing mail from 127.0.0.1 for d=example.test, s=sel1 (relaxed/relaxed unless
+ *  told); on a loopback port, or with `unix` on a UNIX socket in its dir (then `port` is 0). */
+export function startOpendkim(opts: { unix?: boolean; canonicalization?: 'relaxed/relaxed' | 'simple/simple' } = {}): Promise<Opendkim> {
   return withRetries(async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-opendkim-'));
     const port = opts.unix === true ? 0 : await freePort();
@@ -96,7 +96,7 @@ export function startOpendkim(opts: { unix?: boolean } = {}): Promise<Opendkim> 
         'Selector sel1',
         `KeyFile ${keyFile}`,
         'Mode s',
-        'Canonicalization relaxed/relaxed',
+        `Canonicalization ${opts.canonicalization ?? 'relaxed/relaxed'}`,
         'InternalHosts 127.0.0.1',
         'Nameservers 127.0.0.1',
         // It refuses to start under a world-writable /tmp otherwise (ECOSYSTEM.md section 5).

@@ -12,9 +12,11 @@ import { startOpendkim, startSpamassMilter } from '../helpers/milter-peers.ts';
 import { cleanGtubeClean, serverWithMilter, storedById } from '../helpers/milter-session.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
 
-for (const unix of [false, true]) {
-  test(`opendkim (signing) as a milter over ${unix ? 'a UNIX socket' : 'TCP'}: every message of one session is signed, and mailauth verifies each stored signature`, { timeout: 60_000 }, async (t) => {
-    const dkim = await startOpendkim({ unix });
+// Over a UNIX socket with simple/simple: the signature then covers its own field's folding
+// exactly, so it verifies only if the folds opendkim sent are stored as they were.
+for (const [unix, canonicalization] of [[false, 'relaxed/relaxed'], [true, 'simple/simple']] as const) {
+  test(`opendkim (signing, ${canonicalization}) as a milter over ${unix ? 'a UNIX socket' : 'TCP'}: every message of one session is signed, and mailauth verifies each stored signature`, { timeout: 60_000 }, async (t) => {
+    const dkim = await startOpendkim({ unix, canonicalization });
     t.after(dkim.stop);
     const server = await serverWithMilter(t, dkim.socketPath ?? dkim.port);
     const { ids } = await cleanGtubeClean(server.port, 250);
@@ -27,7 +29,7 @@ for (const unix of [false, true]) {
     for (const id of ids) {
       const content = messages.get(id);
       assert.ok(content !== undefined, id);
-      assert.match(content, /^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed\/relaxed; d=example\.test;\r\n\ts=sel1;/, `${id}: signed\n${dkim.log()}`);
+      assert.match(content, new RegExp(`^DKIM-Signature: v=1; a=rsa-sha256; c=${canonicalization}; d=example\\.test;(\r\n\t| )s=sel1;`), `${id}: signed\n${dkim.log()}`);
       const result = await dkimVerify(Buffer.from(content, 'latin1'), { resolver });
       assert.equal(result.results.length, 1);
       assert.equal(result.results[0].status.result, 'pass', `${id}: ${JSON.stringify(result.results[0].status)}`);
