@@ -143,7 +143,7 @@ export function startSpamassMilter(milterArgs: string[] = []): Promise<MilterPee
       rmSync(dir, { recursive: true, force: true });
     };
     try {
-      const deadline = Date.now() + 30_000;
+      const deadline = Date.now() + 120_000;
       while (!readFileSync(path.join(dir, 'spamd.log'), 'utf8').includes('server successfully spawned child')) {
         if (spamd.isExited() || Date.now() > deadline) throw new Error(`spamd did not start\n${log().slice(-3000)}`);
         await sleep(100);
@@ -184,8 +184,8 @@ export function startRspamd(): Promise<MilterPeer> {
       rmSync(dir, { recursive: true, force: true });
     };
     try {
-      await waitPort(port, [owned], 60_000, 'rspamd proxy', log);
-      await waitPort(normal, [owned], 60_000, 'rspamd normal worker', log);
+      await waitPort(port, [owned], 240_000, 'rspamd proxy', log);
+      await waitPort(normal, [owned], 240_000, 'rspamd normal worker', log);
     } catch (err) {
       await stop();
       throw err;

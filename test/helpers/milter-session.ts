@@ -51,7 +51,7 @@ export async function storedById(spoolDir: string): Promise<Map<string, string>>
   return out;
 }
 
-/** One session: clean, RSET, GTUBE (answered `gtubeCode`), clean. The queue ids of the accepted ones, and GTUBE's reply. */
+/** One session: clean, an envelope abandoned by RSET, GTUBE (answered `gtubeCode`), clean. The queue ids of the accepted ones, and GTUBE's reply. */
 export async function cleanGtubeClean(port: number, gtubeCode: number): Promise<{ ids: string[]; gtube: string }> {
   const c = await SmtpClient.connect(port);
   try {
@@ -67,6 +67,9 @@ export async function cleanGtubeClean(port: number, gtubeCode: number): Promise<
     };
     const queued = (text: string): string => /queued as (\S+)/.exec(text)?.[1] ?? assert.fail(text);
     ids.push(queued(await send(mail('Minutes', CLEAN_BODY, 1), 250)));
+    // A transaction abandoned by RSET: the filter gets SMFIC_ABORT before the next MAIL.
+    await c.expect('MAIL FROM:<a@example.test>\r\n', 250);
+    await c.expect('RCPT TO:<bob@example.test>\r\n', 250);
     await c.expect('RSET\r\n', 250);
     gtube = await send(mail('Test', `This is the GTUBE:\r\n${GTUBE}`, 2), gtubeCode);
     if (gtubeCode === 250) ids.push(queued(gtube));

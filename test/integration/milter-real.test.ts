@@ -15,7 +15,7 @@ import { SmtpClient } from '../helpers/smtp-client.ts';
 // Over a UNIX socket with simple/simple: the signature then covers its own field's folding
 // exactly, so it verifies only if the folds opendkim sent are stored as they were.
 for (const [unix, canonicalization] of [[false, 'relaxed/relaxed'], [true, 'simple/simple']] as const) {
-  test(`opendkim (signing, ${canonicalization}) as a milter over ${unix ? 'a UNIX socket' : 'TCP'}: every message of one session is signed, and mailauth verifies each stored signature`, { timeout: 60_000 }, async (t) => {
+  test(`opendkim (signing, ${canonicalization}) as a milter over ${unix ? 'a UNIX socket' : 'TCP'}: every message of one session is signed, and mailauth verifies each stored signature`, { timeout: 120_000 }, async (t) => {
     const dkim = await startOpendkim({ unix, canonicalization });
     t.after(dkim.stop);
     const server = await serverWithMilter(t, dkim.socketPath ?? dkim.port);
@@ -46,7 +46,7 @@ for (const [unix, canonicalization] of [[false, 'relaxed/relaxed'], [true, 'simp
   });
 }
 
-test('spamass-milter with spamd as a milter: clean mail tagged X-Spam-Status: No, GTUBE refused in the session (-r), in one session', { timeout: 120_000 }, async (t) => {
+test('spamass-milter with spamd as a milter: clean mail tagged X-Spam-Status: No, GTUBE refused in the session (-r), in one session', { timeout: 240_000 }, async (t) => {
   const sa = await startSpamassMilter(['-r', '15']);
   t.after(sa.stop);
   const server = await serverWithMilter(t, sa.port);

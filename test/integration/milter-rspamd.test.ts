@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { startRspamd } from '../helpers/milter-peers.ts';
 import { cleanGtubeClean, serverWithMilter, storedById } from '../helpers/milter-session.ts';
 
-test('rspamd in milter mode: clean passes, GTUBE is refused in the session with rspamd\'s 554, clean passes again, in one session', { timeout: 180_000 }, async (t) => {
+test('rspamd in milter mode: clean passes, GTUBE is refused in the session with rspamd\'s 554, clean passes again, in one session', { timeout: 400_000 }, async (t) => {
   const rspamd = await startRspamd();
   t.after(rspamd.stop);
   const server = await serverWithMilter(t, rspamd.port);
