@@ -1,7 +1,7 @@
 // The milter client against rspamd's proxy worker in milter mode (the strict peer: its macro
 // format, its all-no-reply OPTNEG answer): in ONE SMTP session a clean message passes, and after
 // RSET a GTUBE message is refused with rspamd's own 554 reply, then a clean one passes again.
-// rspamd is started once for this file (~8 s, several hundred MB): test/helpers/milter-peers.ts.
+// rspamd is started once for this file (~8 s on a quiet machine, a minute under load; several hundred MB): test/helpers/milter-peers.ts.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
