@@ -24,6 +24,9 @@ export function formatAddress(a: MilterAddress): string {
   return a.kind === 'unix' ? a.path : a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+/** Responses held unread before the filter counts as flooding us (a real one sends a few per command). */
+const MAX_QUEUED_RESPONSES = 10_000;
+
 type Waiter = { resolve: (r: MilterResponse) => void; reject: (e: MilterError) => void; timer: NodeJS.Timeout; timeoutMs: number };
 
 export class MilterLink {
@@ -146,7 +149,13 @@ export class MilterLink {
         clearTimeout(w.timer);
         this.#waiter = null;
         w.resolve(e.response);
-      } else this.#queue.push(e.response);
+      } else {
+        this.#queue.push(e.response);
+        if (this.#queue.length > MAX_QUEUED_RESPONSES) {
+          this.#fail(new MilterError('protocol', `more than ${MAX_QUEUED_RESPONSES} responses unread`));
+          return;
+        }
+      }
     }
   }
 

@@ -79,6 +79,9 @@ export type ContentOutcome = Outcome & { readonly modifications?: readonly Modif
 
 type Txn = { seq: number; status: 'open' | 'accepted' | 'refused' | 'discard' | 'done'; rcpts: Set<string>; queueId: string };
 
+/** Modifications one end-of-message may carry (a real filter sends a handful). */
+const MAX_MODIFICATIONS = 10_000;
+
 const CONTINUE: Outcome = { kind: 'continue' };
 const ACCEPT: Outcome = { kind: 'accept' };
 
@@ -374,10 +377,17 @@ export class MilterConversation {
       }
       await this.#send([encodeMacros(CMD.eob, qid), encodeEob()], deadlineMs);
       const modifications: Modification[] = [];
+      let headerOctets = 0;
       let replaced: Buffer[] | null = null;
       let replacedBytes = 0;
       for (;;) {
         const r = await this.#next(deadlineMs);
+        // Bounded: a filter cannot make us hold more than a message's worth of edits.
+        if (modifications.length >= MAX_MODIFICATIONS) return this.#fail(`more than ${MAX_MODIFICATIONS} modifications`);
+        if (r.kind === 'addheader' || r.kind === 'insheader' || r.kind === 'chgheader') {
+          headerOctets += r.name.length + r.value.length;
+          if (headerOctets > this.#spec.maxBodyBytes) return this.#fail(`header modifications over ${this.#spec.maxBodyBytes} octets`);
+        }
         switch (r.kind) {
           case 'addheader':
           case 'insheader':
