@@ -87,8 +87,10 @@ test('conversation: accept at CONNECT ends the filter\'s part of the session; di
   assert.deepEqual(await c.rcpt(FACTS, txn(1, 'drop@client.example'), ['<b@example.test>'], deadline()), { kind: 'discard' });
   assert.deepEqual(await c.content(FACTS, txn(1, 'drop@client.example'), [['<b@example.test>']], [], body, deadline()), { kind: 'discard' });
   assert.deepEqual(await c.content(FACTS, txn(2), [['<b@example.test>']], [{ name: 'Subject', value: ' x' }], body, deadline()), { kind: 'continue' });
+  // The client goes away after MAIL: ABORT, then QUIT.
+  await c.mail(FACTS, txn(3), deadline());
   c.close();
   await until(() => milter.closed() === 1);
   const cmds = milter.connections[0].filter((x) => x.cmd !== 'D').map((x) => x.cmd).join(' ');
-  assert.equal(cmds, 'O C H M A M R T L N B E Q', 'the discarded message aborted; the next one caught up with MAIL and RCPT; one body chunk, then SKIP');
+  assert.equal(cmds, 'O C H M A M R T L N B E M A Q', 'the discarded message aborted; the next one caught up with MAIL and RCPT; one body chunk, then SKIP; an open transaction aborted before QUIT');
 });

@@ -161,13 +161,17 @@ export class MilterConversation {
     });
   }
 
-  /** Ends the conversation: QUIT (no reply) and close. Safe to call in any state, more than once. */
+  /**
+   * Ends the conversation: ABORT when a transaction is still open (the client went away mid-way),
+   * then QUIT (neither has a reply) and close. Safe to call in any state, more than once.
+   */
   close(): void {
     const link = this.#link;
     this.#link = null;
     this.#status = 'closed';
     if (link === null) return;
-    if (!link.isBroken) void link.send([encodeQuit()], 1000).catch(() => undefined);
+    const isOpen = this.#txn !== null && this.#txn.status !== 'done';
+    if (!link.isBroken) void link.send(isOpen ? [encodeAbort(), encodeQuit()] : [encodeQuit()], 1000).catch(() => undefined);
     link.end();
   }
 
