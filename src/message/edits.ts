@@ -33,3 +33,20 @@ export type MessageEdits = {
   /** Accept the message and drop it: nothing is stored (answered 250, logged). */
   readonly discard?: boolean;
 };
+
+/** Several checks' (or filters') edits as one: header and recipient edits in check order, the first quarantine
+ *  tag, the last sender and body, discard when any asks. */
+export function mergeEdits(all: readonly MessageEdits[]): MessageEdits {
+  if (all.length === 1) return all[0];
+  const quarantine = all.find((e) => e.quarantine !== undefined)?.quarantine;
+  const sender = all.findLast((e) => e.sender !== undefined)?.sender;
+  const body = all.findLast((e) => e.body !== undefined)?.body;
+  return {
+    headers: all.flatMap((e) => e.headers ?? []),
+    recipients: all.flatMap((e) => e.recipients ?? []),
+    ...(quarantine !== undefined ? { quarantine } : {}),
+    ...(sender !== undefined ? { sender } : {}),
+    ...(body !== undefined ? { body } : {}),
+    ...(all.some((e) => e.discard === true) ? { discard: true } : {}),
+  };
+}

@@ -12,7 +12,7 @@ import type { Output, PolicyVerdict } from '../protocol/machine.ts';
 import { REPLY, type Reply } from '../protocol/replies.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import { contentMessage, type SpilledBodyReader } from '../message/content.ts';
-import type { MessageEdits } from '../message/edits.ts';
+import { mergeEdits, type MessageEdits } from '../message/edits.ts';
 import type { StateStore } from '../store/store.ts';
 import { BoundedCache } from '../util/bounded-cache.ts';
 import type { Check, CheckContext } from './check.ts';
@@ -331,22 +331,6 @@ function keyOf(run: StageRun, i: number): string {
   return (run.keys[i] ??= run.checks[i].key?.(run.ctx) ?? defaultKey(run.ctx));
 }
 
-/** Several checks' edits as one: header and recipient edits in check order, the first quarantine
- *  tag, the last sender and body, discard when any asks. */
-function mergeEdits(all: readonly MessageEdits[]): MessageEdits {
-  if (all.length === 1) return all[0];
-  const quarantine = all.find((e) => e.quarantine !== undefined)?.quarantine;
-  const sender = all.findLast((e) => e.sender !== undefined)?.sender;
-  const body = all.findLast((e) => e.body !== undefined)?.body;
-  return {
-    headers: all.flatMap((e) => e.headers ?? []),
-    recipients: all.flatMap((e) => e.recipients ?? []),
-    ...(quarantine !== undefined ? { quarantine } : {}),
-    ...(sender !== undefined ? { sender } : {}),
-    ...(body !== undefined ? { body } : {}),
-    ...(all.some((e) => e.discard === true) ? { discard: true } : {}),
-  };
-}
 
 /**
  * What a verdict is about when the check does not say: the recipient at the rcpt stage; at the

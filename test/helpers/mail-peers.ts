@@ -57,7 +57,8 @@ function greets(port: number): Promise<boolean> {
   });
 }
 
-async function withRetries<T>(start: () => Promise<T>): Promise<T> {
+/** Retries a start whose free port another process took first. */
+export async function withRetries<T>(start: () => Promise<T>): Promise<T> {
   let last: unknown;
   for (let i = 0; i < 3; i++) {
     try {

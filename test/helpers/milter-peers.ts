@@ -14,6 +14,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ownProcess, type OwnedProcess } from './owned-process.ts';
 import { freePort } from './ports.ts';
+import { withRetries } from './mail-peers.ts';
 
 export type MilterPeer = { readonly port: number; readonly dir: string; log(): string; stop(): Promise<void> };
 
@@ -57,18 +58,6 @@ function readLogs(dir: string): string {
   return out;
 }
 
-/** Retries a start whose free port another process took first. */
-async function withRetries<T>(start: () => Promise<T>): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < 3; i++) {
-    try {
-      return await start();
-    } catch (err) {
-      last = err;
-    }
-  }
-  throw last;
-}
 
 export type Opendkim = MilterPeer & { readonly selector: string; readonly domain: string; readonly publicKeyTxt: string; readonly socketPath: string | null };
 

@@ -12,7 +12,7 @@ import { formatAddress, type MilterAddress } from '../../../filters/milter/clien
 import { PROTO } from '../../../filters/milter/codec.ts';
 import { parseFilterReply } from '../../../filters/milter/reply.ts';
 import { oneLine } from '../../../message/header-field.ts';
-import type { HeaderEdit, MessageEdits, RecipientEdit } from '../../../message/edits.ts';
+import { mergeEdits, type HeaderEdit, type MessageEdits, type RecipientEdit } from '../../../message/edits.ts';
 import { formatMailbox } from '../../../protocol/address.ts';
 import { REPLY, type Reply } from '../../../protocol/replies.ts';
 import { queueIdFor, type TransactionView } from '../../../protocol/session.ts';
@@ -155,7 +155,7 @@ export function milterCheck(opts: MilterCheckOptions): Check {
       }
     }
     if (edits.length === 0) return CONTINUE;
-    return { action: 'continue', edits: edits.length === 1 ? edits[0] : mergeEdits(edits) };
+    return { action: 'continue', edits: mergeEdits(edits) };
   };
 
   return {
@@ -279,15 +279,3 @@ function stripBrackets(address: string): string {
   return address.trim().replace(/^<(.*)>$/, '$1');
 }
 
-function mergeEdits(all: readonly MessageEdits[]): MessageEdits {
-  const quarantine = all.find((e) => e.quarantine !== undefined)?.quarantine;
-  const sender = all.findLast((e) => e.sender !== undefined)?.sender;
-  const body = all.findLast((e) => e.body !== undefined)?.body;
-  return {
-    headers: all.flatMap((e) => e.headers ?? []),
-    recipients: all.flatMap((e) => e.recipients ?? []),
-    ...(quarantine !== undefined ? { quarantine } : {}),
-    ...(sender !== undefined ? { sender } : {}),
-    ...(body !== undefined ? { body } : {}),
-  };
-}
