@@ -14,11 +14,13 @@
 # opendkim, spamass-milter (+ spamd) and rspamd: the real milters of the milter client's tests
 # (test/helpers/milter-peers.ts runs each in the foreground with its own config on free ports; a
 # packaged service they may start on a systemd host is never used).
+# clamav-daemon (clamd): the real virus scanner of the clamd check's tests (test/helpers/scanners.ts runs it
+# in the foreground with a one-line EICAR database; no freshclam, no packaged service used).
 set -euo pipefail
 
 # tool -> Debian package that ships it
-tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm haproxy opendkim spamass-milter spamd rspamd)
-declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core [haproxy]=haproxy [opendkim]=opendkim [spamass-milter]=spamass-milter [spamd]=spamd [rspamd]=rspamd)
+tools=(swaks smtp-source smtp-sink postfix openssl python3 redis-server dnsmasq dovecot doveadm haproxy opendkim spamass-milter spamd rspamd clamd)
+declare -A package_of=([swaks]=swaks [smtp-source]=postfix [smtp-sink]=postfix [postfix]=postfix [openssl]=openssl [python3]=python3 [redis-server]=redis-server [dnsmasq]=dnsmasq-base [dovecot]=dovecot-core [doveadm]=dovecot-core [haproxy]=haproxy [opendkim]=opendkim [spamass-milter]=spamass-milter [spamd]=spamd [rspamd]=rspamd [clamd]=clamav-daemon)
 
 # smtp-source and dnsmasq live in /usr/sbin, which a non-root PATH often lacks.
 search_path="$PATH:/usr/sbin:/sbin"

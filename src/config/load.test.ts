@@ -109,11 +109,17 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'batv.domains': ['["Example.TEST"]', ['example.test']],
   'batv.keys': ['[{ id = 1, secret_file = "new.key" }, { id = 0, secret_file = "batv.key" }]', [{ id: 1, secretFile: 'new.key' }, { id: 0, secretFile: 'batv.key' }]],
   'batv.max_age': ['"10d"', 864_000],
+  'clamd.address': ['"[::1]:3310"', { kind: 'tcp', host: '::1', port: 3310 }],
+  'clamd.on_failure': ['"accept"', 'accept'],
+  'clamd.connect_timeout_seconds': ['3', 3],
+  'clamd.command_timeout_seconds': ['20', 20],
+  'clamd.stream_max_bytes': ['104857600', 104_857_600],
+  'clamd.remember_seconds': ['0', 0],
   'batv.exceptions': ['["Lists@example.test"]', ['lists@example.test']],
   'batv.action': ['"tag"', 'tag'],
   'verdicts.ipv4_prefix': ['32', 32],
   'verdicts.ipv6_prefix': ['48', 48],
-  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv"]', ['greylist', 'spf', 'helo', 'recipients', 'batv']],
+  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd']],
   'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
   'dns.timeout_ms': ['500', 500],
   'dns.tries': ['3', 3],
@@ -500,7 +506,7 @@ test('policy checks: names, duplicates, and a configured check left out of the l
   assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems, [
-      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "milter" (did you mean "greylist"?)',
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "milter" (did you mean "greylist"?)',
     ]);
     return true;
   });

@@ -1,10 +1,11 @@
-// What configuration values mean: host names, listen addresses, networks, DNS servers, the
+// What configuration values mean: host names, listen addresses, filter endpoints, networks, DNS servers, the
 // state store, the list of policy checks. Built from the generic validators (validators.ts) and
 // the one home of each rule (net/ for IP, CIDR and host names). Pure.
 
 import { domainToASCII } from 'node:url';
 import { parseCidr } from '../net/cidr.ts';
 import { hostNameProblem, MAX_DNS_NAME_CHARS, MAX_LABEL_OCTETS } from '../net/domain.ts';
+import { formatEndpoint, parseEndpoint, type Endpoint, type EndpointExamples } from '../net/endpoint.ts';
 import { ipFamily } from '../net/ip.ts';
 import { closest } from './suggest.ts';
 import type { ListenAddress } from './types.ts';
@@ -247,5 +248,20 @@ export function stateStore(): Validator<string> {
         : fail(path, value, 'must be "sqlite" or a Redis URL like "redis://127.0.0.1:6379/0"');
     },
     toToml: (value) => JSON.stringify(value),
+  };
+}
+
+/** A filter's address (net/endpoint.ts: "host:port", "[v6]:port", "inet:port@host", a UNIX socket), or `""`: off. */
+export function optionalEndpoint(examples: EndpointExamples): Validator<Endpoint | null> {
+  return {
+    type: 'string',
+    allowed: `\`"host:port"\` (e.g. \`"${examples.tcp}"\`), \`"[ipv6]:port"\`, \`"inet:port@host"\`, a UNIX socket (\`"${examples.unix}"\`, \`"unix:/path"\`), or \`""\`: off`,
+    check(value, path) {
+      if (typeof value !== 'string') return fail(path, value, `must be a string such as "${examples.tcp}" or "${examples.unix}", not ${typeName(value)}`);
+      if (value === '') return ok(null);
+      const parsed = parseEndpoint(value, examples);
+      return typeof parsed === 'string' ? fail(path, value, parsed) : ok(parsed);
+    },
+    toToml: (a) => JSON.stringify(a === null ? '' : formatEndpoint(a)),
   };
 }

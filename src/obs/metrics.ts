@@ -26,6 +26,21 @@ const MAX_CHECK_NAMES = 64;
 const MIN_REPLY_CODE = 400;
 const MAX_REPLY_CODE = 599;
 
+/** The content scanners (policy/checks/clamd, spamd, rspamd). Label values are ours, from fixed sets. */
+export const CONTENT_FILTERS = ['clamd', 'spamd', 'rspamd'] as const;
+export type ContentFilter = (typeof CONTENT_FILTERS)[number];
+/** What one scan came to: clean (no finding), tagged (headers only), tempfail/reject (refused for what the
+ *  scanner found), too_large (over the scanner's stream limit: on_failure), failed (down, slow, garbage: on_failure). */
+export const CONTENT_RESULTS = ['clean', 'tagged', 'tempfail', 'reject', 'too_large', 'failed'] as const;
+export type ContentResult = (typeof CONTENT_RESULTS)[number];
+
+/** What the content scanners count (BuildContext.metrics); absent (null) means nothing is counted. */
+export interface FilterMetrics {
+  contentFilterResult(filter: ContentFilter, result: ContentResult): void;
+  /** A virus found (the signature name goes to the log, never to a label). */
+  virusFound(filter: ContentFilter): void;
+}
+
 /** What the SMTP server counts; absent (null) means nothing is counted. */
 export interface SessionMetrics {
   sessionOpened(): void;
@@ -40,7 +55,7 @@ export interface SessionMetrics {
 
 /** One process's metrics. The server and the policy pipeline call the methods; the registry is
  *  read at scrape time (here, or by the primary through prom-client's cluster IPC). */
-export class Metrics implements SessionMetrics, DefenseMetrics {
+export class Metrics implements SessionMetrics, DefenseMetrics, FilterMetrics {
   readonly registry = new Registry();
   #sessionsOpened = 0;
   #sessionsActive = 0;
@@ -54,6 +69,9 @@ export class Metrics implements SessionMetrics, DefenseMetrics {
   readonly #verdicts = new Map<string, Float64Array>();
   /** Per defense rule, in DEFENSE_RULES order. */
   readonly #defenses = new Float64Array(DEFENSE_RULES.length);
+  /** Index filter * CONTENT_RESULTS.length + result. */
+  readonly #contentResults = new Float64Array(CONTENT_FILTERS.length * CONTENT_RESULTS.length);
+  readonly #viruses = new Float64Array(CONTENT_FILTERS.length);
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -146,6 +164,31 @@ export class Metrics implements SessionMetrics, DefenseMetrics {
         }
       },
     });
+    new Counter({
+      name: `${METRIC_PREFIX}content_filter_results_total`,
+      help: 'Content scans (clamd, spamd, rspamd) by filter and result: clean, tagged, tempfail, reject, too_large, failed.',
+      labelNames: ['filter', 'result'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const counts = self.#contentResults;
+        for (let i = 0; i < counts.length; i++) {
+          if (counts[i] !== 0) this.inc({ filter: CONTENT_FILTERS[Math.floor(i / CONTENT_RESULTS.length)]!, result: CONTENT_RESULTS[i % CONTENT_RESULTS.length]! }, counts[i]);
+        }
+      },
+    });
+    new Counter({
+      name: `${METRIC_PREFIX}virus_found_total`,
+      help: 'Messages refused because a virus scanner found a signature, by filter (the signature is in the log line).',
+      labelNames: ['filter'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (let i = 0; i < CONTENT_FILTERS.length; i++) {
+          if (self.#viruses[i] !== 0) this.inc({ filter: CONTENT_FILTERS[i]! }, self.#viruses[i]);
+        }
+      },
+    });
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: METRIC_PREFIX });
   }
 
@@ -165,6 +208,17 @@ export class Metrics implements SessionMetrics, DefenseMetrics {
     const s = STAGE_INDEX[stage];
     if (s === undefined) return; // not a stage: a type error upstream, nothing to count
     row[s * ACTIONS.length + (ACTION_INDEX[action] ?? OTHER_ACTION)]!++;
+  }
+
+  contentFilterResult(filter: ContentFilter, result: ContentResult): void {
+    const f = CONTENT_FILTERS.indexOf(filter);
+    const r = CONTENT_RESULTS.indexOf(result);
+    if (f >= 0 && r >= 0) this.#contentResults[f * CONTENT_RESULTS.length + r]!++;
+  }
+
+  virusFound(filter: ContentFilter): void {
+    const f = CONTENT_FILTERS.indexOf(filter);
+    if (f >= 0) this.#viruses[f]!++;
   }
 
   defenseFired(rule: DefenseRule): void {

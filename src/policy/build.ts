@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import { createDnsClient, type DnsClient } from '../dns/resolver.ts';
+import type { FilterMetrics } from '../obs/metrics.ts';
 import type { PolicyStage } from '../protocol/session.ts';
 import type { StateStore } from '../store/store.ts';
 import type { Check, CheckBuilder } from './check.ts';
@@ -30,6 +31,8 @@ const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
 export type PipelineHooks = {
   /** Called for every verdict a check decides (metrics). */
   onVerdict?: (check: string, stage: PolicyStage, action: string) => void;
+  /** The content scanners' counters (clamd, spamd, rspamd). */
+  filterMetrics?: FilterMetrics;
   /** A DNS client to use instead of one built from `dns` (tests). */
   dns?: DnsClient;
   now?: () => number;
@@ -53,6 +56,7 @@ export function buildPipeline(cfg: Config, log: Logger, store: StateStore | null
     },
     now,
     log,
+    metrics: hooks.filterMetrics ?? null,
   };
   const checks = cfg.policy.checks.map((name) => BUILDERS[name](cfg, ctx)).filter((c): c is Check => c !== null);
   if (checks.length === 0) return null;

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { DnsClient } from '../dns/resolver.ts';
 import type { ContentMessage } from '../message/content.ts';
+import type { FilterMetrics } from '../obs/metrics.ts';
 import type { RecipientView, SessionView, TransactionView } from '../protocol/session.ts';
 import type { PolicyStage, PolicyVerdict } from '../protocol/verdict.ts';
 import type { StateStore } from '../store/store.ts';
@@ -71,6 +72,8 @@ export type BuildContext = {
   store(what: string): StateStore;
   now(): number;
   readonly log: Logger;
+  /** Where the content scanners count their results; null: nothing is counted. */
+  readonly metrics: FilterMetrics | null;
 };
 
 /** A check's builder: the check as the configuration asks for it, or null when its sections leave it off. */

@@ -11,6 +11,7 @@
 // Never imports check code (check.ts, index.ts): the configuration loader reads this list.
 
 import { batvConfig } from './checks/batv/config.ts';
+import { clamdConfig } from './checks/clamd/config.ts';
 import { dnsblConfig } from './checks/dnsbl/config.ts';
 import { greylistConfig } from './checks/greylist/config.ts';
 import { heloConfig } from './checks/helo/config.ts';
@@ -18,7 +19,7 @@ import { milterConfig } from './checks/milter/config.ts';
 import { recipientsConfig } from './checks/recipients/config.ts';
 import { spfConfig } from './checks/spf/config.ts';
 
-export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, milterConfig] as const;
+export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, clamdConfig, milterConfig] as const;
 
 export type PolicyCheckName = (typeof CHECK_CONFIGS)[number]['name'];
 

@@ -136,6 +136,12 @@ export const REPLY = {
   milterUnavailable: reply(451, '4.7.1', 'Content filter unavailable, try again later'),
   milterRejectedAtConnect: reply(554, '5.7.1', 'Rejected by a content filter'),
   milterTempfailedAtConnect: reply(421, '4.7.1', 'Temporarily refused by a content filter, try again later'),
+  // Content scanners (clamd, spamd, rspamd; docs/filters.md): what they found, the signature or
+  // the score, goes to the log only.
+  contentRejected: reply(554, '5.7.1', 'Message content rejected'),
+  contentTempfailed: reply(451, '4.7.1', 'Message content temporarily refused, try again later'),
+  scannerUnavailable: reply(451, '4.7.1', 'Content scanner unavailable, try again later'),
+  tooLargeToScan: reply(451, '4.3.4', 'Message too large for the content scanner, try again later'),
 } as const;
 
 /**

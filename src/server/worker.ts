@@ -92,7 +92,7 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
     store.purgeExpired().catch((err: unknown) => log.warn({ err }, 'state store purge failed'));
   }, PURGE_INTERVAL_MS);
   purge.unref();
-  const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action) });
+  const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action), filterMetrics: metrics });
   const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics });
   local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
   local?.onVerdictsForgotten?.(() => policy?.forgetRecalled());

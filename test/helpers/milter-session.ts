@@ -6,10 +6,11 @@ import { pino } from 'pino';
 import { defaultConfig } from '../../src/config/types.ts';
 import { buildPipeline } from '../../src/policy/build.ts';
 import { readMessage, scanSpool } from '../../src/spool/reader.ts';
+import { GTUBE } from './scanners.ts';
 import { startTestServer } from './server.ts';
 import { SmtpClient } from './smtp-client.ts';
 
-export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
+export { GTUBE };
 
 export function mail(subject: string, body: string, n: number): string {
   return [

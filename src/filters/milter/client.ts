@@ -5,9 +5,10 @@
 // else, never leaves a socket open after a failure. The conversation is in conversation.ts.
 
 import net from 'node:net';
+import { formatEndpoint, type Endpoint } from '../../net/endpoint.ts';
 import { MilterDecoder, type MilterResponse } from './codec.ts';
 
-export type MilterAddress = { readonly kind: 'tcp'; readonly host: string; readonly port: number } | { readonly kind: 'unix'; readonly path: string };
+export type MilterAddress = Endpoint;
 
 export type MilterErrorCode = 'connect' | 'timeout' | 'closed' | 'protocol';
 
@@ -20,9 +21,7 @@ export class MilterError extends Error {
   }
 }
 
-export function formatAddress(a: MilterAddress): string {
-  return a.kind === 'unix' ? a.path : a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-}
+export const formatAddress: (a: MilterAddress) => string = formatEndpoint;
 
 /** Responses held unread before the filter counts as flooding us (a real one sends a few per command). */
 const MAX_QUEUED_RESPONSES = 10_000;

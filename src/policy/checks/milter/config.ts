@@ -6,6 +6,7 @@ import { listKeyTable, type CheckConfig, type ListKey } from '../../../config/ke
 import { closest } from '../../../config/suggest.ts';
 import { fail, int, isTable, ok, oneOf, show, type Validator } from '../../../config/validators.ts';
 import type { MilterAddress } from '../../../filters/milter/client.ts';
+import { formatEndpoint, parseEndpoint } from '../../../net/endpoint.ts';
 
 /** One `[[milter]]` table: a filter speaking the Sendmail milter protocol. */
 export type MilterConfig = {
@@ -21,33 +22,9 @@ const DEFAULTS = {
   milter: [] as MilterConfig[],
 };
 
-/**
- * A filter's address: "host:port" or "[v6]:port", Postfix's "inet:port@host", or a UNIX socket as
- * an absolute path or "unix:/path" (Postfix's form).
- */
+/** A filter's address (net/endpoint.ts has the forms), with the milter's examples in its problems. */
 export function parseMilterAddress(text: string): MilterAddress | string {
-  // Security: a NUL or a line end would not be the name the OS sees.
-  if (/[\x00-\x1f\x7f]/.test(text)) return 'must not contain control characters';
-  if (text.startsWith('unix:')) text = text.slice(5);
-  if (text.startsWith('/')) return text.length > 1 ? { kind: 'unix', path: text } : 'has no socket path';
-  let host: string;
-  let portText: string;
-  const inet = /^inet:(\d+)@(.+)$/.exec(text);
-  const bracketed = /^\[([^\]]+)\]:(\d+)$/.exec(text);
-  if (inet !== null) [, portText, host] = inet as unknown as [string, string, string];
-  else if (bracketed !== null) [, host, portText] = bracketed as unknown as [string, string, string];
-  else {
-    const colon = text.lastIndexOf(':');
-    if (colon < 0) return 'needs a port ("127.0.0.1:8891") or a UNIX socket path ("/run/opendkim/opendkim.sock")';
-    host = text.slice(0, colon);
-    portText = text.slice(colon + 1);
-    if (host.includes(':')) return 'an IPv6 address goes in brackets, e.g. "[::1]:8891"';
-  }
-  host = host.replace(/^\[|\]$/g, '');
-  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
-  if (!(port >= 1 && port <= 65535)) return `port "${portText}" must be an integer from 1 to 65535`;
-  if (host === '' || !/^[A-Za-z0-9.:-]+$/.test(host)) return `host "${host}" is not an IP address or host name`;
-  return { kind: 'tcp', host: host.toLowerCase(), port };
+  return parseEndpoint(text, { tcp: '127.0.0.1:8891', unix: '/run/opendkim/opendkim.sock' });
 }
 
 function milterAddress(): Validator<MilterAddress> {
@@ -59,7 +36,7 @@ function milterAddress(): Validator<MilterAddress> {
       const parsed = parseMilterAddress(value);
       return typeof parsed === 'string' ? fail(path, value, parsed) : ok(parsed);
     },
-    toToml: (a) => JSON.stringify(a.kind === 'unix' ? a.path : a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`),
+    toToml: (a) => JSON.stringify(formatEndpoint(a)),
   };
 }
 

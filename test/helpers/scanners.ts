@@ -1,0 +1,151 @@
+// Real content scanners for the scanner checks' tests, each on a free loopback port (or a UNIX
+// socket) with its own mkdtemp dir: clamd with a one-line EICAR signature database (no
+// freshclam, ready in well under a second), and the test strings every scanner knows (EICAR,
+// GTUBE). Recipes: ../shared/ECOSYSTEM.md sections 4-6. Owns only the processes it spawned:
+// stops them by their PIDs, never by name. Never skips: a missing program fails the test
+// (scripts/test-deps.sh installs the packages).
+
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withRetries } from './mail-peers.ts';
+import { ownProcess, type OwnedProcess } from './owned-process.ts';
+import { freePort } from './ports.ts';
+
+/** The EICAR anti-virus test file (68 octets): every scanner reports it, it harms nothing. */
+export const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+/** SpamAssassin's and rspamd's spam test string. */
+export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
+/** The name clamd reports for EICAR with startClamd's database (clamd appends ".UNOFFICIAL"). */
+export const EICAR_SIGNATURE = 'Portcullis.Test.EICAR.NDB.UNOFFICIAL';
+
+const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
+
+export type Scanner = { readonly port: number; readonly socketPath: string | null; readonly dir: string; log(): string; stop(): Promise<void> };
+
+function run(program: string, args: string[], dir: string, logName: string): OwnedProcess {
+  const out = openSync(path.join(dir, logName), 'a');
+  try {
+    return ownProcess(spawn(program, args, { stdio: ['ignore', out, out], env: { ...process.env, PATH: SBIN_PATH } }));
+  } finally {
+    closeSync(out);
+  }
+}
+
+/** Whether clamd answers zPING with PONG at `where` (a port or a UNIX socket path). */
+function pings(where: number | string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = typeof where === 'string' ? net.connect({ path: where }) : net.connect({ host: '127.0.0.1', port: where });
+    let got = '';
+    const done = (ok: boolean): void => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(2000, () => done(false));
+    s.once('connect', () => s.write('zPING\0'));
+    s.on('data', (b: Buffer) => {
+      got += b.toString('latin1');
+      if (got.includes('\0')) done(got.startsWith('PONG'));
+    });
+    s.once('error', () => done(false));
+    s.once('close', () => done(false));
+  });
+}
+
+/** clamd knowing only EICAR (one body signature); on a loopback port, or with `unix` on a socket in its dir. */
+export function startClamd(opts: { unix?: boolean; streamMaxLength?: string } = {}): Promise<Scanner> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-clamd-'));
+    const db = path.join(dir, 'db');
+    mkdirSync(db);
+    writeFileSync(path.join(db, 'test.ndb'), `Portcullis.Test.EICAR.NDB:0:*:${Buffer.from('EICAR-STANDARD-ANTIVIRUS-TEST-FILE').toString('hex')}\n`);
+    const port = opts.unix === true ? 0 : await freePort();
+    const socketPath = opts.unix === true ? path.join(dir, 'clamd.sock') : null;
+    const conf = path.join(dir, 'clamd.conf');
+    writeFileSync(
+      conf,
+      [
+        'Foreground yes',
+        `DatabaseDirectory ${db}`,
+        ...(socketPath === null ? [`TCPSocket ${port}`, 'TCPAddr 127.0.0.1'] : [`LocalSocket ${socketPath}`]),
+        `LogFile ${path.join(dir, 'clamd.log')}`,
+        `PidFile ${path.join(dir, 'clamd.pid')}`,
+        `TemporaryDirectory ${dir}`,
+        `StreamMaxLength ${opts.streamMaxLength ?? '25M'}`,
+        'MaxThreads 4',
+        'Bytecode no',
+        '',
+      ].join('\n'),
+    );
+    const owned = run('clamd', ['-c', conf], dir, 'stdout.log');
+    const log = (): string => {
+      let out = '';
+      for (const f of ['stdout.log', 'clamd.log']) {
+        try {
+          out += `--- ${f}\n${readFileSync(path.join(dir, f), 'utf8')}`;
+        } catch {
+          // not written yet
+        }
+      }
+      return out;
+    };
+    const stop = async (): Promise<void> => {
+      await owned.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    const deadline = Date.now() + 60_000;
+    while (!(await pings(socketPath ?? port))) {
+      if (owned.isExited() || Date.now() > deadline) {
+        const text = log();
+        await stop();
+        throw new Error(`clamd did not answer PING: ${owned.isExited() ? `exited ${String(owned.spawnError() ?? '')}` : 'timed out'}\n${text.slice(-3000)}`);
+      }
+      await sleep(50);
+    }
+    return { port, socketPath, dir, log, stop };
+  });
+}
+
+/** A TCP listener that accepts and never answers (a hung scanner); its connections are held until close. */
+export async function startHungListener(): Promise<{ port: number; accepted: () => number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  const server = net.createServer((s) => {
+    accepted++;
+    sockets.add(s);
+    s.on('error', () => {});
+    s.resume();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    accepted: () => accepted,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A TCP listener that answers every connection with `bytes` once it has read something, then closes. */
+export async function startGarbageListener(bytes: Buffer): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.once('data', () => s.end(bytes));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
