@@ -17,6 +17,8 @@ export type Cell = {
   batch: number;
   /** Invocations per run, back to back; a run sends batch × batches messages. */
   batches: number;
+  /** The envelope sender and From: field (smtp-source -f); default sender@example.org. */
+  sender?: string;
 };
 
 export const cellMessages = (cell: Cell): number => cell.batch * cell.batches;
@@ -64,7 +66,7 @@ export function smtpSourceArgs(cell: Cell, port: number): string[] {
     '-s', String(cell.sessions),
     '-m', String(cell.batch),
     '-l', String(cell.messageBytes),
-    '-f', 'sender@example.org',
+    '-f', cell.sender ?? 'sender@example.org',
     '-t', 'user@bench.test',
     `${HOST}:${port}`,
   ];

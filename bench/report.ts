@@ -107,3 +107,12 @@ export function renderTables(cells: Cell[], results: Map<Cell, Record<ServerName
   if (failures.length > 0) out.push('Failures:', '', ...failures, '');
   return out.join('\n');
 }
+
+/** How much other work shared the machine during the measured runs. */
+export function noiseNote(otherCores: number[]): string {
+  if (otherCores.length === 0) return 'No run completed.';
+  const mean = otherCores.reduce((sum, cores) => sum + cores, 0) / otherCores.length;
+  const worst = Math.max(...otherCores);
+  const note = `Other work on the machine (other processes, hypervisor steal) kept ${mean.toFixed(2)} cores busy on average during the measured runs (worst run: ${worst.toFixed(2)}).`;
+  return worst > 0.5 ? `${note} **Warning: the machine was not quiet; these numbers are perturbed.**` : note;
+}

@@ -7,16 +7,15 @@
 //
 //   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
 
-import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Cell, runLoad, type RunResult, waitForQuiet } from './load.ts';
 import { runPolicyScenario } from './policy.ts';
-import { type CellSummary, cellLabel, renderTables, summarize } from './report.ts';
+import { type CellSummary, cellLabel, noiseNote, renderTables, summarize } from './report.ts';
 import { DISPLAY_NAMES, PORTS, type RunningServer, SERVER_NAMES, type ServerName, startServer } from './servers.ts';
-import { findExecutable } from './util.ts';
+import { commitOf, findExecutable } from './util.ts';
 
 const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
   --quick        1 run per cell instead of 3, smaller message counts (a smoke test)
@@ -53,26 +52,6 @@ function plan(quick: boolean): Cell[] {
     }
   }
   return cells;
-}
-
-/** The commit measured, marked when the work tree differs from it. */
-function commitOf(repoDir: string): string {
-  try {
-    const git = (...args: string[]) => execFileSync('git', ['-C', repoDir, ...args], { encoding: 'utf8' }).trim();
-    const dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'src') !== '';
-    return `${git('rev-parse', '--short', 'HEAD')}${dirty ? ' + uncommitted changes in src/' : ''}`;
-  } catch {
-    return 'unknown';
-  }
-}
-
-/** How much other work shared the machine during the measured runs. */
-function noiseNote(otherCores: number[]): string {
-  if (otherCores.length === 0) return 'No run completed.';
-  const mean = otherCores.reduce((sum, cores) => sum + cores, 0) / otherCores.length;
-  const worst = Math.max(...otherCores);
-  const note = `Other work on the machine (other processes, hypervisor steal) kept ${mean.toFixed(2)} cores busy on average during the measured runs (worst run: ${worst.toFixed(2)}).`;
-  return worst > 0.5 ? `${note} **Warning: the machine was not quiet; these numbers are perturbed.**` : note;
 }
 
 function log(line: string): void {

@@ -1,7 +1,7 @@
 // Small helpers the benchmark's server starters share: SMTP readiness, commands with a time limit,
 // and stopping a process we started by its PID. Never signals a process it was not handed.
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -51,6 +51,17 @@ export async function waitForFreePort(port: number, timeoutMs: number): Promise<
     await sleep(100);
   }
   return true;
+}
+
+/** Waits up to `timeoutMs` for something to accept connections on the port (a non-SMTP server). */
+export async function waitForListener(port: number, timeoutMs: number, failure: () => string | undefined): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await acceptsConnections(port))) {
+    const reason = failure();
+    if (reason !== undefined) throw new Error(reason);
+    if (Date.now() > deadline) throw new Error(`nothing listened on ${HOST}:${port} within ${timeoutMs / 1000} s`);
+    await sleep(50);
+  }
 }
 
 /**
@@ -167,4 +178,15 @@ export function findExecutable(name: string): string | undefined {
       return false;
     }
   });
+}
+
+/** The commit measured, marked when the work tree differs from it. */
+export function commitOf(repoDir: string): string {
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', repoDir, ...args], { encoding: 'utf8' }).trim();
+    const dirty = git('status', '--porcelain', '--untracked-files=no', '--', 'src') !== '';
+    return `${git('rev-parse', '--short', 'HEAD')}${dirty ? ' + uncommitted changes in src/' : ''}`;
+  } catch {
+    return 'unknown';
+  }
 }
