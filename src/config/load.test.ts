@@ -115,11 +115,19 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'clamd.command_timeout_seconds': ['20', 20],
   'clamd.stream_max_bytes': ['104857600', 104_857_600],
   'clamd.remember_seconds': ['0', 0],
+  'spamd.address': ['"/run/spamd.sock"', { kind: 'unix', path: '/run/spamd.sock' }],
+  'spamd.on_failure': ['"accept"', 'accept'],
+  'spamd.connect_timeout_seconds': ['3', 3],
+  'spamd.command_timeout_seconds': ['20', 20],
+  'spamd.max_message_bytes': ['2097152', 2_097_152],
+  'spamd.add_header_score': ['4.5', 4.5],
+  'spamd.tempfail_score': ['9', 9],
+  'spamd.reject_score': ['"off"', null],
   'batv.exceptions': ['["Lists@example.test"]', ['lists@example.test']],
   'batv.action': ['"tag"', 'tag'],
   'verdicts.ipv4_prefix': ['32', 32],
   'verdicts.ipv6_prefix': ['48', 48],
-  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd']],
+  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd", "spamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd', 'spamd']],
   'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
   'dns.timeout_ms': ['500', 500],
   'dns.tries': ['3', 3],
@@ -506,7 +514,7 @@ test('policy checks: names, duplicates, and a configured check left out of the l
   assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems, [
-      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "milter" (did you mean "greylist"?)',
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "spamd", "milter" (did you mean "greylist"?)',
     ]);
     return true;
   });

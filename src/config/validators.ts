@@ -253,3 +253,18 @@ export function duration(minSeconds: number, maxSeconds: number, options: { unit
     toToml: (value) => JSON.stringify(durationText(value)),
   };
 }
+
+/** A number (integer or float) from `min` to `max`, or `"off"` when `allowOff` (then null). */
+export function score<Off extends boolean>(min: number, max: number, allowOff: Off): Validator<Off extends true ? number | null : number> {
+  const range = `a number from ${min} to ${max}${allowOff ? ', or "off"' : ''}`;
+  return {
+    type: allowOff ? 'number or string' : 'number',
+    allowed: `${min} to ${max}${allowOff ? ', or `"off"`' : ''}`,
+    check(value, path) {
+      if (allowOff && value === 'off') return ok(null as Off extends true ? number | null : number);
+      if (typeof value === 'number' && Number.isFinite(value) && value >= min && value <= max) return ok(value as Off extends true ? number | null : number);
+      return fail(path, value, `must be ${range}${typeof value === 'number' ? '' : `, not ${typeName(value)}`}`);
+    },
+    toToml: (value) => (value === null ? '"off"' : Number.isInteger(value) ? `${value}.0` : String(value)),
+  };
+}

@@ -5,15 +5,15 @@
 // chunks, then the wait for the verdict), a reply of at most MAX_REPLY_BYTES, and clamd's own
 // StreamMaxLength mirrored by `maxStreamBytes` so an oversized message is answered before any
 // byte is sent. Every outcome is a value (clean, virus, too-large, error with a stable code);
-// never throws, never leaves a socket open.
+// never throws, never leaves a socket open (the socket's part is exchange.ts).
 //
 // Why no npm library (clamscan and the like): the protocol is a dozen lines, those libraries add
 // file scanning, binary fallbacks and their own retries we do not want, and none keeps "over the
 // stream limit" apart from "clean". Reply parsing is pure (parseClamdReply, ClamdReplyReader) and
 // fuzzed: any split of the reply's bytes reads the same, garbage never throws.
 
-import net from 'node:net';
-import { formatEndpoint, type Endpoint } from '../net/endpoint.ts';
+import type { Endpoint } from '../net/endpoint.ts';
+import { exchange, type ExchangeErrorCode, type Write } from './exchange.ts';
 
 /** clamd's StreamMaxLength default (25 MiB): an operator who raises it there raises ours too. */
 export const CLAMD_DEFAULT_STREAM_MAX_BYTES = 25 * 1024 * 1024;
@@ -22,7 +22,7 @@ export const MAX_REPLY_BYTES = 4096;
 /** Largest chunk sent in one length prefix (clamd reads any size up to its StreamMaxLength). */
 const MAX_CHUNK_BYTES = 64 * 1024;
 
-export type ClamdErrorCode = 'connect' | 'timeout' | 'closed' | 'protocol' | 'scanner';
+export type ClamdErrorCode = ExchangeErrorCode | 'protocol' | 'scanner';
 
 export type ClamdResult =
   | { readonly kind: 'clean' }
@@ -97,89 +97,26 @@ const END = Buffer.alloc(4);
  * early as a timeout. Always resolves.
  */
 export async function clamdScan(opts: ClamdOptions, message: { bytes: number; chunks(): AsyncIterable<Buffer> }, signal?: AbortSignal): Promise<ClamdResult> {
-  const where = formatEndpoint(opts.address);
   // Security: over the limit clamd would stop reading and answer an error; a message it cannot
   // see whole must never count as clean, so it is answered here, before any byte is sent.
   if (message.bytes > opts.maxStreamBytes) return { kind: 'too-large', reason: `message of ${message.bytes} bytes is over clamd.stream_max_bytes (${opts.maxStreamBytes})` };
-  return new Promise<ClamdResult>((resolve) => {
-    const reader = new ClamdReplyReader();
-    let isDone = false;
-    let isConnected = false;
-    let isStreamEnded = false;
-    let timer: NodeJS.Timeout | undefined;
-    const socket = opts.address.kind === 'unix' ? net.connect({ path: opts.address.path }) : net.connect({ host: opts.address.host, port: opts.address.port });
-    const finish = (result: ClamdResult): void => {
-      if (isDone) return;
-      isDone = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      resolve(result);
-    };
-    const arm = (ms: number, reason: string): void => {
-      clearTimeout(timer);
-      timer = setTimeout(() => finish({ kind: 'error', code: isConnected ? 'timeout' : 'connect', reason: `clamd ${where}: ${reason}` }), ms);
-    };
-    const onAbort = (): void => finish({ kind: 'error', code: 'timeout', reason: `clamd ${where}: the check's time budget ran out` });
-    if (signal?.aborted === true) return finish({ kind: 'error', code: 'timeout', reason: `clamd ${where}: aborted before connecting` });
-    signal?.addEventListener('abort', onAbort, { once: true });
-    arm(opts.connectTimeoutMs, `connect timed out after ${opts.connectTimeoutMs} ms`);
-    socket.on('data', (bytes: Buffer) => {
-      const result = reader.push(bytes);
-      if (result !== null) finish(result);
-    });
-    socket.on('error', (err) => {
-      // clamd closes as soon as it has answered a stream over its limit: our writes then fail,
-      // but its reply is what counts.
-      const said = reader.end();
-      if (said !== null) return finish(said);
-      // A reset while we still send: usually clamd's StreamMaxLength (its reply can be lost with
-      // the reset), else clamd went away. Either way not clean.
-      const hint = isConnected && !isStreamEnded ? ' while the message was being sent (is clamd\'s StreamMaxLength below clamd.stream_max_bytes?)' : '';
-      finish({ kind: 'error', code: isConnected ? 'closed' : 'connect', reason: `clamd ${where}: ${isConnected ? 'connection failed' : 'connect failed'}: ${err.message}${hint}` });
-    });
-    socket.on('close', () => finish(reader.end() ?? { kind: 'error', code: 'closed', reason: `clamd ${where}: closed the connection without a reply` }));
-    socket.once('connect', () => {
-      isConnected = true;
-      socket.setNoDelay(true);
-      arm(opts.commandTimeoutMs, `no progress sending the message within ${opts.commandTimeoutMs} ms`);
-      void send().catch((err: unknown) => finish({ kind: 'error', code: 'closed', reason: `clamd ${where}: reading the message failed: ${err instanceof Error ? err.message : String(err)}` }));
-    });
-
-    /** Writes, waiting for the socket to drain when it pushes back; false once the scan is over. */
-    const write = async (b: Buffer): Promise<boolean> => {
-      if (isDone) return false;
-      if (socket.write(b)) return true;
-      await new Promise<void>((resume) => {
-        const wake = (): void => {
-          socket.off('drain', wake);
-          socket.off('close', wake);
-          resume();
-        };
-        socket.on('drain', wake);
-        socket.on('close', wake);
-      });
-      if (isDone) return false;
-      arm(opts.commandTimeoutMs, `no progress sending the message within ${opts.commandTimeoutMs} ms`);
-      return true;
-    };
-
-    const send = async (): Promise<void> => {
-      if (!(await write(COMMAND))) return;
-      let sent = 0;
-      for await (const chunk of message.chunks()) {
-        for (let at = 0; at < chunk.length; at += MAX_CHUNK_BYTES) {
-          const piece = chunk.subarray(at, Math.min(chunk.length, at + MAX_CHUNK_BYTES));
-          sent += piece.length;
-          if (sent > opts.maxStreamBytes) return finish({ kind: 'too-large', reason: `message is over clamd.stream_max_bytes (${opts.maxStreamBytes})` });
-          const len = Buffer.allocUnsafe(4);
-          len.writeUInt32BE(piece.length);
-          if (!(await write(len)) || !(await write(piece))) return;
-        }
+  const send = async (write: Write): Promise<ClamdResult | undefined> => {
+    if (!(await write(COMMAND))) return undefined;
+    let sent = 0;
+    for await (const chunk of message.chunks()) {
+      for (let at = 0; at < chunk.length; at += MAX_CHUNK_BYTES) {
+        const piece = chunk.subarray(at, Math.min(chunk.length, at + MAX_CHUNK_BYTES));
+        sent += piece.length;
+        if (sent > opts.maxStreamBytes) return { kind: 'too-large', reason: `message is over clamd.stream_max_bytes (${opts.maxStreamBytes})` };
+        const len = Buffer.allocUnsafe(4);
+        len.writeUInt32BE(piece.length);
+        if (!(await write(len)) || !(await write(piece))) return undefined;
       }
-      if (!(await write(END))) return;
-      isStreamEnded = true;
-      arm(opts.commandTimeoutMs, `no verdict within ${opts.commandTimeoutMs} ms`);
-    };
-  });
+    }
+    await write(END);
+    return undefined;
+  };
+  // A reset while we still send is usually clamd's StreamMaxLength (its reply can be lost with
+  // the reset), else clamd went away. Either way not clean.
+  return exchange({ ...opts, name: 'clamd' }, send, new ClamdReplyReader(), signal, 'while the message was being sent (is clamd\'s StreamMaxLength below clamd.stream_max_bytes?)');
 }

@@ -6,7 +6,7 @@
 // (scripts/test-deps.sh installs the packages).
 
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -106,6 +106,39 @@ export function startClamd(opts: { unix?: boolean; streamMaxLength?: string } = 
       await sleep(50);
     }
     return { port, socketPath, dir, log, stop };
+  });
+}
+
+/** spamd with the shipped rules and no network tests (ready in about a second); `port` is where it listens. */
+export function startSpamd(): Promise<Scanner> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-spamd-'));
+    chmodSync(dir, 0o755);
+    const port = await freePort();
+    // Without the .pre files every scan fails ("no loaded plugin implements 'check_main'").
+    for (const f of readdirSync('/etc/spamassassin')) if (f.endsWith('.pre')) copyFileSync(path.join('/etc/spamassassin', f), path.join(dir, f));
+    writeFileSync(path.join(dir, 'local.cf'), 'use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n');
+    const owned = run(
+      'spamd',
+      [`--listen=127.0.0.1:${port}`, '--allowed-ips=127.0.0.1', `--pidfile=${path.join(dir, 'spamd.pid')}`, `--siteconfigpath=${dir}`, '--nouser-config', '--username=nobody', '--syslog=stderr', '--min-children=1', '--max-children=2'],
+      dir,
+      'spamd.log',
+    );
+    const log = (): string => readFileSync(path.join(dir, 'spamd.log'), 'utf8');
+    const stop = async (): Promise<void> => {
+      await owned.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    const deadline = Date.now() + 120_000;
+    while (!log().includes('server successfully spawned child')) {
+      if (owned.isExited() || Date.now() > deadline) {
+        const text = log();
+        await stop();
+        throw new Error(`spamd did not start\n${text.slice(-3000)}`);
+      }
+      await sleep(100);
+    }
+    return { port, socketPath: null, dir, log, stop };
   });
 }
 
