@@ -3,8 +3,9 @@
 //   none   no filter;
 //   dkim   one milter, opendkim signing (d=example.test; smtp-source sends From: sender@example.test
 //          from 127.0.0.1, one of opendkim's internal hosts), as a [[milter]] / smtpd_milters;
-//   clamd  virus scanning by one clamd (a one-signature database, no freshclam): Portcullis's own
-//          [clamd] check (INSTREAM), Postfix through clamav-milter in front of the same clamd;
+//   clamd  virus scanning by one clamd (a one-signature database, no freshclam; started as the tests
+//          start it, test/helpers/scanners.ts): Portcullis's own [clamd] check (INSTREAM), Postfix
+//          through clamav-milter in front of the same clamd;
 //   both   clamd and opendkim.
 // For each variant and session count, both servers are started afresh side by side (each idle
 // while the other is loaded), warmed up, and their runs alternate, so a change in the machine's
@@ -17,12 +18,12 @@
 //   npm run -s bench:filters -- [--quick] [--sessions 20,100] [--variants none,dkim,clamd,both] [--debug]
 
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { startOpendkim, type Opendkim } from '../test/helpers/milter-peers.ts';
+import { type Scanner, startClamd } from '../test/helpers/scanners.ts';
 import { type Cell, runLoad, type RunResult, waitForQuiet } from './load.ts';
 import { startPortcullis } from './portcullis.ts';
 import { startPostfix } from './postfix.ts';
@@ -44,7 +45,7 @@ type Server = (typeof SERVERS)[number];
 const NAMES: Record<Server, string> = { portcullis: 'Portcullis', postfix: 'Postfix' };
 const LABELS: Record<Variant, string> = { none: 'none', dkim: 'opendkim (milter)', clamd: 'clamd', both: 'clamd + opendkim' };
 /** Apart from the other benches' ports, so a stale server there is never measured. */
-const PORTS = { portcullis: 2624, postfix: 2604, clamd: 2641, clamavMilter: 2642 } as const;
+const PORTS = { portcullis: 2624, postfix: 2604, clamavMilter: 2642 } as const;
 const MESSAGE_BYTES = 64 * 1024;
 /** smtp-source -f: the From: field opendkim signs for (its Domain). */
 const SENDER = 'sender@example.test';
@@ -54,56 +55,8 @@ const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
 type Daemon = { pid: number; version: string; stop: () => Promise<void> };
 
-/** clamd with a one-signature database (EICAR anywhere in the stream), on loopback TCP. */
-async function startClamd(dir: string): Promise<Daemon> {
-  const clamd = findExecutable('clamd');
-  if (clamd === undefined) throw new Error('clamd is not installed (apt-get install clamav-daemon)');
-  mkdirSync(join(dir, 'db'), { recursive: true });
-  writeFileSync(join(dir, 'db/test.ndb'), `Portcullis.Test.EICAR.NDB:0:*:${Buffer.from('EICAR-STANDARD-ANTIVIRUS-TEST-FILE').toString('hex')}\n`);
-  const conf = join(dir, 'clamd.conf');
-  writeFileSync(
-    conf,
-    [
-      'Foreground yes',
-      `DatabaseDirectory ${join(dir, 'db')}`,
-      `TCPSocket ${PORTS.clamd}`,
-      `TCPAddr ${HOST}`,
-      `PidFile ${join(dir, 'clamd.pid')}`,
-      `TemporaryDirectory ${dir}`,
-      'StreamMaxLength 25M',
-      'Bytecode no',
-      '',
-    ].join('\n'),
-  );
-  if (!(await waitForFreePort(PORTS.clamd, 10_000))) throw new Error(`port ${PORTS.clamd} is in use`);
-  const child = spawnLogged(clamd, ['-c', conf], { cwd: dir, logPath: join(dir, 'clamd.log') });
-  try {
-    await waitForListener(PORTS.clamd, 60_000, child.exitReason);
-    const pong = await clamdCommand('zPING\0');
-    if (pong !== 'PONG') throw new Error(`clamd answered PING with "${pong}"`);
-  } catch (error) {
-    await stopTree(child.pid, 3000);
-    throw error;
-  }
-  const version = (await runCommand(clamd, ['--version'], { timeoutMs: 10_000 })).stdout.trim();
-  return { pid: child.pid, version: `${version} (one-signature database)`, stop: () => stopTree(child.pid, 3000) };
-}
-
-/** One clamd command on a fresh connection; its NUL-terminated answer. */
-function clamdCommand(command: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: HOST, port: PORTS.clamd });
-    let answer = '';
-    socket.setTimeout(5000, () => socket.destroy(new Error('clamd did not answer within 5 s')));
-    socket.on('connect', () => socket.write(command));
-    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
-    socket.on('error', reject);
-    socket.on('close', () => resolve(answer.replace(/\0$/, '')));
-  });
-}
-
 /** clamav-milter in front of the clamd above, for the Postfix peer: reject infected, defer on failure. */
-async function startClamavMilter(dir: string): Promise<Daemon> {
+async function startClamavMilter(dir: string, clamdPort: number): Promise<Daemon> {
   const milter = findExecutable('clamav-milter');
   if (milter === undefined) throw new Error('clamav-milter is not installed (apt-get install clamav-milter)');
   const conf = join(dir, 'clamav-milter.conf');
@@ -113,7 +66,7 @@ async function startClamavMilter(dir: string): Promise<Daemon> {
       `MilterSocket inet:${PORTS.clamavMilter}@${HOST}`,
       'Foreground yes',
       `PidFile ${join(dir, 'clamav-milter.pid')}`,
-      `ClamdSocket tcp:${HOST}:${PORTS.clamd}`,
+      `ClamdSocket tcp:${HOST}:${clamdPort}`,
       // No LocalNet: mail from loopback is scanned too (a LocalNet client's mail is not).
       'OnClean Accept',
       'OnInfected Reject',
@@ -135,7 +88,7 @@ async function startClamavMilter(dir: string): Promise<Daemon> {
   return { pid: child.pid, version, stop: () => stopTree(child.pid, 2000) };
 }
 
-type Filters = { opendkim?: Opendkim & { pid?: number }; clamd?: Daemon; clamavMilter?: Daemon };
+type Filters = { opendkim?: Opendkim & { pid?: number }; clamd?: Scanner & { pid?: number }; clamavMilter?: Daemon };
 
 /** The filter daemons one server's variant uses (Postfix reaches clamd through clamav-milter). */
 function filterPids(filters: Filters, server: Server, variant: Variant): number[] {
@@ -145,11 +98,20 @@ function filterPids(filters: Filters, server: Server, variant: Variant): number[
   return pids.filter((pid): pid is number => pid !== undefined);
 }
 
+/** The PID a daemon wrote to its pid file, if it did. */
+function pidIn(path: string): number | undefined {
+  try {
+    return Number(readFileSync(path, 'utf8').trim()) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const filtersCpu = (pids: readonly number[]): number => pids.reduce((sum, pid) => sum + sampleTree(pid).cpuSeconds, 0);
 
 function portcullisToml(filters: Filters, variant: Variant): string {
   const out: string[] = [];
-  if (uses(variant, 'clamd')) out.push('[clamd]', `address = "${HOST}:${PORTS.clamd}"`, 'on_failure = "tempfail"');
+  if (uses(variant, 'clamd')) out.push('[clamd]', `address = "${HOST}:${filters.clamd?.port}"`, 'on_failure = "tempfail"');
   if (uses(variant, 'dkim')) out.push('[[milter]]', `address = "${HOST}:${filters.opendkim?.port}"`, 'on_failure = "tempfail"');
   return `${out.join('\n')}\n`;
 }
@@ -247,22 +209,23 @@ async function main(): Promise<number> {
   try {
     if (variants.some((v) => uses(v, 'dkim'))) {
       const opendkim = await startOpendkim();
-      let pid: number | undefined;
-      try {
-        pid = Number(readFileSync(join(opendkim.dir, 'opendkim.pid'), 'utf8').trim()) || undefined;
-      } catch {
-        // no pid file: its CPU is not reported
-      }
+      const pid = pidIn(join(opendkim.dir, 'opendkim.pid'));
       filters.opendkim = Object.assign(opendkim, { pid });
       const version = (await runCommand(findExecutable('opendkim') as string, ['-V'], { timeoutMs: 10_000 })).stdout.split('\n')[0]?.replace(/^opendkim: /, '') ?? '';
       versions.push(`${version}, signing with a 2048-bit RSA key, relaxed/relaxed, on ${HOST}:${opendkim.port}${pid === undefined ? ' (PID unknown: its CPU is not counted)' : ''}`);
     }
     if (variants.some((v) => uses(v, 'clamd'))) {
-      const dir = join(scratch, 'clamav');
-      mkdirSync(dir, { recursive: true });
-      filters.clamd = await startClamd(dir);
-      filters.clamavMilter = await startClamavMilter(dir);
-      versions.push(filters.clamd.version, `${filters.clamavMilter.version} (for Postfix: OnClean Accept, OnInfected Reject, AddHeader No)`);
+      const clamd = await startClamd();
+      const pid = pidIn(join(clamd.dir, 'clamd.pid'));
+      filters.clamd = Object.assign(clamd, { pid });
+      const dir = join(scratch, 'clamav-milter');
+      mkdirSync(dir);
+      filters.clamavMilter = await startClamavMilter(dir, clamd.port);
+      const version = (await runCommand(findExecutable('clamd') as string, ['--version'], { timeoutMs: 10_000 })).stdout.trim();
+      versions.push(
+        `${version} clamd (one-signature database, MaxThreads 4) on ${HOST}:${clamd.port}${pid === undefined ? ' (PID unknown: its CPU is not counted)' : ''}`,
+        `${filters.clamavMilter.version} (for Postfix: OnClean Accept, OnInfected Reject, AddHeader No)`,
+      );
     }
 
     for (const [cellIndex, sessions] of sessionCounts.entries()) {
