@@ -123,11 +123,19 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spamd.add_header_score': ['4.5', 4.5],
   'spamd.tempfail_score': ['9', 9],
   'spamd.reject_score': ['"off"', null],
+  'rspamd.url': ['"https://rspamd.example.test:11333/scan/"', 'https://rspamd.example.test:11333/scan'],
+  'rspamd.on_failure': ['"accept"', 'accept'],
+  'rspamd.timeout_seconds': ['10', 10],
+  'rspamd.max_message_bytes': ['1048576', 1_048_576],
+  'rspamd.add_header_score': ['5.5', 5.5],
+  'rspamd.tempfail_score': ['8', 8],
+  'rspamd.reject_score': ['"off"', null],
+  'rspamd.use_scanner_action': ['true', true],
   'batv.exceptions': ['["Lists@example.test"]', ['lists@example.test']],
   'batv.action': ['"tag"', 'tag'],
   'verdicts.ipv4_prefix': ['32', 32],
   'verdicts.ipv6_prefix': ['48', 48],
-  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd", "spamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd', 'spamd']],
+  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd", "spamd", "rspamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd', 'spamd', 'rspamd']],
   'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
   'dns.timeout_ms': ['500', 500],
   'dns.tries': ['3', 3],
@@ -514,7 +522,7 @@ test('policy checks: names, duplicates, and a configured check left out of the l
   assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems, [
-      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "spamd", "milter" (did you mean "greylist"?)',
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "spamd", "rspamd", "milter" (did you mean "greylist"?)',
     ]);
     return true;
   });

@@ -17,10 +17,11 @@ import { greylistConfig } from './checks/greylist/config.ts';
 import { heloConfig } from './checks/helo/config.ts';
 import { milterConfig } from './checks/milter/config.ts';
 import { recipientsConfig } from './checks/recipients/config.ts';
+import { rspamdConfig } from './checks/rspamd/config.ts';
 import { spamdConfig } from './checks/spamd/config.ts';
 import { spfConfig } from './checks/spf/config.ts';
 
-export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, clamdConfig, spamdConfig, milterConfig] as const;
+export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, clamdConfig, spamdConfig, rspamdConfig, milterConfig] as const;
 
 export type PolicyCheckName = (typeof CHECK_CONFIGS)[number]['name'];
 

@@ -1,13 +1,13 @@
 // Starts real milters for the milter client's tests, each on a free loopback port with its own
 // mkdtemp dir (config, key, pid, log): opendkim signing for example.test, spamd with
-// spamass-milter in front of it, and rspamd's proxy in milter mode (heavy: ~8 s to listen).
+// spamass-milter in front of it; rspamd (whose proxy speaks milter) is in scanners.ts.
 // Recipes: ../shared/ECOSYSTEM.md sections 5 and 6. Owns only the processes it spawned: stops
 // them by their PIDs, never by name, and removes their dirs. Never skips: a missing program fails
 // the test (scripts/test-deps.sh installs the packages).
 
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -147,38 +147,4 @@ export function startSpamassMilter(milterArgs: string[] = []): Promise<MilterPee
   });
 }
 
-/** rspamd with its proxy worker in milter mode, scanning itself (self_scan), DNS pointed nowhere. */
-export function startRspamd(): Promise<MilterPeer> {
-  return withRetries(async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-rspamd-'));
-    chmodSync(dir, 0o755);
-    const [normal, controller, port, dnsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-    const o = path.join(dir, 'override.d');
-    mkdirSync(o);
-    writeFileSync(path.join(o, 'worker-normal.inc'), `bind_socket = "127.0.0.1:${normal}";\ncount = 1;\n`);
-    writeFileSync(path.join(o, 'worker-controller.inc'), `bind_socket = "127.0.0.1:${controller}";\ncount = 1;\n`);
-    writeFileSync(path.join(o, 'worker-proxy.inc'), `bind_socket = "127.0.0.1:${port}";\nmilter = yes;\ntimeout = 120s;\nupstream "local" { default = yes; self_scan = yes; }\ncount = 1;\n`);
-    writeFileSync(path.join(o, 'worker-fuzzy.inc'), 'count = -1;\n');
-    writeFileSync(path.join(o, 'logging.inc'), 'type = "console";\nlevel = "notice";\n');
-    writeFileSync(path.join(o, 'options.inc'), `dns { nameserver = ["127.0.0.1:${dnsPort}"]; timeout = 1s; retransmits = 1; }\n`);
-    const owned = run(
-      'rspamd',
-      ['-f', '-i', '-u', 'root', '-g', 'root', '-c', '/etc/rspamd/rspamd.conf', '--var', `LOCAL_CONFDIR=${dir}`, '--var', `RUNDIR=${dir}`, '--var', `DBDIR=${dir}`, '--var', `LOGDIR=${dir}`],
-      dir,
-      'rspamd.log',
-    );
-    const log = (): string => readLogs(dir);
-    const stop = async (): Promise<void> => {
-      await owned.stop();
-      rmSync(dir, { recursive: true, force: true });
-    };
-    try {
-      await waitPort(port, [owned], 240_000, 'rspamd proxy', log);
-      await waitPort(normal, [owned], 240_000, 'rspamd normal worker', log);
-    } catch (err) {
-      await stop();
-      throw err;
-    }
-    return { port, dir, log, stop };
-  });
-}
+export { startRspamd } from './scanners.ts';

@@ -142,6 +142,64 @@ export function startSpamd(): Promise<Scanner> {
   });
 }
 
+/** Whether a loopback port accepts a connection. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export type Rspamd = Scanner & { /** The normal worker: HTTP /checkv2. */ readonly httpPort: number };
+
+/**
+ * rspamd (heavy: ~8 s to listen, four processes): its normal worker on `httpPort` (HTTP), its
+ * proxy worker in milter mode on `port`, scanning itself (self_scan); DNS pointed at a port
+ * nothing answers, so no query leaves the machine.
+ */
+export function startRspamd(): Promise<Rspamd> {
+  return withRetries(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-rspamd-'));
+    chmodSync(dir, 0o755);
+    const [normal, controller, port, dnsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const o = path.join(dir, 'override.d');
+    mkdirSync(o);
+    writeFileSync(path.join(o, 'worker-normal.inc'), `bind_socket = "127.0.0.1:${normal}";\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-controller.inc'), `bind_socket = "127.0.0.1:${controller}";\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-proxy.inc'), `bind_socket = "127.0.0.1:${port}";\nmilter = yes;\ntimeout = 120s;\nupstream "local" { default = yes; self_scan = yes; }\ncount = 1;\n`);
+    writeFileSync(path.join(o, 'worker-fuzzy.inc'), 'count = -1;\n');
+    writeFileSync(path.join(o, 'logging.inc'), 'type = "console";\nlevel = "notice";\n');
+    writeFileSync(path.join(o, 'options.inc'), `dns { nameserver = ["127.0.0.1:${dnsPort}"]; timeout = 1s; retransmits = 1; }\n`);
+    const owned = run(
+      'rspamd',
+      ['-f', '-i', '-u', 'root', '-g', 'root', '-c', '/etc/rspamd/rspamd.conf', '--var', `LOCAL_CONFDIR=${dir}`, '--var', `RUNDIR=${dir}`, '--var', `DBDIR=${dir}`, '--var', `LOGDIR=${dir}`],
+      dir,
+      'rspamd.log',
+    );
+    const log = (): string => readFileSync(path.join(dir, 'rspamd.log'), 'utf8');
+    const stop = async (): Promise<void> => {
+      await owned.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    const deadline = Date.now() + 240_000;
+    for (const p of [port, normal]) {
+      while (!(await accepts(p))) {
+        if (owned.isExited() || Date.now() > deadline) {
+          const text = log();
+          await stop();
+          throw new Error(`rspamd did not listen on ${p}: ${owned.isExited() ? `exited ${String(owned.spawnError() ?? '')}` : 'timed out'}\n${text.slice(-3000)}`);
+        }
+        await sleep(50);
+      }
+    }
+    return { port, httpPort: normal, socketPath: null, dir, log, stop };
+  });
+}
+
 /** A TCP listener that accepts and never answers (a hung scanner); its connections are held until close. */
 export async function startHungListener(): Promise<{ port: number; accepted: () => number; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
