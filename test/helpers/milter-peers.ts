@@ -1,13 +1,13 @@
 // Starts real milters for the milter client's tests, each on a free loopback port with its own
-// mkdtemp dir (config, key, pid, log): opendkim signing for example.test, spamd with
-// spamass-milter in front of it; rspamd (whose proxy speaks milter) is in scanners.ts.
+// mkdtemp dir (config, key, pid, log): opendkim signing for example.test, spamass-milter in
+// front of spamd (started by scanners.ts); rspamd (whose proxy speaks milter) is in scanners.ts.
 // Recipes: ../shared/ECOSYSTEM.md sections 5 and 6. Owns only the processes it spawned: stops
 // them by their PIDs, never by name, and removes their dirs. Never skips: a missing program fails
 // the test (scripts/test-deps.sh installs the packages).
 
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ownProcess, type OwnedProcess } from './owned-process.ts';
 import { freePort } from './ports.ts';
 import { withRetries } from './mail-peers.ts';
+import { startSpamd } from './scanners.ts';
 
 export type MilterPeer = { readonly port: number; readonly dir: string; log(): string; stop(): Promise<void> };
 
@@ -109,41 +110,27 @@ export function startOpendkim(opts: { unix?: boolean; canonicalization?: 'relaxe
   });
 }
 
-/** spamd (shipped rules, no network tests) and spamass-milter in front of it. `milterArgs`: e.g. ["-r", "15"] to reject. */
+/** spamd (scanners.ts: shipped rules, no network tests) and spamass-milter in front of it. `milterArgs`: e.g. ["-r", "15"] to reject. */
 export function startSpamassMilter(milterArgs: string[] = []): Promise<MilterPeer> {
   return withRetries(async () => {
+    const spamd = await startSpamd();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-spamass-'));
-    chmodSync(dir, 0o755);
-    const spamdPort = await freePort();
-    const port = await freePort();
-    // Without the .pre files every scan fails ("no loaded plugin implements 'check_main'").
-    for (const f of readdirSync('/etc/spamassassin')) if (f.endsWith('.pre')) copyFileSync(path.join('/etc/spamassassin', f), path.join(dir, f));
-    writeFileSync(path.join(dir, 'local.cf'), 'use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n');
-    const spamd = run(
-      'spamd',
-      [`--listen=127.0.0.1:${spamdPort}`, '--allowed-ips=127.0.0.1', `--pidfile=${path.join(dir, 'spamd.pid')}`, `--siteconfigpath=${dir}`, '--nouser-config', '--username=nobody', '--syslog=stderr', '--min-children=1', '--max-children=2'],
-      dir,
-      'spamd.log',
-    );
-    const log = (): string => readLogs(dir);
-    const owned: OwnedProcess[] = [spamd];
+    const log = (): string => `--- spamd.log\n${spamd.log()}${readLogs(dir)}`;
+    let milter: OwnedProcess | null = null;
     const stop = async (): Promise<void> => {
-      for (const o of owned.reverse()) await o.stop();
+      await milter?.stop();
+      await spamd.stop();
       rmSync(dir, { recursive: true, force: true });
     };
     try {
-      const deadline = Date.now() + 120_000;
-      while (!readFileSync(path.join(dir, 'spamd.log'), 'utf8').includes('server successfully spawned child')) {
-        if (spamd.isExited() || Date.now() > deadline) throw new Error(`spamd did not start\n${log().slice(-3000)}`);
-        await sleep(100);
-      }
-      owned.push(run('spamass-milter', ['-p', `inet:${port}@127.0.0.1`, '-P', path.join(dir, 'sm.pid'), ...milterArgs, '--', '-d', '127.0.0.1', '-p', String(spamdPort)], dir, 'spamass-milter.log'));
-      await waitPort(port, owned, 10_000, 'spamass-milter', log);
+      const port = await freePort();
+      milter = run('spamass-milter', ['-p', `inet:${port}@127.0.0.1`, '-P', path.join(dir, 'sm.pid'), ...milterArgs, '--', '-d', '127.0.0.1', '-p', String(spamd.port)], dir, 'spamass-milter.log');
+      await waitPort(port, [milter], 10_000, 'spamass-milter', log);
+      return { port, dir, log, stop };
     } catch (err) {
       await stop();
       throw err;
     }
-    return { port, dir, log, stop };
   });
 }
 
