@@ -72,9 +72,13 @@ function cleanSymbol(name: string): string {
  */
 export function spamHeaderEdits(fields: readonly HeaderField[], f: SpamFinding, decision: SpamDecision, t: SpamThresholds, filter: string): HeaderEdit[] {
   const edits: HeaderEdit[] = [];
+  // Edits apply in check order, and the other spam check (spamd and rspamd both configured) may
+  // have added one of each field above the message's own by the time ours apply: one delete more
+  // than the message has takes it too (a delete with nothing left to delete does nothing), so
+  // the last scanner's fields are the ones stored, and no forged one survives either way.
   for (const name of SPAM_FIELDS) {
     const lower = name.toLowerCase();
-    const n = fields.filter((x) => x.name.toLowerCase() === lower).length;
+    const n = fields.filter((x) => x.name.toLowerCase() === lower).length + 1;
     for (let i = 0; i < n; i++) edits.push({ op: 'delete', name, index: 1 });
   }
   const isSpam = decision !== 'clean';

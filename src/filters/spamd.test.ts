@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { contentChunks } from '../message/accepted.ts';
+import { finishMessage, preparedFields, prepareMessage } from '../message/assemble.ts';
 import { parseFields } from '../message/header.ts';
 import { decide, spamHeaderEdits, type SpamThresholds } from './spam-verdict.ts';
 import { MAX_REPLY_BYTES, parseSpamdReply, SpamdReplyReader, type SpamdResult } from './spamd.ts';
@@ -76,11 +78,33 @@ test('X-Spam-* edits: the message\'s own fields deleted first, ours added on top
   const edits = spamHeaderEdits(fields, { score: 7.25, required: null, action: 'add header', symbols: ['A_B', 'BAD,\r\nX-Evil: 1'] }, 'tagged', T, 'rspamd');
   assert.deepEqual(edits, [
     { op: 'delete', name: 'X-Spam-Flag', index: 1 },
+    { op: 'delete', name: 'X-Spam-Flag', index: 1 },
     { op: 'delete', name: 'X-Spam-Status', index: 1 },
     { op: 'delete', name: 'X-Spam-Status', index: 1 },
+    { op: 'delete', name: 'X-Spam-Status', index: 1 },
+    { op: 'delete', name: 'X-Spam-Score', index: 1 },
+    { op: 'delete', name: 'X-Spam-Action', index: 1 },
     { op: 'add', field: 'X-Spam-Action: add header' },
     { op: 'add', field: 'X-Spam-Score: 7.25' },
     { op: 'add', field: 'X-Spam-Status: Yes, score=7.25 required=5.0 tests=A_B,BADX-Evil:1 scanner=rspamd' },
     { op: 'add', field: 'X-Spam-Flag: YES' },
   ]);
+});
+
+test('X-Spam-* edits of two scanners in a row, as the content stage applies them: the last one\'s fields, no forged one', () => {
+  const prepared = prepareMessage({
+    queueId: 'Q1', sessionId: 'S', nowMs: Date.UTC(2026, 11, 1), hostname: 'mx.example.test',
+    client: { address: '192.0.2.1', port: 1, heloName: 'c.example', isEsmtp: true, isTls: false },
+    reversePath: 'a@c.example', bodyType: '7BIT', smtputf8: false, recipients: [{ address: 'bob@example.test' }], addedFields: [],
+    content: { kind: 'memory', chunks: [Buffer.from('X-Spam-Status: No, forged\r\nX-Spam-Flag: NO\r\nSubject: s\r\n\r\nbody\r\n', 'latin1')] },
+  });
+  const fields = preparedFields(prepared);
+  const spamd = spamHeaderEdits(fields, { score: 9, required: 5, action: null, symbols: ['A'] }, 'tagged', T, 'spamd');
+  const rspamd = spamHeaderEdits(fields, { score: 1, required: 15, action: 'no action', symbols: ['B'] }, 'clean', T, 'rspamd');
+  const stored = Buffer.concat(contentChunks(finishMessage(prepared, [{ headers: spamd }, { headers: rspamd }])!)).toString('latin1');
+  assert.match(stored, /^X-Spam-Status: No, score=1\.0 required=5\.0 tests=B scanner=rspamd\r\nX-Spam-Score: 1\.0\r\nX-Spam-Action: no action\r\nReceived: /);
+  assert.equal(stored.match(/^X-Spam-/gm)?.length, 3, stored);
+  const one = Buffer.concat(contentChunks(finishMessage(prepared, [{ headers: spamd }])!)).toString('latin1');
+  assert.match(one, /^X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=9\.0 required=5\.0 tests=A scanner=spamd\r\nX-Spam-Score: 9\.0\r\nReceived: /);
+  assert.equal(one.match(/^X-Spam-/gm)?.length, 3, one);
 });
