@@ -143,6 +143,40 @@ test('clamd over TCP: in ONE session clean, RSET, EICAR refused, clean, pipeline
   }
 });
 
+test('clamd: smuggling variants, each hiding an EICAR message behind a bare end of data, are each one message, refused with one reply', { timeout: 60_000 }, async (t) => {
+  const clamd = await startClamd();
+  t.after(clamd.stop);
+  const server = await serverWithClamd(t, { port: clamd.port }, {}, { smtp: { bareLineEndings: 'normalize' } });
+  const c = await session(server.port);
+  for (const [i, variant] of ['\n.\r\n', '\r.\r', '\r\n.\n', '\n\n.\n\n', '\r\n\x00.\r\n'].entries()) {
+    await c.expect('MAIL FROM:<a@example.test>\r\n', 250);
+    await c.expect('RCPT TO:<bob@example.test>\r\n', 250);
+    await c.expect('DATA\r\n', 354);
+    const smuggled = `${mail('Hello', 'innocent', i)}${variant}MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n${eicarMail(i + 10)}\r\n.\r\n`;
+    assert.equal((await c.expect(smuggled, 554, JSON.stringify(variant))).text, '554 5.7.1 Message content rejected');
+    await c.expect('NOOP\r\n', 250, `${JSON.stringify(variant)}: nothing else was answered`);
+  }
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  assert.equal((await storedById(server.spoolDir)).size, 0);
+});
+
+test('clamd: a body spilled to its file is scanned whole (EICAR at its end refused; a clean one stored intact)', { timeout: 60_000 }, async (t) => {
+  const clamd = await startClamd();
+  t.after(clamd.stop);
+  const server = await serverWithClamd(t, { port: clamd.port }, {}, { smtp: { bodyMemoryBytes: 65_536 } });
+  const filler = 'The quick brown fox jumps over the lazy dog, again and again and again.\r\n'.repeat(4000);
+  const c = await session(server.port);
+  assert.equal(await send(c, mail('Big', `${filler}${EICAR}`, 1), 554), '554 5.7.1 Message content rejected');
+  const id = queued(await send(c, mail('Big', filler, 2), 250));
+  await c.expect('QUIT\r\n', 221);
+  c.close();
+  const stored = await storedById(server.spoolDir);
+  assert.deepEqual([...stored.keys()], [id]);
+  assert.ok(stored.get(id)!.endsWith(`${filler}\r\n`));
+  assert.ok(stored.get(id)!.length > 290_000);
+});
+
 test('clamd over a UNIX socket: clean passes, EICAR (base64 in a MIME part) is refused', { timeout: 60_000 }, async (t) => {
   const clamd = await startClamd({ unix: true });
   t.after(clamd.stop);
