@@ -4,6 +4,7 @@
 // garbage. The real clamd is in test/integration/clamd.test.ts.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { test } from 'node:test';
 import fc from 'fast-check';
@@ -132,4 +133,23 @@ test('INSTREAM failures: refused, closed without a reply, hung (command timeout)
   setTimeout(() => ac.abort(), 50);
   const aborted = await pending;
   assert.equal(aborted.kind === 'error' && aborted.code, 'timeout');
+});
+
+test('INSTREAM: a connect that never completes is cut by the connect timeout', async (t) => {
+  // A listener whose accept queue is full (backlog 0, never accepting, two connections queued):
+  // the kernel drops further SYNs, so a connect hangs. Python, since Node always accepts.
+  const py = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => {
+    py.kill();
+  });
+  const port = Number(await new Promise<string>((resolve) => py.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim()))));
+  const held: net.Socket[] = [];
+  for (let i = 0; i < 3; i++) held.push(net.connect({ host: '127.0.0.1', port }).on('error', () => {}));
+  t.after(() => {
+    for (const s of held) s.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  const r = await clamdScan(opts(port, { connectTimeoutMs: 300 }), message(['Subject: x\r\n\r\nbody\r\n']));
+  assert.equal(r.kind === 'error' && r.code, 'connect');
+  assert.match(r.kind === 'error' ? r.reason : '', /no connection within 300 ms/);
 });
