@@ -405,6 +405,31 @@ export class Framer {
 
   /** The next frame, or null when more input is needed. */
   next(): Frame | null {
+    const frame = this.#next();
+    if (frame === null) this.#releaseConsumed();
+    return frame;
+  }
+
+  /**
+   * Security: waiting for more input, the framer must not keep the read it has consumed. Node
+   * hands each read over as its own buffer (up to 64 KiB), and a reference to it here kept all of
+   * it alive as long as the session waited: 2,000 sessions that each sent 64 KiB of a message and
+   * stopped held 125 MiB with the bodies already in their files and the body budget at 4 MiB
+   * (test/integration/bounded-memory-sessions.test.ts). A short unconsumed tail (part of a
+   * command line, at most the line limit) is copied out of its read, for the same reason.
+   */
+  #releaseConsumed(): void {
+    const left = this.#buf.length - this.#pos;
+    if (left <= 0) {
+      this.#buf = EMPTY;
+      this.#pos = 0;
+    } else if (this.#pos > 0 && left <= MIN_VIEW_BYTES) {
+      this.#buf = Buffer.from(this.#buf.subarray(this.#pos));
+      this.#pos = 0;
+    }
+  }
+
+  #next(): Frame | null {
     const mode = this.#mode;
     if (mode.kind === 'lines') return this.#nextLine();
     if (mode.kind === 'data') {
