@@ -25,7 +25,9 @@ export type Input =
   | { type: 'end-of-input'; nowMs: number }
   /** The spool's free space fell below (or rose back above) its floor: MAIL is refused with
    *  452 4.3.1 while it is low, so no client uploads a body only to get a 451. */
-  | { type: 'spool-space'; nowMs: number; isLow: boolean };
+  | { type: 'spool-space'; nowMs: number; isLow: boolean }
+  /** The replies written so far have gone out (machine.isHeldForOutput): answer more commands. */
+  | { type: 'output-drained'; nowMs: number };
 
 export type LogLevel = 'debug' | 'info' | 'warn';
 

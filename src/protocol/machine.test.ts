@@ -264,3 +264,26 @@ test('content stage: header fields a content check returns as `headers` are stor
   assert.match(d.send('DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n').at(-1)!, /^250 2\.0\.0 Ok: queued/);
   assert.match(d.stored[0].toString('latin1'), /^X-Second: 1\r\nX-Spam: yes\r\nReceived: /);
 });
+
+test('pipelining: one read of 8,192 EHLOs is answered a batch at a time, each batch after output-drained', () => {
+  const d = new MachineDriver(config());
+  const read = Buffer.from('EHLO a\r\n'.repeat(8192)); // 64 KiB: one socket read
+  const replyBytes = (outs: Output[]): number => outs.reduce((n, o) => n + (o.type === 'reply' ? formatReply(o.reply).length : 0), 0);
+  const replies = (outs: Output[]): number => outs.filter((o) => o.type === 'reply').length;
+  // Straight on the machine (the driver would step output-drained itself).
+  let outs = d.machine.step({ type: 'bytes', nowMs: d.tick(), data: read });
+  let answered = replies(outs);
+  // Before the cap the whole read was answered in one step: 8,192 replies, 1.2 MB queued at once.
+  assert.ok(replyBytes(outs) <= 8 * 1024, `one batch is ${replyBytes(outs)} octets`);
+  assert.ok(d.machine.isHeldForOutput);
+  // More input while held is only buffered.
+  assert.equal(replies(d.machine.step({ type: 'bytes', nowMs: d.tick(), data: Buffer.from('NOOP\r\n') })), 0);
+  for (let i = 0; i < 10_000 && d.machine.isHeldForOutput; i++) {
+    outs = d.machine.step({ type: 'output-drained', nowMs: d.tick() });
+    assert.ok(replyBytes(outs) <= 8 * 1024);
+    answered += replies(outs);
+  }
+  assert.equal(d.machine.isHeldForOutput, false);
+  assert.equal(answered, 8192 + 1, 'every command answered once, the NOOP last');
+  assert.equal(formatReply(outs.filter((o) => o.type === 'reply').at(-1)!.reply), formatReply(REPLY.ok));
+});

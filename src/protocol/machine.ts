@@ -38,6 +38,11 @@ export type { PolicyVerdict } from './verdict.ts';
 
 /** Body octets gathered before they go to the body file (and between looks for a header's end). */
 const SPILL_STEP_BYTES = 64 * 1024;
+/** Reply lines answered from one read of pipelined input before the machine stops and waits for
+ *  the shell to say they have gone out (output-drained). Security: without it one 64 KiB read of
+ *  `EHLO a` lines (8 octets each, about 150 octets of reply) was answered whole, a 1.2 MB reply
+ *  queued at once per connection whatever the client read; now a batch is at most a few KiB. */
+const MAX_REPLY_LINES_PER_BATCH = 256;
 
 /** What a policy verdict is about: the transaction a MAIL would open, or a recipient. */
 type PolicySubject =
@@ -70,6 +75,9 @@ export class SmtpMachine {
   #isSpoolLow = false;
   /** A graceful stop came while a message was arriving: its data is read and answered, then 421. */
   #isDraining = false;
+  /** Reply lines of the current batch (since the last read or output-drained). */
+  #batchReplyLines = 0;
+  #isHeldForOutput = false;
   /** Time of the input being handled: the only clock the core knows. */
   #nowMs = 0;
 
@@ -120,6 +128,12 @@ export class SmtpMachine {
     return mode === 'lines' ? 'command' : 'data';
   }
 
+  /** Complete commands may be left unanswered: the batch's replies reached their cap. The shell
+   *  stops reading and steps output-drained once what it wrote has gone out. */
+  get isHeldForOutput(): boolean {
+    return this.#isHeldForOutput;
+  }
+
   /** The shell stops reading from the socket while this is true (backpressure). */
   get isWaiting(): boolean {
     const w = this.#waiting.kind;
@@ -136,6 +150,11 @@ export class SmtpMachine {
         break;
       case 'bytes':
         this.#framer.push(input.data);
+        if (!this.#isHeldForOutput) this.#batchReplyLines = 0;
+        break;
+      case 'output-drained':
+        this.#isHeldForOutput = false;
+        this.#batchReplyLines = 0;
         break;
       case 'verdict':
         this.#onVerdict(input.verdict, input.nowMs, out);
@@ -274,6 +293,10 @@ export class SmtpMachine {
   /** Frames and handles input until it runs out or an action must be waited for. */
   #pump(out: Output[]): void {
     while (this.#waiting.kind === 'none') {
+      if (this.#batchReplyLines >= MAX_REPLY_LINES_PER_BATCH) {
+        this.#isHeldForOutput = true;
+        return;
+      }
       const frame = this.#framer.next();
       if (frame === null) {
         if (this.#isInputEnded) {
@@ -282,7 +305,12 @@ export class SmtpMachine {
         }
         return;
       }
+      const from = out.length;
       this.#onFrame(frame, out);
+      for (let k = from; k < out.length; k++) {
+        const o = out[k];
+        if (o.type === 'reply') this.#batchReplyLines += o.reply.lines.length;
+      }
     }
   }
 

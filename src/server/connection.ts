@@ -415,6 +415,18 @@ export class Connection {
       // than any session timeout) bounds the wait; the session timeout is re-armed after it.
       return;
     }
+    // Security: a batch of pipelined commands is answered a few KiB at a time (machine.ts,
+    // MAX_REPLY_LINES_PER_BATCH): no more is read, nor answered, until what was written has gone
+    // out; with room in the socket the rest follows on the next turn of the event loop.
+    if (this.#machine.isHeldForOutput) {
+      s.pause();
+      const more = (): void => this.#feed({ type: 'output-drained', nowMs: Date.now() });
+      if (s.writableNeedDrain) {
+        s.once('drain', more);
+        s.setTimeout(this.#deps.commandTimeoutMs);
+      } else setImmediate(more);
+      return;
+    }
     // Security: a client faster than the disk must not fill memory with queued body writes.
     const body = this.#body?.file ?? null;
     if (body !== null && body.pendingBytes > BODY_BACKLOG_BYTES) {

@@ -87,6 +87,11 @@ export class MachineDriver {
   step(input: Input): Output[] {
     const produced: Output[] = [];
     const queue = [...this.machine.step(input)];
+    // As the shell does: once a batch's replies are out, the rest of the input is answered.
+    const drainIfHeld = (): void => {
+      if (queue.length === 0 && this.machine.isHeldForOutput) queue.push(...this.machine.step({ type: 'output-drained', nowMs: this.clock.now() }));
+    };
+    drainIfHeld();
     while (queue.length > 0) {
       const o = queue.shift()!;
       produced.push(o);
@@ -107,6 +112,7 @@ export class MachineDriver {
         if (verdict instanceof Promise) this.#pending = verdict;
         else queue.push(...this.machine.step({ type: 'verdict', nowMs: this.clock.now(), verdict }));
       }
+      drainIfHeld();
     }
     return produced;
   }
