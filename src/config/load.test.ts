@@ -83,6 +83,13 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'smtp.proxy_protocol': ['true', true],
   'proxy.trusted': ['["10.0.0.5", "2001:DB8::/64"]', ['10.0.0.5/32', '2001:db8::/64']],
   'proxy.header_timeout_seconds': ['2', 2],
+  'access.allow': ['["10.0.0.0/8"]', ['10.0.0.0/8']],
+  'access.block': ['["192.0.2.0/24", "2001:db8::1"]', ['192.0.2.0/24', '2001:db8::1/128']],
+  'access.block_file': ['"blocked.txt"', 'blocked.txt'],
+  'limits.max_connections': ['500', 500],
+  'limits.max_connections_per_ip': ['5', 5],
+  'limits.max_connections_per_network': ['50', 50],
+  'limits.connection_rate_per_ip': ['"10/30s"', { count: 10, windowSeconds: 30 }],
   'queue.max_lifetime': ['"2d"', 2 * 86_400],
   'queue.delay_warning': ['"0s"', 0],
   'queue.min_backoff': ['"1m"', 60],
@@ -561,4 +568,21 @@ test('what the loader accepts, the checks build: one-label DNS-list zones refuse
   const { pino } = await import('pino');
   const cfg = parseConfig('[domains]\nlocal = ["example.test"]\n[recipients]\naddresses = ["a#b@example.test"]\n[[dnsbl]]\nzone = "bl.example"\n', 'ok.toml');
   assert.ok(buildPipeline(cfg, pino({ level: 'silent' })) !== null);
+});
+
+test('access.block_file: loadConfig reads it and names each bad line by its number', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-block-'));
+  try {
+    writeFileSync(join(dir, 'blocked.txt'), '# list\n192.0.2.0/24\nnot-a-net\n');
+    writeFileSync(join(dir, 'c.toml'), '[access]\nblock_file = "blocked.txt"\n');
+    assert.throws(() => loadConfig('c.toml', { cwd: dir }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.problems[0]!, /access\.block_file .*blocked\.txt: line 3: "not-a-net"/);
+      return true;
+    });
+    writeFileSync(join(dir, 'blocked.txt'), '# list\n192.0.2.0/24\n');
+    assert.equal(loadConfig('c.toml', { cwd: dir }).access.blockFile, join(dir, 'blocked.txt'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -7,9 +7,11 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
+import { parseBlockFile } from '../defense/access.ts';
 import { CHECK_CONFIGS } from '../policy/registry.ts';
 import { crossProblems } from './cross-checks.ts';
 import type { ConfigKey, ConfigTables, ListKey } from './keys.ts';
+import { ADMISSION_KEYS } from './keys/admission.ts';
 import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
@@ -49,6 +51,7 @@ export class ConfigError extends Error {
 export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SMTP_KEYS,
   ...PROXY_KEYS,
+  ...ADMISSION_KEYS,
   ...SPOOL_KEYS,
   ...QUEUE_KEYS,
   ...POLICY_KEYS,
@@ -193,5 +196,18 @@ function resolvePaths(config: Config, cwd: string): Config {
 export function loadConfig(path?: string, options: { cwd?: string } = {}): Config {
   const cwd = options.cwd ?? process.cwd();
   const config = path === undefined ? defaultConfig() : parseConfig(readConfigText(resolve(cwd, path), path), path);
-  return resolvePaths(config, cwd);
+  const resolved = resolvePaths(config, cwd);
+  // The block file is read here too, so check-config names its bad lines before a start does.
+  const blockFile = resolved.access.blockFile;
+  if (blockFile !== '') {
+    let text: string;
+    try {
+      text = readConfigText(blockFile, blockFile);
+    } catch (err) {
+      throw new ConfigError(path ?? 'config', [`access.block_file = ${show(blockFile)}: ${err instanceof ConfigError ? err.problems[0] : String(err)}`]);
+    }
+    const { problems } = parseBlockFile(text);
+    if (problems.length > 0) throw new ConfigError(path ?? 'config', problems.map((p) => `access.block_file ${blockFile}: ${p}`));
+  }
+  return resolved;
 }

@@ -59,6 +59,25 @@ export type ProxyConfig = {
   headerTimeoutSeconds: number;
 };
 
+/** [access]: networks never limited, and networks refused with 554 at connect (docs/defense.md). */
+export type AccessConfig = {
+  /** Normalised networks that bypass every admission limit. */
+  allow: string[];
+  /** Normalised networks answered 554 5.7.1 in place of the greeting. */
+  block: string[];
+  /** A file of more blocked networks, one CIDR per line, # comments; '' = none. */
+  blockFile: string;
+};
+
+/** [limits], the admission part (docs/defense.md "Admission"). */
+export type AdmissionLimitsConfig = {
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  maxConnectionsPerNetwork: number;
+  /** Connections per client address in a sliding window, e.g. { count: 60, windowSeconds: 60 }. */
+  connectionRatePerIp: { count: number; windowSeconds: number };
+};
+
 export type TlsConfig = {
   /** PEM files; both empty means a self-signed certificate generated under the spool's parent dir. */
   certFile: string;
@@ -127,6 +146,8 @@ export type CoreConfig = {
   smtp: SmtpConfig;
   tls: TlsConfig;
   proxy: ProxyConfig;
+  access: AccessConfig;
+  limits: AdmissionLimitsConfig;
   domains: { local: string[] };
   relay: { networks: string[] };
   spool: SpoolConfig;
@@ -187,6 +208,8 @@ export function defaultConfig(): Config {
     },
     tls: { certFile: '', keyFile: '', enabled: true, ciphers: DEFAULT_TLS_CIPHERS, handshakeTimeoutSeconds: 10 },
     proxy: { trusted: [], headerTimeoutSeconds: 5 },
+    access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
+    limits: { maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 } },
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864, minFreeBytes: 104_857_600 },

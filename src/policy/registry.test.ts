@@ -50,7 +50,7 @@ test('the configuration is built from the registry: names, order, keys, defaults
   }
   assert.deepEqual(TABLE_KEYS, CHECKS.flatMap((c) => c.tables?.keys ?? []));
   // Paths are pinned to the working directory on load, a check's (recipients.table) as the core's.
-  assert.deepEqual(CONFIG_KEYS.filter((k) => k.isPath).map((k) => k.path).sort(), ['recipients.table', 'spool.dir', 'tls.cert', 'tls.key']);
+  assert.deepEqual(CONFIG_KEYS.filter((k) => k.isPath).map((k) => k.path).sort(), ['access.block_file', 'recipients.table', 'spool.dir', 'tls.cert', 'tls.key']);
   // A check switched on in its own section but left out of policy.checks is refused, by name.
   assert.throws(() => parseConfig('[policy]\nchecks = []\n[helo]\nrequire_fqdn = true\n', 'p.toml'), /a helo option is on, so list "helo" too/);
 });

@@ -20,6 +20,7 @@ import type { SpoolWriter } from '../spool/types.ts';
 import { normalizeAddress } from './networks.ts';
 import { ProxyHeaderReader } from '../net/proxy.ts';
 import type { Peer } from '../protocol/session.ts';
+import type { AdmissionDecision } from './admission.ts';
 
 /** A plain verdict when every check answered synchronously: the connection then steps it in at once. */
 export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>, readSpilled: SpilledBodyReader | null) => PolicyVerdict | Promise<PolicyVerdict>;
@@ -47,6 +48,8 @@ export type ConnectionDeps = {
   tlsHandshakeTimeoutMs?: number;
   /** smtp.proxy_protocol: every connection starts with a PROXY header from a trusted proxy. */
   proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
+  /** Admission (server/admission.ts): judges the real client before any session state exists. */
+  admit?: ((address: string, nowMs: number) => AdmissionDecision) | null;
   /** Called with the size of every chunk read from the client (read-reclaim.ts). */
   onRead?: (bytes: number) => void;
   /** Called once when the connection is gone. */
@@ -82,6 +85,8 @@ export class Connection {
   /** Reading is stopped until the body file has caught up. */
   #isWaitingForBody = false;
   readonly #startedMs = Date.now();
+  /** Gives the admission counts back when the connection ends. */
+  #release: (() => void) | null = null;
   readonly #onData = (chunk: Buffer): void => {
     this.#deps.onRead?.(chunk.length);
     this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
@@ -170,10 +175,30 @@ export class Connection {
     s.once('close', onGone);
   }
 
-  /** The session proper: `peer` is the client every check sees; `proxy` the load balancer, if any. */
+  /**
+   * Admission, then the session: `peer` is the client every check sees (from PROXY when trusted),
+   * `proxy` the load balancer, if any. A refused client gets its one reply and is closed; no
+   * session is started for it.
+   */
   #begin(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
     const s = this.#socket;
     this.#attach(s);
+    const decision = this.#deps.admit?.(peer.address, Date.now()) ?? null;
+    if (decision !== null) {
+      if (decision.kind === 'refuse') {
+        this.#deps.metrics?.reply(decision.reply.code);
+        this.#write(formatReply(decision.reply));
+        // Security: never a zombie: a refused client does not wait for QUIT (docs/defense.md, 554 mode).
+        this.#close();
+        return;
+      }
+      this.#release = decision.release;
+    }
+    this.#startSession(peer, proxy, firstBytes);
+  }
+
+  #startSession(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
+    const s = this.#socket;
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
     const isRelayClient = this.#deps.isRelayClient(peer.address);
     this.#log.info(
@@ -528,6 +553,8 @@ export class Connection {
   #finish(): void {
     if (this.#isClosed) return;
     this.#isClosed = true;
+    this.#release?.();
+    this.#release = null;
     // Whatever state the session was in, its share of the process's body budget goes back.
     this.#machine.dispose();
     if (this.#body !== null) {

@@ -7,12 +7,15 @@ import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
+import type { DefenseMetrics } from '../defense/events.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { BodyBudget } from '../protocol/body-budget.ts';
 import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
+import { accessLists, readBlockFile } from '../defense/access.ts';
+import { Admission } from './admission.ts';
 import { ReadReclaimer } from './read-reclaim.ts';
 import { newSessionId } from './session-id.ts';
 import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
@@ -28,7 +31,7 @@ export type ServerOptions = {
    *  connections over the workers and no accepted socket has to pass through the primary. */
   isReusePort?: boolean;
   /** Sessions, accepted messages and negative replies are counted here; absent: not counted. */
-  metrics?: SessionMetrics | null;
+  metrics?: (SessionMetrics & Partial<DefenseMetrics>) | null;
   /** The routing table's judgement of a recipient (refused at RCPT when it has no route). */
   isRoutable?: (address: string) => boolean;
   /** Runs on every message between the content checks and the commit (DKIM signing, later). */
@@ -104,6 +107,15 @@ export class SmtpServer {
     const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
     const trustedProxies = networkList(config.proxy.trusted);
+    // One per process: its counts are this process's connections (docs/defense.md, Admission).
+    const blockFile = config.access.blockFile === '' ? [] : readBlockFile(config.access.blockFile);
+    const admission = new Admission({
+      access: accessLists(config.access.allow, [...config.access.block, ...blockFile]),
+      limits: config.limits,
+      prefixes: { ipv4: config.verdicts.ipv4Prefix, ipv6: config.verdicts.ipv6Prefix },
+      log,
+      metrics: metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics),
+    });
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
     const deps = {
@@ -132,6 +144,7 @@ export class SmtpServer {
         : null,
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
+      admit: (address: string, nowMs: number) => admission.admit(address, nowMs),
       onRead: (bytes: number) => reclaimer.noteRead(bytes),
       onClose: (c: Connection) => {
         this.#connections.delete(c);

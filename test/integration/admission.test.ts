@@ -1,0 +1,194 @@
+// Admission over real sockets ([access], the admission keys of [limits]): a flood over each limit
+// gets 421 4.7.0 with one log line and one count naming the rule; a blocked client gets 554 5.7.1
+// and is closed without waiting for QUIT; an allow-listed client is never limited; after each, a
+// legitimate client still completes a transaction at once. Clients are told apart by binding
+// different loopback addresses (127.0.0.x), so one test process can be several clients.
+
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultConfig, type Config } from '../../src/config/types.ts';
+import type { DefenseRule } from '../../src/defense/events.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { SmtpClient } from '../helpers/smtp-client.ts';
+
+type LogLine = Record<string, unknown> & { msg: string };
+
+function logSink(): { stream: Writable; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  let partial = '';
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      partial += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(partial.slice(0, nl)) as LogLine);
+        partial = partial.slice(nl + 1);
+      }
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+/** The server's counts: sessions and replies as the server reports them, defenses by rule. */
+function countingMetrics() {
+  const defenses = new Map<DefenseRule, number>();
+  return {
+    defenses,
+    sessionOpened() {},
+    sessionClosed() {},
+    messageAccepted() {},
+    reply() {},
+    defenseFired(rule: DefenseRule) {
+      defenses.set(rule, (defenses.get(rule) ?? 0) + 1);
+    },
+  };
+}
+
+/** The first reply line the server sends, and whether it closed the connection within `timeoutMs`. */
+async function firstLineAndClose(port: number, localAddress: string, timeoutMs = 5000): Promise<{ line: string; isClosed: boolean }> {
+  const s = net.connect({ host: '127.0.0.1', port, localAddress });
+  let received = '';
+  s.setEncoding('latin1');
+  s.on('data', (d: string) => (received += d));
+  s.on('error', () => {});
+  const closed = new Promise<boolean>((resolve) => s.once('close', () => resolve(true)));
+  const isClosed = await Promise.race([closed, sleep(timeoutMs).then(() => false)]);
+  s.destroy();
+  return { line: received.split('\r\n')[0] ?? '', isClosed };
+}
+
+async function transaction(port: number, localAddress: string): Promise<void> {
+  const c = await SmtpClient.connect(port, { localAddress });
+  try {
+    const greeting = await c.reply();
+    assert.equal(greeting?.code, 220, `greeting for ${localAddress}: ${greeting?.text}`);
+    await c.expect('EHLO client.example\r\n', 250);
+    await c.expect('MAIL FROM:<a@client.example>\r\n', 250);
+    await c.expect('RCPT TO:<alice@localhost>\r\n', 250);
+    await c.expect('DATA\r\n', 354);
+    await c.expect('Subject: t\r\n\r\nhello\r\n.\r\n', 250);
+    await c.expect('QUIT\r\n', 221);
+  } finally {
+    c.close();
+  }
+}
+
+/** Opens `n` sessions from `localAddress` and waits for each greeting; returns the held clients. */
+async function hold(port: number, localAddress: string, n: number): Promise<SmtpClient[]> {
+  const held: SmtpClient[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await SmtpClient.connect(port, { localAddress });
+    held.push(c);
+    const g = await c.reply();
+    assert.equal(g?.code, 220, `held connection ${i + 1} from ${localAddress}: ${g?.text}`);
+  }
+  return held;
+}
+
+async function untilCount(server: TestServer, n: number): Promise<void> {
+  for (let i = 0; i < 200 && server.connectionCount() !== n; i++) await sleep(10);
+  assert.equal(server.connectionCount(), n);
+}
+
+function admissionConfig(over: (c: Config) => void): Config {
+  const config = defaultConfig();
+  config.tls.enabled = false;
+  config.access.allow = ['127.0.0.3/32'];
+  config.access.block = ['127.0.0.4/32'];
+  over(config);
+  return config;
+}
+
+function defenseLines(lines: LogLine[], rule: DefenseRule): LogLine[] {
+  return lines.filter((l) => l.msg === `defense: ${rule}`);
+}
+
+describe('admission limits', () => {
+  const log = logSink();
+  const metrics = countingMetrics();
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer(
+      admissionConfig((c) => {
+        c.limits.maxConnectionsPerIp = 3;
+        c.limits.maxConnectionsPerNetwork = 5;
+        c.limits.maxConnections = 8;
+      }),
+      { logStream: log.stream, logLevel: 'info', metrics },
+    );
+  });
+  after(() => server.stop());
+
+  test('per address: the connection past max_connections_per_ip gets 421 4.7.0, logged and counted; others still get in', async () => {
+    const held = await hold(server.port, '127.0.0.5', 3);
+    const over = await firstLineAndClose(server.port, '127.0.0.5');
+    assert.match(over.line, /^421 4\.7\.0 /);
+    assert.ok(over.isClosed, 'the refused connection is closed');
+    assert.doesNotMatch(over.line, /max_connections|\b3\b/, 'the limit is not in the reply');
+    const [line] = defenseLines(log.lines, 'max_connections_per_ip');
+    assert.equal(line?.client, '127.0.0.5');
+    assert.equal(line?.limit, 3);
+    assert.equal(line?.reply, '421 4.7.0');
+    assert.equal(metrics.defenses.get('max_connections_per_ip'), 1);
+    // Another client of the network still completes a transaction at once.
+    await transaction(server.port, '127.0.0.6');
+    for (const c of held) c.close();
+    await untilCount(server, 0);
+    // The address's count came back: it is admitted again.
+    await transaction(server.port, '127.0.0.5');
+  });
+
+  test('per network and in total: past max_connections_per_network and max_connections, 421 4.7.0; the allow list is never limited', async () => {
+    const held = [...(await hold(server.port, '127.0.0.7', 3)), ...(await hold(server.port, '127.0.0.8', 2))];
+    const overNet = await firstLineAndClose(server.port, '127.0.0.9');
+    assert.match(overNet.line, /^421 4\.7\.0 /);
+    assert.equal(defenseLines(log.lines, 'max_connections_per_network').at(-1)?.client, '127.0.0.9');
+    assert.equal(metrics.defenses.get('max_connections_per_network'), 1);
+    // Another /24 fills the total (8) with 3 more.
+    held.push(...(await hold(server.port, '127.1.0.1', 3)));
+    const overTotal = await firstLineAndClose(server.port, '127.2.0.1');
+    assert.match(overTotal.line, /^421 4\.7\.0 /);
+    assert.equal(defenseLines(log.lines, 'max_connections').at(-1)?.limit, 8);
+    // The allow-listed address is neither counted nor refused, past every limit.
+    const allowed = await hold(server.port, '127.0.0.3', 6);
+    await transaction(server.port, '127.0.0.3');
+    for (const c of [...held, ...allowed]) c.close();
+    await untilCount(server, 0);
+    await transaction(server.port, '127.0.0.9');
+  });
+
+  test('a blocked client gets 554 5.7.1 in place of the greeting and is closed without sending QUIT', async () => {
+    const blocked = await firstLineAndClose(server.port, '127.0.0.4');
+    assert.match(blocked.line, /^554 5\.7\.1 /);
+    assert.ok(blocked.isClosed, 'a blocked client that never sends QUIT is closed');
+    assert.equal(defenseLines(log.lines, 'access_block').at(-1)?.client, '127.0.0.4');
+    assert.equal(metrics.defenses.get('access_block'), 1);
+    await untilCount(server, 0);
+    await transaction(server.port, '127.0.0.10');
+  });
+});
+
+describe('admission rate', () => {
+  const log = logSink();
+  const metrics = countingMetrics();
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer(admissionConfig((c) => (c.limits.connectionRatePerIp = { count: 4, windowSeconds: 3600 })), { logStream: log.stream, logLevel: 'info', metrics });
+  });
+  after(() => server.stop());
+
+  test('connection_rate_per_ip: the connection past the rate gets 421 4.7.0; another address is not slowed', async () => {
+    for (let i = 0; i < 4; i++) await transaction(server.port, '127.0.0.11');
+    const over = await firstLineAndClose(server.port, '127.0.0.11');
+    assert.match(over.line, /^421 4\.7\.0 /);
+    const [line] = defenseLines(log.lines, 'connection_rate_per_ip');
+    assert.equal(line?.limit, '4/hour');
+    assert.equal(line?.client, '127.0.0.11');
+    assert.equal(metrics.defenses.get('connection_rate_per_ip'), 1);
+    await transaction(server.port, '127.0.0.12');
+  });
+});
