@@ -5,12 +5,18 @@
 // different loopback addresses (127.0.0.x), so one test process can be several clients.
 
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
 import type { DefenseRule } from '../../src/defense/events.ts';
+import { ownProcess } from '../helpers/owned-process.ts';
+import { freePort } from '../helpers/ports.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
 
@@ -190,5 +196,70 @@ describe('admission rate', () => {
     assert.equal(line?.client, '127.0.0.11');
     assert.equal(metrics.defenses.get('connection_rate_per_ip'), 1);
     await transaction(server.port, '127.0.0.12');
+  });
+});
+
+const hasHaproxy = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
+
+describe('admission behind a real HAProxy (send-proxy-v2)', { skip: hasHaproxy ? false : 'haproxy not installed (scripts/test-deps.sh)' }, () => {
+  const log = logSink();
+  let server: TestServer;
+  let dir: string;
+  let haproxy: ReturnType<typeof ownProcess>;
+  let port = 0;
+  before(async () => {
+    // Every connection comes from the proxy (127.0.0.3); were the proxy judged, the clients would
+    // share its one count. Nothing is allow-listed, so the proxy itself would be limited too.
+    server = await startTestServer(
+      admissionConfig((c) => {
+        c.access.allow = [];
+        c.smtp.proxyProtocol = true;
+        c.proxy.trusted = ['127.0.0.3/32'];
+        c.limits.maxConnectionsPerIp = 2;
+        c.access.block = ['127.0.0.23/32'];
+      }),
+      { logStream: log.stream, logLevel: 'info' },
+    );
+    port = await freePort();
+    dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-haproxy-'));
+    const cfg = path.join(dir, 'haproxy.cfg');
+    writeFileSync(cfg, [
+      'global', '    maxconn 50',
+      'defaults', '    mode tcp', '    timeout connect 2s', '    timeout client 10s', '    timeout server 10s',
+      'frontend smtp', `    bind 127.0.0.1:${port}`, '    default_backend mta',
+      'backend mta', `    server mta 127.0.0.1:${server.port} send-proxy-v2 source 127.0.0.3`,
+      '',
+    ].join('\n'));
+    haproxy = ownProcess(spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'ignore'] }));
+    for (let i = 0; i < 100; i++) {
+      const isUp = await new Promise<boolean>((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        s.once('connect', () => (s.destroy(), resolve(true)));
+        s.once('error', () => resolve(false));
+      });
+      if (isUp) break;
+      assert.ok(!haproxy.isExited(), 'haproxy exited at start');
+      await sleep(50);
+    }
+    // The probes above reached the server as LOCAL or as the proxy: let them close.
+    await untilCount(server, 0);
+  });
+  after(async () => {
+    await haproxy?.stop();
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the per-address limit and the block list judge the client the PROXY header names, not the proxy', async () => {
+    const held = await hold(port, '127.0.0.21', 2);
+    const over = await firstLineAndClose(port, '127.0.0.21');
+    assert.match(over.line, /^421 4\.7\.0 /);
+    assert.equal(defenseLines(log.lines, 'max_connections_per_ip').at(-1)?.client, '127.0.0.21');
+    // Another client through the same proxy is admitted, and completes a transaction at once.
+    await transaction(port, '127.0.0.22');
+    const blocked = await firstLineAndClose(port, '127.0.0.23');
+    assert.match(blocked.line, /^554 5\.7\.1 /);
+    assert.equal(defenseLines(log.lines, 'access_block').at(-1)?.client, '127.0.0.23');
+    for (const c of held) c.close();
   });
 });
