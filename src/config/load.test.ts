@@ -142,7 +142,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'batv.action': ['"tag"', 'tag'],
   'verdicts.ipv4_prefix': ['32', 32],
   'verdicts.ipv6_prefix': ['48', 48],
-  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd", "spamd", "rspamd"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd', 'spamd', 'rspamd']],
+  'policy.checks': ['["greylist", "spf", "helo", "recipients", "batv", "clamd", "spamd", "rspamd", "authentication"]', ['greylist', 'spf', 'helo', 'recipients', 'batv', 'clamd', 'spamd', 'rspamd', 'authentication']],
   'dns.servers': ['["127.0.0.1:5353", "[::1]:53", "192.0.2.53"]', ['127.0.0.1:5353', '[::1]:53', '192.0.2.53']],
   'dns.timeout_ms': ['500', 500],
   'dns.tries': ['3', 3],
@@ -159,6 +159,11 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'spf.none': ['"reject"', 'reject'],
   'spf.temperror': ['"continue"', 'continue'],
   'spf.permerror': ['"reject"', 'reject'],
+  'dkim.enabled': ['true', true],
+  'arc.enabled': ['true', true],
+  'dmarc.enabled': ['true', true],
+  'dmarc.enforce': ['true', true],
+  'dmarc.quarantine_action': ['"quarantine"', 'quarantine'],
   'helo.require_fqdn': ['true', true],
   'helo.require_resolvable': ['true', true],
   'helo.reject_our_name': ['true', true],
@@ -529,7 +534,7 @@ test('policy checks: names, duplicates, and a configured check left out of the l
   assert.throws(() => parseConfig('[policy]\nchecks = ["greylst", "spf", "spf"]\n', 'p.toml'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems, [
-      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "spamd", "rspamd", "milter" (did you mean "greylist"?)',
+      'policy.checks[0] = "greylst": must be one of "recipients", "helo", "dnsbl", "spf", "greylist", "batv", "clamd", "spamd", "rspamd", "authentication", "milter" (did you mean "greylist"?)',
     ]);
     return true;
   });

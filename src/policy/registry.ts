@@ -10,6 +10,7 @@
 //
 // Never imports check code (check.ts, index.ts): the configuration loader reads this list.
 
+import { authenticationConfig } from './checks/authentication/config.ts';
 import { batvConfig } from './checks/batv/config.ts';
 import { clamdConfig } from './checks/clamd/config.ts';
 import { dnsblConfig } from './checks/dnsbl/config.ts';
@@ -21,7 +22,7 @@ import { rspamdConfig } from './checks/rspamd/config.ts';
 import { spamdConfig } from './checks/spamd/config.ts';
 import { spfConfig } from './checks/spf/config.ts';
 
-export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, clamdConfig, spamdConfig, rspamdConfig, milterConfig] as const;
+export const CHECK_CONFIGS = [recipientsConfig, heloConfig, dnsblConfig, spfConfig, greylistConfig, batvConfig, clamdConfig, spamdConfig, rspamdConfig, authenticationConfig, milterConfig] as const;
 
 export type PolicyCheckName = (typeof CHECK_CONFIGS)[number]['name'];
 

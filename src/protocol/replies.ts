@@ -128,6 +128,8 @@ export const REPLY = {
   spfTemperrorRefused: (domain: string) => reply(550, '5.7.24', `SPF validation error: the SPF record of ${domain} could not be looked up`),
   spfTryLater: reply(451, '4.7.24', 'SPF validation error, try again later'),
   spfDeferred: (result: string, domain: string) => reply(451, '4.7.24', `SPF validation gave ${result} for ${domain}, try again later`),
+  // DMARC (RFC 7489 6.6.3, dmarc.enforce): the sender domain's p=reject; no domain, no internals.
+  dmarcRejected: reply(550, '5.7.1', 'Message refused: it fails the DMARC policy of its From domain'),
   // Milters (docs/filters.md "Milter"): a filter's own SMFIR_REPLYCODE text is used when valid
   // (4xx/5xx, sanitized); these are for its plain reject/tempfail and for a filter that failed.
   // At connect a refusal is 554 or 421 (RFC 5321 3.1: a greeting is 220, 554 or 421).

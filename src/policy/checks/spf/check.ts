@@ -14,7 +14,7 @@ import { MAX_IP_TEXT_CHARS, unmapIPv4 } from '../../../net/ip.ts';
 import { arValue, commentText, foldField, kvValue, oneLine } from '../../../message/header-field.ts';
 import { Worker } from 'node:worker_threads';
 import type { DnsClient, DnsOptions } from '../../../dns/resolver.ts';
-import type { SpfThreadReply, SpfThreadRequest } from './thread.ts';
+import type { AuthThreadReply, AuthThreadRequest, SpfThreadReply, SpfThreadRequest } from './thread.ts';
 import type { PolicyVerdict } from '../../../protocol/machine.ts';
 import { REPLY, type Reply } from '../../../protocol/replies.ts';
 import { BoundedCache } from '../../../util/bounded-cache.ts';
@@ -248,11 +248,13 @@ function replySafe(text: string, max: number): string {
 // caller's signal ends the wait on this side at once.
 
 type SpfThreadResult = Extract<SpfThreadReply, { result: string }> | { error: string };
+type AuthThreadResult = Extract<AuthThreadReply, { dkim: unknown }> | { error: string };
 
-class SpfThread {
+/** The thread's client; the authentication check (checks/authentication) shares it. */
+export class SpfThread {
   readonly #dns: DnsOptions;
   #worker: Worker | null = null;
-  readonly #pending = new Map<number, (reply: SpfThreadResult) => void>();
+  readonly #pending = new Map<number, (reply: SpfThreadResult | AuthThreadResult) => void>();
   #nextId = 1;
 
   constructor(dns: DnsOptions) {
@@ -260,29 +262,38 @@ class SpfThread {
   }
 
   evaluate(request: Omit<SpfThreadRequest, 'id'>, signal: AbortSignal): Promise<SpfThreadResult> {
-    if (signal.aborted) return Promise.resolve({ error: 'SPF evaluation timed out' });
+    return this.#ask<SpfThreadResult>(request, [], signal, 'SPF evaluation timed out');
+  }
+
+  /** DKIM, ARC and DMARC for one message; its octets are moved to the thread (`message` is detached). */
+  authenticate(request: Omit<AuthThreadRequest, 'id'>, signal: AbortSignal): Promise<AuthThreadResult> {
+    return this.#ask<AuthThreadResult>(request, [request.message.buffer as ArrayBuffer], signal, 'verification timed out');
+  }
+
+  #ask<R extends SpfThreadResult | AuthThreadResult>(request: object, transfer: ArrayBuffer[], signal: AbortSignal, timedOut: string): Promise<R> {
+    if (signal.aborted) return Promise.resolve({ error: timedOut } as R);
     const id = this.#nextId++;
     return new Promise((resolve) => {
-      const onAbort = (): void => settle({ error: 'SPF evaluation timed out' });
+      const onAbort = (): void => settle({ error: timedOut });
       const worker = this.#start();
-      const settle = (reply: SpfThreadResult): void => {
+      const settle = (reply: SpfThreadResult | AuthThreadResult): void => {
         if (!this.#pending.delete(id)) return;
         signal.removeEventListener('abort', onAbort);
         // Idle, the thread never keeps the process alive; with a request pending it does.
         if (this.#pending.size === 0) worker.unref();
-        resolve(reply);
+        resolve(reply as R);
       };
       this.#pending.set(id, settle);
       signal.addEventListener('abort', onAbort, { once: true });
       worker.ref();
-      worker.postMessage({ ...request, id } satisfies SpfThreadRequest);
+      worker.postMessage({ ...request, id }, transfer);
     });
   }
 
   #start(): Worker {
     if (this.#worker !== null) return this.#worker;
     const worker = new Worker(new URL('./thread.ts', import.meta.url), { workerData: this.#dns });
-    worker.on('message', (reply: SpfThreadReply) => this.#pending.get(reply.id)?.(reply));
+    worker.on('message', (reply: SpfThreadReply | AuthThreadReply) => this.#pending.get(reply.id)?.(reply));
     const fail = (why: string): void => {
       if (this.#worker === worker) this.#worker = null;
       for (const settle of [...this.#pending.values()]) settle({ error: why });
@@ -296,7 +307,7 @@ class SpfThread {
 
 const spfThreads = new Map<string, SpfThread>();
 
-function spfThreadFor(dns: DnsOptions): SpfThread {
+export function spfThreadFor(dns: DnsOptions): SpfThread {
   const key = JSON.stringify(dns);
   let thread = spfThreads.get(key);
   if (thread === undefined) {
