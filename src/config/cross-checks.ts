@@ -27,6 +27,11 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
   if (!invalid.has('smtp.body_memory_bytes') && !invalid.has('smtp.body_memory_budget_bytes') && bodyMemoryBudgetBytes < bodyMemoryBytes) {
     problems.push(`smtp.body_memory_budget_bytes = ${bodyMemoryBudgetBytes}: must be at least smtp.body_memory_bytes (${bodyMemoryBytes})`);
   }
+  // Stress mode needs a gap between on and off, or it would flap with every connection.
+  const { stressOnPercent, stressOffPercent } = config.limits;
+  if (!invalid.has('limits.stress_on_percent') && !invalid.has('limits.stress_off_percent') && stressOffPercent >= stressOnPercent) {
+    problems.push(`limits.stress_off_percent = ${stressOffPercent}: must be below limits.stress_on_percent (${stressOnPercent})`);
+  }
   const { journalMaxMessageBytes, segmentMaxBytes } = config.spool;
   if (
     !invalid.has('spool.journal_max_message_bytes') &&

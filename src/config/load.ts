@@ -16,6 +16,7 @@ import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
 import { PROXY_KEYS } from './keys/proxy.ts';
+import { SESSION_LIMITS_KEYS } from './keys/session-limits.ts';
 import { SMTP_KEYS } from './keys/smtp.ts';
 import { QUEUE_KEYS } from './keys/queue.ts';
 import { SPOOL_KEYS } from './keys/spool.ts';
@@ -52,6 +53,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SMTP_KEYS,
   ...PROXY_KEYS,
   ...ADMISSION_KEYS,
+  ...SESSION_LIMITS_KEYS,
   ...SPOOL_KEYS,
   ...QUEUE_KEYS,
   ...POLICY_KEYS,

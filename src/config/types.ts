@@ -141,13 +141,44 @@ export type RoutesConfig = {
   domains: Record<string, Route>;
 };
 
+/** [limits], the session's time and command limits (config/keys/session-limits.ts; docs/defense.md). */
+export type SessionLimitsConfig = {
+  /** A command line must be complete within this, however slowly it trickles in; 0 = off. */
+  commandDeadlineSeconds: number;
+  /** During DATA/BDAT at least this many octets per window, or 421 4.4.2; 0 = off. */
+  minDataRateBytes: number;
+  minDataRateWindowSeconds: number;
+  /** A session ends (421 4.4.2) this long after it began; 0 = off. */
+  sessionMaxSeconds: number;
+  /** NOOP, RSET, VRFY, EXPN and HELP since the last transaction opened, before 421 4.7.0; 0 = no cap. */
+  maxIdleCommands: number;
+  /** Stress mode: on at this share of the connection limit (percent), off below the release share. */
+  stressOnPercent: number;
+  stressOffPercent: number;
+  /** Under stress every timeout and the command deadline are at most this. */
+  stressTimeoutSeconds: number;
+};
+
+/** The whole [limits] table; admission's keys join it as another member of the intersection. */
+export type LimitsConfig = AdmissionLimitsConfig & SessionLimitsConfig;
+
+/** [tarpit]: escalating delay of error replies (docs/defense.md "Tarpit"). */
+export type TarpitConfig = {
+  freeErrors: number;
+  initialDelayMs: number;
+  maxDelaySeconds: number;
+  /** How long a tarpitted client's network is remembered (its next session starts delayed); 0 = not remembered. */
+  rememberSeconds: number;
+};
+
 /** The core sections; each policy check adds its own (policy/checks/<name>/config.ts). */
 export type CoreConfig = {
   smtp: SmtpConfig;
   tls: TlsConfig;
   proxy: ProxyConfig;
   access: AccessConfig;
-  limits: AdmissionLimitsConfig;
+  limits: LimitsConfig;
+  tarpit: TarpitConfig;
   domains: { local: string[] };
   relay: { networks: string[] };
   spool: SpoolConfig;
@@ -209,7 +240,18 @@ export function defaultConfig(): Config {
     tls: { certFile: '', keyFile: '', enabled: true, ciphers: DEFAULT_TLS_CIPHERS, handshakeTimeoutSeconds: 10 },
     proxy: { trusted: [], headerTimeoutSeconds: 5 },
     access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
-    limits: { maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 } },
+    limits: {
+      maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 },
+      commandDeadlineSeconds: 60,
+      minDataRateBytes: 1024,
+      minDataRateWindowSeconds: 60,
+      sessionMaxSeconds: 1800,
+      maxIdleCommands: 200,
+      stressOnPercent: 70,
+      stressOffPercent: 50,
+      stressTimeoutSeconds: 10,
+    },
+    tarpit: { freeErrors: 3, initialDelayMs: 1000, maxDelaySeconds: 30, rememberSeconds: 3600 },
     domains: { local: ['localhost'] },
     relay: { networks: ['127.0.0.0/8', '::1/128'] },
     spool: { dir: 'var/spool', journalMaxMessageBytes: 1_048_576, segmentMaxBytes: 67_108_864, minFreeBytes: 104_857_600 },

@@ -51,6 +51,8 @@ export interface SessionMetrics {
   reply(code: number): void;
   /** Each measurement of the spool's free space, and whether it is below spool.min_free_bytes. */
   spoolSpace?(freeBytes: number, isLow: boolean): void;
+  /** Stress mode went on or off (server/stress.ts): portcullis_stress_mode. */
+  stressMode?(isOn: boolean): void;
 }
 
 /** One process's metrics. The server and the policy pipeline call the methods; the registry is
@@ -100,6 +102,14 @@ export class Metrics implements SessionMetrics, DefenseMetrics, FilterMetrics {
       collect() {
         this.reset();
         this.inc(self.#sessionsOpened);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}stress_mode`,
+      help: 'Stress mode (1: on, timeouts shortened; 0: off); summed over the workers that are in it.',
+      registers,
+      collect() {
+        this.set(self.#isStressed);
       },
     });
     new Gauge({
@@ -252,6 +262,12 @@ export class Metrics implements SessionMetrics, DefenseMetrics, FilterMetrics {
 
   sessionClosed(): void {
     this.#sessionsActive--;
+  }
+
+  #isStressed = 0;
+
+  stressMode(isOn: boolean): void {
+    this.#isStressed = isOn ? 1 : 0;
   }
 
   messageAccepted(bytes: number): void {

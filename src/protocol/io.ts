@@ -5,6 +5,7 @@
 import type { AcceptedMessage } from '../message/accepted.ts';
 import type { BodySource } from '../message/content.ts';
 import type { HeaderField } from '../message/header.ts';
+import type { MachineDefenseRule } from './deadlines.ts';
 import type { Reply } from './replies.ts';
 import type { Peer, RecipientView, SessionView, TlsState, TransactionView } from './session.ts';
 import type { PolicyStage, PolicyVerdict } from './verdict.ts';
@@ -21,6 +22,13 @@ export type Input =
   | { type: 'tls-ready'; nowMs: number; tls: TlsState }
   | { type: 'tls-failed'; nowMs: number; reason: string }
   | { type: 'timeout'; nowMs: number }
+  /** The time has come for one of the machine's deadlines (SmtpMachine.nextDeadlineMs): it judges them. */
+  | { type: 'tick'; nowMs: number }
+  /** The client's network is remembered by the tarpit (defense/tarpit-memory.ts, looked up while the
+   *  session runs): from now on its first error is already delayed. */
+  | { type: 'tarpit-remembered'; nowMs: number }
+  /** Stress mode went on or off (server/stress.ts): under it every timeout is at most limits.stress_timeout_seconds. */
+  | { type: 'stress'; nowMs: number; isOn: boolean }
   | { type: 'shutdown'; nowMs: number }
   | { type: 'end-of-input'; nowMs: number }
   /** The spool's free space fell below (or rose back above) its floor: MAIL is refused with
@@ -69,7 +77,9 @@ export type Output =
   | { type: 'discard-body'; seq: number }
   /** End the session. `quit`: the client asked (QUIT, answered 221), so nothing it sends after counts. */
   | { type: 'close'; quit?: true }
-  | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> };
+  | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
+  /** A connection defense fired (defense/events.ts logs and counts it): the rule, its limit, what was measured. */
+  | { type: 'defense'; rule: MachineDefenseRule; limit: string | number; value?: string | number; reply?: Reply };
 
 /** What the shell should wait for next, and so which timeout applies. */
 export type Phase = 'command' | 'data' | 'waiting' | 'closed';

@@ -2,6 +2,7 @@
 // Built by the shell from Config; plain data so core tests can construct it directly.
 
 import type { BodyBudget } from './body-budget.ts';
+import type { SessionLimits, TarpitLimits } from './deadlines.ts';
 import type { PolicyStage } from './session.ts';
 
 export type MachineConfig = {
@@ -39,6 +40,14 @@ export type MachineConfig = {
    *  "refuse"); absent: every address is. A recipient it refuses is refused at RCPT, in the
    *  session, rather than accepted and bounced. */
   isRoutable?: (address: string) => boolean;
+  /** Time limits the machine judges on every input and `tick` (deadlines.ts); absent: none (the
+   *  shell's `timeout` input alone ends idle sessions). */
+  limits?: SessionLimits;
+  /** Commands that move nothing forward (NOOP, RSET, VRFY, EXPN, HELP) since the last transaction
+   *  opened, past which the session ends (421 4.7.0); absent: no cap. */
+  maxIdleCommands?: number;
+  /** Escalating delay of error replies past the first few (tarpit); absent: none. */
+  tarpit?: TarpitLimits;
 };
 
 /** Small bodies stay in memory; a larger one streams to its file in the spool as it arrives. */

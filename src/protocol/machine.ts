@@ -14,6 +14,7 @@ import { applyRcpt, checkRcpt } from './commands/rcpt.ts';
 import { applyTlsReady, checkStartTls } from './commands/starttls.ts';
 import { formatMailbox } from './address.ts';
 import { Framer, type ContentScanner, type Frame } from './framing.ts';
+import { tarpitDelayMs, type MachineDefenseRule } from './deadlines.ts';
 import type { Input, Output, Phase } from './io.ts';
 import { DEFAULT_BODY_MEMORY_BYTES, type MachineConfig } from './machine-config.ts';
 import type { AcceptedMessage } from '../message/accepted.ts';
@@ -57,6 +58,8 @@ type Waiting =
   | { kind: 'transform'; message: AcceptedMessage }
   | { kind: 'commit'; message: AcceptedMessage }
   | { kind: 'tls' }
+  /** An error reply is held back (tarpit) until `untilMs`; pipelined input waits in the framer. */
+  | { kind: 'tarpit'; untilMs: number }
   | { kind: 'closed' };
 
 export class SmtpMachine {
@@ -80,6 +83,24 @@ export class SmtpMachine {
   #isHeldForOutput = false;
   /** Time of the input being handled: the only clock the core knows. */
   #nowMs = 0;
+  /** Deadlines (deadlines.ts): when the session began, when input last came (or an action ended). */
+  #connectedMs = 0;
+  #activityMs = 0;
+  /** When the first octet of the command line not yet complete arrived; null: none pending. */
+  #lineStartMs: number | null = null;
+  /** The data-rate window of the message arriving: its start and the octets read in it. */
+  #rateStartMs: number | null = null;
+  #rateBytes = 0;
+  #isStressed = false;
+  /** Junk commands (NOOP, RSET, VRFY, EXPN, HELP) since the last transaction opened. */
+  #idleCommands = 0;
+  /** Errors a remembered tarpit starts the session with (so the first error is already delayed). */
+  #tarpitHeadStart = 0;
+  /** Outputs held back by the tarpit until Waiting.untilMs (a reply and what followed it). */
+  #held: Output[] | null = null;
+  /** Where in this step's outputs the held part begins (set by #error), or -1. */
+  #holdFrom = -1;
+  #holdUntilMs = 0;
 
   constructor(cfg: MachineConfig) {
     this.#cfg = cfg;
@@ -120,9 +141,36 @@ export class SmtpMachine {
     return txn !== null && txn.content !== null;
   }
 
+  /** The session reached the tarpit (an error reply was delayed): the shell remembers its network. */
+  get isTarpitted(): boolean {
+    const t = this.#cfg.tarpit;
+    return t !== undefined && this.#session !== null && tarpitDelayMs(t, this.#session.counters.errors + this.#tarpitHeadStart) > 0;
+  }
+
+  /**
+   * When the shell must step a `tick` at the latest (ms, the inputs' clock), or Infinity. The
+   * shell keeps one timer-wheel entry per connection at this time; ticks sooner are harmless.
+   */
+  get nextDeadlineMs(): number {
+    const w = this.#waiting;
+    if (this.#held !== null) return this.#holdUntilMs;
+    if (w.kind === 'closed' || this.#session === null) return Infinity;
+    const lim = this.#cfg.limits;
+    if (lim === undefined) return Infinity;
+    let due = lim.sessionMaxMs > 0 ? this.#connectedMs + lim.sessionMaxMs : Infinity;
+    // While an action is outstanding its own bound (the shell's) applies, not the client's timeouts.
+    if (w.kind !== 'none') return due;
+    const cap = this.#isStressed ? lim.stressTimeoutMs : Infinity;
+    const isData = this.#framer.mode !== 'lines';
+    due = Math.min(due, this.#activityMs + Math.min(isData ? lim.dataTimeoutMs : lim.commandTimeoutMs, cap));
+    if (this.#lineStartMs !== null && lim.commandDeadlineMs > 0) due = Math.min(due, this.#lineStartMs + Math.min(lim.commandDeadlineMs, cap));
+    if (this.#rateStartMs !== null) due = Math.min(due, this.#rateStartMs + lim.minDataRateWindowMs);
+    return due;
+  }
+
   get phase(): Phase {
     const w = this.#waiting.kind;
-    if (w === 'closed') return 'closed';
+    if (w === 'closed') return this.#held !== null ? 'waiting' : 'closed';
     if (w !== 'none') return 'waiting';
     const mode = this.#framer.mode;
     return mode === 'lines' ? 'command' : 'data';
@@ -142,19 +190,45 @@ export class SmtpMachine {
 
   step(input: Input): Output[] {
     const out: Output[] = [];
-    if (this.#waiting.kind === 'closed') return out;
     this.#nowMs = input.nowMs;
+    if (this.#held !== null) {
+      // Tarpit: what is held goes out once its time has come, or at once when the session must end.
+      const isEnding = input.type === 'shutdown' || input.type === 'timeout';
+      if (input.nowMs < this.#holdUntilMs && !isEnding) {
+        if (input.type === 'bytes') this.#framer.push(input.data);
+        else if (input.type === 'end-of-input') this.#isInputEnded = true;
+        else if (input.type === 'stress') this.#isStressed = input.isOn;
+        else if (input.type === 'tarpit-remembered' && this.#cfg.tarpit !== undefined) this.#tarpitHeadStart = this.#cfg.tarpit.freeErrors;
+        return out;
+      }
+      out.push(...this.#held);
+      this.#held = null;
+      if (this.#waiting.kind === 'tarpit') this.#waiting = { kind: 'none' };
+      this.#activityMs = input.nowMs;
+    }
+    if (this.#waiting.kind === 'closed') return out;
+    if (input.type !== 'tick' && input.type !== 'stress' && input.type !== 'tarpit-remembered') this.#activityMs = input.nowMs;
     switch (input.type) {
       case 'connected':
         this.#onConnected(input, out);
         break;
       case 'bytes':
+        if (this.#rateStartMs !== null) this.#rateBytes += input.data.length;
         this.#framer.push(input.data);
         if (!this.#isHeldForOutput) this.#batchReplyLines = 0;
         break;
       case 'output-drained':
         this.#isHeldForOutput = false;
         this.#batchReplyLines = 0;
+        break;
+      case 'tick':
+        this.#judgeDeadlines(out);
+        break;
+      case 'stress':
+        this.#isStressed = input.isOn;
+        break;
+      case 'tarpit-remembered':
+        if (this.#cfg.tarpit !== undefined) this.#tarpitHeadStart = this.#cfg.tarpit.freeErrors;
         break;
       case 'verdict':
         this.#onVerdict(input.verdict, input.nowMs, out);
@@ -198,6 +272,12 @@ export class SmtpMachine {
     }
     this.#pump(out);
     if (this.#isDraining && this.#waiting.kind === 'none' && !this.#isMessageArriving()) this.#fatal(REPLY.shuttingDown, out);
+    this.#trackDeadlines();
+    if (this.#holdFrom !== -1) {
+      // Tarpit: the delayed reply and everything after it wait for their time (a tick).
+      this.#held = out.splice(this.#holdFrom);
+      this.#holdFrom = -1;
+    }
     // Memory per session stays bounded whatever the message size: past the threshold, what the
     // scanner kept goes to the body file in steps as it arrives.
     const txn = this.#openTransaction();
@@ -278,6 +358,7 @@ export class SmtpMachine {
   }
 
   #onConnected(input: Extract<Input, { type: 'connected' }>, out: Output[]): void {
+    this.#connectedMs = input.nowMs;
     this.#session = newSessionSecurity({
       id: input.sessionId,
       peer: input.peer,
@@ -351,9 +432,67 @@ export class SmtpMachine {
       this.#error(parsed.error === 'unknown' ? REPLY.unknownCommand : REPLY.syntax(parsed.usage), out);
       return;
     }
-    if (COMMAND_FACTS[parsed.command.verb].isJunk) this.#session!.counters.junk++;
+    if (COMMAND_FACTS[parsed.command.verb].isJunk) {
+      this.#session!.counters.junk++;
+      // Security: commands that move nothing forward are capped, counted only since the last
+      // transaction opened, so an anti-virus proxy's keep-alive NOOPs between messages and
+      // RSET before each MAIL never reach the cap.
+      const max = this.#cfg.maxIdleCommands;
+      if (max !== undefined && max > 0 && this.#openTransaction() === null && ++this.#idleCommands > max) {
+        out.push({ type: 'defense', rule: 'idle_commands', limit: max, value: this.#idleCommands, reply: REPLY.tooManyIdleCommands });
+        return this.#fatal(REPLY.tooManyIdleCommands, out);
+      }
+    }
     if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') return this.#error(REPLY.refusedAtConnect, out);
     this.#dispatch(parsed.command, out);
+    if (this.#openTransaction() !== null) this.#idleCommands = 0;
+  }
+
+  /** After each input: when the pending command line began, and the data-rate window. */
+  #trackDeadlines(): void {
+    if (this.#waiting.kind !== 'none') return;
+    const isLines = this.#framer.mode === 'lines';
+    if (isLines && this.#framer.bufferedBytes > 0) this.#lineStartMs ??= this.#nowMs;
+    else this.#lineStartMs = null;
+    const lim = this.#cfg.limits;
+    if (isLines || lim === undefined || lim.minDataRateBytes <= 0) {
+      this.#rateStartMs = null;
+    } else if (this.#rateStartMs === null) {
+      this.#rateStartMs = this.#nowMs;
+      this.#rateBytes = 0;
+    }
+  }
+
+  /** A tick: ends the session whose time is up, most specific rule first. */
+  #judgeDeadlines(out: Output[]): void {
+    const lim = this.#cfg.limits;
+    if (lim === undefined || this.#session === null) return;
+    const now = this.#nowMs;
+    const cap = this.#isStressed ? lim.stressTimeoutMs : Infinity;
+    const stressNote = this.#isStressed ? ' (stress)' : '';
+    if (lim.sessionMaxMs > 0 && now >= this.#connectedMs + lim.sessionMaxMs) {
+      out.push({ type: 'defense', rule: 'session_max', limit: `${lim.sessionMaxMs / 1000}s`, value: `${Math.round((now - this.#connectedMs) / 1000)}s`, reply: REPLY.sessionTooLong });
+      return this.#fatal(REPLY.sessionTooLong, out);
+    }
+    if (this.#waiting.kind !== 'none') return;
+    const commandDeadline = Math.min(lim.commandDeadlineMs, cap);
+    if (this.#lineStartMs !== null && lim.commandDeadlineMs > 0 && now >= this.#lineStartMs + commandDeadline) {
+      out.push({ type: 'defense', rule: 'command_deadline', limit: `${commandDeadline / 1000}s${stressNote}`, value: this.#framer.bufferedBytes, reply: REPLY.timeout });
+      return this.#fatal(REPLY.timeout, out);
+    }
+    if (this.#rateStartMs !== null && now >= this.#rateStartMs + lim.minDataRateWindowMs) {
+      if (this.#rateBytes < lim.minDataRateBytes) {
+        out.push({ type: 'defense', rule: 'min_data_rate', limit: `${lim.minDataRateBytes}/${lim.minDataRateWindowMs / 1000}s`, value: this.#rateBytes, reply: REPLY.timeout });
+        return this.#fatal(REPLY.timeout, out);
+      }
+      this.#rateStartMs = now;
+      this.#rateBytes = 0;
+    }
+    const idle = Math.min(this.#framer.mode === 'lines' ? lim.commandTimeoutMs : lim.dataTimeoutMs, cap);
+    if (now >= this.#activityMs + idle) {
+      out.push({ type: 'log', level: 'info', msg: `timeout${stressNote}`, fields: { idleMs: now - this.#activityMs, limitMs: idle, phase: this.#framer.mode } });
+      this.#fatal(REPLY.timeout, out);
+    }
   }
 
   #dispatch(cmd: Command, out: Output[]): void {
@@ -685,8 +824,21 @@ export class SmtpMachine {
   #error(reply: Reply, out: Output[]): void {
     const session = this.#session!;
     session.counters.errors++;
+    const tarpit = this.#cfg.tarpit;
+    const delayMs = tarpit === undefined ? 0 : tarpitDelayMs(tarpit, session.counters.errors + this.#tarpitHeadStart);
+    if (delayMs > 0 && this.#holdFrom === -1 && this.#waiting.kind === 'none') {
+      // Security: past the free errors each error reply waits, doubling (a dictionary attack's
+      // pace is ours); the framer keeps the rest of the input meanwhile, nothing else is held.
+      out.push({ type: 'defense', rule: 'tarpit', limit: tarpit!.freeErrors, value: `${delayMs}ms`, reply });
+      this.#holdFrom = out.length;
+      this.#holdUntilMs = this.#nowMs + delayMs;
+      this.#waiting = { kind: 'tarpit', untilMs: this.#holdUntilMs };
+    }
     this.#reply(reply, out);
-    if (session.counters.errors >= this.#cfg.maxErrors) this.#fatal(REPLY.tooManyErrors, out);
+    if (session.counters.errors >= this.#cfg.maxErrors) {
+      if (delayMs > 0) out.push({ type: 'defense', rule: 'tarpit_disconnect', limit: this.#cfg.maxErrors, value: session.counters.errors, reply: REPLY.tooManyErrors });
+      this.#fatal(REPLY.tooManyErrors, out);
+    }
   }
 
   #fatal(reply: Reply, out: Output[]): void {

@@ -55,6 +55,8 @@ export const REPLY = {
   tooManyTransactions: reply(421, '4.7.0', 'Too many transactions in one session, closing connection'),
   tooManyRefusals: reply(421, '4.7.0', 'Too many refusals in one session, closing connection'),
   timeout: reply(421, '4.4.2', 'Timeout, closing connection'),
+  sessionTooLong: reply(421, '4.4.2', 'Session too long, closing connection'),
+  tooManyIdleCommands: reply(421, '4.7.0', 'Too many commands without a transaction, closing connection'),
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
   storageFailed: reply(451, '4.3.0', 'Temporary failure storing the message, try again later'),

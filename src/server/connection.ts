@@ -21,6 +21,9 @@ import { normalizeAddress } from './networks.ts';
 import { ProxyHeaderReader } from '../net/proxy.ts';
 import type { Peer } from '../protocol/session.ts';
 import type { AdmissionDecision } from './admission.ts';
+import { defenseFired, type DefenseMetrics } from '../defense/events.ts';
+import type { TarpitMemory } from '../defense/tarpit-memory.ts';
+import { processWheel, WheelEntry, type TimerWheel } from './timer-wheel.ts';
 
 /** A plain verdict when every check answered synchronously: the connection then steps it in at once. */
 export type PolicyRunner = (request: Extract<Output, { type: 'policy' }>, readSpilled: SpilledBodyReader | null) => PolicyVerdict | Promise<PolicyVerdict>;
@@ -54,6 +57,12 @@ export type ConnectionDeps = {
   onRead?: (bytes: number) => void;
   /** Called once when the connection is gone. */
   onClose: (c: Connection) => void;
+  /** Where defenses the machine fires are counted (portcullis_defense_events_total). */
+  defenseMetrics?: DefenseMetrics | null;
+  /** The tarpit's memory across sessions (tarpit.remember_seconds); null: not remembered. */
+  tarpitMemory?: TarpitMemory | null;
+  /** The wheel every wait of this connection goes on (default: the process's). */
+  wheel?: TimerWheel;
 };
 
 /** Body octets queued for the body file past which reading stops until they are written: with a
@@ -87,6 +96,15 @@ export class Connection {
   readonly #startedMs = Date.now();
   /** Gives the admission counts back when the connection ends. */
   #release: (() => void) | null = null;
+  /** The one timer-wheel entry of this connection: the machine's next deadline (a tick), or the
+   *  PROXY header bound, the TLS handshake bound, or the close grace, whichever waits now. */
+  readonly #timer: WheelEntry;
+  readonly #wheel: TimerWheel;
+  /** The machine judges its own deadlines (machineConfig.limits): no socket timeout is set. */
+  readonly #isMachineTimed: boolean;
+  /** What the timer entry fires now, when not the machine's tick. */
+  #onTimer: ((nowMs: number) => void) | null = null;
+  #peerAddress = '';
   readonly #onData = (chunk: Buffer): void => {
     this.#deps.onRead?.(chunk.length);
     this.#feed({ type: 'bytes', nowMs: Date.now(), data: chunk });
@@ -108,6 +126,25 @@ export class Connection {
     this.sessionId = deps.newSessionId();
     this.#log = deps.log.child({ sid: this.sessionId });
     this.#machine = new SmtpMachine(deps.machineConfig);
+    this.#wheel = deps.wheel ?? processWheel();
+    this.#timer = new WheelEntry((nowMs) => {
+      const f = this.#onTimer;
+      if (f !== null) f(nowMs);
+      else this.#feed({ type: 'tick', nowMs });
+    });
+    this.#isMachineTimed = deps.machineConfig.limits !== undefined;
+  }
+
+  /** Runs `f` at `dueMs` on the wheel in place of the machine's tick (a bound of the shell's own). */
+  #waitShell(dueMs: number, f: (nowMs: number) => void): void {
+    this.#onTimer = f;
+    this.#wheel.schedule(this.#timer, dueMs);
+  }
+
+  /** Back to the machine's deadlines. */
+  #waitMachine(): void {
+    this.#onTimer = null;
+    if (this.#isMachineTimed && !this.#isClosed) this.#wheel.schedule(this.#timer, this.#machine.nextDeadlineMs);
   }
 
   start(): void {
@@ -138,7 +175,8 @@ export class Connection {
     this.#isAwaitingProxyHeader = true;
     const stop = (): void => {
       this.#isAwaitingProxyHeader = false;
-      clearTimeout(timer);
+      this.#onTimer = null;
+      this.#wheel.cancel(this.#timer);
       s.off('data', onData);
       s.off('end', onGone);
       s.off('error', onGone);
@@ -168,7 +206,7 @@ export class Connection {
       this.#destroy();
     };
     // Security: a proxy that sent part of a header and stops reading must not hold the socket either.
-    const timer = setTimeout(() => refuse(`no complete header within ${timeoutMs} ms`), timeoutMs);
+    this.#waitShell(Date.now() + timeoutMs, () => refuse(`no complete header within ${timeoutMs} ms`));
     s.on('data', onData);
     s.once('end', onGone);
     s.once('error', onGone);
@@ -201,6 +239,7 @@ export class Connection {
     const s = this.#socket;
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
     const isRelayClient = this.#deps.isRelayClient(peer.address);
+    this.#peerAddress = peer.address;
     this.#log.info(
       { client: peer.address, port: peer.port, relay: isRelayClient, ...(proxy === null ? {} : { proxy: proxy.address, proxyPort: proxy.port }) },
       'connect',
@@ -215,6 +254,20 @@ export class Connection {
       proxy,
     });
     if (firstBytes !== null) this.#onData(firstBytes);
+    // Looked up while the session runs, not before it: the greeting never waits for the store,
+    // and the answer is in long before the client's first error.
+    const memory = this.#deps.tarpitMemory ?? null;
+    if (memory !== null) {
+      void memory.isRemembered(peer.address).then((isRemembered) => {
+        if (isRemembered) this.#feed({ type: 'tarpit-remembered', nowMs: Date.now() });
+      });
+    }
+  }
+
+  /** Stress mode went on or off (server/stress.ts): the machine's timeouts shrink or grow back. */
+  setStress(isOn: boolean): void {
+    if (this.#isAwaitingProxyHeader) return;
+    this.#feed({ type: 'stress', nowMs: Date.now(), isOn });
   }
 
   /** Graceful stop: 421 at the next moment the session is not in the middle of an action. */
@@ -240,7 +293,7 @@ export class Connection {
   #attach(s: Socket): void {
     s.on('data', this.#onData);
     s.on('end', this.#onEnd);
-    s.on('timeout', this.#onTimeout);
+    if (!this.#isMachineTimed) s.on('timeout', this.#onTimeout);
     s.on('error', this.#onError);
     s.on('close', this.#onSocketClose);
   }
@@ -365,6 +418,16 @@ export class Connection {
         case 'start-tls':
           startTls = true;
           break;
+        case 'defense':
+          defenseFired(log, this.#deps.defenseMetrics, {
+            rule: o.rule,
+            sessionId: this.sessionId,
+            client: this.#peerAddress,
+            limit: o.limit,
+            value: o.value ?? null,
+            reply: o.reply === undefined ? null : `${o.reply.code}${o.reply.enhanced == null ? '' : ` ${o.reply.enhanced}`}`,
+          });
+          break;
         case 'close':
           closeAfter = true;
           isQuit = o.quit === true;
@@ -385,6 +448,7 @@ export class Connection {
       return;
     }
     this.#applyFlowControl();
+    if (this.#onTimer === null) this.#waitMachine();
   }
 
   /** The policy's verdict for one request: a value when it answered synchronously; a throw is a disconnect, logged. */
@@ -448,7 +512,7 @@ export class Connection {
       const more = (): void => this.#feed({ type: 'output-drained', nowMs: Date.now() });
       if (s.writableNeedDrain) {
         s.once('drain', more);
-        s.setTimeout(this.#deps.commandTimeoutMs);
+        if (!this.#isMachineTimed) s.setTimeout(this.#deps.commandTimeoutMs);
       } else setImmediate(more);
       return;
     }
@@ -464,17 +528,17 @@ export class Connection {
         };
         body.flushed().then(resume, resume);
       }
-      s.setTimeout(this.#deps.dataTimeoutMs);
+      if (!this.#isMachineTimed) s.setTimeout(this.#deps.dataTimeoutMs);
       return;
     }
     if (s.writableNeedDrain) {
       s.pause();
       s.once('drain', () => this.#applyFlowControl());
       // The write timeout: a client that never reads is as idle as one that never writes.
-      s.setTimeout(this.#deps.commandTimeoutMs);
+      if (!this.#isMachineTimed) s.setTimeout(this.#deps.commandTimeoutMs);
       return;
     }
-    s.setTimeout(phase === 'data' ? this.#deps.dataTimeoutMs : this.#deps.commandTimeoutMs);
+    if (!this.#isMachineTimed) s.setTimeout(phase === 'data' ? this.#deps.dataTimeoutMs : this.#deps.commandTimeoutMs);
     if (s.isPaused()) s.resume();
   }
 
@@ -490,16 +554,20 @@ export class Connection {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
     this.#socket = secure;
     const handshakeMs = this.#deps.tlsHandshakeTimeoutMs ?? this.#deps.commandTimeoutMs;
-    const handshakeTimer = setTimeout(() => secure.destroy(new Error(`TLS handshake not done within ${handshakeMs} ms`)), handshakeMs);
+    this.#waitShell(Date.now() + handshakeMs, () => secure.destroy(new Error(`TLS handshake not done within ${handshakeMs} ms`)));
+    const clearHandshakeTimer = (): void => {
+      this.#onTimer = null;
+      this.#wheel.cancel(this.#timer);
+    };
     secure.once('secure', () => {
-      clearTimeout(handshakeTimer);
+      clearHandshakeTimer();
       secure.off('error', onHandshakeError);
       secure.off('end', onHandshakeEnd);
       this.#attach(secure);
       this.#feed({ type: 'tls-ready', nowMs: Date.now(), tls: { protocol: secure.getProtocol() ?? 'unknown', cipher: secure.getCipher()?.name ?? 'unknown' } });
     });
     const onHandshakeError = (err: Error): void => {
-      clearTimeout(handshakeTimer);
+      clearHandshakeTimer();
       this.#feed({ type: 'tls-failed', nowMs: Date.now(), reason: err.message });
     };
     // Security: the raw socket's listeners are detached while the handshake runs, and the TLS
@@ -509,7 +577,7 @@ export class Connection {
     // a cheap way to exhaust descriptors. Such a client can never finish the handshake, so the
     // socket is released at once, without a close_notify or a grace period.
     const onHandshakeEnd = (): void => {
-      clearTimeout(handshakeTimer);
+      clearHandshakeTimer();
       secure.off('error', onHandshakeError);
       this.#log.info({ bytesReceived: raw.bytesRead }, 'client closed during the TLS handshake');
       this.#destroy();
@@ -517,7 +585,7 @@ export class Connection {
     secure.once('end', onHandshakeEnd);
     secure.once('error', onHandshakeError);
     secure.once('close', () => {
-      clearTimeout(handshakeTimer);
+      clearHandshakeTimer();
       this.#destroy();
     });
   }
@@ -541,13 +609,15 @@ export class Connection {
     if (isQuit) s.end(() => s.destroy());
     else s.end();
     // A zombie that never reads or closes must not hold the connection: destroy after a grace.
-    setTimeout(() => this.#destroy(), CLOSE_GRACE_MS).unref();
     this.#finish();
+    this.#waitShell(Date.now() + CLOSE_GRACE_MS, () => this.#destroy());
   }
 
   #destroy(): void {
     if (!this.#socket.destroyed) this.#socket.destroy();
     this.#finish();
+    this.#onTimer = null;
+    this.#wheel.cancel(this.#timer);
   }
 
   #finish(): void {
@@ -555,6 +625,9 @@ export class Connection {
     this.#isClosed = true;
     this.#release?.();
     this.#release = null;
+    if (this.#onTimer === null) this.#wheel.cancel(this.#timer);
+    // A client that reached the tarpit is remembered: its next session starts delayed.
+    if (this.#machine.isTarpitted && this.#peerAddress !== '') void this.#deps.tarpitMemory?.remember(this.#peerAddress, Date.now());
     // Whatever state the session was in, its share of the process's body budget goes back.
     this.#machine.dispose();
     if (this.#body !== null) {

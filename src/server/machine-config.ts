@@ -33,6 +33,17 @@ export function machineConfigFrom(
     hasTransform: opts.hasTransform ?? false,
     logCommands: opts.logCommands ?? true,
     bodyMemoryBytes: s.bodyMemoryBytes,
+    limits: {
+      commandTimeoutMs: s.commandTimeoutSeconds * 1000,
+      dataTimeoutMs: s.dataTimeoutSeconds * 1000,
+      commandDeadlineMs: cfg.limits.commandDeadlineSeconds * 1000,
+      minDataRateBytes: cfg.limits.minDataRateBytes,
+      minDataRateWindowMs: cfg.limits.minDataRateWindowSeconds * 1000,
+      sessionMaxMs: cfg.limits.sessionMaxSeconds * 1000,
+      stressTimeoutMs: cfg.limits.stressTimeoutSeconds * 1000,
+    },
+    maxIdleCommands: cfg.limits.maxIdleCommands,
+    tarpit: { freeErrors: cfg.tarpit.freeErrors, initialDelayMs: cfg.tarpit.initialDelayMs, maxDelayMs: cfg.tarpit.maxDelaySeconds * 1000 },
     ...(opts.isRoutable !== undefined ? { isRoutable: opts.isRoutable } : {}),
     ...(opts.bodyBudget !== undefined ? { bodyBudget: opts.bodyBudget } : {}),
   };

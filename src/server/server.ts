@@ -7,7 +7,9 @@ import type tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
-import type { DefenseMetrics } from '../defense/events.ts';
+import { defenseFired, type DefenseMetrics } from '../defense/events.ts';
+import type { TarpitMemory } from '../defense/tarpit-memory.ts';
+import { DEFAULT_MAX_CONNECTIONS, StressMode, type LoadSource } from './stress.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { BodyBudget } from '../protocol/body-budget.ts';
@@ -39,6 +41,13 @@ export type ServerOptions = {
   /** How the spool's free space is measured against `spool.min_free_bytes` (default: statfs of
    *  the spool dir every 5 s). */
   spoolSpace?: { probe?: FreeSpaceProbe; intervalMs?: number };
+  /** The live connection count and its limit stress mode judges (default: this process's own
+   *  connections against DEFAULT_MAX_CONNECTIONS; admission plugs in the node's counter). */
+  load?: LoadSource;
+  /** Defense events are counted here (portcullis_defense_events_total); absent: logged only. */
+  defenseMetrics?: DefenseMetrics | null;
+  /** The tarpit's memory across sessions; absent: each session starts undelayed. */
+  tarpitMemory?: TarpitMemory | null;
 };
 
 /** A spool commit or policy verdict that takes longer fails (451 / 421): every wait is bounded. */
@@ -118,6 +127,24 @@ export class SmtpServer {
     });
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
+    const load = this.#opts.load ?? { connections: () => this.#connections.size, max: () => DEFAULT_MAX_CONNECTIONS };
+    const defenseMetrics = this.#opts.defenseMetrics ?? null;
+    const stress = new StressMode({
+      load,
+      onPercent: config.limits.stressOnPercent,
+      offPercent: config.limits.stressOffPercent,
+      onChange: (isOn, connections, max) => {
+        defenseFired(log, defenseMetrics, {
+          rule: isOn ? 'stress_on' : 'stress_off',
+          sessionId: null,
+          client: null,
+          limit: `${isOn ? config.limits.stressOnPercent : config.limits.stressOffPercent}% of ${max}`,
+          value: connections,
+        });
+        metrics?.stressMode?.(isOn);
+        for (const c of this.#connections) c.setStress(isOn);
+      },
+    });
     const deps = {
       machineConfig: machineConfigFrom(config, {
         isTlsAvailable: this.#opts.secureContext !== null,
@@ -145,12 +172,15 @@ export class SmtpServer {
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
       admit: (address: string, nowMs: number) => admission.admit(address, nowMs),
+      defenseMetrics,
+      tarpitMemory: this.#opts.tarpitMemory ?? null,
       onRead: (bytes: number) => reclaimer.noteRead(bytes),
       onClose: (c: Connection) => {
         this.#connections.delete(c);
         // Checks holding a per-session resource (a milter connection) let it go.
         this.#opts.policy?.sessionClosed(c.sessionId);
         metrics?.sessionClosed();
+        stress.update();
       },
     };
     // Measured before the first session, so none is accepted on a full disk.
@@ -161,6 +191,8 @@ export class SmtpServer {
         this.#connections.add(c);
         metrics?.sessionOpened();
         c.start();
+        stress.update();
+        if (stress.isOn) c.setStress(true);
         if (this.isRefusingMail) c.setSpoolLow(true);
       });
       server.on('error', (err) => log.error({ err }, 'listener error'));

@@ -11,6 +11,7 @@ import { buildPipeline } from '../policy/build.ts';
 import { JournalSpool } from '../spool/journal.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import { LazyStateStore } from '../store/lazy.ts';
+import { tarpitMemory } from '../defense/tarpit-memory.ts';
 import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
 import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
@@ -93,7 +94,12 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   }, PURGE_INTERVAL_MS);
   purge.unref();
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action), filterMetrics: metrics });
-  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics });
+  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics,
+    defenseMetrics: metrics,
+    tarpitMemory: cfg.tarpit.rememberSeconds > 0 && cfg.tarpit.initialDelayMs > 0
+      ? tarpitMemory(store, { ttlSeconds: cfg.tarpit.rememberSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
+      : null,
+  });
   local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
   local?.onVerdictsForgotten?.(() => policy?.forgetRecalled());
   process.on('message', (m: PrimaryNotice) => {

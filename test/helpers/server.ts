@@ -43,9 +43,11 @@ export function testCerts(): { certFile: string; keyFile: string } {
 
 export async function startTestServer(
   base?: Config,
-  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform; spoolSpace?: ServerOptions['spoolSpace']; metrics?: ServerOptions['metrics'] } = {},
+  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform; spoolSpace?: ServerOptions['spoolSpace']; metrics?: ServerOptions['metrics']; tarpit?: boolean; load?: ServerOptions['load'] } = {},
 ): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
+  // The tarpit delays every error past the third: only the tests about it want that.
+  if (opts.tarpit !== true) config.tarpit.initialDelayMs = 0;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-test-'));
   config.spool.dir = path.join(dir, 'spool');
   config.smtp.listen = [{ host: '127.0.0.1', port: 0 }];
@@ -55,7 +57,7 @@ export async function startTestServer(
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
-  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null, ...(opts.spoolSpace !== undefined ? { spoolSpace: opts.spoolSpace } : {}), ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}) });
+  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null, ...(opts.spoolSpace !== undefined ? { spoolSpace: opts.spoolSpace } : {}), ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}), ...(opts.load !== undefined ? { load: opts.load } : {}) });
   await server.listen();
   const port = server.addresses()[0].port;
   return {

@@ -83,6 +83,9 @@ export function parseTranscript(name: string, text: string): Transcript {
   const config = defaultConfig();
   config.domains.local = ['example.test'];
   config.smtp.hostname = 'mx.example.test';
+  // Transcripts show the dialog, not its pace: the tarpit (tested in deadlines.test.ts and
+  // test/integration/tarpit.test.ts) would hold the replies of those that collect errors.
+  config.tarpit.initialDelayMs = 0;
   let peer = '127.0.0.1';
   const steps: Step[] = [];
   const checks: StubCheckSpec[] = [];

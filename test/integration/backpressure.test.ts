@@ -48,6 +48,8 @@ function waitFor(isDone: () => boolean, failure: string): Promise<void> {
 
 test('replies that the client does not read stop the server from reading more', { timeout: 30_000 }, async (t) => {
   const cfg = defaultConfig();
+  // The flood is NOOPs: the idle-command cap (limits.max_idle_commands) would end it first.
+  cfg.limits.maxIdleCommands = 0;
   const server = await startTestServer(cfg);
   t.after(() => server.stop());
   const socket = net.connect({ host: '127.0.0.1', port: server.port });
