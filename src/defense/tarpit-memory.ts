@@ -6,6 +6,7 @@
 
 import { networkOf } from '../net/cidr.ts';
 import { verdictStoreKey, type StoredVerdict } from '../policy/verdict-memory.ts';
+import { REPLY } from '../protocol/replies.ts';
 import type { StateStore } from '../store/store.ts';
 
 export type TarpitMemory = {
@@ -28,7 +29,7 @@ export function tarpitMemory(store: StateStore, opts: { ttlSeconds: number; ipv4
     async remember(address, nowMs) {
       const record: StoredVerdict = {
         action: 'tempfail',
-        reply: { code: 421, enhanced: '4.7.0', lines: ['Too many errors, closing connection'] },
+        reply: REPLY.tooManyErrors,
         reason: 'reached the tarpit (too many errors or unknown recipients)',
         at: nowMs,
       };

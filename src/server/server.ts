@@ -9,7 +9,7 @@ import type { Config } from '../config/types.ts';
 import type { SessionMetrics } from '../obs/metrics.ts';
 import { defenseFired, type DefenseMetrics } from '../defense/events.ts';
 import type { TarpitMemory } from '../defense/tarpit-memory.ts';
-import { DEFAULT_MAX_CONNECTIONS, StressMode, type LoadSource } from './stress.ts';
+import { StressMode, type LoadSource } from './stress.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { BodyBudget } from '../protocol/body-budget.ts';
@@ -42,7 +42,7 @@ export type ServerOptions = {
    *  the spool dir every 5 s). */
   spoolSpace?: { probe?: FreeSpaceProbe; intervalMs?: number };
   /** The live connection count and its limit stress mode judges (default: this process's own
-   *  connections against DEFAULT_MAX_CONNECTIONS; admission plugs in the node's counter). */
+   *  connections against limits.max_connections; a node-wide counter can be plugged in). */
   load?: LoadSource;
   /** Defense events are counted here (portcullis_defense_events_total); absent: logged only. */
   defenseMetrics?: DefenseMetrics | null;
@@ -127,8 +127,9 @@ export class SmtpServer {
     });
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
-    const load = this.#opts.load ?? { connections: () => this.#connections.size, max: () => DEFAULT_MAX_CONNECTIONS };
-    const defenseMetrics = this.#opts.defenseMetrics ?? null;
+    // Stress is about load: every open connection counts, allow-listed ones too.
+    const load = this.#opts.load ?? { connections: () => this.#connections.size, max: () => config.limits.maxConnections };
+    const defenseMetrics = this.#opts.defenseMetrics ?? (metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics));
     const stress = new StressMode({
       load,
       onPercent: config.limits.stressOnPercent,

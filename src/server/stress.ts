@@ -2,17 +2,14 @@
 // limit, every session's timeouts shrink to limits.stress_timeout_seconds (as Postfix does under
 // stress) until the count falls below limits.stress_off_percent; the gap between the two keeps
 // the mode from flapping. Judged on every connection opened or closed (two integer compares).
-// The count comes from a LoadSource: the server's own connections until admission's counter
-// (one count for the node) is plugged in.
+// The count comes from a LoadSource: by default the server process's own connections against
+// limits.max_connections (per process, as admission counts); a node-wide counter can replace it.
 
 /** Where the live connection count and its limit come from. */
 export interface LoadSource {
   connections(): number;
   max(): number;
 }
-
-/** The connection limit stress mode is a share of while no admission limit is configured. */
-export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 export class StressMode {
   readonly #load: LoadSource;

@@ -95,7 +95,6 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   purge.unref();
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action), filterMetrics: metrics });
   const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics,
-    defenseMetrics: metrics,
     tarpitMemory: cfg.tarpit.rememberSeconds > 0 && cfg.tarpit.initialDelayMs > 0
       ? tarpitMemory(store, { ttlSeconds: cfg.tarpit.rememberSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
       : null,
