@@ -3,8 +3,13 @@
 // and in total (defense/counter.ts) and the per-address connection rate (defense/rate.ts) into one
 // decision: allow (with the release to call when the connection ends), refuse with 421 4.7.0
 // (over a limit), or refuse with 554 5.7.1 (blocked). The limit that fired goes to the log line
-// and the metric (defense/events.ts), never into the reply. Cheap: no DNS, no store, no timer.
-// Counts are this process's (each worker counts its own connections; docs/defense.md says so).
+// and the metric (defense/events.ts), never into the reply. Cheap: no DNS, no store.
+//
+// Across workers (the kernel spreads one client's connections over them) the limits are the
+// node's: each of W workers admits on its own up to floor(L / 2W) of each limit L (no IPC, the
+// common case), and asks the primary's pool (admission-share.ts) for a connection past that; the
+// pool holds the rest, L - W x floor(L / 2W). A connection is counted wholly locally or wholly in
+// the pool, so no key ever passes L. A pool that does not answer in time fails open (logged).
 
 import type { Logger } from 'pino';
 import type { AccessLists } from '../defense/access.ts';
@@ -32,52 +37,55 @@ export type AdmissionDecision =
   | { kind: 'allow'; release: () => void }
   | { kind: 'refuse'; rule: DefenseRule; reply: Reply };
 
+/** The limit rules admission counts, in the order they are judged. */
+export type LimitRule = 'max_connections' | 'max_connections_per_ip' | 'max_connections_per_network' | 'connection_rate_per_ip';
+
+/** The primary's pool, as a worker sees it: a grant (released when the connection ends), a refusal, or no answer. */
+export interface AdmissionPool {
+  request(address: string): Promise<{ kind: 'granted'; release: () => void } | { kind: 'refused'; rule: LimitRule } | { kind: 'unavailable'; reason: string }>;
+}
+
 const NOTHING = (): void => undefined;
 
-export class Admission {
-  readonly #access: AccessLists;
+/** Counts against a set of limits: concurrency per address, per network, in total, and the rate. Pure. */
+export class AdmissionCounts {
   readonly #limits: AdmissionLimits;
   readonly #prefixes: NetworkPrefixes;
-  readonly #log: Logger;
-  readonly #metrics: DefenseMetrics | null;
   readonly #perIp = new ConcurrencyCounter();
   readonly #perNetwork = new ConcurrencyCounter();
   readonly #rate: SlidingRate;
 
-  constructor(opts: { access: AccessLists; limits: AdmissionLimits; prefixes: NetworkPrefixes; log: Logger; metrics?: DefenseMetrics | null }) {
-    this.#access = opts.access;
-    this.#limits = opts.limits;
-    this.#prefixes = opts.prefixes;
-    this.#log = opts.log;
-    this.#metrics = opts.metrics ?? null;
-    this.#rate = new SlidingRate(opts.limits.connectionRatePerIp);
+  constructor(limits: AdmissionLimits, prefixes: NetworkPrefixes) {
+    this.#limits = limits;
+    this.#prefixes = prefixes;
+    this.#rate = new SlidingRate(limits.connectionRatePerIp);
   }
 
-  /** Connections admitted and not yet released (allow-listed ones are not counted). */
   get liveCount(): number {
     return this.#perIp.total;
   }
 
-  /** Judges one new connection from `address` (the real client's, from PROXY when trusted). */
-  admit(address: string, nowMs: number): AdmissionDecision {
-    const access = this.#access;
-    // Security: the allow list is checked first, so an operator's own networks are never refused.
-    if (access.isAllowed(address)) return { kind: 'allow', release: NOTHING };
-    if (access.isBlocked(address)) return this.#refuse('access_block', address, ADMISSION_REPLY.blocked, 'access.block', null);
+  /**
+   * Takes one connection from `address` if every limit has room: its release, or the rule that
+   * had none (with the measured value). `countRefused`: a refused attempt still counts toward the
+   * rate (the last word on a connection does; a worker's local try that moves on to the pool does not).
+   */
+  take(address: string, nowMs: number, countRefused: boolean): { release: () => void } | { rule: LimitRule; value: number } {
     const limits = this.#limits;
-    const network = clientNetwork(address, this.#prefixes);
-    if (this.#perIp.total >= limits.maxConnections) return this.#refuse('max_connections', address, ADMISSION_REPLY.overLimit, limits.maxConnections, this.#perIp.total + 1);
+    const total = this.#perIp.total;
+    if (total >= limits.maxConnections) return this.#refused('max_connections', total + 1, address, nowMs, countRefused);
     const ip = this.#perIp.get(address);
-    if (ip >= limits.maxConnectionsPerIp) return this.#refuse('max_connections_per_ip', address, ADMISSION_REPLY.overLimit, limits.maxConnectionsPerIp, ip + 1);
+    if (ip >= limits.maxConnectionsPerIp) return this.#refused('max_connections_per_ip', ip + 1, address, nowMs, countRefused);
+    const network = clientNetwork(address, this.#prefixes);
     const net = this.#perNetwork.get(network);
-    if (net >= limits.maxConnectionsPerNetwork) return this.#refuse('max_connections_per_network', address, ADMISSION_REPLY.overLimit, limits.maxConnectionsPerNetwork, net + 1);
-    const rate = this.#rate.hit(address, nowMs);
-    if (!rate.isWithin) return this.#refuse('connection_rate_per_ip', address, ADMISSION_REPLY.overLimit, rateText(limits.connectionRatePerIp), rate.estimate);
+    if (net >= limits.maxConnectionsPerNetwork) return this.#refused('max_connections_per_network', net + 1, address, nowMs, countRefused);
+    const estimate = this.#rate.estimate(address, nowMs);
+    if (estimate + 1 > limits.connectionRatePerIp.count) return this.#refused('connection_rate_per_ip', Math.floor(estimate) + 1, address, nowMs, countRefused);
+    this.#rate.hit(address, nowMs);
     this.#perIp.add(address);
     this.#perNetwork.add(network);
     let isReleased = false;
     return {
-      kind: 'allow',
       release: () => {
         if (isReleased) return;
         isReleased = true;
@@ -85,6 +93,98 @@ export class Admission {
         this.#perNetwork.remove(network);
       },
     };
+  }
+
+  #refused(rule: LimitRule, value: number, address: string, nowMs: number, countRefused: boolean): { rule: LimitRule; value: number } {
+    // Security: a client hammering past a limit keeps its rate count growing, so it stays out.
+    if (countRefused) this.#rate.hit(address, nowMs);
+    return { rule, value };
+  }
+}
+
+/** One worker's share of limits L over W workers: floor(L / 2W) each; the pool holds what is left. */
+export function splitLimits(limits: AdmissionLimits, workers: number): { local: AdmissionLimits; pool: AdmissionLimits } {
+  const share = (n: number): number => Math.floor(n / (2 * workers));
+  const local: AdmissionLimits = {
+    maxConnections: share(limits.maxConnections),
+    maxConnectionsPerIp: share(limits.maxConnectionsPerIp),
+    maxConnectionsPerNetwork: share(limits.maxConnectionsPerNetwork),
+    connectionRatePerIp: { count: share(limits.connectionRatePerIp.count), windowSeconds: limits.connectionRatePerIp.windowSeconds },
+  };
+  const rest = (n: number, l: number): number => n - workers * l;
+  return {
+    local,
+    pool: {
+      maxConnections: rest(limits.maxConnections, local.maxConnections),
+      maxConnectionsPerIp: rest(limits.maxConnectionsPerIp, local.maxConnectionsPerIp),
+      maxConnectionsPerNetwork: rest(limits.maxConnectionsPerNetwork, local.maxConnectionsPerNetwork),
+      connectionRatePerIp: { count: rest(limits.connectionRatePerIp.count, local.connectionRatePerIp.count), windowSeconds: limits.connectionRatePerIp.windowSeconds },
+    },
+  };
+}
+
+export class Admission {
+  readonly #access: AccessLists;
+  readonly #limits: AdmissionLimits;
+  readonly #log: Logger;
+  readonly #metrics: DefenseMetrics | null;
+  readonly #local: AdmissionCounts;
+  readonly #pool: AdmissionPool | null;
+
+  /** `shared`: this is one of `workers` processes, and `pool` holds the node's remainder. */
+  constructor(opts: {
+    access: AccessLists;
+    limits: AdmissionLimits;
+    prefixes: NetworkPrefixes;
+    log: Logger;
+    metrics?: DefenseMetrics | null;
+    shared?: { workers: number; pool: AdmissionPool } | null;
+  }) {
+    this.#access = opts.access;
+    this.#limits = opts.limits;
+    this.#log = opts.log;
+    this.#metrics = opts.metrics ?? null;
+    const shared = opts.shared ?? null;
+    this.#pool = shared?.pool ?? null;
+    this.#local = new AdmissionCounts(shared === null ? opts.limits : splitLimits(opts.limits, shared.workers).local, opts.prefixes);
+  }
+
+  /** Connections this process admitted on its own and not yet released (allow-listed ones are not counted). */
+  get liveCount(): number {
+    return this.#local.liveCount;
+  }
+
+  /** Judges one new connection from `address` (the real client's, from PROXY when trusted). */
+  admit(address: string, nowMs: number): AdmissionDecision | Promise<AdmissionDecision> {
+    const access = this.#access;
+    // Security: the allow list is checked first, so an operator's own networks are never refused.
+    if (access.isAllowed(address)) return { kind: 'allow', release: NOTHING };
+    if (access.isBlocked(address)) return this.#refuse('access_block', address, ADMISSION_REPLY.blocked, 'access.block', null);
+    const pool = this.#pool;
+    const local = this.#local.take(address, nowMs, pool === null);
+    if ('release' in local) return { kind: 'allow', release: local.release };
+    if (pool === null) return this.#refuse(local.rule, address, ADMISSION_REPLY.overLimit, this.#limitText(local.rule), local.value);
+    return pool.request(address).then((answer): AdmissionDecision => {
+      if (answer.kind === 'granted') return { kind: 'allow', release: answer.release };
+      if (answer.kind === 'refused') return this.#refuse(answer.rule, address, ADMISSION_REPLY.overLimit, this.#limitText(answer.rule), null);
+      // Fail open: a primary too busy to answer must not shut every client out.
+      this.#log.warn({ client: address, reason: answer.reason }, 'admission: the primary did not answer; admitted without the node-wide count');
+      return { kind: 'allow', release: NOTHING };
+    });
+  }
+
+  #limitText(rule: LimitRule): string | number {
+    const l = this.#limits;
+    switch (rule) {
+      case 'max_connections':
+        return l.maxConnections;
+      case 'max_connections_per_ip':
+        return l.maxConnectionsPerIp;
+      case 'max_connections_per_network':
+        return l.maxConnectionsPerNetwork;
+      case 'connection_rate_per_ip':
+        return rateText(l.connectionRatePerIp);
+    }
   }
 
   #refuse(rule: DefenseRule, client: string, r: Reply, limit: string | number, value: number | null): AdmissionDecision {

@@ -52,7 +52,7 @@ export type ConnectionDeps = {
   /** smtp.proxy_protocol: every connection starts with a PROXY header from a trusted proxy. */
   proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
   /** Admission (server/admission.ts): judges the real client before any session state exists. */
-  admit?: ((address: string, nowMs: number) => AdmissionDecision) | null;
+  admit?: ((address: string, nowMs: number) => AdmissionDecision | Promise<AdmissionDecision>) | null;
   /** Called with the size of every chunk read from the client (read-reclaim.ts). */
   onRead?: (bytes: number) => void;
   /** Called once when the connection is gone. */
@@ -222,16 +222,36 @@ export class Connection {
     const s = this.#socket;
     this.#attach(s);
     const decision = this.#deps.admit?.(peer.address, Date.now()) ?? null;
-    if (decision !== null) {
-      if (decision.kind === 'refuse') {
-        this.#deps.metrics?.reply(decision.reply.code);
-        this.#write(formatReply(decision.reply));
-        // Security: never a zombie: a refused client does not wait for QUIT (docs/defense.md, 554 mode).
-        this.#close();
+    if (decision === null) {
+      this.#startSession(peer, proxy, firstBytes);
+      return;
+    }
+    if (!(decision instanceof Promise)) {
+      this.#admitted(decision, peer, proxy, firstBytes);
+      return;
+    }
+    // Past this worker's share the primary counts (admission.ts); what the client sends meanwhile
+    // waits in the socket, unread.
+    s.pause();
+    void decision.then((d) => {
+      if (this.#isClosed) {
+        if (d.kind === 'allow') d.release();
         return;
       }
-      this.#release = decision.release;
+      s.resume();
+      this.#admitted(d, peer, proxy, firstBytes);
+    });
+  }
+
+  #admitted(decision: AdmissionDecision, peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
+    if (decision.kind === 'refuse') {
+      this.#deps.metrics?.reply(decision.reply.code);
+      this.#write(formatReply(decision.reply));
+      // Security: never a zombie: a refused client does not wait for QUIT (docs/defense.md, 554 mode).
+      this.#close();
+      return;
     }
+    this.#release = decision.release;
     this.#startSession(peer, proxy, firstBytes);
   }
 

@@ -17,7 +17,7 @@ import { Connection, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
 import { accessLists, readBlockFile } from '../defense/access.ts';
-import { Admission } from './admission.ts';
+import { Admission, type AdmissionPool } from './admission.ts';
 import { ReadReclaimer } from './read-reclaim.ts';
 import { newSessionId } from './session-id.ts';
 import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
@@ -38,6 +38,8 @@ export type ServerOptions = {
   isRoutable?: (address: string) => boolean;
   /** Runs on every message between the content checks and the commit (DKIM signing, later). */
   transform?: MessageTransform | null;
+  /** One of several workers: the node-wide admission remainder is the primary's (admission-share.ts). */
+  admissionShare?: { workers: number; pool: AdmissionPool } | null;
   /** How the spool's free space is measured against `spool.min_free_bytes` (default: statfs of
    *  the spool dir every 5 s). */
   spoolSpace?: { probe?: FreeSpaceProbe; intervalMs?: number };
@@ -116,7 +118,7 @@ export class SmtpServer {
     const metrics = this.#opts.metrics ?? null;
     const relay = networkList(config.relay.networks);
     const trustedProxies = networkList(config.proxy.trusted);
-    // One per process: its counts are this process's connections (docs/defense.md, Admission).
+    // One per process: its own share of the limits, the rest counted by the primary (admission.ts).
     const blockFile = config.access.blockFile === '' ? [] : readBlockFile(config.access.blockFile);
     const admission = new Admission({
       access: accessLists(config.access.allow, [...config.access.block, ...blockFile]),
@@ -124,6 +126,7 @@ export class SmtpServer {
       prefixes: { ipv4: config.verdicts.ipv4Prefix, ipv6: config.verdicts.ipv6Prefix },
       log,
       metrics: metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics),
+      shared: this.#opts.admissionShare ?? null,
     });
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();

@@ -20,6 +20,8 @@ import { ControlError, controlSocketPath, startControlServer, type ControlHandle
 import { watchParent } from './parent-watch.ts';
 import { writerIdFor } from './session-id.ts';
 import { startTmpSweeper } from './tmp-sweeper.ts';
+import { AdmissionPoolServer, isAdmissionRequests } from './admission-share.ts';
+import { splitLimits } from './admission.ts';
 import { ensureTlsFiles } from './tls.ts';
 
 /** A worker that dies sooner than this after its start counts toward the crash-loop backoff. */
@@ -97,7 +99,8 @@ export async function serve(cfg: Config): Promise<void> {
     primaryMetrics = new obs.PrimaryMetrics();
     metricsHttp = await obs.startMetricsServer(metricsListen, obs.clusterSource(primaryMetrics), log);
   }
-  const primary = runPrimary(n, log, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000, delivery);
+  const admissionPool = new AdmissionPoolServer(splitLimits(cfg.limits, n).pool, { ipv4: cfg.verdicts.ipv4Prefix, ipv6: cfg.verdicts.ipv6Prefix });
+  const primary = runPrimary(n, log, admissionPool, tlsFiles === null ? 'none' : 'ok', primaryMetrics, metricsHttp, cfg.smtp.stopGraceSeconds * 1000, delivery);
   healthListener = primary.tellHealth;
   verdictsForgotten = primary.tellVerdictsForgotten;
   liveWriters = primary.liveWriterIds;
@@ -142,6 +145,7 @@ async function startControl(cfg: Config, log: Logger): Promise<Map<string, Contr
 function runPrimary(
   n: number,
   log: Logger,
+  admissionPool: AdmissionPoolServer,
   tlsState: string,
   metrics: PrimaryMetrics | null,
   metricsHttp: MetricsHttpServer | null,
@@ -169,6 +173,11 @@ function runPrimary(
     alive.set(w.id, w);
     startedAt.set(w.id, Date.now());
     w.on('message', (m: unknown) => {
+      if (isAdmissionRequests(m)) {
+        const answer = admissionPool.handle(w.id, m, Date.now());
+        if (answer !== null && w.isConnected()) w.send(answer satisfies PrimaryNotice);
+        return;
+      }
       if (m !== 'listening') return onReport(m as WorkerReport | WorkerReports);
       listening.add(w.id);
       if (!isQueueHealthy) w.send({ t: 'queue-health', isHealthy: false } satisfies PrimaryNotice);
@@ -183,6 +192,7 @@ function runPrimary(
       const didListen = listening.delete(w.id);
       startedAt.delete(w.id);
       alive.delete(w.id);
+      admissionPool.workerGone(w.id);
       // Its segments are sealed: what it committed but never reported is found there.
       delivery.writerGone(writerId);
       if (isStopping) {

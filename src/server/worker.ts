@@ -16,6 +16,8 @@ import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
 import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
 import { SmtpServer } from './server.ts';
+import { PoolClient, type AdmissionAnswers } from './admission-share.ts';
+import { workerCount } from './supervisor.ts';
 import { writerIdFor } from './session-id.ts';
 import { ensureTlsFiles, loadSecureContext } from './tls.ts';
 
@@ -30,7 +32,7 @@ export type WorkerReport =
  *  a write, and the primary a parse, per message. */
 export type WorkerReports = { t: 'reports'; items: WorkerReport[] };
 /** What the primary tells its workers. */
-export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean } | { t: 'verdicts-forgotten' };
+export type PrimaryNotice = { t: 'queue-health'; isHealthy: boolean } | { t: 'verdicts-forgotten' } | AdmissionAnswers;
 
 /** Serves SMTP in this process; `metrics` counts it (and, with no primary, serves /metrics).
  *  `delivery`: the queue, when this is the single process (a worker reports to its primary's). */
@@ -94,7 +96,10 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   }, PURGE_INTERVAL_MS);
   purge.unref();
   const policy = buildPipeline(cfg, log, store, metrics === null ? {} : { onVerdict: (check, stage, action) => metrics.verdict(check, stage, action), filterMetrics: metrics });
-  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics,
+  // Admission limits are the node's: past its share, a worker asks the primary (admission-share.ts).
+  const pool = cluster.isWorker ? new PoolClient((m) => process.send?.(m)) : null;
+  const admissionShare = pool === null ? null : { workers: workerCount(cfg), pool };
+  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics, admissionShare,
     tarpitMemory: cfg.tarpit.rememberSeconds > 0 && cfg.tarpit.initialDelayMs > 0
       ? tarpitMemory(store, { ttlSeconds: cfg.tarpit.rememberSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
       : null,
@@ -104,6 +109,7 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   process.on('message', (m: PrimaryNotice) => {
     if (m?.t === 'queue-health') server.setQueueStateFailing(!m.isHealthy);
     else if (m?.t === 'verdicts-forgotten') policy?.forgetRecalled();
+    else if (m?.t === 'admit-answers') pool?.onAnswers(m);
   });
   await server.listen();
   const metricsListen = cfg.metrics.listen;

@@ -37,16 +37,16 @@ export const ADMISSION_KEYS: readonly ConfigKey[] = [
     'A file of more blocked networks, one CIDR (or one address) per line, `#` starts a comment; `""` for none. ' +
     'Read when the server starts: a line that is not a network stops the start with its line number.'),
   entry('limits', 'max_connections', 'maxConnections', int(1, 1_000_000),
-    'Client connections one server process (each worker) holds at once; past it a new one gets ' +
+    'Client connections the server holds at once (all workers together); past it a new one gets ' +
     '`421 4.7.0` and is closed. Allow-listed clients do not count and are never refused.'),
   entry('limits', 'max_connections_per_ip', 'maxConnectionsPerIp', int(1, 1_000_000),
-    'Connections one client address holds at once (per server process); past it, `421 4.7.0` and close.'),
+    'Connections one client address holds at once (all workers together); past it, `421 4.7.0` and close.'),
   entry('limits', 'max_connections_per_network', 'maxConnectionsPerNetwork', int(1, 1_000_000),
-    'Connections one client network holds at once (per server process); the network is the one verdict ' +
+    'Connections one client network holds at once (all workers together); the network is the one verdict ' +
     'memory uses (`verdicts.ipv4_prefix`, `verdicts.ipv6_prefix`: /24 and /64 by default). Past it, ' +
     '`421 4.7.0` and close.'),
   entry('limits', 'connection_rate_per_ip', 'connectionRatePerIp', rate(),
-    'New connections one client address may open in a sliding window (per server process), e.g. `"60/min"`; ' +
+    'New connections one client address may open in a sliding window (all workers together), e.g. `"60/min"`; ' +
     'past it, `421 4.7.0` and close. Refused attempts count too, so a client that keeps hammering stays out ' +
     'until it slows down.'),
 ];
