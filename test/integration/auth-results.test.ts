@@ -4,7 +4,8 @@
 // Messages are signed with mailauth's dkimSign. Each stored message must carry exactly one
 // Authentication-Results field under our authserv-id, with spf, dkim and dmarc results; a
 // DMARC fail under p=reject is refused 550 5.7.1 only with dmarc.enforce; every message of one
-// session is verified; a forged field under our name does not survive as Authentication-Results.
+// session is verified (pipelined BDAT too, and a body read back from its body file); a forged
+// field under our name does not survive as Authentication-Results.
 
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -16,7 +17,7 @@ import { buildPipeline } from '../../src/policy/build.ts';
 import { readMessage, scanSpool } from '../../src/spool/reader.ts';
 import { startDnsServer, type DnsTestServer } from '../helpers/dns-server.ts';
 import { startTestServer } from '../helpers/server.ts';
-import { smtpConnect } from '../helpers/smtp-client.ts';
+import { SmtpClient, smtpConnect } from '../helpers/smtp-client.ts';
 
 const HOST = 'mx.example.test';
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -147,4 +148,32 @@ test('authentication results: dmarc.enforce refuses a fail under p=reject with 5
   const all = await stored(server.spoolDir);
   assert.deepEqual([...all.keys()], ['passes']);
   assert.match(authResults(all.get('passes')!)[0], /dmarc=pass/);
+});
+
+test('authentication results: pipelined BDAT messages in one session, one of them in its body file, each verified', async (t) => {
+  const cfg = config(true);
+  cfg.smtp.bodyMemoryBytes = 65_536;
+  const server = await startTestServer(cfg, { policy: buildPipeline(cfg, pino({ level: 'silent' }))! });
+  t.after(() => server.stop());
+  const big = await signed(message('a@signed.test', 'big', `${'0123456789abcdef'.repeat(8)}\r\n`.repeat(2000)));
+  const small = await signed(message('a@signed.test', 'small'));
+  const again = await signed(message('a@signed.test', 'again'));
+  const refused = message('a@strict.test', 'refused');
+  const c = await SmtpClient.connect(server.port);
+  t.after(() => c.close());
+  assert.equal((await c.reply())?.code, 220);
+  assert.equal((await c.command('EHLO client.signed.test'))?.code, 250);
+  const txn = (content: string): string => `MAIL FROM:<a@signed.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT ${Buffer.byteLength(content)} LAST\r\n${content}`;
+  c.write(txn(small) + txn(big) + txn(refused) + txn(again));
+  const codes: number[] = [];
+  for (let i = 0; i < 12; i++) codes.push((await c.reply())?.code ?? 0);
+  assert.deepEqual(codes, [250, 250, 250, 250, 250, 250, 250, 250, 550, 250, 250, 250]);
+  const all = await stored(server.spoolDir);
+  assert.deepEqual([...all.keys()].sort(), ['again', 'big', 'small']);
+  for (const subject of ['again', 'big', 'small']) {
+    const fields = authResults(all.get(subject)!);
+    assert.equal(fields.length, 1, subject);
+    assert.match(fields[0], /; dkim=pass header\.i=@signed\.test .*; dmarc=pass /, subject);
+  }
+  assert.ok(all.get('big')!.length > 200_000, 'the big one went past body_memory_bytes');
 });

@@ -71,6 +71,9 @@ function spfFromReceivedSpf(field: string): { result: string; domain: string } |
   return { result: m[1].toLowerCase(), domain: from?.[1]?.toLowerCase() ?? '' };
 }
 
+/** How long past its deadline a thread's answer is waited for (it answers at once at the deadline). */
+const THREAD_SLACK_MS = 2_000;
+
 export function authenticationCheck(opts: AuthenticationOptions): Check {
   const random = opts.random ?? Math.random;
   const thread = spfThreadFor(opts.dns);
@@ -81,7 +84,10 @@ export function authenticationCheck(opts: AuthenticationOptions): Check {
   return {
     name: 'authentication',
     stages: ['content'],
-    timeoutMs: opts.timeoutMs,
+    // The thread stops its lookups at opts.timeoutMs and answers with temperror results, which
+    // become the one field as usual; the pipeline's own budget (its static verdict, which cannot
+    // merge the SPF check's field) is only for a thread that does not answer at all.
+    timeoutMs: opts.timeoutMs + THREAD_SLACK_MS,
     onTimeout: timedOut(),
     run: async (ctx, signal) => {
       // Security: relay clients send outbound mail; it is ours to sign, not to judge.
