@@ -56,6 +56,9 @@ export const REPLY = {
   tooManyRefusals: reply(421, '4.7.0', 'Too many refusals in one session, closing connection'),
   timeout: reply(421, '4.4.2', 'Timeout, closing connection'),
   sessionTooLong: reply(421, '4.4.2', 'Session too long, closing connection'),
+  // Admission (server/admission.ts), before any session: RFC 3463 4.7.0, a policy status the
+  // client may retry later; the limit that fired is logged, never sent.
+  tooManyConnections: reply(421, '4.7.0', 'Too many connections, try again later'),
   tooManyIdleCommands: reply(421, '4.7.0', 'Too many commands without a transaction, closing connection'),
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),
@@ -138,6 +141,8 @@ export const REPLY = {
   milterRejected: reply(550, '5.7.1', 'Rejected by a content filter'),
   milterTempfailed: reply(451, '4.7.1', 'Temporarily refused by a content filter, try again later'),
   milterUnavailable: reply(451, '4.7.1', 'Content filter unavailable, try again later'),
+  // RFC 5321 3.1: 554 in place of the greeting (access.block); RFC 3463 5.7.1: not authorised.
+  connectionBlocked: reply(554, '5.7.1', 'Connection refused by policy'),
   milterRejectedAtConnect: reply(554, '5.7.1', 'Rejected by a content filter'),
   milterTempfailedAtConnect: reply(421, '4.7.1', 'Temporarily refused by a content filter, try again later'),
   // Content scanners (clamd, spamd, rspamd; docs/filters.md): what they found, the signature or

@@ -17,13 +17,12 @@ import { ConcurrencyCounter } from '../defense/counter.ts';
 import { defenseFired, type DefenseMetrics, type DefenseRule } from '../defense/events.ts';
 import { rateText, SlidingRate, type Rate } from '../defense/rate.ts';
 import { clientNetwork, type NetworkPrefixes } from '../policy/network.ts';
-import { reply, type Reply } from '../protocol/replies.ts';
+import { REPLY, type Reply } from '../protocol/replies.ts';
 
+/** The two replies admission sends, from the catalogue (protocol/replies.ts). */
 export const ADMISSION_REPLY = {
-  // RFC 3463 4.7.0: a security or policy status; the client may try later.
-  overLimit: reply(421, '4.7.0', 'Too many connections, try again later'),
-  // RFC 5321 3.1: 554 in place of the greeting; RFC 3463 5.7.1: delivery not authorised.
-  blocked: reply(554, '5.7.1', 'Connection refused by policy'),
+  overLimit: REPLY.tooManyConnections,
+  blocked: REPLY.connectionBlocked,
 } as const;
 
 export type AdmissionLimits = {
