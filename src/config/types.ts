@@ -76,6 +76,11 @@ export type AdmissionLimitsConfig = {
   maxConnectionsPerNetwork: number;
   /** Connections per client address in a sliding window, e.g. { count: 60, windowSeconds: 60 }. */
   connectionRatePerIp: { count: number; windowSeconds: number };
+  /** 554 mode: a client refused at connect is closed after this long, or this many commands. */
+  refusedSessionSeconds: number;
+  refusedSessionCommands: number;
+  /** 554-mode sessions one process holds at once; past it a refused client is closed right after the 554. */
+  maxRefusedSessions: number;
 };
 
 export type TlsConfig = {
@@ -242,6 +247,7 @@ export function defaultConfig(): Config {
     access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
     limits: {
       maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 },
+      refusedSessionSeconds: 10, refusedSessionCommands: 5, maxRefusedSessions: 100,
       commandDeadlineSeconds: 60,
       minDataRateBytes: 1024,
       minDataRateWindowSeconds: 60,

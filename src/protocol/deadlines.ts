@@ -5,7 +5,7 @@
 // RFC 5321 4.5.3.2 (the per-command timeouts stay the ceiling; these only cut sooner).
 
 /** The connection-defense rules the machine itself fires (a subset of defense/events.ts's). */
-export type MachineDefenseRule = 'command_deadline' | 'min_data_rate' | 'session_max' | 'idle_commands' | 'tarpit' | 'tarpit_disconnect';
+export type MachineDefenseRule = 'refused_session_closed' | 'command_deadline' | 'min_data_rate' | 'session_max' | 'idle_commands' | 'tarpit' | 'tarpit_disconnect';
 
 export type SessionLimits = {
   /** RFC 5321 4.5.3.2.7: between commands, and between reads of a command (smtp.command_timeout_seconds). */

@@ -11,7 +11,9 @@ import type { Peer, RecipientView, SessionView, TlsState, TransactionView } from
 import type { PolicyStage, PolicyVerdict } from './verdict.ts';
 
 export type Input =
-  | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; proxy?: Peer | null; tls?: TlsState | null }
+  /** `refusal`: the client was refused at connect (a block list): this reply (554) replaces the
+   *  greeting and the session is in 554 mode (only QUIT is served, for a bounded time). */
+  | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; proxy?: Peer | null; tls?: TlsState | null; refusal?: Reply | null }
   | { type: 'bytes'; nowMs: number; data: Buffer }
   | { type: 'verdict'; nowMs: number; verdict: PolicyVerdict }
   | { type: 'committed'; nowMs: number }

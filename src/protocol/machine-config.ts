@@ -46,6 +46,9 @@ export type MachineConfig = {
   /** Commands that move nothing forward (NOOP, RSET, VRFY, EXPN, HELP) since the last transaction
    *  opened, past which the session ends (421 4.7.0); absent: no cap. */
   maxIdleCommands?: number;
+  /** 554 mode (a client refused at connect): the session ends after this many commands or this
+   *  long, whichever comes first (limits.refused_session_*); absent: only the other limits. */
+  refusedSession?: { maxMs: number; maxCommands: number };
   /** Escalating delay of error replies past the first few (tarpit); absent: none. */
   tarpit?: TarpitLimits;
 };

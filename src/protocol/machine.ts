@@ -74,6 +74,9 @@ export class SmtpMachine {
   #isInputEnded = false;
   /** A connect-stage refusal: RFC 5321 3.1, only QUIT is served after it (503 to the rest). */
   #isRefusedAtConnect = false;
+  /** When the connect-stage refusal was sent, and the commands answered since (554 mode's bounds). */
+  #refusedSinceMs = 0;
+  #refusedCommands = 0;
   /** The spool is below its free-space floor (fed by the shell): MAIL gets 452 4.3.1. */
   #isSpoolLow = false;
   /** A graceful stop came while a message was arriving: its data is read and answered, then 421. */
@@ -155,9 +158,11 @@ export class SmtpMachine {
     const w = this.#waiting;
     if (this.#held !== null) return this.#holdUntilMs;
     if (w.kind === 'closed' || this.#session === null) return Infinity;
+    const bound = this.#cfg.refusedSession;
+    const refusedDue = this.#isRefusedAtConnect && bound !== undefined ? this.#refusedSinceMs + bound.maxMs : Infinity;
     const lim = this.#cfg.limits;
-    if (lim === undefined) return Infinity;
-    let due = lim.sessionMaxMs > 0 ? this.#connectedMs + lim.sessionMaxMs : Infinity;
+    if (lim === undefined) return refusedDue;
+    let due = Math.min(refusedDue, lim.sessionMaxMs > 0 ? this.#connectedMs + lim.sessionMaxMs : Infinity);
     // While an action is outstanding its own bound (the shell's) applies, not the client's timeouts.
     if (w.kind !== 'none') return due;
     const cap = this.#isStressed ? lim.stressTimeoutMs : Infinity;
@@ -368,6 +373,13 @@ export class SmtpMachine {
       tls: input.tls ?? null,
       nowMs: input.nowMs,
     });
+    const refusal = input.refusal ?? null;
+    if (refusal !== null) {
+      // RFC 5321 3.1: 554 in place of the greeting; no connect-stage check runs for this client.
+      out.push({ type: 'reply', reply: refusal });
+      this.#enterRefusedMode(input.nowMs);
+      return;
+    }
     this.#askPolicy('connect', { kind: 'none' }, out, null, (o) => o.push({ type: 'reply', reply: REPLY.greeting(this.#cfg.hostname) }));
   }
 
@@ -443,7 +455,18 @@ export class SmtpMachine {
         return this.#fatal(REPLY.tooManyIdleCommands, out);
       }
     }
-    if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') return this.#error(REPLY.refusedAtConnect, out);
+    if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') {
+      const bound = this.#cfg.refusedSession;
+      if (bound === undefined) return this.#error(REPLY.refusedAtConnect, out);
+      // Security: 554 mode never holds a client that will not QUIT: a few commands, then close.
+      if (++this.#refusedCommands >= bound.maxCommands) {
+        out.push({ type: 'defense', rule: 'refused_session_closed', limit: bound.maxCommands, value: `${this.#refusedCommands} commands`, reply: REPLY.refusedSessionOver });
+        return this.#fatal(REPLY.refusedSessionOver, out);
+      }
+      // Not an error that counts toward the tarpit: nothing is delayed for a refused client.
+      out.push({ type: 'reply', reply: REPLY.refusedAtConnect });
+      return;
+    }
     this.#dispatch(parsed.command, out);
     if (this.#openTransaction() !== null) this.#idleCommands = 0;
   }
@@ -464,7 +487,18 @@ export class SmtpMachine {
   }
 
   /** A tick: ends the session whose time is up, most specific rule first. */
+  #enterRefusedMode(nowMs: number): void {
+    this.#isRefusedAtConnect = true;
+    this.#refusedSinceMs = nowMs;
+    this.#refusedCommands = 0;
+  }
+
   #judgeDeadlines(out: Output[]): void {
+    const bound = this.#cfg.refusedSession;
+    if (this.#isRefusedAtConnect && bound !== undefined && this.#session !== null && this.#nowMs >= this.#refusedSinceMs + bound.maxMs) {
+      out.push({ type: 'defense', rule: 'refused_session_closed', limit: `${bound.maxMs / 1000}s`, value: `${Math.round((this.#nowMs - this.#refusedSinceMs) / 1000)}s`, reply: REPLY.refusedSessionOver });
+      return this.#fatal(REPLY.refusedSessionOver, out);
+    }
     const lim = this.#cfg.limits;
     if (lim === undefined || this.#session === null) return;
     const now = this.#nowMs;
@@ -807,7 +841,7 @@ export class SmtpMachine {
     });
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
     if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData', out);
-    if (w.stage === 'connect') this.#isRefusedAtConnect = true;
+    if (w.stage === 'connect') this.#enterRefusedMode(nowMs);
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     // A refusal also counts toward the error limit (an unknown recipient is a client error).
     this.#error(verdict.reply, out);

@@ -59,6 +59,7 @@ export const REPLY = {
   // Admission (server/admission.ts), before any session: RFC 3463 4.7.0, a policy status the
   // client may retry later; the limit that fired is logged, never sent.
   tooManyConnections: reply(421, '4.7.0', 'Too many connections, try again later'),
+  refusedSessionOver: reply(421, '4.7.0', 'Service refused, closing connection'),
   tooManyIdleCommands: reply(421, '4.7.0', 'Too many commands without a transaction, closing connection'),
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),

@@ -15,7 +15,7 @@ import type { SessionMetrics } from '../obs/metrics.ts';
 import { assertNever } from '../protocol/command.ts';
 import { SmtpMachine, type Input, type Output, type PolicyVerdict } from '../protocol/machine.ts';
 import type { MachineConfig } from '../protocol/machine-config.ts';
-import { formatReply, REPLY } from '../protocol/replies.ts';
+import { formatReply, REPLY, type Reply } from '../protocol/replies.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import { normalizeAddress } from './networks.ts';
 import { ProxyHeaderReader } from '../net/proxy.ts';
@@ -51,6 +51,9 @@ export type ConnectionDeps = {
   tlsHandshakeTimeoutMs?: number;
   /** smtp.proxy_protocol: every connection starts with a PROXY header from a trusted proxy. */
   proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
+  /** 554 mode's cap (limits.max_refused_sessions): a hold to release when the session ends, or
+   *  null when the cap is reached (the refused client is then closed right after its 554). */
+  holdRefused?: (() => (() => void) | null) | null;
   /** Admission (server/admission.ts): judges the real client before any session state exists. */
   admit?: ((address: string, nowMs: number) => AdmissionDecision | Promise<AdmissionDecision>) | null;
   /** Called with the size of every chunk read from the client (read-reclaim.ts). */
@@ -223,7 +226,7 @@ export class Connection {
     this.#attach(s);
     const decision = this.#deps.admit?.(peer.address, Date.now()) ?? null;
     if (decision === null) {
-      this.#startSession(peer, proxy, firstBytes);
+      this.#startSession(peer, proxy, firstBytes, null);
       return;
     }
     if (!(decision instanceof Promise)) {
@@ -245,17 +248,28 @@ export class Connection {
 
   #admitted(decision: AdmissionDecision, peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
     if (decision.kind === 'refuse') {
+      // A blocked client gets 554 mode (a bounded wait for QUIT) while there is room for it.
+      const hold = decision.rule === 'access_block' ? (this.#deps.holdRefused?.() ?? null) : null;
+      if (hold !== null) {
+        this.#release = hold;
+        this.#startSession(peer, proxy, firstBytes, decision.reply);
+        return;
+      }
+      if (decision.rule === 'access_block') {
+        defenseFired(this.#log, this.#deps.defenseMetrics, { rule: 'refused_sessions', sessionId: this.sessionId, client: peer.address, limit: 'limits.max_refused_sessions', reply: `${decision.reply.code} ${decision.reply.enhanced}` });
+      }
       this.#deps.metrics?.reply(decision.reply.code);
       this.#write(formatReply(decision.reply));
-      // Security: never a zombie: a refused client does not wait for QUIT (docs/defense.md, 554 mode).
+      // Security: never a zombie: past the cap a refused client does not wait for QUIT at all.
       this.#close();
       return;
     }
     this.#release = decision.release;
-    this.#startSession(peer, proxy, firstBytes);
+    this.#startSession(peer, proxy, firstBytes, null);
   }
 
-  #startSession(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
+  /** `refusal`: 554 mode, the reply that replaces the greeting. */
+  #startSession(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null, refusal: Reply | null): void {
     const s = this.#socket;
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
     const isRelayClient = this.#deps.isRelayClient(peer.address);
@@ -272,6 +286,7 @@ export class Connection {
       local,
       isRelayClient,
       proxy,
+      refusal,
     });
     if (firstBytes !== null) this.#onData(firstBytes);
     // Looked up while the session runs, not before it: the greeting never waits for the store,

@@ -43,6 +43,7 @@ export function machineConfigFrom(
       stressTimeoutMs: cfg.limits.stressTimeoutSeconds * 1000,
     },
     maxIdleCommands: cfg.limits.maxIdleCommands,
+    refusedSession: { maxMs: cfg.limits.refusedSessionSeconds * 1000, maxCommands: cfg.limits.refusedSessionCommands },
     tarpit: { freeErrors: cfg.tarpit.freeErrors, initialDelayMs: cfg.tarpit.initialDelayMs, maxDelayMs: cfg.tarpit.maxDelaySeconds * 1000 },
     ...(opts.isRoutable !== undefined ? { isRoutable: opts.isRoutable } : {}),
     ...(opts.bodyBudget !== undefined ? { bodyBudget: opts.bodyBudget } : {}),

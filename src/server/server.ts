@@ -128,6 +128,8 @@ export class SmtpServer {
       metrics: metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics),
       shared: this.#opts.admissionShare ?? null,
     });
+    /** 554-mode sessions held now (limits.max_refused_sessions). */
+    let refusedSessions = 0;
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
     // Stress is about load: every open connection counts, allow-listed ones too.
@@ -176,6 +178,11 @@ export class SmtpServer {
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
       admit: (address: string, nowMs: number) => admission.admit(address, nowMs),
+      holdRefused: () => {
+        if (refusedSessions >= config.limits.maxRefusedSessions) return null;
+        refusedSessions++;
+        return () => void refusedSessions--;
+      },
       defenseMetrics,
       tarpitMemory: this.#opts.tarpitMemory ?? null,
       onRead: (bytes: number) => reclaimer.noteRead(bytes),

@@ -123,6 +123,9 @@ describe('admission limits', () => {
         c.limits.maxConnectionsPerIp = 3;
         c.limits.maxConnectionsPerNetwork = 5;
         c.limits.maxConnections = 8;
+        c.limits.refusedSessionSeconds = 1;
+        c.limits.refusedSessionCommands = 3;
+        c.limits.maxRefusedSessions = 1;
       }),
       { logStream: log.stream, logLevel: 'info', metrics },
     );
@@ -167,14 +170,56 @@ describe('admission limits', () => {
     await transaction(server.port, '127.0.0.9');
   });
 
-  test('a blocked client gets 554 5.7.1 in place of the greeting and is closed without sending QUIT', async () => {
-    const blocked = await firstLineAndClose(server.port, '127.0.0.4');
-    assert.match(blocked.line, /^554 5\.7\.1 /);
-    assert.ok(blocked.isClosed, 'a blocked client that never sends QUIT is closed');
-    assert.equal(defenseLines(log.lines, 'access_block').at(-1)?.client, '127.0.0.4');
-    assert.equal(metrics.defenses.get('access_block'), 1);
+  test('a blocked client gets 554 5.7.1 in place of the greeting, 503 to commands, 221 to QUIT', async () => {
+    const c = await SmtpClient.connect(server.port, { localAddress: '127.0.0.4' });
+    try {
+      const greeting = await c.reply();
+      assert.match(greeting?.last ?? '', /^554 5\.7\.1 /);
+      assert.equal(defenseLines(log.lines, 'access_block').at(-1)?.client, '127.0.0.4');
+      assert.equal(metrics.defenses.get('access_block'), 1);
+      await c.expect('EHLO client.example\r\n', 503);
+      await c.expect('MAIL FROM:<a@client.example>\r\n', 503);
+      await c.expect('QUIT\r\n', 221);
+    } finally {
+      c.close();
+    }
     await untilCount(server, 0);
     await transaction(server.port, '127.0.0.10');
+  });
+
+  test('554 mode is bounded: closed after refused_session_commands commands, and a silent client after refused_session_seconds', async () => {
+    const c = await SmtpClient.connect(server.port, { localAddress: '127.0.0.4' });
+    try {
+      assert.equal((await c.reply())?.code, 554);
+      for (let i = 1; i < 3; i++) await c.expect('NOOP\r\n', 503);
+      await c.expect('NOOP\r\n', 421, 'the third command ends it');
+      assert.equal(await c.line(), null, 'closed');
+    } finally {
+      c.close();
+    }
+    // Never sends QUIT, never sends anything: closed by the server within the bound (1 s here).
+    const silent = await firstLineAndClose(server.port, '127.0.0.4', 8000);
+    assert.match(silent.line, /^554 5\.7\.1 /);
+    assert.ok(silent.isClosed, 'a silent refused client is closed without sending QUIT');
+    const closedLines = defenseLines(log.lines, 'refused_session_closed');
+    assert.deepEqual(closedLines.map((l) => l.limit), [3, '1s']);
+    await untilCount(server, 0);
+    await transaction(server.port, '127.0.0.10');
+  });
+
+  test('past max_refused_sessions a blocked client is closed right after its 554', async () => {
+    const held = await SmtpClient.connect(server.port, { localAddress: '127.0.0.4' });
+    try {
+      assert.equal((await held.reply())?.code, 554);
+      const second = await firstLineAndClose(server.port, '127.0.0.4', 4000);
+      assert.match(second.line, /^554 5\.7\.1 /);
+      assert.ok(second.isClosed);
+      assert.equal(defenseLines(log.lines, 'refused_sessions').length, 1);
+      assert.equal(metrics.defenses.get('refused_sessions'), 1);
+    } finally {
+      held.close();
+    }
+    await untilCount(server, 0);
   });
 });
 

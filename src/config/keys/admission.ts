@@ -49,4 +49,15 @@ export const ADMISSION_KEYS: readonly ConfigKey[] = [
     'New connections one client address may open in a sliding window (all workers together), e.g. `"60/min"`; ' +
     'past it, `421 4.7.0` and close. Refused attempts count too, so a client that keeps hammering stays out ' +
     'until it slows down.'),
+  entry('limits', 'refused_session_seconds', 'refusedSessionSeconds', int(1, 300),
+    '554 mode: how long a client refused at connect (`access.block`, or a connect-stage verdict) is kept after its ' +
+    '`554` before it is closed (`421 4.7.0`), whether or not it sent QUIT. RFC 5321 3.1 asks the server to wait for ' +
+    'QUIT; this bounds the wait, so a client that never sends it holds nothing for long.'),
+  entry('limits', 'refused_session_commands', 'refusedSessionCommands', int(1, 100),
+    '554 mode: the commands other than QUIT (each answered `503`) after which a client refused at connect is closed ' +
+    '(the last one is answered `421 4.7.0`).'),
+  entry('limits', 'max_refused_sessions', 'maxRefusedSessions', int(0, 1_000_000),
+    '554-mode sessions of blocked clients one server process (each worker) keeps open at once; past it a blocked ' +
+    'client is closed right after its `554`, so refused clients cannot crowd out real ones. `0` closes every ' +
+    'blocked client right after its `554`.'),
 ];
