@@ -19,7 +19,7 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
     problems.push(`${given} = ${show(value)}: ${missing} must be set too (set both or neither)`);
   }
   // With no trusted proxy every connection would be closed unread: surely not what was meant.
-  if (config.smtp.proxyProtocol && config.proxy.trusted.length === 0 && !invalid.has('proxy.trusted')) {
+  if ((config.smtp.proxyProtocol || config.listener.some((l) => l.proxyProtocol)) && config.proxy.trusted.length === 0 && !invalid.has('proxy.trusted')) {
     problems.push('smtp.proxy_protocol = true: proxy.trusted must list the load balancers allowed to send the header (every other connection is closed)');
   }
   // The budget is shared by every session of a process: one session alone must fit in it.

@@ -590,6 +590,23 @@ test('what the loader accepts, the checks build: one-label DNS-list zones refuse
   assert.ok(buildPipeline(cfg, pino({ level: 'silent' })) !== null);
 });
 
+test('[[listener]] tables: parsed with defaults, each problem named by its index, and never beside smtp.listen', () => {
+  const config = parseConfig('[[listener]]\naddress = "127.0.0.1:25"\n[[listener]]\naddress = "[::1]:2525"\nproxy_protocol = true\n[proxy]\ntrusted = ["127.0.0.1"]\n', 'l.toml');
+  assert.deepEqual(config.listener, [
+    { address: { host: '127.0.0.1', port: 25 }, role: 'mx', proxyProtocol: false },
+    { address: { host: '::1', port: 2525 }, role: 'mx', proxyProtocol: true },
+  ]);
+  assert.deepEqual(config.smtp.listen, [{ host: '127.0.0.1', port: 25 }, { host: '::1', port: 2525 }]);
+  assert.throws(() => parseConfig('[smtp]\nlisten = ["127.0.0.1:25"]\n[[listener]]\naddress = "127.0.0.1:26"\n', 'l.toml'), /smtp\.listen: must not be set with \[\[listener\]\]/);
+  assert.throws(() => parseConfig('[[listener]]\naddress = "127.0.0.1:26"\nrole = "submission"\n[[listener]]\naddress = "127.0.0.1:26"\n', 'l.toml'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.ok(err.problems.some((p) => p.startsWith('listener[0].role')), err.problems.join('\n'));
+    assert.ok(err.problems.some((p) => p.startsWith('listener[1].address') && p.includes('listener[0]')), err.problems.join('\n'));
+    return true;
+  });
+  assert.throws(() => parseConfig('[[listener]]\naddress = "127.0.0.1:26"\nproxy_protocol = true\n', 'l.toml'), /proxy\.trusted must list/);
+});
+
 test('access.block_file: loadConfig reads it and names each bad line by its number', () => {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-block-'));
   try {

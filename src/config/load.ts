@@ -12,6 +12,7 @@ import { CHECK_CONFIGS } from '../policy/registry.ts';
 import { crossProblems } from './cross-checks.ts';
 import type { ConfigKey, ConfigTables, ListKey } from './keys.ts';
 import { ADMISSION_KEYS } from './keys/admission.ts';
+import { LISTENER_TABLES } from './keys/listeners.ts';
 import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
@@ -65,9 +66,10 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
 const KEYS_BY_PATH = new Map(CONFIG_KEYS.map((k) => [k.path, k]));
 
 /** The arrays of tables the checks read (`[[dnsbl]]`), by name. */
-const TABLES = new Map<string, ConfigTables>(
-  CHECK_CONFIGS.flatMap((check): [string, ConfigTables][] => ('tables' in check ? [[check.tables.name, check.tables]] : [])),
-);
+const TABLES = new Map<string, ConfigTables>([
+  [LISTENER_TABLES.name, LISTENER_TABLES],
+  ...CHECK_CONFIGS.flatMap((check): [string, ConfigTables][] => ('tables' in check ? [[check.tables.name, check.tables]] : [])),
+]);
 
 /** Sections whose keys the operator names (domains, addresses): each read whole by its own parser. */
 const NAMED_KEY_SECTIONS = new Map<string, (value: unknown, problems: string[]) => unknown>([
@@ -146,6 +148,15 @@ export function parseConfig(text: string, source: string): Config {
         problems.push(...checked.problems);
       }
     }
+  }
+  // [[listener]] replaces the simple form; both at once would leave the operator guessing which wins.
+  if (Array.isArray(document.listener) && document.listener.length > 0) {
+    const smtp = isTable(document.smtp) ? document.smtp : {};
+    for (const key of ['listen', 'proxy_protocol']) {
+      if (key in smtp) problems.push(`smtp.${key}: must not be set with [[listener]] tables (they replace smtp.listen and smtp.proxy_protocol): move it into a [[listener]] table`);
+    }
+    // What other parts read as this server's own addresses (mail loop detection).
+    config.smtp.listen = config.listener.map((l) => l.address);
   }
   problems.push(...crossProblems(config, invalid));
   if (problems.length > 0) throw new ConfigError(source, problems);

@@ -182,6 +182,8 @@ export type CoreConfig = {
   tls: TlsConfig;
   proxy: ProxyConfig;
   access: AccessConfig;
+  /** [[listener]] profiles; empty: smtp.listen with smtp.proxy_protocol (the simple form). */
+  listener: import('./keys/listeners.ts').ListenerConfig[];
   limits: LimitsConfig;
   tarpit: TarpitConfig;
   domains: { local: string[] };
@@ -244,6 +246,7 @@ export function defaultConfig(): Config {
     },
     tls: { certFile: '', keyFile: '', enabled: true, ciphers: DEFAULT_TLS_CIPHERS, handshakeTimeoutSeconds: 10 },
     proxy: { trusted: [], headerTimeoutSeconds: 5 },
+    listener: [],
     access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
     limits: {
       maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 },

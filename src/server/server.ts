@@ -13,7 +13,7 @@ import { StressMode, type LoadSource } from './stress.ts';
 import type { SpoolWriter } from '../spool/types.ts';
 import type { PolicyPipeline } from '../policy/pipeline.ts';
 import { BodyBudget } from '../protocol/body-budget.ts';
-import { Connection, type MessageTransform } from './connection.ts';
+import { Connection, type ConnectionDeps, type MessageTransform } from './connection.ts';
 import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
 import { accessLists, readBlockFile } from '../defense/access.ts';
@@ -172,9 +172,7 @@ export class SmtpServer {
       commandTimeoutMs: config.smtp.commandTimeoutSeconds * 1000,
       dataTimeoutMs: config.smtp.dataTimeoutSeconds * 1000,
       tlsHandshakeTimeoutMs: config.tls.handshakeTimeoutSeconds * 1000,
-      proxy: config.smtp.proxyProtocol
-        ? { isTrusted: (address: string) => isInNetworks(trustedProxies, address), headerTimeoutMs: config.proxy.headerTimeoutSeconds * 1000 }
-        : null,
+      proxy: null as ConnectionDeps['proxy'],
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
       admit: (address: string, nowMs: number) => admission.admit(address, nowMs),
@@ -196,9 +194,16 @@ export class SmtpServer {
     };
     // Measured before the first session, so none is accepted on a full disk.
     await this.#spoolSpace.start();
-    for (const addr of config.smtp.listen) {
+    const proxy = { isTrusted: (address: string) => isInNetworks(trustedProxies, address), headerTimeoutMs: config.proxy.headerTimeoutSeconds * 1000 };
+    // [[listener]] profiles, or the simple form (smtp.listen, smtp.proxy_protocol) as profiles.
+    const listeners = config.listener.length > 0
+      ? config.listener
+      : config.smtp.listen.map((address) => ({ address, role: 'mx' as const, proxyProtocol: config.smtp.proxyProtocol }));
+    for (const listener of listeners) {
+      const addr = listener.address;
+      const listenerDeps: ConnectionDeps = { ...deps, proxy: listener.proxyProtocol ? proxy : null };
       const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-        const c = new Connection(socket, deps);
+        const c = new Connection(socket, listenerDeps);
         this.#connections.add(c);
         metrics?.sessionOpened();
         c.start();
@@ -217,7 +222,7 @@ export class SmtpServer {
       });
       this.#servers.push(server);
       const bound = server.address() as net.AddressInfo;
-      log.info({ address: bound.address, port: bound.port }, 'listening');
+      log.info({ address: bound.address, port: bound.port, role: listener.role, proxyProtocol: listener.proxyProtocol }, 'listening');
     }
   }
 

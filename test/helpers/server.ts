@@ -15,6 +15,8 @@ import { JournalSpool } from '../../src/spool/journal.ts';
 
 export type TestServer = {
   port: number;
+  /** Every bound port, in listener order ([[listener]] tables give several). */
+  ports: number[];
   dir: string;
   spoolDir: string;
   config: Config;
@@ -62,6 +64,7 @@ export async function startTestServer(
   const port = server.addresses()[0].port;
   return {
     port,
+    ports: server.addresses().map((a) => a.port),
     dir,
     spoolDir: config.spool.dir,
     config,

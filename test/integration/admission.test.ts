@@ -308,3 +308,40 @@ describe('admission behind a real HAProxy (send-proxy-v2)', { skip: hasHaproxy ?
     for (const c of held) c.close();
   });
 });
+
+describe('[[listener]] profiles', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer(
+      admissionConfig((c) => {
+        c.proxy.trusted = ['127.0.0.3/32'];
+        c.listener = [
+          { address: { host: '127.0.0.1', port: 0 }, role: 'mx', proxyProtocol: false },
+          { address: { host: '127.0.0.1', port: 0 }, role: 'mx', proxyProtocol: true },
+        ];
+      }),
+    );
+  });
+  after(() => server.stop());
+
+  test('each listener has its own PROXY setting: plain clients on one, only trusted proxies on the other', async () => {
+    assert.equal(server.ports.length, 2);
+    const [plain, proxied] = server.ports as [number, number];
+    await transaction(plain, '127.0.0.41');
+    // Not a trusted proxy: closed with no greeting.
+    const untrusted = await firstLineAndClose(proxied, '127.0.0.41');
+    assert.equal(untrusted.line, '');
+    assert.ok(untrusted.isClosed);
+    // A trusted proxy naming a blocked client: the client is judged (554), not the proxy.
+    const s = net.connect({ host: '127.0.0.1', port: proxied, localAddress: '127.0.0.3' });
+    let received = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (received += d));
+    s.on('error', () => {});
+    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+    s.write('PROXY TCP4 127.0.0.4 127.0.0.1 40000 25\r\n');
+    for (let i = 0; i < 200 && !received.includes('\r\n'); i++) await sleep(10);
+    s.destroy();
+    assert.match(received, /^554 5\.7\.1 /);
+  });
+});
