@@ -14,10 +14,13 @@ export class WheelEntry {
   slot = -1;
   prev: WheelEntry | null = null;
   next: WheelEntry | null = null;
-  readonly fire: (nowMs: number) => void;
+  readonly fire: (nowMs: number, owner: unknown) => void;
+  /** Passed to `fire`: lets every owner of a kind share one function instead of a closure each. */
+  readonly owner: unknown;
 
-  constructor(fire: (nowMs: number) => void) {
+  constructor(fire: (nowMs: number, owner: unknown) => void, owner: unknown = null) {
     this.fire = fire;
+    this.owner = owner;
   }
 
   get isScheduled(): boolean {
@@ -118,7 +121,7 @@ export class TimerWheel {
       if (e.slot !== -1) continue; // rescheduled by an earlier callback
       e.dueMs = Infinity;
       try {
-        e.fire(nowMs);
+        e.fire(nowMs, e.owner);
       } catch (err) {
         // One owner's bug must not stop every other deadline. (Connections catch their own.)
         this.#onError(err);
