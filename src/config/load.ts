@@ -13,6 +13,7 @@ import { crossProblems } from './cross-checks.ts';
 import type { ConfigKey, ConfigTables, ListKey } from './keys.ts';
 import { ADMISSION_KEYS } from './keys/admission.ts';
 import { LISTENER_TABLES } from './keys/listeners.ts';
+import { PREGREET_KEYS } from './keys/pregreet.ts';
 import { OPS_KEYS } from './keys/ops.ts';
 import { POLICY_KEYS } from './keys/policy.ts';
 import { parseAliases, parseRoutes, resolveRoutePaths, ROUTES_KEYS } from './keys/routes.ts';
@@ -54,6 +55,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ...SMTP_KEYS,
   ...PROXY_KEYS,
   ...ADMISSION_KEYS,
+  ...PREGREET_KEYS,
   ...SESSION_LIMITS_KEYS,
   ...SPOOL_KEYS,
   ...QUEUE_KEYS,

@@ -182,6 +182,8 @@ export type CoreConfig = {
   tls: TlsConfig;
   proxy: ProxyConfig;
   access: AccessConfig;
+  /** [pregreet]: the greet pause and early-talker test (docs/defense.md). */
+  pregreet: { enabled: boolean; waitSeconds: number; action: 'reject' | 'disconnect'; passTtlSeconds: number; rememberSeconds: number };
   /** [[listener]] profiles; empty: smtp.listen with smtp.proxy_protocol (the simple form). */
   listener: import('./keys/listeners.ts').ListenerConfig[];
   limits: LimitsConfig;
@@ -247,6 +249,7 @@ export function defaultConfig(): Config {
     tls: { certFile: '', keyFile: '', enabled: true, ciphers: DEFAULT_TLS_CIPHERS, handshakeTimeoutSeconds: 10 },
     proxy: { trusted: [], headerTimeoutSeconds: 5 },
     listener: [],
+    pregreet: { enabled: false, waitSeconds: 6, action: 'reject', passTtlSeconds: 86_400, rememberSeconds: 3_600 },
     access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
     limits: {
       maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 },

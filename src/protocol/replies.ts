@@ -60,6 +60,9 @@ export const REPLY = {
   // client may retry later; the limit that fired is logged, never sent.
   tooManyConnections: reply(421, '4.7.0', 'Too many connections, try again later'),
   refusedSessionOver: reply(421, '4.7.0', 'Service refused, closing connection'),
+  // Pregreet (docs/defense.md): the client talked before the greeting. RFC 3463 5.5.1 / 4.7.0.
+  pregreetRejected: reply(554, '5.5.1', 'Protocol error: data sent before the greeting'),
+  pregreetDisconnected: reply(421, '4.7.0', 'Protocol error: data sent before the greeting, closing connection'),
   tooManyIdleCommands: reply(421, '4.7.0', 'Too many commands without a transaction, closing connection'),
   bdatUnparsable: reply(421, '4.5.0', 'Malformed BDAT: chunk boundary unknown, closing connection'),
   tooManyRecipients: reply(452, '4.5.3', 'Too many recipients'),

@@ -33,7 +33,7 @@ export type AdmissionLimits = {
 };
 
 export type AdmissionDecision =
-  | { kind: 'allow'; release: () => void }
+  | { kind: 'allow'; release: () => void; isAllowListed?: true }
   | { kind: 'refuse'; rule: DefenseRule; reply: Reply };
 
 /** The limit rules admission counts, in the order they are judged. */
@@ -157,7 +157,7 @@ export class Admission {
   admit(address: string, nowMs: number): AdmissionDecision | Promise<AdmissionDecision> {
     const access = this.#access;
     // Security: the allow list is checked first, so an operator's own networks are never refused.
-    if (access.isAllowed(address)) return { kind: 'allow', release: NOTHING };
+    if (access.isAllowed(address)) return { kind: 'allow', release: NOTHING, isAllowListed: true };
     if (access.isBlocked(address)) return this.#refuse('access_block', address, ADMISSION_REPLY.blocked, 'access.block', null);
     const pool = this.#pool;
     const local = this.#local.take(address, nowMs, pool === null);

@@ -21,6 +21,7 @@ import { normalizeAddress } from './networks.ts';
 import { ProxyHeaderReader } from '../net/proxy.ts';
 import type { Peer } from '../protocol/session.ts';
 import type { AdmissionDecision } from './admission.ts';
+import type { PregreetMemory } from '../defense/pregreet.ts';
 import { defenseFired, type DefenseMetrics } from '../defense/events.ts';
 import type { TarpitMemory } from '../defense/tarpit-memory.ts';
 import { processWheel, WheelEntry, type TimerWheel } from './timer-wheel.ts';
@@ -51,6 +52,8 @@ export type ConnectionDeps = {
   tlsHandshakeTimeoutMs?: number;
   /** smtp.proxy_protocol: every connection starts with a PROXY header from a trusted proxy. */
   proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
+  /** The pregreet test (docs/defense.md): pause with `220-`, refuse a client that talks first. */
+  pregreet?: { memory: PregreetMemory; waitMs: number; action: 'reject' | 'disconnect'; hostname: string } | null;
   /** 554 mode's cap (limits.max_refused_sessions): a hold to release when the session ends, or
    *  null when the cap is reached (the refused client is then closed right after its 554). */
   holdRefused?: (() => (() => void) | null) | null;
@@ -290,7 +293,64 @@ export class Connection {
       return;
     }
     this.#release = decision.release;
+    const pregreet = this.#deps.pregreet ?? null;
+    if (pregreet !== null && decision.isAllowListed !== true) {
+      this.#pregreet(pregreet, peer, proxy, firstBytes);
+      return;
+    }
     this.#startSession(peer, proxy, firstBytes, null);
+  }
+
+  /**
+   * Pregreet: a network remembered as an early talker is refused at once; one that passed before
+   * goes straight on; any other gets `220-` and the greeting text, and the session starts only if
+   * it sends nothing for the wait. The machine then sends the final `220 ` line.
+   * A plain timer: one per paused connection, for a few seconds (the slow path of few clients).
+   */
+  #pregreet(p: NonNullable<ConnectionDeps['pregreet']>, peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
+    const s = this.#socket;
+    s.off('data', Connection.#socketData);
+    // Bytes that arrive before the session starts: kept, for a client that passed before.
+    const early: Buffer[] = firstBytes === null ? [] : [firstBytes];
+    let timer: NodeJS.Timeout | null = null;
+    const onEarly = (chunk: Buffer): void => {
+      this.#deps.onRead?.(chunk.length);
+      if (early.length < 16) early.push(chunk);
+      // An early talker is answered at once, not after the wait.
+      if (timer !== null) {
+        clearTimeout(timer);
+        timer = null;
+        refuse('talked first');
+      }
+    };
+    s.on('data', onEarly);
+    const refuse = (how: 'remembered' | 'talked first'): void => {
+      s.off('data', onEarly);
+      const reply = p.action === 'reject' ? REPLY.pregreetRejected : REPLY.pregreetDisconnected;
+      defenseFired(this.#log, this.#deps.defenseMetrics, { rule: 'pregreet', sessionId: this.sessionId, client: peer.address, limit: `${p.waitMs / 1000}s`, value: how, reply: `${reply.code} ${reply.enhanced}` });
+      this.#deps.metrics?.reply(reply.code);
+      if (how === 'talked first') void p.memory.rememberRefused(peer.address, reply, Date.now());
+      this.#write(formatReply(reply));
+      this.#close();
+    };
+    const proceed = (): void => {
+      s.off('data', onEarly);
+      s.on('data', Connection.#socketData);
+      this.#startSession(peer, proxy, early.length === 0 ? null : Buffer.concat(early), null);
+    };
+    void p.memory.state(peer.address).then((state) => {
+      if (this.#isClosed) return;
+      if (state === 'refused') return refuse('remembered');
+      if (state === 'passed') return proceed();
+      if (early.length > 0) return refuse('talked first');
+      this.#write(`220-${p.hostname} ESMTP Portcullis\r\n`);
+      timer = setTimeout(() => {
+        timer = null;
+        if (this.#isClosed) return;
+        void p.memory.rememberPassed(peer.address);
+        proceed();
+      }, p.waitMs);
+    });
   }
 
   /** `refusal`: 554 mode, the reply that replaces the greeting. */

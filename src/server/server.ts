@@ -18,6 +18,7 @@ import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
 import { accessLists, readBlockFile } from '../defense/access.ts';
 import { Admission, type AdmissionPool } from './admission.ts';
+import type { PregreetMemory } from '../defense/pregreet.ts';
 import { ReadReclaimer } from './read-reclaim.ts';
 import { newSessionId } from './session-id.ts';
 import { SpoolSpaceMonitor, type FreeSpaceProbe } from './spool-space.ts';
@@ -38,6 +39,8 @@ export type ServerOptions = {
   isRoutable?: (address: string) => boolean;
   /** Runs on every message between the content checks and the commit (DKIM signing, later). */
   transform?: MessageTransform | null;
+  /** The pregreet test's memory (the state store), when pregreet.enabled. */
+  pregreetMemory?: PregreetMemory | null;
   /** One of several workers: the node-wide admission remainder is the primary's (admission-share.ts). */
   admissionShare?: { workers: number; pool: AdmissionPool } | null;
   /** How the spool's free space is measured against `spool.min_free_bytes` (default: statfs of
@@ -176,6 +179,9 @@ export class SmtpServer {
       actionTimeoutMs: ACTION_TIMEOUT_MS,
       metrics,
       admit: (address: string, nowMs: number) => admission.admit(address, nowMs),
+      pregreet: config.pregreet.enabled && (this.#opts.pregreetMemory ?? null) !== null
+        ? { memory: this.#opts.pregreetMemory!, waitMs: config.pregreet.waitSeconds * 1000, action: config.pregreet.action, hostname: config.smtp.hostname }
+        : null,
       holdRefused: () => {
         if (refusedSessions >= config.limits.maxRefusedSessions) return null;
         refusedSessions++;

@@ -16,6 +16,7 @@ import { openStateStore } from '../store/open.ts';
 import { watchParent } from './parent-watch.ts';
 import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
 import { SmtpServer } from './server.ts';
+import { pregreetMemory } from '../defense/pregreet.ts';
 import { PoolClient, type AdmissionAnswers } from './admission-share.ts';
 import { workerCount } from './supervisor.ts';
 import { writerIdFor } from './session-id.ts';
@@ -99,7 +100,10 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
   // Admission limits are the node's: past its share, a worker asks the primary (admission-share.ts).
   const pool = cluster.isWorker ? new PoolClient((m) => process.send?.(m)) : null;
   const admissionShare = pool === null ? null : { workers: workerCount(cfg), pool };
-  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics, admissionShare,
+  const pregreet = cfg.pregreet.enabled
+    ? pregreetMemory(store, { rememberSeconds: cfg.pregreet.rememberSeconds, passTtlSeconds: cfg.pregreet.passTtlSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
+    : null;
+  const server = new SmtpServer({ config: cfg, spool: queueing, log, isRoutable: (address) => router.isRoutable(address), secureContext, isReusePort: cluster.isWorker, policy, metrics, admissionShare, pregreetMemory: pregreet,
     tarpitMemory: cfg.tarpit.rememberSeconds > 0 && cfg.tarpit.initialDelayMs > 0
       ? tarpitMemory(store, { ttlSeconds: cfg.tarpit.rememberSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
       : null,
