@@ -183,12 +183,12 @@ test('half-close with a partial command: answered what was complete, then closed
   assert.ok(out.some((o) => o.type === 'close'));
 });
 
-test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1)', () => {
+test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1): 503 5.7.0 to the rest (issue 11)', () => {
   const d = new MachineDriver(config({ policyStages: new Set<PolicyStage>(['connect']) }));
   d.step({ type: 'verdict', nowMs: 1, verdict: { action: 'reject', reply: { code: 554, enhanced: '5.7.1', lines: ['No service'] }, check: 't', reason: 'r' } });
   const out = d.step({ type: 'bytes', nowMs: 2, data: Buffer.from('EHLO c.example\r\nMAIL FROM:<>\r\nQUIT\r\n') });
-  const codes = out.filter((o) => o.type === 'reply').map((o) => (o as { reply: Reply }).reply.code);
-  assert.deepEqual(codes, [503, 503, 221]);
+  const replies = out.filter((o) => o.type === 'reply').map((o) => formatReply((o as { reply: Reply }).reply));
+  assert.deepEqual(replies.map((r) => r.slice(0, 9)), ['503 5.7.0', '503 5.7.0', '221 2.0.0']);
 });
 
 test('security: a BDAT line that does not parse ends the session (the chunk boundary is unknown)', () => {

@@ -81,7 +81,6 @@ export const REPLY = {
   emptyHelo: (verb: string) => reply(501, '5.5.4', `Syntax: ${verb} hostname`),
   notImplemented: (verb: string) => reply(502, '5.5.1', `${verb} command is disabled`),
   heloFirst: reply(503, '5.5.1', 'Send EHLO/HELO first'),
-  refusedAtConnect: reply(503, '5.5.1', 'Service refused; only QUIT is accepted'),
   nestedMail: reply(503, '5.5.1', 'Sender already specified'),
   needMail: reply(503, '5.5.1', 'Need MAIL command'),
   needRcpt: reply(503, '5.5.1', 'Need RCPT command'),
@@ -147,6 +146,9 @@ export const REPLY = {
   milterUnavailable: reply(451, '4.7.1', 'Content filter unavailable, try again later'),
   // RFC 5321 3.1: 554 in place of the greeting (access.block); RFC 3463 5.7.1: not authorised.
   connectionBlocked: reply(554, '5.7.1', 'Connection refused by policy'),
+  // 554 mode (docs/defense.md): every command but QUIT after a connect-stage refusal. RFC 3463
+  // 5.7.0: a policy refusal, not a sequence error (5.5.1), so the client does not retry the verb.
+  refusedAtConnect: reply(503, '5.7.0', 'Service refused; only QUIT is accepted'),
   milterRejectedAtConnect: reply(554, '5.7.1', 'Rejected by a content filter'),
   milterTempfailedAtConnect: reply(421, '4.7.1', 'Temporarily refused by a content filter, try again later'),
   // Content scanners (clamd, spamd, rspamd; docs/filters.md): what they found, the signature or

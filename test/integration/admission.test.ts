@@ -170,15 +170,16 @@ describe('admission limits', () => {
     await transaction(server.port, '127.0.0.9');
   });
 
-  test('a blocked client gets 554 5.7.1 in place of the greeting, 503 to commands, 221 to QUIT', async () => {
+  test('a blocked client gets 554 5.7.1 in place of the greeting, 503 5.7.0 to commands, 221 to QUIT', async () => {
     const c = await SmtpClient.connect(server.port, { localAddress: '127.0.0.4' });
     try {
       const greeting = await c.reply();
       assert.match(greeting?.last ?? '', /^554 5\.7\.1 /);
       assert.equal(defenseLines(log.lines, 'access_block').at(-1)?.client, '127.0.0.4');
       assert.equal(metrics.defenses.get('access_block'), 1);
-      await c.expect('EHLO client.example\r\n', 503);
-      await c.expect('MAIL FROM:<a@client.example>\r\n', 503);
+      // Issue 11: a refused client's commands get 503 5.7.0 (policy), not a sequence error's 5.5.1.
+      assert.match((await c.expect('EHLO client.example\r\n', 503)).last, /^503 5\.7\.0 /);
+      assert.match((await c.expect('MAIL FROM:<a@client.example>\r\n', 503)).last, /^503 5\.7\.0 /);
       await c.expect('QUIT\r\n', 221);
     } finally {
       c.close();
