@@ -80,6 +80,10 @@ export type Output =
   /** End the session. `quit`: the client asked (QUIT, answered 221), so nothing it sends after counts. */
   | { type: 'close'; quit?: true }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
+  /** The session entered 554 mode through a connect-stage verdict (a DNS list, a remembered
+   *  refusal), right after its 554: the shell holds it under limits.max_refused_sessions, as it
+   *  does a blocked client, or closes it after the replies so far. */
+  | { type: 'refused-mode' }
   /** A connection defense fired (defense/events.ts logs and counts it): the rule, its limit, what was measured. */
   | { type: 'defense'; rule: MachineDefenseRule; limit: string | number; value?: string | number; reply?: Reply };
 

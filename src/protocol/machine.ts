@@ -848,6 +848,8 @@ export class SmtpMachine {
     // Security: a client that keeps collecting refusals (retrying past a greylist or a block
     // list within one session) is not served further.
     if (this.phase !== 'closed' && session.verdicts.length >= this.#cfg.maxPolicyRefusals) this.#fatal(REPLY.tooManyRefusals, out);
+    // After the 554 (held with it when the tarpit delays it): the shell's cap on 554-mode sessions.
+    if (w.stage === 'connect' && this.phase !== 'closed') out.push({ type: 'refused-mode' });
   }
 
   #reply(reply: Reply, out: Output[]): void {

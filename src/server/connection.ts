@@ -54,8 +54,10 @@ export type ConnectionDeps = {
   proxy?: { isTrusted: (address: string) => boolean; headerTimeoutMs: number } | null;
   /** The pregreet test (docs/defense.md): pause with `220-`, refuse a client that talks first. */
   pregreet?: { memory: PregreetMemory; waitMs: number; action: 'reject' | 'disconnect'; hostname: string } | null;
-  /** 554 mode's cap (limits.max_refused_sessions): a hold to release when the session ends, or
-   *  null when the cap is reached (the refused client is then closed right after its 554). */
+  /** 554 mode's cap (limits.max_refused_sessions), for blocked clients and connect-stage
+   *  refusals alike: a hold to release when the session ends, or null when the cap is reached
+   *  (the refused client is then closed right after its 554). Absent: connect-stage refusals are
+   *  not capped, and a blocked client is closed after its 554. */
   holdRefused?: (() => (() => void) | null) | null;
   /** Admission (server/admission.ts): judges the real client before any session state exists. */
   admit?: ((address: string, nowMs: number) => AdmissionDecision | Promise<AdmissionDecision>) | null;
@@ -283,9 +285,7 @@ export class Connection {
         this.#startSession(peer, proxy, firstBytes, decision.reply);
         return;
       }
-      if (decision.rule === 'access_block') {
-        defenseFired(this.#log, this.#deps.defenseMetrics, { rule: 'refused_sessions', sessionId: this.sessionId, client: peer.address, limit: 'limits.max_refused_sessions', reply: `${decision.reply.code} ${decision.reply.enhanced}` });
-      }
+      if (decision.rule === 'access_block') this.#refusedOverCap(peer.address, decision.reply);
       this.#deps.metrics?.reply(decision.reply.code);
       this.#write(formatReply(decision.reply));
       // Security: never a zombie: past the cap a refused client does not wait for QUIT at all.
@@ -299,6 +299,11 @@ export class Connection {
       return;
     }
     this.#startSession(peer, proxy, firstBytes, null);
+  }
+
+  /** limits.max_refused_sessions is reached: this refused client is not held in 554 mode. */
+  #refusedOverCap(client: string, r: Reply | null): void {
+    defenseFired(this.#log, this.#deps.defenseMetrics, { rule: 'refused_sessions', sessionId: this.sessionId, client, limit: 'limits.max_refused_sessions', reply: r === null ? null : `${r.code}${r.enhanced === null ? '' : ` ${r.enhanced}`}` });
   }
 
   /**
@@ -446,15 +451,17 @@ export class Connection {
     let closeAfter = false;
     let isQuit = false;
     let startTls = false;
+    let lastReply: Reply | null = null;
     const log = this.#log;
     const isDebug = log.isLevelEnabled('debug');
     const metrics = this.#deps.metrics ?? null;
-    for (const o of outputs) {
+    outputs: for (const o of outputs) {
       switch (o.type) {
         case 'reply': {
           if (metrics !== null && o.reply.code >= 400) metrics.reply(o.reply.code);
           const wire = formatReply(o.reply);
           text += wire;
+          lastReply = o.reply;
           if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
           break;
         }
@@ -550,6 +557,21 @@ export class Connection {
             reply: o.reply === undefined ? null : `${o.reply.code}${o.reply.enhanced == null ? '' : ` ${o.reply.enhanced}`}`,
           });
           break;
+        case 'refused-mode': {
+          // Security: a client refused by a connect-stage verdict counts toward the same cap as a
+          // blocked one (#admitted); past it, it is closed right after its 554, nothing more sent.
+          const holdRefused = this.#deps.holdRefused ?? null;
+          if (holdRefused === null) break;
+          const hold = holdRefused();
+          if (hold === null) {
+            this.#refusedOverCap(this.#peerAddress, lastReply);
+            closeAfter = true;
+            break outputs;
+          }
+          const admitted = this.#release;
+          this.#release = admitted === null ? hold : () => (admitted(), hold());
+          break;
+        }
         case 'close':
           closeAfter = true;
           isQuit = o.quit === true;
