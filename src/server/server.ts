@@ -135,8 +135,13 @@ export class SmtpServer {
     let refusedSessions = 0;
     // One per process: dead read buffers are a process-wide pile.
     const reclaimer = new ReadReclaimer();
-    // Stress is about load: every open connection counts, allow-listed ones too.
-    const load = this.#opts.load ?? { connections: () => this.#connections.size, max: () => config.limits.maxConnections };
+    // Stress is about load: every open connection counts, allow-listed ones too. A worker judges
+    // its own connections against its share of the node's limit (the kernel spreads connections
+    // over the workers), so stress engages when the node nears limits.max_connections, not only
+    // when one worker alone holds 70 % of it.
+    const workers = this.#opts.admissionShare?.workers ?? 1;
+    const stressMax = Math.max(1, Math.ceil(config.limits.maxConnections / workers));
+    const load = this.#opts.load ?? { connections: () => this.#connections.size, max: () => stressMax };
     const defenseMetrics = this.#opts.defenseMetrics ?? (metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics));
     const stress = new StressMode({
       load,

@@ -3,7 +3,8 @@
 // stress) until the count falls below limits.stress_off_percent; the gap between the two keeps
 // the mode from flapping. Judged on every connection opened or closed (two integer compares).
 // The count comes from a LoadSource: by default the server process's own connections against
-// limits.max_connections (per process, as admission counts); a node-wide counter can replace it.
+// its share of limits.max_connections (the limit divided by the workers, since the kernel spreads
+// connections over them); a node-wide counter can replace it.
 
 /** Where the live connection count and its limit come from. */
 export interface LoadSource {
