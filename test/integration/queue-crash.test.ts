@@ -74,8 +74,12 @@ test('kill -9 during delivery, ten times: nothing acknowledged is lost, nothing 
     const lost = [...acked].filter((id) => !deliveries.has(`${id}/0`) || !deliveries.has(`${id}/1`));
     assert.deepEqual(lost, [], 'acknowledged but never delivered');
     const duplicates = [...deliveries.values()].filter((n) => n > 1).length;
-    // Only deliveries in flight at a kill: at most the destination concurrency (20) per kill.
-    assert.ok(duplicates <= ROUNDS * 20 * 2, `${duplicates} duplicate deliveries`);
+    // Only deliveries in flight at a kill: the destination concurrency (20 slots) per kill, plus the
+    // deliveries that finished while their outcome waited for its group fsync (a slot is freed at
+    // the courier's answer, before the record is durable: docs/delivery.md). That second part grows
+    // with the disk's fsync latency: 400-423 were seen on a loaded 2-core machine, under 200 on a
+    // quiet one. The guarantees are the two assertions above; this bound says the window stays small.
+    assert.ok(duplicates <= ROUNDS * 20 * 3, `${duplicates} duplicate deliveries`);
     assert.ok(acked.size >= ROUNDS * 20, `${acked.size} acknowledged`);
     assert.deepEqual(await readdir(path.join(dir, 'segments')), [], 'segments reclaimed');
     assert.deepEqual(await readdir(path.join(dir, 'messages')), [], 'message files reclaimed');
