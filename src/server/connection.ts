@@ -191,7 +191,9 @@ export class Connection {
     }
     // Security: only a trusted proxy may name the client; anyone else is closed before a byte is read.
     if (!proxy.isTrusted(socketPeer.address)) {
-      this.#log.warn({ client: socketPeer.address, port: socketPeer.port, rule: 'proxy.trusted' }, 'connection from an untrusted address on a PROXY protocol listener: closed');
+      // A warn line of its own (a misconfigured balancer or a probe), counted like every defense.
+      this.#deps.defenseMetrics?.defenseFired('proxy_untrusted');
+      this.#log.warn({ client: socketPeer.address, port: socketPeer.port, rule: 'proxy_untrusted', limit: 'proxy.trusted' }, 'connection from an untrusted address on a PROXY protocol listener: closed');
       this.#destroy();
       return;
     }
@@ -215,9 +217,11 @@ export class Connection {
       s.off('error', onGone);
       s.off('close', onGone);
     };
-    const refuse = (reason: string): void => {
+    const refuse = (reason: string, rule: 'proxy_invalid' | 'proxy_timeout' = 'proxy_invalid'): void => {
       stop();
-      this.#log.warn({ proxy: socketPeer.address, port: socketPeer.port, reason }, 'PROXY protocol header refused: closed');
+      this.#deps.defenseMetrics?.defenseFired(rule);
+      const limit = rule === 'proxy_timeout' ? `${timeoutMs / 1000}s` : undefined;
+      this.#log.warn({ proxy: socketPeer.address, port: socketPeer.port, rule, limit, reason }, 'PROXY protocol header refused: closed');
       this.#destroy();
     };
     const onData = (chunk: Buffer): void => {
@@ -239,7 +243,7 @@ export class Connection {
       this.#destroy();
     };
     // Security: a proxy that sent part of a header and stops reading must not hold the socket either.
-    this.#waitShell(Date.now() + timeoutMs, () => refuse(`no complete header within ${timeoutMs} ms`));
+    this.#waitShell(Date.now() + timeoutMs, () => refuse(`no complete header within ${timeoutMs} ms`, 'proxy_timeout'));
     s.on('data', onData);
     s.once('end', onGone);
     s.once('error', onGone);
