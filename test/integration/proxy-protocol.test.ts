@@ -151,7 +151,7 @@ describe('PROXY protocol from a test client', () => {
     const { received, closedAfterMs } = await rawSession(server.port, () => {});
     assert.equal(received, '');
     assert.ok(closedAfterMs >= 900 && closedAfterMs < 3000, `closed after ${closedAfterMs} ms`);
-    assert.ok(log.lines.some((l) => l.msg === 'PROXY protocol header refused: closed' && /no complete header within 1000 ms/.test(String(l.reason))));
+    assert.ok(log.lines.some((l) => l.msg === 'PROXY protocol header refused: closed' && /no complete header within 1000 ms/.test(String(l.reason)) && l.rule === 'proxy_timeout' && l.limit === '1s'));
   });
 
   test('a client that speaks SMTP at once, or sends a malformed header: closed, nothing sent', async () => {
@@ -172,7 +172,8 @@ test('a connection from an address not in proxy.trusted is closed at once, witho
     const { received, closedAfterMs } = await rawSession(server.port, (s) => s.write('PROXY TCP4 203.0.113.9 192.0.2.25 40000 25\r\n'), { localAddress: '127.0.0.2' });
     assert.equal(received, '');
     assert.ok(closedAfterMs < 900, `closed after ${closedAfterMs} ms`);
-    const line = log.lines.find((l) => l.rule === 'proxy.trusted');
+    const line = log.lines.find((l) => l.rule === 'proxy_untrusted');
+    assert.equal(line?.limit, 'proxy.trusted');
     assert.equal(line?.client, '127.0.0.2');
     assert.equal(log.lines.some((l) => l.msg === 'connect'), false, 'no session was started');
     assert.equal(server.connectionCount(), 0);
