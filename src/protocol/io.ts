@@ -12,8 +12,10 @@ import type { PolicyStage, PolicyVerdict } from './verdict.ts';
 
 export type Input =
   /** `refusal`: the client was refused at connect (a block list): this reply (554) replaces the
-   *  greeting and the session is in 554 mode (only QUIT is served, for a bounded time). */
-  | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; proxy?: Peer | null; tls?: TlsState | null; refusal?: Reply | null }
+   *  greeting and the session is in 554 mode (only QUIT is served, for a bounded time).
+   *  `isGreetingBegun`: the shell sent `220-` and the greeting text already (pregreet): the
+   *  machine's greeting is the final `220 ` line, and a connect-stage refusal comes after it. */
+  | { type: 'connected'; nowMs: number; sessionId: string; peer: Peer; local: Peer; isRelayClient: boolean; proxy?: Peer | null; tls?: TlsState | null; refusal?: Reply | null; isGreetingBegun?: boolean }
   | { type: 'bytes'; nowMs: number; data: Buffer }
   | { type: 'verdict'; nowMs: number; verdict: PolicyVerdict }
   | { type: 'committed'; nowMs: number }
@@ -81,8 +83,8 @@ export type Output =
   | { type: 'close'; quit?: true }
   | { type: 'log'; level: LogLevel; msg: string; fields?: Record<string, unknown> }
   /** The session entered 554 mode through a connect-stage verdict (a DNS list, a remembered
-   *  refusal), right after its 554: the shell holds it under limits.max_refused_sessions, as it
-   *  does a blocked client, or closes it after the replies so far. */
+   *  refusal), right after its 554 (or after the final 220 line of a begun greeting): the shell
+   *  holds it under limits.max_refused_sessions, as it does a blocked client, or closes it. */
   | { type: 'refused-mode' }
   /** A connection defense fired (defense/events.ts logs and counts it): the rule, its limit, what was measured. */
   | { type: 'defense'; rule: MachineDefenseRule; limit: string | number; value?: string | number; reply?: Reply };

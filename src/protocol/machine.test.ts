@@ -191,6 +191,25 @@ test('a connect-stage refusal leaves only QUIT usable (RFC 5321 3.1): 503 5.7.0 
   assert.deepEqual(replies.map((r) => r.slice(0, 9)), ['503 5.7.0', '503 5.7.0', '221 2.0.0']);
 });
 
+test('pregreet, then a connect-stage refusal: the begun greeting ends with 220, the refusal answers each command (RFC 5321 4.2.1)', () => {
+  const cfg = config({ policyStages: new Set<PolicyStage>(['connect']), refusedSession: { maxMs: 10_000, maxCommands: 5 } });
+  const connected = (d: MachineDriver): Output[] => d.step({ type: 'connected', nowMs: 1, sessionId: 'S', peer: { address: '192.0.2.1', port: 1 }, local: { address: '127.0.0.1', port: 25 }, isRelayClient: false, isGreetingBegun: true });
+  const refusal = { code: 554, enhanced: '5.7.1', lines: ['Listed'] };
+  const d = new MachineDriver(cfg, { isConnecting: false });
+  connected(d);
+  const out = d.step({ type: 'verdict', nowMs: 2, verdict: { action: 'reject', reply: refusal, check: 't', reason: 'r' } });
+  const wire = (o: Output[]): string[] => o.filter((x) => x.type === 'reply').map((x) => formatReply((x as { reply: Reply }).reply));
+  assert.deepEqual(wire(out), [formatReply(REPLY.greeting(cfg.hostname))]);
+  assert.ok(out.some((o) => o.type === 'refused-mode'), 'the shell is asked to hold it under the cap');
+  assert.deepEqual(d.send('EHLO c.example\r\nMAIL FROM:<>\r\nQUIT\r\n'), ['554 5.7.1 Listed', '554 5.7.1 Listed', '221 2.0.0 Bye']);
+  // A 421 goes out at once after the greeting (RFC 5321 3.8), and the session ends.
+  const t = new MachineDriver(cfg, { isConnecting: false });
+  connected(t);
+  const tempfail = t.step({ type: 'verdict', nowMs: 2, verdict: { action: 'disconnect', reply: { code: 421, enhanced: '4.7.1', lines: ['Later'] }, check: 't', reason: 'r' } });
+  assert.deepEqual(wire(tempfail), [formatReply(REPLY.greeting(cfg.hostname)), '421 4.7.1 Later\r\n']);
+  assert.equal(t.machine.phase, 'closed');
+});
+
 test('security: a BDAT line that does not parse ends the session (the chunk boundary is unknown)', () => {
   const d = new MachineDriver(config());
   txnReady(d);

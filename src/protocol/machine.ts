@@ -72,8 +72,11 @@ export class SmtpMachine {
   /** The client half-closed: finish the outstanding action and the complete commands already
    *  received (their replies can still be written), then close. */
   #isInputEnded = false;
-  /** A connect-stage refusal: RFC 5321 3.1, only QUIT is served after it (503 to the rest). */
-  #isRefusedAtConnect = false;
+  /** 554 mode after a connect-stage refusal (RFC 5321 3.1): the reply every command but QUIT
+   *  gets (503 5.7.0; the refusal's own after a begun greeting), or null when not refused. */
+  #refusedReply: Reply | null = null;
+  /** The shell sent `220-` before the session (pregreet): the greeting's code is 220 already. */
+  #isGreetingBegun = false;
   /** When the connect-stage refusal was sent, and the commands answered since (554 mode's bounds). */
   #refusedSinceMs = 0;
   #refusedCommands = 0;
@@ -159,7 +162,7 @@ export class SmtpMachine {
     if (this.#held !== null) return this.#holdUntilMs;
     if (w.kind === 'closed' || this.#session === null) return Infinity;
     const bound = this.#cfg.refusedSession;
-    const refusedDue = this.#isRefusedAtConnect && bound !== undefined ? this.#refusedSinceMs + bound.maxMs : Infinity;
+    const refusedDue = this.#refusedReply !== null && bound !== undefined ? this.#refusedSinceMs + bound.maxMs : Infinity;
     const lim = this.#cfg.limits;
     if (lim === undefined) return refusedDue;
     let due = Math.min(refusedDue, lim.sessionMaxMs > 0 ? this.#connectedMs + lim.sessionMaxMs : Infinity);
@@ -364,6 +367,7 @@ export class SmtpMachine {
 
   #onConnected(input: Extract<Input, { type: 'connected' }>, out: Output[]): void {
     this.#connectedMs = input.nowMs;
+    this.#isGreetingBegun = input.isGreetingBegun === true;
     this.#session = newSessionSecurity({
       id: input.sessionId,
       peer: input.peer,
@@ -455,16 +459,17 @@ export class SmtpMachine {
         return this.#fatal(REPLY.tooManyIdleCommands, out);
       }
     }
-    if (this.#isRefusedAtConnect && parsed.command.verb !== 'QUIT') {
+    const refused = this.#refusedReply;
+    if (refused !== null && parsed.command.verb !== 'QUIT') {
       const bound = this.#cfg.refusedSession;
-      if (bound === undefined) return this.#error(REPLY.refusedAtConnect, out);
+      if (bound === undefined) return this.#error(refused, out);
       // Security: 554 mode never holds a client that will not QUIT: a few commands, then close.
       if (++this.#refusedCommands >= bound.maxCommands) {
         out.push({ type: 'defense', rule: 'refused_session_closed', limit: bound.maxCommands, value: `${this.#refusedCommands} commands`, reply: REPLY.refusedSessionOver });
         return this.#fatal(REPLY.refusedSessionOver, out);
       }
       // Not an error that counts toward the tarpit: nothing is delayed for a refused client.
-      out.push({ type: 'reply', reply: REPLY.refusedAtConnect });
+      out.push({ type: 'reply', reply: refused });
       return;
     }
     this.#dispatch(parsed.command, out);
@@ -487,15 +492,15 @@ export class SmtpMachine {
   }
 
   /** A tick: ends the session whose time is up, most specific rule first. */
-  #enterRefusedMode(nowMs: number): void {
-    this.#isRefusedAtConnect = true;
+  #enterRefusedMode(nowMs: number, reply: Reply = REPLY.refusedAtConnect): void {
+    this.#refusedReply = reply;
     this.#refusedSinceMs = nowMs;
     this.#refusedCommands = 0;
   }
 
   #judgeDeadlines(out: Output[]): void {
     const bound = this.#cfg.refusedSession;
-    if (this.#isRefusedAtConnect && bound !== undefined && this.#session !== null && this.#nowMs >= this.#refusedSinceMs + bound.maxMs) {
+    if (this.#refusedReply !== null && bound !== undefined && this.#session !== null && this.#nowMs >= this.#refusedSinceMs + bound.maxMs) {
       out.push({ type: 'defense', rule: 'refused_session_closed', limit: `${bound.maxMs / 1000}s`, value: `${Math.round((this.#nowMs - this.#refusedSinceMs) / 1000)}s`, reply: REPLY.refusedSessionOver });
       return this.#fatal(REPLY.refusedSessionOver, out);
     }
@@ -841,6 +846,7 @@ export class SmtpMachine {
     });
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
     if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData', out);
+    if (w.stage === 'connect' && this.#isGreetingBegun) return this.#refuseAfterBegunGreeting(verdict.reply, nowMs, out);
     if (w.stage === 'connect') this.#enterRefusedMode(nowMs);
     if (verdict.action === 'disconnect') return this.#fatal(verdict.reply, out);
     // A refusal also counts toward the error limit (an unknown recipient is a client error).
@@ -850,6 +856,21 @@ export class SmtpMachine {
     if (this.phase !== 'closed' && session.verdicts.length >= this.#cfg.maxPolicyRefusals) this.#fatal(REPLY.tooManyRefusals, out);
     // After the 554 (held with it when the tarpit delays it): the shell's cap on 554-mode sessions.
     if (w.stage === 'connect' && this.phase !== 'closed') out.push({ type: 'refused-mode' });
+  }
+
+  /**
+   * A connect-stage refusal when the shell's pregreet pause has sent `220-` already: the code of
+   * a reply under way cannot change (RFC 5321 4.2.1), so a 554 in place of the greeting is no
+   * longer possible. As postscreen does, the greeting is ended with its final 220 line and the
+   * refusal's own reply answers every command but QUIT, within 554 mode's bounds and cap. A 421
+   * is sent at once after the greeting and the session ends (RFC 5321 3.8: a server may send 421
+   * unasked; the client reads it as the answer to its next command).
+   */
+  #refuseAfterBegunGreeting(refusal: Reply, nowMs: number, out: Output[]): void {
+    this.#reply(REPLY.greeting(this.#cfg.hostname), out);
+    if (refusal.code === 421) return this.#fatal(refusal, out);
+    this.#enterRefusedMode(nowMs, refusal);
+    out.push({ type: 'refused-mode' });
   }
 
   #reply(reply: Reply, out: Output[]): void {

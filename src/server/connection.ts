@@ -313,7 +313,10 @@ export class Connection {
   /**
    * Pregreet: a network remembered as an early talker is refused at once; one that passed before
    * goes straight on; any other gets `220-` and the greeting text, and the session starts only if
-   * it sends nothing for the wait. The machine then sends the final `220 ` line.
+   * it sends nothing for the wait. The machine then sends the final `220 ` line; a connect-stage
+   * refusal comes after it, as the answer to each command (machine.ts, #refuseAfterBegunGreeting),
+   * since a reply's code cannot change midway (RFC 5321 4.2.1). An early talker likewise gets the
+   * final `220 ` line before its refusal.
    * A plain timer: one per paused connection, for a few seconds (the slow path of few clients).
    */
   #pregreet(p: NonNullable<ConnectionDeps['pregreet']>, peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
@@ -329,41 +332,43 @@ export class Connection {
       if (timer !== null) {
         clearTimeout(timer);
         timer = null;
-        refuse('talked first');
+        refuse('talked first', true);
       }
     };
     s.on('data', onEarly);
-    const refuse = (how: 'remembered' | 'talked first'): void => {
+    // `isBegun`: `220-` was sent, so the greeting is ended first (RFC 5321 4.2.1: a reply's code
+    // cannot change midway); the refusal then answers what the client sent early.
+    const refuse = (how: 'remembered' | 'talked first', isBegun = false): void => {
       s.off('data', onEarly);
       const reply = p.action === 'reject' ? REPLY.pregreetRejected : REPLY.pregreetDisconnected;
       defenseFired(this.#log, this.#deps.defenseMetrics, { rule: 'pregreet', sessionId: this.sessionId, client: peer.address, limit: `${p.waitMs / 1000}s`, value: how, reply: `${reply.code} ${reply.enhanced}` });
       this.#deps.metrics?.reply(reply.code);
       if (how === 'talked first') void p.memory.rememberRefused(peer.address, reply, Date.now());
-      this.#write(formatReply(reply));
+      this.#write(`${isBegun ? formatReply(REPLY.greeting(p.hostname)) : ''}${formatReply(reply)}`);
       this.#close();
     };
-    const proceed = (): void => {
+    const proceed = (isBegun: boolean): void => {
       s.off('data', onEarly);
       s.on('data', Connection.#socketData);
-      this.#startSession(peer, proxy, early.length === 0 ? null : Buffer.concat(early), null);
+      this.#startSession(peer, proxy, early.length === 0 ? null : Buffer.concat(early), null, isBegun);
     };
     void p.memory.state(peer.address).then((state) => {
       if (this.#isClosed) return;
       if (state === 'refused') return refuse('remembered');
-      if (state === 'passed') return proceed();
+      if (state === 'passed') return proceed(false);
       if (early.length > 0) return refuse('talked first');
       this.#write(`220-${p.hostname} ESMTP Portcullis\r\n`);
       timer = setTimeout(() => {
         timer = null;
         if (this.#isClosed) return;
         void p.memory.rememberPassed(peer.address);
-        proceed();
+        proceed(true);
       }, p.waitMs);
     });
   }
 
-  /** `refusal`: 554 mode, the reply that replaces the greeting. */
-  #startSession(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null, refusal: Reply | null): void {
+  /** `refusal`: 554 mode, the reply that replaces the greeting. `isGreetingBegun`: `220-` was sent (pregreet). */
+  #startSession(peer: Peer, proxy: Peer | null, firstBytes: Buffer | null, refusal: Reply | null, isGreetingBegun = false): void {
     const s = this.#socket;
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
     const isRelayClient = this.#deps.isRelayClient(peer.address);
@@ -381,6 +386,7 @@ export class Connection {
       isRelayClient,
       proxy,
       refusal,
+      isGreetingBegun,
     });
     if (firstBytes !== null) this.#onData(firstBytes);
     // Looked up while the session runs, not before it: the greeting never waits for the store,
@@ -569,6 +575,12 @@ export class Connection {
           const hold = holdRefused();
           if (hold === null) {
             this.#refusedOverCap(this.#peerAddress, lastReply);
+            // After a begun greeting's final 220 (pregreet) there was no refusal yet: a 421,
+            // which RFC 5321 3.8 lets a server send unasked, tells the client before the close.
+            if (lastReply?.code === 220) {
+              metrics?.reply(REPLY.refusedSessionOver.code);
+              text += formatReply(REPLY.refusedSessionOver);
+            }
             closeAfter = true;
             break outputs;
           }

@@ -14,9 +14,14 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultConfig } from '../../src/config/types.ts';
 import { pregreetMemory } from '../../src/defense/pregreet.ts';
-import { listVerdicts } from '../../src/policy/verdict-memory.ts';
+import pino from 'pino';
+import { parseConfig } from '../../src/config/load.ts';
+import { buildPipeline } from '../../src/policy/build.ts';
+import { listVerdicts, verdictStoreKey, type StoredVerdict } from '../../src/policy/verdict-memory.ts';
 import { openStateStore } from '../../src/store/open.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
 import type { StateStore } from '../../src/store/store.ts';
+import { startDnsServer, type DnsTestServer } from '../helpers/dns-server.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
 
@@ -75,7 +80,9 @@ describe('pregreet', () => {
     assert.match(c.got.text, /^220-localhost ESMTP Portcullis\r\n$/);
     c.s.write('EHLO bot.example\r\n');
     await readUntil(c.s, c.got, /554/);
-    assert.match(c.got.text, /\r\n554 5\.5\.1 /);
+    // The greeting under way is ended first (RFC 5321 4.2.1), then the 554 answers the early EHLO.
+    assert.deepEqual(wellFormedReplies(c.got.text).map((r) => r.code), [220, 554]);
+    assert.match(c.got.text, /^220-localhost ESMTP Portcullis\r\n220 localhost ESMTP Portcullis\r\n554 5\.5\.1 [^\r\n]*\r\n$/);
     await Promise.race([c.closed, sleep(5000)]);
     assert.ok(c.s.destroyed || c.s.readableEnded, 'closed');
     c.s.destroy();
@@ -129,5 +136,119 @@ describe('pregreet', () => {
     c.close();
     assert.equal(greeting?.code, 220);
     assert.equal(greeting?.lines.length, 1);
+  });
+});
+
+/**
+ * Every reply in `text` as RFC 5321 4.2.1 has it: lines of `code-` then one `code ` line, one code
+ * throughout. Throws on a line that is not a reply line, or a code that changes mid-reply.
+ */
+function wellFormedReplies(text: string): { code: number; lines: string[] }[] {
+  assert.ok(text === '' || text.endsWith('\r\n'), `ends in CRLF: ${JSON.stringify(text)}`);
+  const replies: { code: number; lines: string[] }[] = [];
+  let open: { code: number; lines: string[] } | null = null;
+  for (const line of text.split('\r\n').slice(0, -1)) {
+    const m = /^([2-5]\d\d)([ -])/.exec(line);
+    assert.ok(m !== null, `a reply line: ${JSON.stringify(line)}`);
+    const code = Number(m[1]);
+    if (open !== null) assert.equal(code, open.code, `one code throughout a multi-line reply: ${JSON.stringify(text)}`);
+    open ??= { code, lines: [] };
+    open.lines.push(line);
+    if (m[2] === ' ') {
+      replies.push(open);
+      open = null;
+    }
+  }
+  assert.equal(open, null, 'no reply left open');
+  return replies;
+}
+
+describe('pregreet, then a connect-stage refusal', () => {
+  let dns: DnsTestServer;
+  let server: TestServer;
+  let store: SqliteStore;
+  let dir: string;
+  before(async () => {
+    // 127.0.0.71 is on the list; 127.0.0.72 and .74 are remembered as refused; 127.0.0.73 is neither.
+    dns = await startDnsServer({ zones: ['zen.test'], records: ['host-record=71.0.0.127.zen.test,127.0.0.2'] });
+    dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-pregreet-refused-'));
+    const config = parseConfig([
+      '[tls]', 'enabled = false',
+      '[relay]', 'networks = []',
+      '[access]', 'allow = []',
+      '[limits]', 'refused_session_seconds = 60', 'refused_session_commands = 4', 'max_refused_sessions = 1',
+      '[verdicts]', 'ipv4_prefix = 32',
+      '[pregreet]', 'enabled = true', 'wait_seconds = 1',
+      '[policy]', 'checks = ["dnsbl"]',
+      '[dns]', `servers = ["${dns.server}"]`, 'timeout_ms = 1000', 'tries = 1',
+      '[[dnsbl]]', 'zone = "zen.test"',
+      '[dnslists]', 'stage = "connect"',
+      '',
+    ].join('\n'), 'pregreet.test');
+    store = new SqliteStore(path.join(dir, 'state.sqlite'));
+    const remembered: StoredVerdict = { action: 'reject', reply: { code: 554, enhanced: '5.7.1', lines: ['Service unavailable; client [127.0.0.72] blocked using zen.test'] }, reason: 'listed', at: Date.now() };
+    await store.set(verdictStoreKey('dnsbl', 'connect', '127.0.0.72/32', ''), JSON.stringify(remembered), 3600);
+    await store.set(verdictStoreKey('dnsbl', 'connect', '127.0.0.74/32', ''), JSON.stringify(remembered), 3600);
+    const pipeline = buildPipeline(config, pino({ level: 'silent' }), store);
+    assert.ok(pipeline !== null);
+    server = await startTestServer(config, { policy: pipeline, pregreetMemory: pregreetMemory(store, { rememberSeconds: 3600, passTtlSeconds: 3600, ipv4Prefix: 32, ipv6Prefix: 128 }) });
+  });
+  after(async () => {
+    await server?.stop();
+    await store?.close();
+    await dns?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const from of ['127.0.0.71', '127.0.0.72']) {
+    test(`${from}: the greeting ends with a final 220 line, then every command but QUIT gets the refusal (554 5.7.1)`, async () => {
+      const c = await rawConnect(server.port, from);
+      try {
+        await readUntil(c.s, c.got, /^220 .*\r\n/m);
+        assert.deepEqual(wellFormedReplies(c.got.text).map((r) => [r.code, r.lines.length]), [[220, 2]], 'a whole two-line greeting');
+        const before = c.got.text.length;
+        c.s.write('EHLO client.example\r\n');
+        await readUntil(c.s, c.got, /\r\n$/);
+        c.s.write('MAIL FROM:<a@client.example>\r\n');
+        for (let i = 0; i < 800 && wellFormedReplies(c.got.text.slice(before)).length < 2 && !c.s.destroyed; i++) await sleep(10);
+        c.s.write('QUIT\r\n');
+        await Promise.race([c.closed, sleep(5000)]);
+        const replies = wellFormedReplies(c.got.text);
+        assert.deepEqual(replies.map((r) => r.code), [220, 554, 554, 221], JSON.stringify(c.got.text));
+        assert.match(replies[1]!.lines[0]!, new RegExp(`^554 5\\.7\\.1 Service unavailable; client \\[${from.replaceAll('.', '\\.')}\\] blocked using zen\\.test$`));
+      } finally {
+        c.s.destroy();
+      }
+    });
+  }
+
+  test('past max_refused_sessions the refused client gets the final 220, then 421 4.7.0, and is closed', async () => {
+    // 127.0.0.71 passed the pause above: its refusal now replaces the greeting, and it holds the cap (1).
+    const held = await rawConnect(server.port, '127.0.0.71');
+    try {
+      await readUntil(held.s, held.got, /^554 .*\r\n/m);
+      assert.match(held.got.text, /^554 5\.7\.1 /);
+      const over = await rawConnect(server.port, '127.0.0.74');
+      await readUntil(over.s, over.got, /^421 .*\r\n/m);
+      await Promise.race([over.closed, sleep(5000)]);
+      assert.ok(over.s.destroyed || over.s.readableEnded, 'closed without waiting for a command');
+      over.s.destroy();
+      assert.deepEqual(wellFormedReplies(over.got.text).map((r) => r.code), [220, 421], JSON.stringify(over.got.text));
+      assert.match(over.got.text, /\r\n421 4\.7\.0 [^\r\n]*\r\n$/);
+    } finally {
+      held.s.destroy();
+    }
+  });
+
+  test('a client on no list passes the pause and is greeted as usual', async () => {
+    const c = await SmtpClient.connect(server.port, { localAddress: '127.0.0.73' });
+    try {
+      const greeting = await c.reply();
+      assert.equal(greeting?.code, 220);
+      await c.expect('EHLO client.example\r\n', 250);
+      await c.expect('QUIT\r\n', 221);
+    } finally {
+      c.close();
+    }
   });
 });
