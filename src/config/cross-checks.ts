@@ -32,6 +32,10 @@ export function crossProblems(config: Config, invalid: ReadonlySet<string>): str
   if (!invalid.has('limits.stress_on_percent') && !invalid.has('limits.stress_off_percent') && stressOffPercent >= stressOnPercent) {
     problems.push(`limits.stress_off_percent = ${stressOffPercent}: must be below limits.stress_on_percent (${stressOnPercent})`);
   }
+  // With sqlite every node keeps its own store, so there is no cluster to share the count with.
+  if (!invalid.has('limits.connection_rate_shared') && !invalid.has('state.store') && config.limits.connectionRateShared && !config.state.store.startsWith('redis')) {
+    problems.push(`limits.connection_rate_shared = true: state.store must be a Redis URL ("redis://host:port/db") shared by the nodes, not ${show(config.state.store)} (each node's own store, whose count is already exact for the node): set state.store or leave connection_rate_shared false`);
+  }
   const { journalMaxMessageBytes, segmentMaxBytes } = config.spool;
   if (
     !invalid.has('spool.journal_max_message_bytes') &&

@@ -90,6 +90,7 @@ const ROUND_TRIP: Record<string, [toml: string, expected: unknown]> = {
   'limits.max_connections_per_ip': ['5', 5],
   'limits.max_connections_per_network': ['50', 50],
   'limits.connection_rate_per_ip': ['"10/30s"', { count: 10, windowSeconds: 30 }],
+  'limits.connection_rate_shared': ['true', true],
   'limits.refused_session_seconds': ['20', 20],
   'pregreet.enabled': ['true', true],
   'pregreet.wait_seconds': ['2', 2],
@@ -369,6 +370,17 @@ test('the body budget holds at least one session\'s body in memory', () => {
   assert.equal(parseConfig('[smtp]\nbody_memory_bytes = 2097152\nbody_memory_budget_bytes = 2097152\n', 't.toml').smtp.bodyMemoryBudgetBytes, 2_097_152);
   // An invalid body_memory_bytes is reported once, not again against the budget.
   assert.deepEqual(problemsOf('[smtp]\nbody_memory_bytes = 1\nbody_memory_budget_bytes = 65536\n').length, 1);
+});
+
+test('a shared connection rate needs a Redis state store', () => {
+  assert.deepEqual(problemsOf('[limits]\nconnection_rate_shared = true\n'), [
+    'limits.connection_rate_shared = true: state.store must be a Redis URL ("redis://host:port/db") shared by the nodes, not "sqlite" ' +
+      '(each node\'s own store, whose count is already exact for the node): set state.store or leave connection_rate_shared false',
+  ]);
+  const cfg = parseConfig('[limits]\nconnection_rate_shared = true\n[state]\nstore = "redis://127.0.0.1:6379/0"\n', 't.toml');
+  assert.equal(cfg.limits.connectionRateShared, true);
+  assert.equal(parseConfig('[limits]\nconnection_rate_shared = false\n', 't.toml').limits.connectionRateShared, false);
+  assert.match(problemsOf('[limits]\nconnection_rate_shared = "yes"\n')[0]!, /^limits\.connection_rate_shared/);
 });
 
 test('limits agree with the spool: no message SIZE allows that the spool refuses, no segment the reader cannot read', () => {

@@ -76,6 +76,8 @@ export type AdmissionLimitsConfig = {
   maxConnectionsPerNetwork: number;
   /** Connections per client address in a sliding window, e.g. { count: 60, windowSeconds: 60 }. */
   connectionRatePerIp: { count: number; windowSeconds: number };
+  /** The rate is counted by the cluster in the Redis state store as well as by the node (defense/shared-rate.ts). */
+  connectionRateShared: boolean;
   /** 554 mode: a client refused at connect is closed after this long, or this many commands. */
   refusedSessionSeconds: number;
   refusedSessionCommands: number;
@@ -252,7 +254,7 @@ export function defaultConfig(): Config {
     pregreet: { enabled: false, waitSeconds: 6, action: 'reject', passTtlSeconds: 86_400, rememberSeconds: 3_600 },
     access: { allow: ['127.0.0.0/8', '::1/128'], block: [], blockFile: '' },
     limits: {
-      maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 },
+      maxConnections: 10_000, maxConnectionsPerIp: 20, maxConnectionsPerNetwork: 100, connectionRatePerIp: { count: 60, windowSeconds: 60 }, connectionRateShared: false,
       refusedSessionSeconds: 10, refusedSessionCommands: 5, maxRefusedSessions: 100,
       commandDeadlineSeconds: 60,
       minDataRateBytes: 1024,

@@ -2,7 +2,8 @@
 // its parser, and an O(1) estimator. Two fixed windows (the current and the previous one) with the
 // previous weighted by how much of it still lies inside the sliding window, as rate limiters in
 // front of large services do: memory is two small maps of the keys seen in the last two windows,
-// never one timestamp per event. Pure: time enters as `nowMs`.
+// never one timestamp per event. Pure: time enters as `nowMs`. The same arithmetic
+// (windowStartMs, slidingEstimate) serves the cluster's shared count (defense/shared-rate.ts).
 
 export type Rate = { readonly count: number; readonly windowSeconds: number };
 
@@ -30,6 +31,31 @@ export function rateText(rate: Rate): string {
   return `${rate.count}/${rate.windowSeconds}s`;
 }
 
+/** The start of the fixed window of `windowMs` that holds `nowMs` (windows are aligned to the epoch,
+ *  so every node sharing a count puts the same instant in the same window). */
+export function windowStartMs(nowMs: number, windowMs: number): number {
+  return nowMs - (nowMs % windowMs);
+}
+
+/**
+ * The events in the sliding window ending at `nowMs`, from the counts of the current fixed window
+ * and of the one before it: the previous one weighted by how much of it the sliding window still
+ * covers (all of it at the start of the current window, none at its end).
+ */
+export function slidingEstimate(current: number, previous: number, nowMs: number, windowMs: number): number {
+  const weight = 1 - (nowMs - windowStartMs(nowMs, windowMs)) / windowMs;
+  return current + previous * weight;
+}
+
+/**
+ * Judges one event already counted in `current` (as a shared counter's increment returns it):
+ * within the rate, and the measured value (the estimate with this event, as SlidingRate.hit reports it).
+ */
+export function judgeCounted(rate: Rate, current: number, previous: number, nowMs: number): { isWithin: boolean; value: number } {
+  const before = slidingEstimate(current - 1, previous, nowMs, rate.windowSeconds * 1000);
+  return { isWithin: before + 1 <= rate.count, value: Math.floor(before) + 1 };
+}
+
 /** Counts events per key; `hit` records one and says whether the key stays within the rate. */
 export class SlidingRate {
   readonly #rate: Rate;
@@ -44,7 +70,7 @@ export class SlidingRate {
   }
 
   #advance(nowMs: number): void {
-    const start = nowMs - (nowMs % this.#windowMs);
+    const start = windowStartMs(nowMs, this.#windowMs);
     if (start === this.#windowStartMs) return;
     // One window on: the current becomes the previous; more than one: both are past.
     this.#previous = start - this.#windowStartMs === this.#windowMs ? this.#current : new Map();
@@ -55,8 +81,7 @@ export class SlidingRate {
   /** The estimated events of `key` in the sliding window ending now, this one not counted. */
   estimate(key: string, nowMs: number): number {
     this.#advance(nowMs);
-    const weight = 1 - (nowMs - this.#windowStartMs) / this.#windowMs;
-    return (this.#current.get(key) ?? 0) + (this.#previous.get(key) ?? 0) * weight;
+    return slidingEstimate(this.#current.get(key) ?? 0, this.#previous.get(key) ?? 0, nowMs, this.#windowMs);
   }
 
   /** Records an event if it stays within the rate; returns the estimate it was judged by and whether it fit. */

@@ -3,19 +3,26 @@
 // and in total (defense/counter.ts) and the per-address connection rate (defense/rate.ts) into one
 // decision: allow (with the release to call when the connection ends), refuse with 421 4.7.0
 // (over a limit), or refuse with 554 5.7.1 (blocked). The limit that fired goes to the log line
-// and the metric (defense/events.ts), never into the reply. Cheap: no DNS, no store.
+// and the metric (defense/events.ts), never into the reply. Cheap: no DNS, and no store unless the
+// rate is shared by the cluster (below).
 //
 // Across workers (the kernel spreads one client's connections over them) the limits are the
 // node's: each of W workers admits on its own up to floor(L / 2W) of each limit L (no IPC, the
 // common case), and asks the primary's pool (admission-share.ts) for a connection past that; the
 // pool holds the rest, L - W x floor(L / 2W). A connection is counted wholly locally or wholly in
 // the pool, so no key ever passes L. A pool that does not answer in time fails open (logged).
+//
+// Across nodes (limits.connection_rate_shared): a connection the node admitted is counted once
+// more, in the cluster's store (defense/shared-rate.ts); over the cluster's rate it is refused as
+// the node's own rate refuses (421 4.7.0, rule connection_rate_per_ip) and its node grant given
+// back. A store that fails or is late fails open too, with one paced warning.
 
 import type { Logger } from 'pino';
 import type { AccessLists } from '../defense/access.ts';
 import { ConcurrencyCounter } from '../defense/counter.ts';
 import { defenseFired, type DefenseMetrics, type DefenseRule } from '../defense/events.ts';
 import { rateText, SlidingRate, type Rate } from '../defense/rate.ts';
+import { SHARED_RATE_WARN_INTERVAL_MS, WarnPacer, type SharedRate } from '../defense/shared-rate.ts';
 import { clientNetwork, type NetworkPrefixes } from '../policy/network.ts';
 import { REPLY, type Reply } from '../protocol/replies.ts';
 
@@ -129,6 +136,8 @@ export class Admission {
   readonly #metrics: DefenseMetrics | null;
   readonly #local: AdmissionCounts;
   readonly #pool: AdmissionPool | null;
+  readonly #sharedRate: SharedRate | null;
+  readonly #sharedWarnings = new WarnPacer(SHARED_RATE_WARN_INTERVAL_MS);
 
   /** `shared`: this is one of `workers` processes, and `pool` holds the node's remainder. */
   constructor(opts: {
@@ -138,6 +147,8 @@ export class Admission {
     log: Logger;
     metrics?: DefenseMetrics | null;
     shared?: { workers: number; pool: AdmissionPool } | null;
+    /** The cluster's count of the per-address rate (limits.connection_rate_shared); absent: the node's only. */
+    sharedRate?: SharedRate | null;
   }) {
     this.#access = opts.access;
     this.#limits = opts.limits;
@@ -145,6 +156,7 @@ export class Admission {
     this.#metrics = opts.metrics ?? null;
     const shared = opts.shared ?? null;
     this.#pool = shared?.pool ?? null;
+    this.#sharedRate = opts.sharedRate ?? null;
     this.#local = new AdmissionCounts(shared === null ? opts.limits : splitLimits(opts.limits, shared.workers).local, opts.prefixes);
   }
 
@@ -161,14 +173,33 @@ export class Admission {
     if (access.isBlocked(address)) return this.#refuse('access_block', address, ADMISSION_REPLY.blocked, 'access.block', null);
     const pool = this.#pool;
     const local = this.#local.take(address, nowMs, pool === null);
-    if ('release' in local) return { kind: 'allow', release: local.release };
+    if ('release' in local) return this.#clusterRate(address, nowMs, local.release);
     if (pool === null) return this.#refuse(local.rule, address, ADMISSION_REPLY.overLimit, this.#limitText(local.rule), local.value);
-    return pool.request(address).then((answer): AdmissionDecision => {
-      if (answer.kind === 'granted') return { kind: 'allow', release: answer.release };
+    return pool.request(address).then((answer) => {
+      if (answer.kind === 'granted') return this.#clusterRate(address, nowMs, answer.release);
       if (answer.kind === 'refused') return this.#refuse(answer.rule, address, ADMISSION_REPLY.overLimit, this.#limitText(answer.rule), null);
       // Fail open: a primary too busy to answer must not shut every client out.
       this.#log.warn({ client: address, reason: answer.reason }, 'admission: the primary did not answer; admitted without the node-wide count');
-      return { kind: 'allow', release: NOTHING };
+      return this.#clusterRate(address, nowMs, NOTHING);
+    });
+  }
+
+  /** A connection the node admitted, judged against the cluster's rate when it is shared. */
+  #clusterRate(address: string, nowMs: number, release: () => void): AdmissionDecision | Promise<AdmissionDecision> {
+    const shared = this.#sharedRate;
+    if (shared === null) return { kind: 'allow', release };
+    return shared.count(address, nowMs).then((answer): AdmissionDecision => {
+      if (answer.kind === 'within') return { kind: 'allow', release };
+      if (answer.kind === 'over') {
+        release();
+        return this.#refuse('connection_rate_per_ip', address, ADMISSION_REPLY.overLimit, this.#limitText('connection_rate_per_ip'), answer.value);
+      }
+      // Fail open, as with the primary: a dead Redis must not shut every client out (nor flood the log).
+      const due = this.#sharedWarnings.next(nowMs);
+      if (due.isDue) {
+        this.#log.warn({ client: address, reason: answer.reason, held: due.held }, 'admission: the shared rate did not answer; admitted on the node\'s own count');
+      }
+      return { kind: 'allow', release };
     });
   }
 

@@ -18,6 +18,7 @@ import { machineConfigFrom } from './machine-config.ts';
 import { isInNetworks, networkList } from '../net/cidr.ts';
 import { accessLists, readBlockFile } from '../defense/access.ts';
 import { Admission, type AdmissionPool } from './admission.ts';
+import type { SharedRate } from '../defense/shared-rate.ts';
 import type { PregreetMemory } from '../defense/pregreet.ts';
 import { ReadReclaimer } from './read-reclaim.ts';
 import { newSessionId } from './session-id.ts';
@@ -53,6 +54,8 @@ export type ServerOptions = {
   defenseMetrics?: DefenseMetrics | null;
   /** The tarpit's memory across sessions; absent: each session starts undelayed. */
   tarpitMemory?: TarpitMemory | null;
+  /** The cluster's count of the per-address connection rate (limits.connection_rate_shared); absent: the node's only. */
+  sharedRate?: SharedRate | null;
 };
 
 /** A spool commit or policy verdict that takes longer fails (451 / 421): every wait is bounded. */
@@ -130,6 +133,7 @@ export class SmtpServer {
       log,
       metrics: metrics?.defenseFired === undefined ? null : (metrics as DefenseMetrics),
       shared: this.#opts.admissionShare ?? null,
+      sharedRate: this.#opts.sharedRate ?? null,
     });
     /** 554-mode sessions held now (limits.max_refused_sessions). */
     let refusedSessions = 0;

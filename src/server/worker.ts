@@ -17,6 +17,7 @@ import { watchParent } from './parent-watch.ts';
 import { queuedRecipients, routerFor, type DeliveryService } from './delivery.ts';
 import { SmtpServer } from './server.ts';
 import { pregreetMemory } from '../defense/pregreet.ts';
+import { sharedRate } from '../defense/shared-rate.ts';
 import { PoolClient, type AdmissionAnswers } from './admission-share.ts';
 import { workerCount } from './supervisor.ts';
 import { writerIdFor } from './session-id.ts';
@@ -107,6 +108,8 @@ export async function runWorker(cfg: Config, log: Logger, metrics: Metrics | nul
     tarpitMemory: cfg.tarpit.rememberSeconds > 0 && cfg.tarpit.initialDelayMs > 0
       ? tarpitMemory(store, { ttlSeconds: cfg.tarpit.rememberSeconds, ipv4Prefix: cfg.verdicts.ipv4Prefix, ipv6Prefix: cfg.verdicts.ipv6Prefix })
       : null,
+    // Only the first connection opens the store, and only when the rate is shared at all.
+    sharedRate: cfg.limits.connectionRateShared ? sharedRate(store, cfg.limits.connectionRatePerIp) : null,
   });
   local?.onHealth((isHealthy) => server.setQueueStateFailing(!isHealthy));
   local?.onVerdictsForgotten?.(() => policy?.forgetRecalled());

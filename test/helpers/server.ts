@@ -45,7 +45,7 @@ export function testCerts(): { certFile: string; keyFile: string } {
 
 export async function startTestServer(
   base?: Config,
-  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform; spoolSpace?: ServerOptions['spoolSpace']; metrics?: ServerOptions['metrics']; tarpit?: boolean; load?: ServerOptions['load']; pregreetMemory?: ServerOptions['pregreetMemory'] } = {},
+  opts: { logStream?: NodeJS.WritableStream; logLevel?: string; policy?: PolicyPipeline; transform?: MessageTransform; spoolSpace?: ServerOptions['spoolSpace']; metrics?: ServerOptions['metrics']; tarpit?: boolean; load?: ServerOptions['load']; pregreetMemory?: ServerOptions['pregreetMemory']; sharedRate?: ServerOptions['sharedRate'] } = {},
 ): Promise<TestServer> {
   const config = structuredClone(base ?? defaultConfig());
   // The tarpit delays every error past the third: only the tests about it want that.
@@ -59,7 +59,7 @@ export async function startTestServer(
   const spool = await JournalSpool.open({ dir: config.spool.dir, journalMaxMessageBytes: config.spool.journalMaxMessageBytes, segmentMaxBytes: config.spool.segmentMaxBytes, writerId: 'test' });
   const level = opts.logLevel ?? process.env.PORTCULLIS_TEST_LOG ?? 'silent';
   const log = opts.logStream === undefined ? pino({ level }) : pino({ level }, opts.logStream);
-  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null, ...(opts.spoolSpace !== undefined ? { spoolSpace: opts.spoolSpace } : {}), ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}), ...(opts.load !== undefined ? { load: opts.load } : {}), ...(opts.pregreetMemory !== undefined ? { pregreetMemory: opts.pregreetMemory } : {}) });
+  const server = new SmtpServer({ config, spool, log, secureContext, policy: opts.policy ?? null, transform: opts.transform ?? null, ...(opts.spoolSpace !== undefined ? { spoolSpace: opts.spoolSpace } : {}), ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}), ...(opts.load !== undefined ? { load: opts.load } : {}), ...(opts.pregreetMemory !== undefined ? { pregreetMemory: opts.pregreetMemory } : {}), ...(opts.sharedRate !== undefined ? { sharedRate: opts.sharedRate } : {}) });
   await server.listen();
   const port = server.addresses()[0].port;
   return {

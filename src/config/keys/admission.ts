@@ -4,7 +4,7 @@
 // own table file; one [limits] section holds both. docs/defense.md explains what each one does.
 
 import { parseRate, rateText, type Rate } from '../../defense/rate.ts';
-import { fail, int, ok, pathString, type Validator } from '../validators.ts';
+import { bool, fail, int, ok, pathString, type Validator } from '../validators.ts';
 import { networkList } from '../values.ts';
 import { keyTable, type ConfigKey } from '../keys.ts';
 import { defaultConfig } from '../types.ts';
@@ -49,6 +49,12 @@ export const ADMISSION_KEYS: readonly ConfigKey[] = [
     'New connections one client address may open in a sliding window (all workers together), e.g. `"60/min"`; ' +
     'past it, `421 4.7.0` and close. Refused attempts count too, so a client that keeps hammering stays out ' +
     'until it slows down.'),
+  entry('limits', 'connection_rate_shared', 'connectionRateShared', bool(),
+    'Counts `limits.connection_rate_per_ip` across the cluster as well: every node sharing the Redis state store ' +
+    '(`state.store`) counts the connections it admits there, so a client spreading its connections over the nodes ' +
+    'behind a load balancer gets the rate once, not once per node. Needs `state.store` to be a Redis URL. If Redis ' +
+    'fails or does not answer within 500 ms the connection is admitted on the node\'s own count (one `warn` line a ' +
+    'minute at most). See docs/defense.md (Admission).'),
   entry('limits', 'refused_session_seconds', 'refusedSessionSeconds', int(1, 300),
     '554 mode: how long a client refused at connect (`access.block`, or a connect-stage verdict) is kept after its ' +
     '`554` before it is closed (`421 4.7.0`), whether or not it sent QUIT. RFC 5321 3.1 asks the server to wait for ' +
