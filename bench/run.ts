@@ -5,7 +5,7 @@
 // stop`); every run has a message count and a time limit. Linux only (reads /proc); the Postfix
 // peer needs root.
 //
-//   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
+//   npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug] [--admission]
 
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
@@ -17,12 +17,31 @@ import { type CellSummary, cellLabel, noiseNote, renderTables, summarize } from 
 import { DISPLAY_NAMES, PORTS, type RunningServer, SERVER_NAMES, type ServerName, startServer } from './servers.ts';
 import { commitOf, findExecutable } from './util.ts';
 
-const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug]
+const USAGE = `usage: npm run bench -- [--quick] [--only portcullis,postfix,haraka] [--policy-only] [--debug] [--admission]
   --quick        1 run per cell instead of 3, smaller message counts (a smoke test)
   --only         the servers to measure (default: all three); the policy scenario runs when
                  portcullis is one of them
   --policy-only  only the policy scenario (Portcullis with and without DNS lists, SPF, greylisting)
-  --debug        keep the scratch directory and turn on Postfix's mail log`;
+  --debug        keep the scratch directory and turn on Postfix's mail log
+  --admission    Portcullis with every connection judged by the admission limits (raised so none
+                 refuses), not let through by the default allow list: run it against a plain run
+                 to see what admission costs (the policy scenario is skipped)`;
+
+/**
+ * --admission: Portcullis judges every connection by the admission limits (server/admission.ts)
+ * instead of letting the benchmark's client (127.0.0.1) through on the default allow list. The
+ * limits are raised so that nothing is refused: the run measures what counting costs, and with
+ * per-address limits this high each worker's local share covers the load, so no connection waits
+ * for the primary's pool (its IPC is not on this path).
+ */
+const ADMISSION_TOML = `[access]
+allow = []
+[limits]
+max_connections = 100000
+max_connections_per_ip = 100000
+max_connections_per_network = 100000
+connection_rate_per_ip = "1000000/min"
+`;
 
 const SESSIONS = [20, 100];
 const MESSAGE_BYTES = [1024, 64 * 1024];
@@ -65,6 +84,7 @@ async function main(): Promise<number> {
       only: { type: 'string' },
       'policy-only': { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
+      admission: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -84,7 +104,8 @@ async function main(): Promise<number> {
     return 2;
   }
   const peerServers = policyOnly ? [] : SERVER_NAMES.filter((server) => selected.includes(server));
-  const runPolicy = policyOnly || selected.includes('portcullis');
+  // --admission compares the plain cells only; the policy scenario has a baseline of its own.
+  const runPolicy = policyOnly || (selected.includes('portcullis') && !values.admission);
 
   const smtpSource = findExecutable('smtp-source');
   if (smtpSource === undefined) {
@@ -134,7 +155,7 @@ async function main(): Promise<number> {
       const serverDir = join(scratchDir, `${name}-${index + 1}`);
       mkdirSync(serverDir);
       try {
-        current = await startServer(name, { scratchDir: serverDir, repoDir, debug: values.debug, log });
+        current = await startServer(name, { scratchDir: serverDir, repoDir, debug: values.debug, log, ...(values.admission ? { portcullisToml: ADMISSION_TOML } : {}) });
       } catch (error) {
         const reason = error instanceof Error ? error.message : String(error);
         log(`   failed to start: ${reason}`);
