@@ -3,7 +3,8 @@
 // as two Portcullis nodes behind a load balancer. Shared, the rate holds for the cluster (the
 // connection past it gets 421 4.7.0 on either node); not shared, each node counts its own; Redis
 // gone, connections are admitted with one warning. Clients are 127.0.0.x source addresses, none
-// allow-listed, each test its own so they never share a count.
+// allow-listed, each test its own so they never share a count. The last test runs two real
+// `portcullis serve` processes of two workers each, as the worker wires the store in.
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -15,6 +16,7 @@ import { sharedRate } from '../../src/defense/shared-rate.ts';
 import { LazyStateStore } from '../../src/store/lazy.ts';
 import { openStateStore } from '../../src/store/open.ts';
 import type { StateStore } from '../../src/store/store.ts';
+import { startCliServer } from '../helpers/cli-server.ts';
 import { startRedisServer, type RedisTestServer } from '../helpers/redis-server.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -192,4 +194,21 @@ describe('the shared rate with Redis gone', () => {
     // The node's own rate still holds: the 5th connection is refused without Redis.
     assert.match(await firstLine(a.server.port, client), /^421 4\.7\.0 /);
   });
+});
+
+test('two real nodes of two workers each share the rate through Redis', { timeout: 90_000 }, async (t) => {
+  const redis = await startRedisServer();
+  t.after(() => redis.stop());
+  const extraToml = `[access]\nallow = []\n[limits]\nconnection_rate_per_ip = "4/min"\nconnection_rate_shared = true\n[state]\nstore = "${redis.url}"\n`;
+  const a = await startCliServer({ workers: 2, extraToml });
+  t.after(() => a.cleanup());
+  const b = await startCliServer({ workers: 2, extraToml });
+  t.after(() => b.cleanup());
+  const client = '127.0.0.51';
+  const greetings: string[] = [];
+  for (const node of [a, b, a, b]) greetings.push(await firstLine(node.port, client));
+  assert.deepEqual(greetings.map((g) => g.slice(0, 4)), ['220 ', '220 ', '220 ', '220 '], greetings.join(' | '));
+  assert.match(await firstLine(a.port, client), /^421 4\.7\.0 /);
+  assert.match(await firstLine(b.port, client), /^421 4\.7\.0 /);
+  for (const node of [a, b]) assert.match(node.logText(), /"rule":"connection_rate_per_ip".*"limit":"4\/min"/);
 });
