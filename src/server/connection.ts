@@ -317,21 +317,23 @@ export class Connection {
    * refusal comes after it, as the answer to each command (machine.ts, #refuseAfterBegunGreeting),
    * since a reply's code cannot change midway (RFC 5321 4.2.1). An early talker likewise gets the
    * final `220 ` line before its refusal.
-   * A plain timer: one per paused connection, for a few seconds (the slow path of few clients).
+   * The wait is this connection's one timer-wheel entry (no session, so no machine deadline, yet).
    */
   #pregreet(p: NonNullable<ConnectionDeps['pregreet']>, peer: Peer, proxy: Peer | null, firstBytes: Buffer | null): void {
     const s = this.#socket;
     s.off('data', Connection.#socketData);
     // Bytes that arrive before the session starts: kept, for a client that passed before.
     const early: Buffer[] = firstBytes === null ? [] : [firstBytes];
-    let timer: NodeJS.Timeout | null = null;
+    /** `220-` is out and the wait runs (on this connection's wheel entry). */
+    let isPaused = false;
     const onEarly = (chunk: Buffer): void => {
       this.#deps.onRead?.(chunk.length);
       if (early.length < 16) early.push(chunk);
       // An early talker is answered at once, not after the wait.
-      if (timer !== null) {
-        clearTimeout(timer);
-        timer = null;
+      if (isPaused) {
+        isPaused = false;
+        this.#onTimer = null;
+        this.#wheel.cancel(this.#timer);
         refuse('talked first', true);
       }
     };
@@ -358,12 +360,16 @@ export class Connection {
       if (state === 'passed') return proceed(false);
       if (early.length > 0) return refuse('talked first');
       this.#write(`220-${p.hostname} ESMTP Portcullis\r\n`);
-      timer = setTimeout(() => {
-        timer = null;
+      isPaused = true;
+      // On the process's timer wheel like every other wait (fires at most one slot late, never
+      // early): 10,000 paused connections are 10,000 wheel entries, not 10,000 Node timers.
+      this.#waitShell(Date.now() + p.waitMs, () => {
+        isPaused = false;
+        this.#onTimer = null;
         if (this.#isClosed) return;
         void p.memory.rememberPassed(peer.address);
         proceed(true);
-      }, p.waitMs);
+      });
     });
   }
 

@@ -130,6 +130,22 @@ describe('pregreet', () => {
     assert.equal(lineCount, 1);
   });
 
+  test('the pause is on the timer wheel: paused connections hold no Node timer each', async () => {
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const paused = await Promise.all(['127.0.0.53', '127.0.0.54', '127.0.0.55', '127.0.0.56', '127.0.0.57', '127.0.0.58'].map((a) => rawConnect(server.port, a)));
+    try {
+      for (const c of paused) await readUntil(c.s, c.got, /^220-/);
+      assert.ok(paused.every((c) => /^220-[^\r\n]*\r\n$/.test(c.got.text)), 'all six are in the pause');
+      // The test's own sleeps are over here; a timer per paused connection would add six.
+      assert.ok(timers() - before < 3, `Node timers grew from ${before} to ${timers()} with six paused connections`);
+      for (const c of paused) await readUntil(c.s, c.got, /^220 /m);
+      assert.ok(paused.every((c) => /^220-[^\r\n]*\r\n220 [^\r\n]*\r\n$/.test(c.got.text)), 'each gets its final 220 after the pause');
+    } finally {
+      for (const c of paused) c.s.destroy();
+    }
+  });
+
   test('an allow-listed client is never paused', async () => {
     const c = await SmtpClient.connect(server.port, { localAddress: '127.0.0.3' });
     const greeting = await c.reply();
