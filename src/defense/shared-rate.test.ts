@@ -58,6 +58,18 @@ test('a failing store or one that does not answer is "unavailable", never a refu
   assert.deepEqual(late, { kind: 'unavailable', reason: 'no answer within 20 ms' });
 });
 
+test('after a failure the store is left alone for the pause, then asked again', async () => {
+  const store = fakeStore('fail');
+  let calls = 0;
+  const counting: StateStore = { ...store, increment: (k, ttl) => (calls++, store.increment(k, ttl)) };
+  const rate = sharedRate(counting, { count: 1, windowSeconds: 60 }, { pauseMs: 5000 });
+  assert.equal((await rate.count('192.0.2.7', 10_000)).kind, 'unavailable');
+  assert.deepEqual(await rate.count('192.0.2.7', 14_999), { kind: 'unavailable', reason: 'not asked for 5000 ms after a failure' });
+  assert.equal(calls, 1);
+  assert.equal((await rate.count('192.0.2.7', 15_000)).kind, 'unavailable');
+  assert.equal(calls, 2);
+});
+
 test('WarnPacer: the first warning at once, then one per interval, counting those held back', () => {
   const p = new WarnPacer(60_000);
   assert.deepEqual(p.next(1000), { isDue: true, held: 0 });

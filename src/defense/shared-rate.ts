@@ -4,7 +4,8 @@
 // and judges the sliding-window estimate from the current and the previous window's counters
 // (defense/rate.ts holds the arithmetic). Owns the key format and the one store round trip.
 // Must never refuse anyone because the store is away: a failure or a late answer is "unavailable",
-// and admission (server/admission.ts) admits on the node's own count.
+// and admission (server/admission.ts) admits on the node's own count; the store is then left
+// alone for a few seconds, so a hung Redis does not delay every client.
 
 import type { StateStore } from '../store/store.ts';
 import { judgeCounted, windowStartMs, type Rate } from './rate.ts';
@@ -16,6 +17,13 @@ import { judgeCounted, windowStartMs, type Rate } from './rate.ts';
  * stalling every new connection longer would turn a dead Redis into an outage.
  */
 export const SHARED_RATE_TIMEOUT_MS = 500;
+
+/**
+ * After a failure or a late answer the store is not asked again for this long: connections are
+ * admitted on the node's own count at once. A Redis that hangs (not one that refuses connections,
+ * which fails fast) would otherwise hold every new client for the whole timeout.
+ */
+export const SHARED_RATE_PAUSE_MS = 5_000;
 
 /** At most one "the shared count did not answer" warning per this long (the rest are counted in it). */
 export const SHARED_RATE_WARN_INTERVAL_MS = 60_000;
@@ -35,13 +43,20 @@ export function sharedRateKey(address: string, startMs: number): string {
   return `v1:rate:conn:${address}:${Math.floor(startMs / 1000)}`;
 }
 
-export function sharedRate(store: StateStore, rate: Rate, opts: { timeoutMs?: number } = {}): SharedRate {
+export function sharedRate(store: StateStore, rate: Rate, opts: { timeoutMs?: number; pauseMs?: number } = {}): SharedRate {
   const windowMs = rate.windowSeconds * 1000;
   // A counter is read as "the previous window" for one window after its own: two windows of life.
   const ttlSeconds = 2 * rate.windowSeconds;
   const timeoutMs = opts.timeoutMs ?? SHARED_RATE_TIMEOUT_MS;
+  const pauseMs = opts.pauseMs ?? SHARED_RATE_PAUSE_MS;
+  let failedAtMs = -Infinity;
+  const unavailable = (nowMs: number, reason: string): SharedRateAnswer => {
+    failedAtMs = nowMs;
+    return { kind: 'unavailable', reason };
+  };
   return {
     async count(address, nowMs) {
+      if (nowMs - failedAtMs < pauseMs) return { kind: 'unavailable', reason: `not asked for ${pauseMs} ms after a failure` };
       const start = windowStartMs(nowMs, windowMs);
       // One round trip: both commands go out together (one connection, written in the same turn).
       const counts = Promise.all([store.increment(sharedRateKey(address, start), ttlSeconds), store.get(sharedRateKey(address, start - windowMs))]);
@@ -54,14 +69,14 @@ export function sharedRate(store: StateStore, rate: Rate, opts: { timeoutMs?: nu
         if (answer === 'late') {
           // The commands may still complete; their result is dropped (the count stays, as it should).
           counts.catch(() => undefined);
-          return { kind: 'unavailable', reason: `no answer within ${timeoutMs} ms` };
+          return unavailable(nowMs, `no answer within ${timeoutMs} ms`);
         }
         const [current, previousText] = answer;
         const previous = previousText === null ? 0 : Number(previousText);
         const judged = judgeCounted(rate, current, Number.isFinite(previous) ? previous : 0, nowMs);
         return judged.isWithin ? { kind: 'within' } : { kind: 'over', value: judged.value };
       } catch (err) {
-        return { kind: 'unavailable', reason: err instanceof Error ? err.message : String(err) };
+        return unavailable(nowMs, err instanceof Error ? err.message : String(err));
       } finally {
         clearTimeout(timer);
       }

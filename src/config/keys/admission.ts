@@ -53,8 +53,8 @@ export const ADMISSION_KEYS: readonly ConfigKey[] = [
     'Counts `limits.connection_rate_per_ip` across the cluster as well: every node sharing the Redis state store ' +
     '(`state.store`) counts the connections it admits there, so a client spreading its connections over the nodes ' +
     'behind a load balancer gets the rate once, not once per node. Needs `state.store` to be a Redis URL. If Redis ' +
-    'fails or does not answer within 500 ms the connection is admitted on the node\'s own count (one `warn` line a ' +
-    'minute at most). See docs/defense.md (Admission).'),
+    'fails or does not answer within 500 ms the connection is admitted on the node\'s own count, and so is every ' +
+    'connection of the next 5 s without asking (one `warn` line a minute at most). See docs/defense.md (Admission).'),
   entry('limits', 'refused_session_seconds', 'refusedSessionSeconds', int(1, 300),
     '554 mode: how long a client refused at connect (`access.block`, or a connect-stage verdict) is kept after its ' +
     '`554` before it is closed (`421 4.7.0`), whether or not it sent QUIT. RFC 5321 3.1 asks the server to wait for ' +
