@@ -35,6 +35,7 @@ Usage:
   portcullis --version                      the version
 
 Configuration keys: docs/configuration.md. Delivery and the queue: docs/delivery.md. Verdict memory: docs/policy.md. Spool format: docs/spool.md.
+Connection defense: docs/defense.md. Content filters: docs/filters.md.
 `;
 
 /**
