@@ -93,7 +93,10 @@ type OwnedSocket = Socket & { [OWNER]?: Connection | undefined };
 export class Connection {
   readonly #deps: ConnectionDeps;
   readonly #machine: SmtpMachine;
-  readonly #log: Logger;
+  /** The session's child logger (`sid` bound), made on the first line it logs: an idle
+   *  connection logs only its `connect` line, which goes through the parent with `sid` as its
+   *  first field (the same JSON), so it never pays for a child and its bindings. */
+  #logger: Logger | null = null;
   readonly sessionId: string;
   #socket: Socket;
   #isClosed = false;
@@ -161,11 +164,14 @@ export class Connection {
     this.#deps = deps;
     this.#socket = socket;
     this.sessionId = deps.newSessionId();
-    this.#log = deps.log.child({ sid: this.sessionId });
     this.#machine = new SmtpMachine(deps.machineConfig);
     this.#wheel = deps.wheel ?? processWheel();
     this.#timer = new WheelEntry(Connection.#timerFired, this);
     this.#isMachineTimed = deps.machineConfig.limits !== undefined;
+  }
+
+  get #log(): Logger {
+    return (this.#logger ??= this.#deps.log.child({ sid: this.sessionId }));
   }
 
   /** Runs `f` at `dueMs` on the wheel in place of the machine's tick (a bound of the shell's own). */
@@ -379,8 +385,8 @@ export class Connection {
     const local = { address: normalizeAddress(s.localAddress ?? '0.0.0.0'), port: s.localPort ?? 0 };
     const isRelayClient = this.#deps.isRelayClient(peer.address);
     this.#peerAddress = peer.address;
-    this.#log.info(
-      { client: peer.address, port: peer.port, relay: isRelayClient, ...(proxy === null ? {} : { proxy: proxy.address, proxyPort: proxy.port }) },
+    this.#deps.log.info(
+      { sid: this.sessionId, client: peer.address, port: peer.port, relay: isRelayClient, ...(proxy === null ? {} : { proxy: proxy.address, proxyPort: proxy.port }) },
       'connect',
     );
     this.#feed({
@@ -468,8 +474,7 @@ export class Connection {
     let isQuit = false;
     let startTls = false;
     let lastReply: Reply | null = null;
-    const log = this.#log;
-    const isDebug = log.isLevelEnabled('debug');
+    const isDebug = this.#deps.log.isLevelEnabled('debug');
     const metrics = this.#deps.metrics ?? null;
     outputs: for (const o of outputs) {
       switch (o.type) {
@@ -478,13 +483,13 @@ export class Connection {
           const wire = formatReply(o.reply);
           text += wire;
           lastReply = o.reply;
-          if (isDebug) log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
+          if (isDebug) this.#log.debug({ dir: 'S', reply: wire.slice(0, -2) }, 'S');
           break;
         }
         case 'log':
           if (o.level === 'debug') {
-            if (isDebug) log.debug({ dir: 'C', ...o.fields }, o.msg);
-          } else log[o.level](o.fields ?? {}, o.msg);
+            if (isDebug) this.#log.debug({ dir: 'C', ...o.fields }, o.msg);
+          } else this.#log[o.level](o.fields ?? {}, o.msg);
           break;
         case 'commit': {
           const bytes = o.message.size;
@@ -521,7 +526,7 @@ export class Connection {
             verdict.then(
               (v): Input => ({ type: 'verdict', nowMs: Date.now(), verdict: v }),
               (err: unknown): Input => {
-                log.error({ err }, 'policy runner failed');
+                this.#log.error({ err }, 'policy runner failed');
                 return { type: 'verdict', nowMs: Date.now(), verdict: RUNNER_THREW };
               },
             ),
@@ -536,7 +541,7 @@ export class Connection {
             transform(o.message).then(
               (message): Input => ({ type: 'transformed', nowMs: Date.now(), message }),
               (err: unknown): Input => {
-                log.warn({ err }, 'transform failed');
+                this.#log.warn({ err }, 'transform failed');
                 return { type: 'transform-failed', nowMs: Date.now(), reason: err instanceof Error ? err.message : String(err) };
               },
             ),
@@ -564,7 +569,7 @@ export class Connection {
           startTls = true;
           break;
         case 'defense':
-          defenseFired(log, this.#deps.defenseMetrics, {
+          defenseFired(this.#log, this.#deps.defenseMetrics, {
             rule: o.rule,
             sessionId: this.sessionId,
             client: this.#peerAddress,
