@@ -5,39 +5,15 @@
 // different loopback addresses (127.0.0.x), so one test process can be several clients.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
 import type { DefenseRule } from '../../src/defense/events.ts';
-import { ownProcess } from '../helpers/owned-process.ts';
-import { freePort } from '../helpers/ports.ts';
+import { hasHaproxy, startHaproxy, type TestHaproxy } from '../helpers/haproxy.ts';
+import { logSink, type LogLine } from '../helpers/log-sink.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
-
-type LogLine = Record<string, unknown> & { msg: string };
-
-function logSink(): { stream: Writable; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  let partial = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      partial += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        lines.push(JSON.parse(partial.slice(0, nl)) as LogLine);
-        partial = partial.slice(nl + 1);
-      }
-      done();
-    },
-  });
-  return { stream, lines };
-}
 
 /** The server's counts: sessions and replies as the server reports them, defenses by rule. */
 function countingMetrics() {
@@ -245,13 +221,10 @@ describe('admission rate', () => {
   });
 });
 
-const hasHaproxy = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
-
 describe('admission behind a real HAProxy (send-proxy-v2)', { skip: hasHaproxy ? false : 'haproxy not installed (scripts/test-deps.sh)' }, () => {
   const log = logSink();
   let server: TestServer;
-  let dir: string;
-  let haproxy: ReturnType<typeof ownProcess>;
+  let haproxy: TestHaproxy;
   let port = 0;
   before(async () => {
     // Every connection comes from the proxy (127.0.0.3); were the proxy judged, the clients would
@@ -266,34 +239,14 @@ describe('admission behind a real HAProxy (send-proxy-v2)', { skip: hasHaproxy ?
       }),
       { logStream: log.stream, logLevel: 'info' },
     );
-    port = await freePort();
-    dir = mkdtempSync(path.join(os.tmpdir(), 'portcullis-haproxy-'));
-    const cfg = path.join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, [
-      'global', '    maxconn 50',
-      'defaults', '    mode tcp', '    timeout connect 2s', '    timeout client 10s', '    timeout server 10s',
-      'frontend smtp', `    bind 127.0.0.1:${port}`, '    default_backend mta',
-      'backend mta', `    server mta 127.0.0.1:${server.port} send-proxy-v2 source 127.0.0.3`,
-      '',
-    ].join('\n'));
-    haproxy = ownProcess(spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'ignore'] }));
-    for (let i = 0; i < 100; i++) {
-      const isUp = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ host: '127.0.0.1', port });
-        s.once('connect', () => (s.destroy(), resolve(true)));
-        s.once('error', () => resolve(false));
-      });
-      if (isUp) break;
-      assert.ok(!haproxy.isExited(), 'haproxy exited at start');
-      await sleep(50);
-    }
+    haproxy = await startHaproxy([{ serverPort: server.port, sendProxy: 'send-proxy-v2', source: '127.0.0.3' }]);
+    port = haproxy.ports[0];
     // The probes above reached the server as LOCAL or as the proxy: let them close.
     await untilCount(server, 0);
   });
   after(async () => {
     await haproxy?.stop();
     await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   test('the per-address limit and the block list judge the client the PROXY header names, not the proxy', async () => {

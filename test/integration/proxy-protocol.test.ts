@@ -9,13 +9,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
 import { readMessage, scanSpool } from '../../src/spool/reader.ts';
 import { ownProcess } from '../helpers/owned-process.ts';
 import { freePort } from '../helpers/ports.ts';
+import { logSink, type LogLine } from '../helpers/log-sink.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { SmtpClient } from '../helpers/smtp-client.ts';
 
@@ -26,25 +26,6 @@ function v2Header(command: 'proxy' | 'local', src = '203.0.113.9', sport = 40000
   if (command === 'local') return Buffer.concat([SIGNATURE, Buffer.from([0x20, 0x00, 0, 0])]);
   const body = Buffer.from([...src.split('.').map(Number), ...dst.split('.').map(Number), sport >> 8, sport & 0xff, dport >> 8, dport & 0xff]);
   return Buffer.concat([SIGNATURE, Buffer.from([0x21, 0x11, 0, body.length]), body]);
-}
-
-type LogLine = Record<string, unknown> & { msg: string };
-
-function logSink(): { stream: Writable; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  let partial = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      partial += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        lines.push(JSON.parse(partial.slice(0, nl)) as LogLine);
-        partial = partial.slice(nl + 1);
-      }
-      done();
-    },
-  });
-  return { stream, lines };
 }
 
 function proxyConfig(trusted: string[], over: (c: Config) => void = () => {}): Config {

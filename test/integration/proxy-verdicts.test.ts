@@ -5,24 +5,19 @@
 // address. Without this, one listed client would get the proxy remembered, and with it everyone.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { parseConfig } from '../../src/config/load.ts';
 import { buildPipeline } from '../../src/policy/build.ts';
 import { parseVerdictKey, VERDICT_KEY_PREFIX } from '../../src/policy/verdict-memory.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 import { startDnsServer, type DnsTestServer } from '../helpers/dns-server.ts';
-import { ownProcess } from '../helpers/owned-process.ts';
-import { freePort } from '../helpers/ports.ts';
+import { hasHaproxy, startHaproxy, type TestHaproxy } from '../helpers/haproxy.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-
-const hasHaproxy = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
 
 /** The first line the server sends to a client connecting through the proxy from `from`. */
 function banner(port: number, from: string): Promise<string> {
@@ -47,7 +42,7 @@ describe('verdict memory through a real HAProxy', { skip: hasHaproxy ? false : '
   let dns: DnsTestServer;
   let server: TestServer;
   let store: SqliteStore;
-  let haproxy: ReturnType<typeof ownProcess>;
+  let haproxy: TestHaproxy;
   let dir: string;
   let port = 0;
   before(async () => {
@@ -69,26 +64,8 @@ describe('verdict memory through a real HAProxy', { skip: hasHaproxy ? false : '
     const pipeline = buildPipeline(config, pino({ level: 'silent' }), store);
     assert.ok(pipeline !== null);
     server = await startTestServer(config, { policy: pipeline });
-    port = await freePort();
-    const cfg = path.join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, [
-      'global', '    maxconn 50',
-      'defaults', '    mode tcp', '    timeout connect 2s', '    timeout client 10s', '    timeout server 10s',
-      'frontend smtp', `    bind 127.0.0.1:${port}`, '    default_backend mta',
-      'backend mta', `    server mta 127.0.0.1:${server.port} send-proxy-v2 source 127.0.0.3`,
-      '',
-    ].join('\n'));
-    haproxy = ownProcess(spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'ignore'] }));
-    for (let i = 0; i < 100; i++) {
-      const isUp = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ host: '127.0.0.1', port });
-        s.once('connect', () => (s.destroy(), resolve(true)));
-        s.once('error', () => resolve(false));
-      });
-      if (isUp) break;
-      assert.ok(!haproxy.isExited(), 'haproxy exited at start');
-      await sleep(50);
-    }
+    haproxy = await startHaproxy([{ serverPort: server.port, sendProxy: 'send-proxy-v2', source: '127.0.0.3' }]);
+    port = haproxy.ports[0];
   });
   after(async () => {
     await haproxy?.stop();

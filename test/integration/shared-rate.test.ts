@@ -8,7 +8,6 @@
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultConfig, type Config } from '../../src/config/types.ts';
@@ -18,26 +17,8 @@ import { openStateStore } from '../../src/store/open.ts';
 import type { StateStore } from '../../src/store/store.ts';
 import { startCliServer } from '../helpers/cli-server.ts';
 import { startRedisServer, type RedisTestServer } from '../helpers/redis-server.ts';
+import { logSink, type LogLine } from '../helpers/log-sink.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-
-type LogLine = Record<string, unknown> & { msg: string };
-
-function logSink(): { stream: Writable; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  let partial = '';
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      partial += chunk.toString('utf8');
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) >= 0) {
-        lines.push(JSON.parse(partial.slice(0, nl)) as LogLine);
-        partial = partial.slice(nl + 1);
-      }
-      done();
-    },
-  });
-  return { stream, lines };
-}
 
 function countingMetrics() {
   const defenses = new Map<string, number>();
