@@ -26,7 +26,7 @@ export const formatAddress: (a: MilterAddress) => string = formatEndpoint;
 /** Responses held unread before the filter counts as flooding us (a real one sends a few per command). */
 const MAX_QUEUED_RESPONSES = 10_000;
 
-type Waiter = { resolve: (r: MilterResponse) => void; reject: (e: MilterError) => void; timer: NodeJS.Timeout; timeoutMs: number };
+type Waiter = { resolve: (r: MilterResponse) => void; reject: (e: MilterError) => void; timeoutMs: number };
 
 export class MilterLink {
   readonly #socket: net.Socket;
@@ -35,6 +35,12 @@ export class MilterLink {
   #failure: MilterError | null = null;
   #waiter: Waiter | null = null;
   #drainWaiters: (() => void)[] = [];
+  // One timer per link, re-armed lazily: a wait only moves #deadline (a number); the timer is
+  // created when none is pending, and when it fires early (the deadline moved on) it is set
+  // again for what is left. No setTimeout/clearTimeout per awaited response.
+  #deadline = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #timerAt = 0;
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
@@ -79,7 +85,11 @@ export class MilterLink {
   send(packets: readonly Buffer[], timeoutMs: number): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     let isFull = false;
+    // One step's packets leave in one write (corked: a single writev, not one syscall each).
+    const isCorked = packets.length > 1;
+    if (isCorked) this.#socket.cork();
     for (const p of packets) isFull = !this.#socket.write(p) || isFull;
+    if (isCorked) this.#socket.uncork();
     if (!isFull) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -102,13 +112,15 @@ export class MilterLink {
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#waiter !== null) return Promise.reject(new MilterError('protocol', 'two waits for one response (our bug)'));
     return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject, timeoutMs, timer: this.#timer(timeoutMs) };
+      this.#waiter = { resolve, reject, timeoutMs };
+      this.#arm(timeoutMs);
     });
   }
 
   /** Ends the conversation politely (SMFIC_QUIT already written by the caller) and closes. */
   end(): void {
     this.#failure ??= new MilterError('closed', 'closed by us');
+    this.#disarm();
     this.#socket.end();
     this.#socket.destroySoon();
     // A filter that never closes its side does not keep the socket alive.
@@ -119,8 +131,34 @@ export class MilterLink {
     this.#fail(new MilterError('closed', 'closed by us'));
   }
 
-  #timer(timeoutMs: number): NodeJS.Timeout {
-    return setTimeout(() => this.#fail(new MilterError('timeout', `no response within ${timeoutMs} ms`)), timeoutMs);
+  #arm(timeoutMs: number): void {
+    const now = Date.now();
+    this.#deadline = now + timeoutMs;
+    // A pending timer that fires no later than the deadline will re-arm itself; one set for
+    // later than that (an earlier, longer wait) is replaced.
+    if (this.#timer !== null && this.#timerAt <= this.#deadline) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#setTimer(timeoutMs, now);
+  }
+
+  #setTimer(ms: number, now: number): void {
+    this.#timerAt = now + ms;
+    // Unreferenced: an open socket holds the process; a timer left pending after a reply must not.
+    this.#timer = setTimeout(() => this.#onTimer(), ms).unref();
+  }
+
+  #onTimer(): void {
+    this.#timer = null;
+    const w = this.#waiter;
+    if (w === null || this.#failure !== null) return;
+    const now = Date.now();
+    if (now >= this.#deadline) this.#fail(new MilterError('timeout', `no response within ${w.timeoutMs} ms`));
+    else this.#setTimer(this.#deadline - now, now);
+  }
+
+  #disarm(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
   }
 
   #shift(): MilterResponse | undefined {
@@ -140,12 +178,11 @@ export class MilterLink {
       }
       const w = this.#waiter;
       if (w !== null && e.response.kind === 'progress') {
-        clearTimeout(w.timer);
-        w.timer = this.#timer(w.timeoutMs);
+        this.#arm(w.timeoutMs);
         continue;
       }
       if (w !== null && this.#queue.length === 0) {
-        clearTimeout(w.timer);
+        // The timer stays pending (the next wait will likely reuse it); it finds no waiter if it fires.
         this.#waiter = null;
         w.resolve(e.response);
       } else {
@@ -161,10 +198,10 @@ export class MilterLink {
   #fail(err: MilterError): void {
     if (this.#failure === null) this.#failure = err;
     if (!this.#socket.destroyed) this.#socket.destroy();
+    this.#disarm();
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
-      clearTimeout(w.timer);
       // Responses already queued were delivered before this; what is left is the failure.
       w.reject(this.#failure);
     }

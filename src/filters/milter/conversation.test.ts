@@ -94,3 +94,34 @@ test('conversation: accept at CONNECT ends the filter\'s part of the session; di
   const cmds = milter.connections[0].filter((x) => x.cmd !== 'D').map((x) => x.cmd).join(' ');
   assert.equal(cmds, 'O C H M A M R T L N B E M A Q', 'the discarded message aborted; the next one caught up with MAIL and RCPT; one body chunk, then SKIP; an open transaction aborted before QUIT');
 });
+
+test('conversation: with SMFIP_NR_HDR the headers go together without a wait, in order; body pieces are packed into 65,535-octet chunks; a progress report restarts the wait', async (t) => {
+  const milter = await startStubMilter((c) => {
+    if (c.cmd === 'O') return [optneg(0x1ff, 0x80)]; // SMFIP_NR_HDR
+    if (c.cmd === 'D' || c.cmd === 'A' || c.cmd === 'Q' || c.cmd === 'L') return [];
+    if (c.cmd === 'E') return [pkt('p'), pkt('c')];
+    return [pkt('c')];
+  });
+  t.after(milter.stop);
+  const c = conversation(milter.port);
+  await c.connect(FACTS, deadline());
+  await c.mail(FACTS, txn(1), deadline());
+  const fields = [
+    { name: 'Subject', value: ' one' },
+    { name: 'X-Two', value: ' two\r\n\tfolded' },
+    { name: 'X-Three', value: ' three' },
+  ];
+  const body = async function* (): AsyncIterable<Buffer> {
+    yield Buffer.alloc(40_000, 0x61);
+    yield Buffer.alloc(40_000, 0x62);
+    yield Buffer.alloc(10, 0x63);
+  };
+  assert.deepEqual(await c.content(FACTS, txn(1), [['<b@example.test>']], fields, body, deadline()), { kind: 'continue' });
+  c.close();
+  await until(() => milter.closed() === 1);
+  const seen = milter.connections[0];
+  assert.deepEqual(seen.filter((x) => x.cmd === 'L').map((x) => strings(x.data)), [['Subject', 'one'], ['X-Two', 'two\n\tfolded'], ['X-Three', 'three']]);
+  const chunks = seen.filter((x) => x.cmd === 'B').map((x) => x.data);
+  assert.deepEqual(chunks.map((b) => b.length), [65_535, 80_010 - 65_535]);
+  assert.ok(Buffer.concat(chunks).equals(Buffer.concat([Buffer.alloc(40_000, 0x61), Buffer.alloc(40_000, 0x62), Buffer.alloc(10, 0x63)])));
+});

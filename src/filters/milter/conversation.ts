@@ -28,7 +28,7 @@ import {
   MILTER_VERSION,
   OFFERED_PROTOCOL,
   PROTO,
-  encodeBody,
+  encodeBodyPieces,
   type ConnectFamily,
   type MilterResponse,
 } from './codec.ts';
@@ -357,16 +357,23 @@ export class MilterConversation {
       }
       if (!this.#has(PROTO.noHeaders)) {
         const leading = this.#has(PROTO.headerLeadingSpace);
+        const isAnswered = !this.#has(PROTO.nrHeader);
+        // Headers the filter answers go one round trip each; unanswered ones (SMFIP_NR_HDR) go
+        // together, in one write.
+        const unanswered: Buffer[] = [];
         for (const f of fields) {
           if (f.name === '') continue;
           // Folds as Sendmail and Postfix send them: LF + the white space (libmilter filters expect it).
           const value = leading ? f.value.replace(/\r\n/g, '\n') : f.value.replace(/^[ \t]/, '').replace(/\r\n/g, '\n');
-          await this.#send([encodeHeader(f.name, value)], deadlineMs);
-          if (!this.#has(PROTO.nrHeader)) {
-            const r = await this.#final(deadlineMs);
-            if (r.kind !== 'continue') return this.#txnEnd(t, r);
+          if (!isAnswered) {
+            unanswered.push(encodeHeader(f.name, value));
+            continue;
           }
+          await this.#send([encodeHeader(f.name, value)], deadlineMs);
+          const r = await this.#final(deadlineMs);
+          if (r.kind !== 'continue') return this.#txnEnd(t, r);
         }
+        if (unanswered.length > 0) await this.#send(unanswered, deadlineMs);
       }
       if (!this.#has(PROTO.noEoh)) {
         await this.#send([encodeMacros(CMD.eoh, qid), encodeEoh()], deadlineMs);
@@ -447,8 +454,9 @@ export class MilterConversation {
     const isAnswered = !this.#has(PROTO.nrBody);
     let pending: Buffer[] = [];
     let pendingBytes = 0;
-    const flush = async (chunk: Buffer): Promise<MilterResponse | null> => {
-      await this.#send([encodeBody(chunk)], deadlineMs);
+    // The pieces are copied once, straight into the packet (no concatenation first).
+    const flush = async (pieces: Buffer[], bytes: number): Promise<MilterResponse | null> => {
+      await this.#send([encodeBodyPieces(pieces, bytes)], deadlineMs);
       if (!isAnswered) return null;
       const r = await this.#final(deadlineMs);
       // SMFIR_SKIP (no more body wanted: go on with EOB) is told apart by the caller.
@@ -462,7 +470,7 @@ export class MilterConversation {
         pendingBytes += Math.min(room, rest.length);
         rest = rest.subarray(room);
         if (pendingBytes === MAX_BODY_CHUNK) {
-          const r = await flush(Buffer.concat(pending));
+          const r = await flush(pending, pendingBytes);
           pending = [];
           pendingBytes = 0;
           if (r !== null) return r.kind === 'skip' ? null : r;
@@ -470,7 +478,7 @@ export class MilterConversation {
       }
     }
     if (pendingBytes > 0) {
-      const r = await flush(Buffer.concat(pending));
+      const r = await flush(pending, pendingBytes);
       if (r !== null) return r.kind === 'skip' ? null : r;
     }
     return null;
