@@ -5,7 +5,8 @@
 // started, the heap is collected and measured, a child process opens N idle connections and
 // waits for every greeting, the heap is collected and measured again; the difference over N is
 // the figure (V8 heap used, and external plus array buffers: the sockets' native parts only
-// partly show there). Loopback is on the default allow list, so no per-address limit applies.
+// partly show there; the committed heap and the RSS growth are printed beside it). Loopback is
+// on the default allow list, so no per-address limit applies.
 //
 //   npx node --expose-gc bench/idle-heap.ts [--connections 3000] [--runs 3]
 
@@ -69,7 +70,13 @@ if (values.child !== undefined) {
       const after = await collect();
       const heap = (after.heapUsed - before.heapUsed) / held;
       const ext = (after.external + after.arrayBuffers - before.external - before.arrayBuffers) / held;
-      process.stdout.write(`run ${run + 1}: ${held} held (${greeted} greeted): heap ${heap.toFixed(0)} B + external ${ext.toFixed(0)} B per idle connection\n`);
+      // Committed heap and RSS: what the heap holds beyond its live objects (pages not returned,
+      // the young generation grown by the burst) and native memory (libuv handles, malloc).
+      const committed = (after.heapTotal - before.heapTotal) / held;
+      const rss = (after.rss - before.rss) / held;
+      process.stdout.write(
+        `run ${run + 1}: ${held} held (${greeted} greeted): heap ${heap.toFixed(0)} B + external ${ext.toFixed(0)} B per idle connection; heap committed ${committed.toFixed(0)} B, RSS ${rss.toFixed(0)} B\n`,
+      );
       child.disconnect();
       for (let i = 0; i < 200 && server.connectionCount() > 0; i++) await sleep(50);
     }

@@ -344,6 +344,10 @@ type Mode =
  * The machine pulls frames only when it is ready for them, so pipelined input after a command
  * that must wait (a policy check, a spool commit, TLS) stays here untouched.
  */
+/** Line mode holds nothing of its own: one shared object, not one per connection (issue 11's
+ *  per-idle-connection budget counts every object a greeted, silent session keeps). */
+const LINES: Mode = Object.freeze({ kind: 'lines' });
+
 export class Framer {
   #buf: Buffer = EMPTY;
   #pos = 0;
@@ -351,7 +355,7 @@ export class Framer {
   #scanned = 0;
   #lineState = L_SCAN;
   #lineDefect: LineDefect | null = null;
-  #mode: Mode = { kind: 'lines' };
+  #mode: Mode = LINES;
   readonly #maxLineBytes: number;
 
   constructor(maxCommandLineBytes: number) {
@@ -387,7 +391,7 @@ export class Framer {
   }
 
   expectLines(): void {
-    this.#mode = { kind: 'lines' };
+    this.#mode = LINES;
   }
 
   expectData(scanner: ContentScanner): void {
@@ -441,7 +445,7 @@ export class Framer {
         return null;
       }
       this.#pos = after;
-      this.#mode = { kind: 'lines' };
+      this.#mode = LINES;
       return { type: 'data-end' };
     }
     // BDAT: exactly `remaining` octets, whatever they contain.
@@ -453,7 +457,7 @@ export class Framer {
       mode.remaining -= take;
       if (mode.remaining > 0) return null;
     }
-    this.#mode = { kind: 'lines' };
+    this.#mode = LINES;
     return { type: 'bdat-end' };
   }
 

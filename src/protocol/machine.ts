@@ -62,13 +62,18 @@ type Waiting =
   | { kind: 'tarpit'; untilMs: number }
   | { kind: 'closed' };
 
+/** The waits that carry nothing, shared (a silent session holds one of them; no object each). */
+const NOT_WAITING: Waiting = Object.freeze({ kind: 'none' });
+const CLOSED: Waiting = Object.freeze({ kind: 'closed' });
+const WAITING_TLS: Waiting = Object.freeze({ kind: 'tls' });
+
 export class SmtpMachine {
   readonly #cfg: MachineConfig;
   readonly #framer: Framer;
   #session: SessionSecurity | null = null;
   /** The transaction, or what is left of a refused BDAT message, or nothing (reset.ts). */
   #slot: TransactionSlot = null;
-  #waiting: Waiting = { kind: 'none' };
+  #waiting: Waiting = NOT_WAITING;
   /** The client half-closed: finish the outstanding action and the complete commands already
    *  received (their replies can still be written), then close. */
   #isInputEnded = false;
@@ -133,7 +138,7 @@ export class SmtpMachine {
     const txn = this.#openTransaction();
     if (txn !== null) this.#releaseBody(txn);
     this.#slot = null;
-    this.#waiting = { kind: 'closed' };
+    this.#waiting = CLOSED;
   }
 
   #openTransaction(): Transaction | null {
@@ -211,7 +216,7 @@ export class SmtpMachine {
       }
       out.push(...this.#held);
       this.#held = null;
-      if (this.#waiting.kind === 'tarpit') this.#waiting = { kind: 'none' };
+      if (this.#waiting.kind === 'tarpit') this.#waiting = NOT_WAITING;
       this.#activityMs = input.nowMs;
     }
     if (this.#waiting.kind === 'closed') return out;
@@ -737,7 +742,7 @@ export class SmtpMachine {
 
   #onTransformed(input: Extract<Input, { type: 'transformed' | 'transform-failed' }>, out: Output[]): void {
     if (this.#waiting.kind !== 'transform') throw new Error(`${input.type} while not waiting for a transform`);
-    this.#waiting = { kind: 'none' };
+    this.#waiting = NOT_WAITING;
     if (input.type === 'transform-failed') {
       this.#reset('endOfData', out);
       out.push({ type: 'log', level: 'warn', msg: 'transform failed', fields: { reason: input.reason } });
@@ -754,7 +759,7 @@ export class SmtpMachine {
   #onCommitted(out: Output[]): void {
     const w = this.#waiting;
     if (w.kind !== 'commit') throw new Error('committed while not waiting for a commit');
-    this.#waiting = { kind: 'none' };
+    this.#waiting = NOT_WAITING;
     this.#reset('endOfData', out);
     this.#session!.counters.messages++;
     const m = w.message;
@@ -769,7 +774,7 @@ export class SmtpMachine {
 
   #onCommitFailed(reason: string, out: Output[]): void {
     if (this.#waiting.kind !== 'commit') throw new Error('commit-failed while not waiting for a commit');
-    this.#waiting = { kind: 'none' };
+    this.#waiting = NOT_WAITING;
     this.#reset('endOfData', out);
     out.push({ type: 'log', level: 'warn', msg: 'spool commit failed', fields: { reason } });
     this.#reply(REPLY.storageFailed, out);
@@ -783,13 +788,13 @@ export class SmtpMachine {
     // after the STARTTLS line, before the handshake, is thrown away, never executed.
     const dropped = this.#framer.discardBuffered();
     if (dropped > 0) out.push({ type: 'log', level: 'info', msg: 'discarded octets pipelined after STARTTLS', fields: { octets: dropped } });
-    this.#waiting = { kind: 'tls' };
+    this.#waiting = WAITING_TLS;
     out.push({ type: 'start-tls' });
   }
 
   #onTlsReady(input: Extract<Input, { type: 'tls-ready' }>, out: Output[]): void {
     if (this.#waiting.kind !== 'tls') throw new Error('tls-ready while not waiting for TLS');
-    this.#waiting = { kind: 'none' };
+    this.#waiting = NOT_WAITING;
     this.#slot = applyTlsReady(this.#session!, this.#slot, input.tls);
     this.#framer.discardBuffered();
     out.push({ type: 'log', level: 'debug', msg: 'TLS established', fields: { protocol: input.tls.protocol, cipher: input.tls.cipher } });
@@ -821,7 +826,7 @@ export class SmtpMachine {
   #onVerdict(verdict: PolicyVerdict, nowMs: number, out: Output[]): void {
     const w = this.#waiting;
     if (w.kind !== 'policy') throw new Error('verdict while not waiting for one');
-    this.#waiting = { kind: 'none' };
+    this.#waiting = NOT_WAITING;
     if (verdict.action === 'continue' || verdict.action === 'accept') {
       if (w.stage === 'content') {
         // The message is assembled already: fields a content check asks for are edits like any other.
@@ -835,15 +840,18 @@ export class SmtpMachine {
     }
     const session = this.#session!;
     // Security: the verdict log is append-only; no reset clears it (reset.ts).
-    session.verdicts.push({
-      stage: w.stage,
-      action: verdict.action,
-      check: verdict.check,
-      reason: verdict.reason,
-      key: verdict.key ?? '',
-      reply: verdict.reply,
-      atMs: nowMs,
-    });
+    session.verdicts = [
+      ...session.verdicts,
+      {
+        stage: w.stage,
+        action: verdict.action,
+        check: verdict.check,
+        reason: verdict.reason,
+        key: verdict.key ?? '',
+        reply: verdict.reply,
+        atMs: nowMs,
+      },
+    ];
     out.push({ type: 'log', level: 'info', msg: 'policy verdict', fields: { stage: w.stage, action: verdict.action, check: verdict.check, reason: verdict.reason, key: verdict.key } });
     if (w.stage === 'data' || w.stage === 'content') this.#reset('endOfData', out);
     if (w.stage === 'connect' && this.#isGreetingBegun) return this.#refuseAfterBegunGreeting(verdict.reply, nowMs, out);
@@ -904,7 +912,7 @@ export class SmtpMachine {
   }
 
   #close(out: Output[], isQuit = false): void {
-    this.#waiting = { kind: 'closed' };
+    this.#waiting = CLOSED;
     const txn = this.#openTransaction();
     this.#slot = null;
     if (txn !== null) this.#dropped(txn, out);

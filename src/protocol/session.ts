@@ -25,6 +25,8 @@ export type TlsState = { readonly protocol: string; readonly cipher: string };
 /** Who the client authenticated as (RFC 4954); always null until submission exists. */
 export type AuthState = { readonly identity: string; readonly mechanism: string };
 
+const NO_VERDICTS: readonly VerdictRecord[] = Object.freeze([]);
+
 /** Lives as long as the connection. Only the reset table (reset.ts) changes helo and tls. */
 export type SessionSecurity = {
   readonly id: string;
@@ -48,8 +50,10 @@ export type SessionSecurity = {
     messages: number;
     recipients: number;
   };
-  /** Append-only: the refusals of this session, written by the machine from policy verdicts. */
-  readonly verdicts: VerdictRecord[];
+  /** Append-only: the refusals of this session, written by the machine from policy verdicts.
+   *  Starts as one shared empty list (most sessions are never refused, and an idle connection's
+   *  every object counts, issue 11); the machine replaces it with a longer copy on a refusal. */
+  verdicts: readonly VerdictRecord[];
 };
 
 export type TransactionRecipient = {
@@ -155,6 +159,6 @@ export function newSessionSecurity(init: {
     tls: init.tls ?? null,
     auth: null,
     counters: { commands: 0, errors: 0, junk: 0, transactions: 0, messages: 0, recipients: 0 },
-    verdicts: [],
+    verdicts: NO_VERDICTS,
   };
 }
