@@ -339,15 +339,15 @@ type Mode =
   | { kind: 'data'; scanner: ContentScanner }
   | { kind: 'bdat'; remaining: number; scanner: ContentScanner | null };
 
+/** Line mode holds nothing of its own: one shared object, not one per connection (issue 11's
+ *  per-idle-connection budget counts every object a greeted, silent session keeps). */
+const LINES: Mode = Object.freeze({ kind: 'lines' });
+
 /**
  * Holds unconsumed input and yields one frame at a time in the mode the session machine sets.
  * The machine pulls frames only when it is ready for them, so pipelined input after a command
  * that must wait (a policy check, a spool commit, TLS) stays here untouched.
  */
-/** Line mode holds nothing of its own: one shared object, not one per connection (issue 11's
- *  per-idle-connection budget counts every object a greeted, silent session keeps). */
-const LINES: Mode = Object.freeze({ kind: 'lines' });
-
 export class Framer {
   #buf: Buffer = EMPTY;
   #pos = 0;

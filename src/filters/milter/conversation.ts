@@ -365,11 +365,12 @@ export class MilterConversation {
           if (f.name === '') continue;
           // Folds as Sendmail and Postfix send them: LF + the white space (libmilter filters expect it).
           const value = leading ? f.value.replace(/\r\n/g, '\n') : f.value.replace(/^[ \t]/, '').replace(/\r\n/g, '\n');
+          const packet = encodeHeader(f.name, value);
           if (!isAnswered) {
-            unanswered.push(encodeHeader(f.name, value));
+            unanswered.push(packet);
             continue;
           }
-          await this.#send([encodeHeader(f.name, value)], deadlineMs);
+          await this.#send([packet], deadlineMs);
           const r = await this.#final(deadlineMs);
           if (r.kind !== 'continue') return this.#txnEnd(t, r);
         }
