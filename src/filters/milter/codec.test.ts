@@ -71,6 +71,11 @@ test('commands: recorded bytes of every command we send', () => {
   assert.equal(encodeQuitNc().toString('latin1'), '\0\0\0\x01K');
   // Security: a NUL inside a string would end the field early.
   assert.equal(encodeHelo('a\0b').toString('latin1'), '\0\0\0\x05Ha b\0');
+  assert.equal(encodeMacros(CMD.mail, [['{mail_addr}', 'x\0y']]).toString('latin1'), '\0\0\0\x12DM{mail_addr}\0x y\0');
+  assert.equal(encodeConnect('a\0b', '4', 25, '1.2.3.4\0').toString('latin1'), '\0\0\0\x11Ca b\x004\0\x191.2.3.4 \0');
+  // Strings that are not octet strings go as UTF-8 (an SMTPUTF8 address in a macro, say).
+  assert.equal(hex(encodeMacros(CMD.rcpt, [['{rcpt_addr}', 'jos\u00e9@\u4f8b.example']])), hex(Buffer.concat([Buffer.from([0, 0, 0, 0x20, 0x44, 0x52]), Buffer.from('{rcpt_addr}\0jos\u00e9@\u4f8b.example\0', 'utf8')])));
+  assert.equal(hex(encodeRcpt(['<\u00e9@x>'])), hex(Buffer.concat([Buffer.from([0, 0, 0, 0x08, 0x52]), Buffer.from('<\u00e9@x>\0', 'utf8')])));
 });
 
 test('body: chunks of at most 65,535 octets; a larger single chunk is refused', () => {
@@ -163,6 +168,22 @@ test('malformed and truncated packets: an error event, never a throw, and the de
   assert.equal(d.buffered, 10);
   assert.deepEqual(d.feed(whole.subarray(10)), [{ type: 'response', response: { kind: 'replycode', text: '451 4.7.1 later' } }]);
   assert.equal(d.buffered, 0);
+});
+
+test('the decoder keeps no reference to the bytes it was fed (the link reuses one read buffer)', () => {
+  const stream = Buffer.concat([pkt('c'), pkt('y', '550 5.7.1 no\0'), pkt('i', Buffer.concat([u32(0), Buffer.from('DKIM-Signature\0v=1\0')])), pkt('a')]);
+  const expected = new MilterDecoder().feed(Buffer.from(stream));
+  for (let cut = 1; cut < stream.length; cut++) {
+    const d = new MilterDecoder();
+    const scratch = Buffer.alloc(stream.length);
+    const events: DecoderEvent[] = [];
+    for (let at = 0; at < stream.length; at += cut) {
+      const n = stream.copy(scratch, 0, at, Math.min(stream.length, at + cut));
+      events.push(...d.feed(scratch.subarray(0, n)));
+      scratch.fill(0xee);
+    }
+    assert.deepEqual(events, expected, `reads of ${cut} octets`);
+  }
 });
 
 test('property: arbitrary bytes in arbitrary reads never throw, and the chunking never changes the events', () => {

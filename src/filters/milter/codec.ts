@@ -96,6 +96,8 @@ export type MilterResponse =
 export type DecoderEvent = { readonly type: 'response'; readonly response: MilterResponse } | { readonly type: 'error'; readonly reason: string };
 
 // --- encoding -------------------------------------------------------------------------------
+// Each packet is sized first and written once into one buffer (small ones come from Node's
+// shared pool): no intermediate buffer per string and no concatenation.
 
 function packet(cmd: number, data: Buffer = Buffer.alloc(0)): Buffer {
   const out = Buffer.allocUnsafe(5 + data.length);
@@ -105,13 +107,35 @@ function packet(cmd: number, data: Buffer = Buffer.alloc(0)): Buffer {
   return out;
 }
 
-/** A NUL-terminated string. Security: a NUL inside would end the field early (the filter would
- *  read the rest as the next field), so it becomes a space; SMTP input never carries one anyway. */
-function cstr(text: string, encoding: 'utf8' | 'latin1' = 'utf8'): Buffer {
-  const b = Buffer.from(text.replace(/\0/g, ' '), encoding);
-  const out = Buffer.allocUnsafe(b.length + 1);
-  b.copy(out);
-  out[b.length] = 0;
+/** Security: a NUL inside a string would end its field early (the filter would read the rest as
+ *  the next field), so it becomes a space; SMTP input never carries one anyway. */
+function noNul(text: string): string {
+  return text.includes('\0') ? text.replace(/\0/g, ' ') : text;
+}
+
+/** Octets of `text` (NUL-free) as a NUL-terminated field. Latin1: one octet per character. */
+function cstrBytes(text: string, encoding: 'utf8' | 'latin1'): number {
+  return (encoding === 'latin1' ? text.length : Buffer.byteLength(text, 'utf8')) + 1;
+}
+
+/** A packet of NUL-terminated strings, after `lead` (octets written first, e.g. a macro's command code). */
+function cstrPacket(cmd: number, strings: readonly string[], encoding: 'utf8' | 'latin1' = 'utf8', lead: readonly number[] = []): Buffer {
+  let bytes = lead.length;
+  const clean: string[] = [];
+  for (const s of strings) {
+    const c = noNul(s);
+    clean.push(c);
+    bytes += cstrBytes(c, encoding);
+  }
+  const out = Buffer.allocUnsafe(5 + bytes);
+  out.writeUInt32BE(bytes + 1, 0);
+  out[4] = cmd;
+  let at = 5;
+  for (const b of lead) out[at++] = b;
+  for (const c of clean) {
+    at += out.write(c, at, encoding);
+    out[at++] = 0;
+  }
   return out;
 }
 
@@ -128,30 +152,52 @@ export function encodeOptneg(version: number, actions: number, protocol: number)
 /** SMFIC_MACRO for the command `forCmd`. The command code is one byte, not NUL-terminated (rspamd
  *  drops a connection that sends "C\0"); names are "j" or "{daemon_name}". */
 export function encodeMacros(forCmd: number, macros: readonly (readonly [string, string])[]): Buffer {
-  return packet(CMD.macro, Buffer.concat([Buffer.from([forCmd]), ...macros.flatMap(([k, v]) => [cstr(k), cstr(v)])]));
+  const strings: string[] = [];
+  for (const [k, v] of macros) strings.push(k, v);
+  return cstrPacket(CMD.macro, strings, 'utf8', [forCmd]);
 }
 
 /** Address family of SMFIC_CONNECT: '4', '6', 'L' (a UNIX socket), 'U' (unknown: no port, no address). */
 export type ConnectFamily = '4' | '6' | 'L' | 'U';
 
 export function encodeConnect(hostname: string, family: ConnectFamily, port: number, address: string): Buffer {
-  if (family === 'U') return packet(CMD.connect, Buffer.concat([cstr(hostname), Buffer.from('U')]));
-  const p = Buffer.allocUnsafe(2);
-  p.writeUInt16BE(port & 0xffff, 0);
-  return packet(CMD.connect, Buffer.concat([cstr(hostname), Buffer.from(family), p, cstr(address)]));
+  const host = noNul(hostname);
+  const hostBytes = cstrBytes(host, 'utf8');
+  if (family === 'U') {
+    const out = Buffer.allocUnsafe(5 + hostBytes + 1);
+    out.writeUInt32BE(hostBytes + 2, 0);
+    out[4] = CMD.connect;
+    out.write(host, 5, 'utf8');
+    out[4 + hostBytes] = 0;
+    out[5 + hostBytes] = 0x55; // 'U'
+    return out;
+  }
+  const addr = noNul(address);
+  const bytes = hostBytes + 3 + cstrBytes(addr, 'utf8');
+  const out = Buffer.allocUnsafe(5 + bytes);
+  out.writeUInt32BE(bytes + 1, 0);
+  out[4] = CMD.connect;
+  let at = 5 + out.write(host, 5, 'utf8');
+  out[at++] = 0;
+  out[at++] = family.charCodeAt(0);
+  out.writeUInt16BE(port & 0xffff, at);
+  at += 2;
+  at += out.write(addr, at, 'utf8');
+  out[at] = 0;
+  return out;
 }
 
 export function encodeHelo(name: string): Buffer {
-  return packet(CMD.helo, cstr(name));
+  return cstrPacket(CMD.helo, [name]);
 }
 
 /** SMFIC_MAIL / SMFIC_RCPT: the address in angle brackets, then each ESMTP parameter. */
 export function encodeMail(args: readonly string[]): Buffer {
-  return packet(CMD.mail, Buffer.concat(args.map((a) => cstr(a))));
+  return cstrPacket(CMD.mail, args);
 }
 
 export function encodeRcpt(args: readonly string[]): Buffer {
-  return packet(CMD.rcpt, Buffer.concat(args.map((a) => cstr(a))));
+  return cstrPacket(CMD.rcpt, args);
 }
 
 export function encodeData(): Buffer {
@@ -162,7 +208,7 @@ export function encodeData(): Buffer {
  *  character per octet, as message/header.ts parses them), sent as those octets, so an 8-bit
  *  field reaches a signing filter exactly as it is stored. */
 export function encodeHeader(name: string, value: string): Buffer {
-  return packet(CMD.header, Buffer.concat([cstr(name, 'latin1'), cstr(value, 'latin1')]));
+  return cstrPacket(CMD.header, [name, value], 'latin1');
 }
 
 export function encodeEoh(): Buffer {
@@ -315,8 +361,10 @@ export function parseResponse(cmd: number, data: Buffer): MilterResponse | strin
 }
 
 /**
- * Frames a filter's byte stream into responses. Keeps the chunks it was given and copies a
- * packet out only once it is complete, so a large packet in many reads is not rescanned.
+ * Frames a filter's byte stream into responses. The bytes given to feed() are not kept: a
+ * caller may reuse their memory once feed() returns (the link reads into one shared buffer).
+ * Whole packets are parsed where they lie; only an incomplete packet's octets are copied, into
+ * chunks that are joined once the packet is complete (a large packet in many reads is not rescanned).
  */
 export class MilterDecoder {
   readonly #chunks: Buffer[] = [];
@@ -333,21 +381,42 @@ export class MilterDecoder {
   }
 
   feed(bytes: Buffer): DecoderEvent[] {
-    if (this.#isSpent) return [];
-    if (bytes.length > 0) {
-      this.#chunks.push(bytes);
-      this.#buffered += bytes.length;
-    }
     const out: DecoderEvent[] = [];
-    while (this.#buffered >= 4) {
+    if (this.#isSpent) return out;
+    let at = 0;
+    if (this.#buffered > 0) {
+      // Complete the packet begun in earlier reads (its header may be split too).
+      if (bytes.length > 0) {
+        this.#chunks.push(Buffer.from(bytes));
+        this.#buffered += bytes.length;
+      }
+      if (this.#buffered < 4) return out;
       const length = this.#peekLength();
       if (length === 0) return this.#fail(out, 'packet of length 0 (no response code)');
       if (length > MAX_PACKET_BYTES) return this.#fail(out, `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`);
-      if (this.#buffered < 4 + length) break;
-      const whole = this.#take(4 + length);
-      const parsed = parseResponse(whole[4], whole.subarray(5));
+      if (this.#buffered < 4 + length) return out;
+      const joined = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks, this.#buffered);
+      // What followed that packet in this read is parsed below, where it lies.
+      at = bytes.length - (this.#buffered - 4 - length);
+      this.#chunks.length = 0;
+      this.#buffered = 0;
+      const parsed = parseResponse(joined[4], joined.subarray(5, 4 + length));
       if (typeof parsed === 'string') return this.#fail(out, parsed);
       out.push({ type: 'response', response: parsed });
+    }
+    while (bytes.length - at >= 4) {
+      const length = bytes.readUInt32BE(at);
+      if (length === 0) return this.#fail(out, 'packet of length 0 (no response code)');
+      if (length > MAX_PACKET_BYTES) return this.#fail(out, `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`);
+      if (bytes.length - at < 4 + length) break;
+      const parsed = parseResponse(bytes[at + 4], bytes.subarray(at + 5, at + 4 + length));
+      if (typeof parsed === 'string') return this.#fail(out, parsed);
+      out.push({ type: 'response', response: parsed });
+      at += 4 + length;
+    }
+    if (at < bytes.length) {
+      this.#chunks.push(Buffer.from(bytes.subarray(at)));
+      this.#buffered = bytes.length - at;
     }
     return out;
   }
@@ -372,28 +441,5 @@ export class MilterDecoder {
       if (n === 4) break;
     }
     return head.readUInt32BE(0);
-  }
-
-  #take(bytes: number): Buffer {
-    const first = this.#chunks[0];
-    let out: Buffer;
-    if (first.length >= bytes) {
-      out = first.subarray(0, bytes);
-      if (first.length === bytes) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(bytes);
-    } else {
-      out = Buffer.allocUnsafe(bytes);
-      let n = 0;
-      while (n < bytes) {
-        const c = this.#chunks[0];
-        const take = Math.min(bytes - n, c.length);
-        c.copy(out, n, 0, take);
-        n += take;
-        if (take === c.length) this.#chunks.shift();
-        else this.#chunks[0] = c.subarray(take);
-      }
-    }
-    this.#buffered -= bytes;
-    return out;
   }
 }

@@ -84,6 +84,13 @@ const MAX_MODIFICATIONS = 10_000;
 
 const CONTINUE: Outcome = { kind: 'continue' };
 const ACCEPT: Outcome = { kind: 'accept' };
+// The packets that never change, encoded once (written as they are; nothing mutates a packet).
+const OPTNEG = encodeOptneg(MILTER_VERSION, ALL_ACTIONS, OFFERED_PROTOCOL);
+const DATA = encodeData();
+const EOH = encodeEoh();
+const EOB = encodeEob();
+const ABORT = encodeAbort();
+const QUIT = encodeQuit();
 
 export class MilterConversation {
   readonly #spec: MilterSpec;
@@ -171,7 +178,7 @@ export class MilterConversation {
     this.#status = 'closed';
     if (link === null) return;
     const isOpen = this.#txn !== null && this.#txn.status !== 'done';
-    if (!link.isBroken) void link.send(isOpen ? [encodeAbort(), encodeQuit()] : [encodeQuit()], 1000).catch(() => undefined);
+    if (!link.isBroken) void link.write(isOpen ? [ABORT, QUIT] : [QUIT], 1000)?.catch(() => undefined);
     link.end();
   }
 
@@ -236,8 +243,7 @@ export class MilterConversation {
         return CONTINUE;
       }
       this.#status = 'open';
-      await this.#send([encodeOptneg(MILTER_VERSION, ALL_ACTIONS, OFFERED_PROTOCOL)], deadlineMs);
-      const answer = await this.#next(deadlineMs);
+      const answer = await this.#ask([OPTNEG], deadlineMs);
       if (answer.kind !== 'optneg') return this.#fail(`expected the SMFIC_OPTNEG answer, got '${answer.kind}'`);
       if (answer.version < 2 || answer.version > MILTER_VERSION) return this.#fail(`filter speaks milter version ${answer.version}`);
       if ((answer.actions & ~ALL_ACTIONS) !== 0) return this.#fail(`filter asks for unknown actions 0x${answer.actions.toString(16)}`);
@@ -247,26 +253,26 @@ export class MilterConversation {
       if (this.#has(PROTO.noConnect)) return CONTINUE;
       const name = facts.client.name ?? 'unknown';
       const family: ConnectFamily = facts.client.address.includes(':') ? '6' : /^\d+\.\d+\.\d+\.\d+$/.test(facts.client.address) ? '4' : 'U';
-      await this.#send(
-        [
-          encodeMacros(CMD.connect, [
-            ['j', facts.hostname],
-            ['{daemon_name}', facts.daemonName],
-            ['{daemon_addr}', facts.local.address],
-            ['{daemon_port}', String(facts.local.port)],
-            ['v', 'Portcullis'],
-            ['_', `${name} [${facts.client.address}]`],
-            ['{client_addr}', facts.client.address],
-            ['{client_name}', name],
-            ['{client_port}', String(facts.client.port)],
-            ['{client_ptr}', name],
+      const packets = [
+        encodeMacros(CMD.connect, [
+          ['j', facts.hostname],
+          ['{daemon_name}', facts.daemonName],
+          ['{daemon_addr}', facts.local.address],
+          ['{daemon_port}', String(facts.local.port)],
+          ['v', 'Portcullis'],
+          ['_', `${name} [${facts.client.address}]`],
+          ['{client_addr}', facts.client.address],
+          ['{client_name}', name],
+          ['{client_port}', String(facts.client.port)],
+          ['{client_ptr}', name],
           ]),
-          encodeConnect(facts.client.name ?? `[${facts.client.address}]`, family, facts.client.port, facts.client.address),
-        ],
-        deadlineMs,
-      );
-      if (this.#has(PROTO.nrConnect)) return CONTINUE;
-      return this.#sessionReply(await this.#final(deadlineMs));
+        encodeConnect(facts.client.name ?? `[${facts.client.address}]`, family, facts.client.port, facts.client.address),
+      ];
+      if (this.#has(PROTO.nrConnect)) {
+        await this.#send(packets, deadlineMs);
+        return CONTINUE;
+      }
+      return this.#sessionReply(final(await this.#ask(packets, deadlineMs)));
     } catch (err) {
       return this.#caught(err);
     }
@@ -278,9 +284,12 @@ export class MilterConversation {
       const name = facts.heloName ?? '';
       this.#heloSent = name;
       if (this.#has(PROTO.noHelo)) return CONTINUE;
-      await this.#send([encodeMacros(CMD.helo, tlsMacros(facts)), encodeHelo(name)], deadlineMs);
-      if (this.#has(PROTO.nrHelo)) return CONTINUE;
-      const r = this.#sessionReply(await this.#final(deadlineMs));
+      const packets = [encodeMacros(CMD.helo, tlsMacros(facts)), encodeHelo(name)];
+      if (this.#has(PROTO.nrHelo)) {
+        await this.#send(packets, deadlineMs);
+        return CONTINUE;
+      }
+      const r = this.#sessionReply(final(await this.#ask(packets, deadlineMs)));
       return isAnswered ? r : CONTINUE;
     } catch (err) {
       return this.#caught(err);
@@ -305,9 +314,12 @@ export class MilterConversation {
         ['{mail_mailer}', 'smtp'],
       ];
       if (facts.auth !== null) macros.push(['{auth_type}', facts.auth.mechanism], ['{auth_authen}', facts.auth.identity]);
-      await this.#send([encodeMacros(CMD.mail, macros), encodeMail(txn.mailArgs)], deadlineMs);
-      if (this.#has(PROTO.nrMail)) return CONTINUE;
-      return this.#txnReply(t, await this.#final(deadlineMs));
+      const packets = [encodeMacros(CMD.mail, macros), encodeMail(txn.mailArgs)];
+      if (this.#has(PROTO.nrMail)) {
+        await this.#send(packets, deadlineMs);
+        return CONTINUE;
+      }
+      return this.#txnReply(t, final(await this.#ask(packets, deadlineMs)));
     } catch (err) {
       return this.#caught(err);
     }
@@ -319,20 +331,20 @@ export class MilterConversation {
       t.rcpts.add(args[0]);
       if (this.#has(PROTO.noRcpt)) return CONTINUE;
       const address = args[0].replace(/^<|>$/g, '');
-      await this.#send(
-        [
-          encodeMacros(CMD.rcpt, [
-            ['i', txn.queueId],
-            ['{rcpt_addr}', address],
-            ['{rcpt_host}', hostOf(address)],
-            ['{rcpt_mailer}', 'smtp'],
-          ]),
-          encodeRcpt(args),
-        ],
-        deadlineMs,
-      );
-      if (this.#has(PROTO.nrRcpt)) return CONTINUE;
-      const r = await this.#final(deadlineMs);
+      const packets = [
+        encodeMacros(CMD.rcpt, [
+          ['i', txn.queueId],
+          ['{rcpt_addr}', address],
+          ['{rcpt_host}', hostOf(address)],
+          ['{rcpt_mailer}', 'smtp'],
+        ]),
+        encodeRcpt(args),
+      ];
+      if (this.#has(PROTO.nrRcpt)) {
+        await this.#send(packets, deadlineMs);
+        return CONTINUE;
+      }
+      const r = final(await this.#ask(packets, deadlineMs));
       // A refusal here refuses this one recipient; the transaction goes on.
       if (r.kind === 'reject' || r.kind === 'tempfail' || r.kind === 'replycode') {
         t.rcpts.delete(args[0]);
@@ -349,9 +361,10 @@ export class MilterConversation {
     try {
       const qid: [string, string][] = [['i', t.queueId]];
       if (!this.#has(PROTO.noData)) {
-        await this.#send([encodeMacros(CMD.data, qid), encodeData()], deadlineMs);
-        if (!this.#has(PROTO.nrData)) {
-          const r = await this.#final(deadlineMs);
+        const packets = [encodeMacros(CMD.data, qid), DATA];
+        if (this.#has(PROTO.nrData)) await this.#send(packets, deadlineMs);
+        else {
+          const r = final(await this.#ask(packets, deadlineMs));
           if (r.kind !== 'continue') return this.#txnEnd(t, r);
         }
       }
@@ -364,22 +377,22 @@ export class MilterConversation {
         for (const f of fields) {
           if (f.name === '') continue;
           // Folds as Sendmail and Postfix send them: LF + the white space (libmilter filters expect it).
-          const value = leading ? f.value.replace(/\r\n/g, '\n') : f.value.replace(/^[ \t]/, '').replace(/\r\n/g, '\n');
-          const packet = encodeHeader(f.name, value);
+          const unfolded = leading || (f.value[0] !== ' ' && f.value[0] !== '\t') ? f.value : f.value.slice(1);
+          const packet = encodeHeader(f.name, unfolded.includes('\r\n') ? unfolded.replace(/\r\n/g, '\n') : unfolded);
           if (!isAnswered) {
             unanswered.push(packet);
             continue;
           }
-          await this.#send([packet], deadlineMs);
-          const r = await this.#final(deadlineMs);
+          const r = final(await this.#ask([packet], deadlineMs));
           if (r.kind !== 'continue') return this.#txnEnd(t, r);
         }
         if (unanswered.length > 0) await this.#send(unanswered, deadlineMs);
       }
       if (!this.#has(PROTO.noEoh)) {
-        await this.#send([encodeMacros(CMD.eoh, qid), encodeEoh()], deadlineMs);
-        if (!this.#has(PROTO.nrEoh)) {
-          const r = await this.#final(deadlineMs);
+        const packets = [encodeMacros(CMD.eoh, qid), EOH];
+        if (this.#has(PROTO.nrEoh)) await this.#send(packets, deadlineMs);
+        else {
+          const r = final(await this.#ask(packets, deadlineMs));
           if (r.kind !== 'continue') return this.#txnEnd(t, r);
         }
       }
@@ -387,13 +400,12 @@ export class MilterConversation {
         const skip = await this.#sendBody(body, deadlineMs);
         if (skip !== null) return this.#txnEnd(t, skip);
       }
-      await this.#send([encodeMacros(CMD.eob, qid), encodeEob()], deadlineMs);
       const modifications: Modification[] = [];
       let headerOctets = 0;
       let replaced: Buffer[] | null = null;
       let replacedBytes = 0;
-      for (;;) {
-        const r = await this.#next(deadlineMs);
+      // EOB's answer: its modifications, then the final reply (`continue` asks for the next one).
+      for (let r = await this.#ask([encodeMacros(CMD.eob, qid), EOB], deadlineMs); ; r = await this.#next(deadlineMs)) {
         // Bounded: a filter cannot make us hold more than a message's worth of edits.
         if (modifications.length >= MAX_MODIFICATIONS) return this.#fail(`more than ${MAX_MODIFICATIONS} modifications`);
         if (r.kind === 'addheader' || r.kind === 'insheader' || r.kind === 'chgheader') {
@@ -457,9 +469,12 @@ export class MilterConversation {
     let pendingBytes = 0;
     // The pieces are copied once, straight into the packet (no concatenation first).
     const flush = async (pieces: Buffer[], bytes: number): Promise<MilterResponse | null> => {
-      await this.#send([encodeBodyPieces(pieces, bytes)], deadlineMs);
-      if (!isAnswered) return null;
-      const r = await this.#final(deadlineMs);
+      const packet = encodeBodyPieces(pieces, bytes);
+      if (!isAnswered) {
+        await this.#send([packet], deadlineMs);
+        return null;
+      }
+      const r = final(await this.#ask([packet], deadlineMs));
       // SMFIR_SKIP (no more body wanted: go on with EOB) is told apart by the caller.
       return r.kind === 'continue' ? null : r;
     };
@@ -487,7 +502,7 @@ export class MilterConversation {
 
   async #abort(deadlineMs: number): Promise<void> {
     this.#txn = null;
-    await this.#send([encodeAbort()], deadlineMs);
+    await this.#send([ABORT], deadlineMs);
   }
 
   #has(flag: number): boolean {
@@ -502,38 +517,41 @@ export class MilterConversation {
     return Math.max(1, Math.min(this.#spec.commandTimeoutMs, deadlineMs - Date.now()));
   }
 
+  /** Writes a command the filter does not answer (negotiated SMFIP_NR_*, ABORT). */
   async #send(packets: readonly Buffer[], deadlineMs: number): Promise<void> {
+    const link = this.#inStep();
+    const drained = link.write(packets, this.#wait(deadlineMs));
+    if (drained !== null) await drained;
+  }
+
+  /** Writes a command and waits for the filter's response (one round trip, one wait on it). */
+  #ask(packets: readonly Buffer[], deadlineMs: number): Promise<MilterResponse> {
+    let link: MilterLink;
+    try {
+      link = this.#inStep();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const ms = this.#wait(deadlineMs);
+    const drained = link.write(packets, ms);
+    if (drained === null) return link.next(ms);
+    return drained.then(() => link.next(this.#wait(deadlineMs)));
+  }
+
+  /** The link, when the two sides are in step (else a MilterError). */
+  #inStep(): MilterLink {
     const link = this.#link;
     if (link === null) throw new MilterError('closed', 'no connection');
     // A response nobody asked for would be read as the answer to this command: the two sides
     // are out of step (a filter replying to a command it negotiated no reply for, say).
     if (link.hasUnread) throw new MilterError('protocol', 'response received that answers no command');
-    await link.send(packets, this.#wait(deadlineMs));
+    return link;
   }
 
   #next(deadlineMs: number): Promise<MilterResponse> {
     const link = this.#link;
     if (link === null) return Promise.reject(new MilterError('closed', 'no connection'));
     return link.next(this.#wait(deadlineMs));
-  }
-
-  /** A reply to a command before EOB: only a final answer is valid there (modifications are EOB's). */
-  async #final(deadlineMs: number): Promise<MilterResponse> {
-    const r = await this.#next(deadlineMs);
-    switch (r.kind) {
-      case 'accept':
-      case 'continue':
-      case 'discard':
-      case 'reject':
-      case 'tempfail':
-      case 'replycode':
-      case 'skip':
-      case 'connfail':
-      case 'shutdown':
-        return r;
-      default:
-        throw new MilterError('protocol', `unexpected '${r.kind}' before end of message`);
-    }
   }
 
   /** A reply at CONNECT or HELO: accept and discard cover the session. */
@@ -570,7 +588,7 @@ export class MilterConversation {
     const link = this.#link;
     this.#link = null;
     if (link === null) return;
-    void link.send([encodeQuit()], 1000).catch(() => undefined);
+    void link.write([QUIT], 1000)?.catch(() => undefined);
     link.end();
   }
 
@@ -585,6 +603,24 @@ export class MilterConversation {
     this.#link?.destroy();
     this.#link = null;
     return { kind: 'failed', reason };
+  }
+}
+
+/** A reply to a command before EOB: only a final answer is valid there (modifications are EOB's). */
+function final(r: MilterResponse): MilterResponse {
+  switch (r.kind) {
+    case 'accept':
+    case 'continue':
+    case 'discard':
+    case 'reject':
+    case 'tempfail':
+    case 'replycode':
+    case 'skip':
+    case 'connfail':
+    case 'shutdown':
+      return r;
+    default:
+      throw new MilterError('protocol', `unexpected '${r.kind}' before end of message`);
   }
 }
 
