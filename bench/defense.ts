@@ -3,17 +3,23 @@
 // same run (Portcullis, Postfix behind postscreen, Haraka):
 //   - memory from outside (/proc): RSS and PSS summed over the server's processes, before the
 //     attack, with the idle connections held, and at the peak;
-//   - per idle connection: (PSS with them - PSS before) / connections held, twice: as sampled
-//     (2 s after the crowd is in, as earlier runs reported it), and, for Portcullis, after a full
-//     collection of every one of its heaps just before each of the two measurements. A Node
-//     server's PSS is its live set plus whatever garbage its heaps hold at that instant: the
-//     as-sampled figure of one build read 2.98 and 4.29 KiB in two runs, and an idle server does
+//   - per idle connection: (PSS with them - PSS before) / connections held, on a server that has
+//     already held and closed a first crowd of as many connections (--warm, from other addresses):
+//     a cold Node server charges its first crowd with one-time costs that are not per connection
+//     (code the JIT compiles as the load arrives, and the compiler threads' malloc arenas, which
+//     glibc keeps resident after the compiler frees them: about 8 MiB per Portcullis worker, see
+//     docs/benchmarks.md), so the first crowd's figure is printed apart. Each figure twice: as sampled
+//     (2 s after the crowd is in, as earlier runs reported it), and, for the Node servers
+//     (Portcullis and Haraka), after a full collection of every one of their heaps just before
+//     each of the two measurements. A Node server's PSS is its live set plus whatever garbage its
+//     heaps hold at that instant (after the first crowd, its closed sessions: the as-sampled
+//     baseline then holds them and the as-sampled figure means nothing), and an idle server does
 //     not collect on its own (the least PSS over a 15 s window was within 0.02 KiB of the single
-//     sample). The collection goes through the inspector: the bench starts Portcullis with
-//     `--inspect=127.0.0.1:0` (portcullisNodeArgs; the workers inherit it, each on a port of its
-//     own), reads the addresses from the server's log, and asks each process for
-//     HeapProfiler.collectGarbage. Nothing is added to the server; the figure is then the live
-//     set per connection, which is what the 3 KiB target is about;
+//     sample). The collection goes through the inspector: the bench starts both with
+//     `--inspect=127.0.0.1:0` (portcullisNodeArgs, harakaNodeArgs; node:cluster's workers inherit
+//     it, each on a port of its own), reads the addresses from the server's log, and asks each
+//     process for HeapProfiler.collectGarbage. Nothing is added to the servers; the figure is then
+//     the live set per connection, which is what the 3 KiB target is about;
 //   - what the server did with the attackers (greeted, refused, never greeted, closed by it);
 //   - the latency of legitimate transactions made one after another during the slowloris phase
 //     (connect .. 250 after the final dot .. QUIT), and how many were refused or failed.
@@ -23,7 +29,7 @@
 // Every loop is bounded in count and time; every socket is closed at the end; only servers this
 // run started are stopped.
 //
-//   npm run -s bench:defense -- [--idle 10000] [--slow 2000] [--legit 100] [--slow-seconds 75]
+//   npm run -s bench:defense -- [--idle 10000] [--warm IDLE] [--slow 2000] [--legit 100] [--slow-seconds 75]
 //                               [--only portcullis,postfix,haraka] [--debug]
 
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -40,6 +46,8 @@ import { HOST } from './util.ts';
 const { values } = parseArgs({
   options: {
     idle: { type: 'string', default: '10000' },
+    /** The first crowd, opened and closed before the measured one (default: as many as --idle; 0: none). */
+    warm: { type: 'string' },
     slow: { type: 'string', default: '2000' },
     legit: { type: 'string', default: '100' },
     // Past limits.command_deadline_seconds (60 s by default), so the run shows whether it cuts them.
@@ -50,6 +58,7 @@ const { values } = parseArgs({
 });
 
 const IDLE = Number(values.idle);
+const WARM = Number(values.warm ?? values.idle);
 const SLOW = Number(values.slow);
 const LEGIT = Number(values.legit);
 const SLOW_SECONDS = Number(values['slow-seconds']);
@@ -189,8 +198,9 @@ function collectOne(url: string): Promise<boolean> {
 }
 
 /** Memory after every process's heap is collected (twice: the second finds what the first freed). */
-async function collectedMemory(server: RunningServer, logPath: string): Promise<{ rss: number; pss: number } | null> {
-  const urls = inspectorUrls(logPath);
+async function collectedMemory(server: RunningServer): Promise<{ rss: number; pss: number } | null> {
+  if (server.logPath === undefined) return null;
+  const urls = inspectorUrls(server.logPath);
   if (urls.length === 0) return null;
   for (let round = 0; round < 2; round++) {
     const answers = await Promise.all(urls.map(collectOne));
@@ -208,9 +218,15 @@ function percentile(sorted: readonly number[], p: number): number {
 type Result = {
   name: ServerName;
   version: string;
+  /** The first crowd on the cold server: memory before it and with it, and how many it held. */
+  cold: { rss: number; pss: number } | null;
+  firstCrowd: { rss: number; pss: number } | null;
+  coldCollected: { rss: number; pss: number } | null;
+  firstCrowdCollected: { rss: number; pss: number } | null;
+  firstCrowdHeld: number;
   base: { rss: number; pss: number };
   idle: { rss: number; pss: number };
-  /** After a full collection (Portcullis only; null: not measured). */
+  /** After a full collection (the Node servers only; null: not measured). */
   baseCollected: { rss: number; pss: number } | null;
   idleCollected: { rss: number; pss: number } | null;
   peak: { rss: number; pss: number };
@@ -238,6 +254,7 @@ async function runOne(name: ServerName, scratchDir: string): Promise<Result> {
     postscreen: true,
     // The inspector, so the bench can collect every heap before it measures (header).
     portcullisNodeArgs: ['--inspect=127.0.0.1:0'],
+    harakaNodeArgs: ['--inspect=127.0.0.1:0'],
     portcullisToml: PORTCULLIS_TOML,
     postfixMainCf: [
       // Only the legitimate client is in mynetworks: postscreen permits it at once and holds the rest.
@@ -254,15 +271,32 @@ async function runOne(name: ServerName, scratchDir: string): Promise<Result> {
   const all: Attacker[] = [];
   try {
     await sleep(1000);
+    let cold = null;
+    let firstCrowd = null;
+    let coldCollected = null;
+    let firstCrowdCollected = null;
+    let firstCrowdHeld = 0;
+    if (WARM > 0) {
+      cold = memory(server);
+      coldCollected = await collectedMemory(server);
+      process.stderr.write(`${name}: opening and closing a first crowd of ${WARM} connections\n`);
+      const first = await openCrowd(port, WARM, 40);
+      await sleep(2000);
+      firstCrowd = memory(server);
+      firstCrowdCollected = await collectedMemory(server);
+      firstCrowdHeld = first.filter((a) => !a.closedByServer).length;
+      for (const a of first) a.socket.destroy();
+      // The server sees the closes and frees the sessions before the baseline is taken.
+      await sleep(3000);
+    }
     const base = memory(server);
-    const logPath = join(scratchDir, 'portcullis', 'portcullis.log');
-    const baseCollected = name === 'portcullis' ? await collectedMemory(server, logPath) : null;
+    const baseCollected = await collectedMemory(server);
     process.stderr.write(`${name}: opening ${IDLE} idle connections\n`);
     const idle = await openCrowd(port, IDLE, 20);
     all.push(...idle);
     await sleep(2000);
     const idleMem = memory(server);
-    const idleCollected = name === 'portcullis' ? await collectedMemory(server, logPath) : null;
+    const idleCollected = await collectedMemory(server);
     const idleHeld = idle.filter((a) => !a.closedByServer).length;
     process.stderr.write(`${name}: ${idleHeld} idle held; opening ${SLOW} slowloris connections\n`);
     const slow = await openCrowd(port, SLOW, 30);
@@ -287,6 +321,11 @@ async function runOne(name: ServerName, scratchDir: string): Promise<Result> {
     return {
       name,
       version: server.version,
+      cold,
+      firstCrowd,
+      coldCollected,
+      firstCrowdCollected,
+      firstCrowdHeld,
       base,
       idle: idleMem,
       baseCollected,
@@ -312,11 +351,21 @@ function mib(kib: number): string {
   return (kib / 1024).toFixed(0);
 }
 
+function perConnection(held: number, before: { pss: number } | null, after: { pss: number } | null): string {
+  return held > 0 && before !== null && after !== null ? ((after.pss - before.pss) / held).toFixed(2) : '-';
+}
+
 function render(results: readonly Result[]): string {
   const rows = [
     '| | ' + results.map((r) => DISPLAY_NAMES[r.name]).join(' | ') + ' |',
     '| --- |' + results.map(() => ' --: |').join(''),
-    `| PSS before (MiB) | ${results.map((r) => mib(r.base.pss)).join(' | ')} |`,
+    ...(WARM > 0
+      ? [
+          `| first crowd on the cold server: held, of ${WARM} | ${results.map((r) => r.firstCrowdHeld).join(' | ')} |`,
+          `| ... KiB per connection (PSS; heaps collected) | ${results.map((r) => `${perConnection(r.firstCrowdHeld, r.cold, r.firstCrowd)}; ${perConnection(r.firstCrowdHeld, r.coldCollected, r.firstCrowdCollected)}`).join(' | ')} |`,
+        ]
+      : []),
+    `| PSS before${WARM > 0 ? ' (first crowd closed)' : ''} (MiB) | ${results.map((r) => mib(r.base.pss)).join(' | ')} |`,
     `| idle connections still open, of ${IDLE} | ${results.map((r) => r.idleHeld).join(' | ')} |`,
     `| ... greeted / refused (4xx, 5xx) / no banner in ${BANNER_WAIT_MS / 1000} s | ${results.map((r) => `${r.idleGreeted} / ${r.idleRefused} / ${IDLE - r.idleGreeted - r.idleRefused}`).join(' | ')} |`,
     `| PSS with them (MiB) | ${results.map((r) => mib(r.idle.pss)).join(' | ')} |`,
@@ -333,7 +382,7 @@ function render(results: readonly Result[]): string {
 }
 
 const names = (values.only?.split(',') ?? [...SERVER_NAMES]) as ServerName[];
-const needed = IDLE + SLOW + 200;
+const needed = Math.max(IDLE + SLOW, WARM) + 200;
 const limit = openFileLimit();
 if (limit < needed) {
   process.stderr.write(`the open-file limit is ${limit}; this run needs ${needed}: run it under \`ulimit -n ${needed}\` (the hard limit allows up to ${readFileSync('/proc/self/limits', 'latin1').match(/Max open files\s+\d+\s+(\d+)/)?.[1] ?? '?'})\n`);
@@ -357,7 +406,7 @@ try {
   if (values.debug) process.stderr.write(`scratch kept: ${scratch}\n`);
   else rmSync(scratch, { recursive: true, force: true });
 }
-process.stdout.write(`\nConnection defense: ${IDLE} idle connections, then ${SLOW} slowloris for ${SLOW_SECONDS} s, ${LEGIT} legitimate transactions meanwhile (one after another)\n\n${render(results)}\n`);
+process.stdout.write(`\nConnection defense: ${WARM > 0 ? `a first crowd of ${WARM} connections opened and closed, then ` : ''}${IDLE} idle connections, then ${SLOW} slowloris for ${SLOW_SECONDS} s, ${LEGIT} legitimate transactions meanwhile (one after another)\n\n${render(results)}\n`);
 for (const r of results) {
   if (r.legitFailures.length > 0) process.stdout.write(`\n${DISPLAY_NAMES[r.name]} failures (first 5): ${r.legitFailures.slice(0, 5).join('; ')}\n`);
   process.stdout.write(`${DISPLAY_NAMES[r.name]}: ${r.version}\n`);

@@ -51,10 +51,11 @@ export async function startHaraka(options: StartOptions): Promise<RunningServer>
   config('smtp.ini', `listen=${HOST}:${options.port}\nnodes=cpus\n`);
   config('log.ini', '[main]\nlevel=warn\n');
 
-  const server = spawnLogged(process.execPath, [bin, '-c', dir], {
+  const logPath = join(options.scratchDir, 'haraka.log');
+  const server = spawnLogged(process.execPath, [...(options.harakaNodeArgs ?? []), bin, '-c', dir], {
     cwd: installDir,
     env: { ...process.env, YES_REALLY_DO_DISCARD: '1' },
-    logPath: join(options.scratchDir, 'haraka.log'),
+    logPath,
   });
   try {
     await waitForBanner(options.port, 60_000, server.exitReason);
@@ -67,5 +68,6 @@ export async function startHaraka(options: StartOptions): Promise<RunningServer>
     version: `${version} (Node ${process.versions.node}, nodes=cpus)`,
     failure: server.exitReason,
     stop: () => stopTree(server.pid),
+    logPath,
   };
 }

@@ -30,6 +30,8 @@ export type StartOptions = {
   portcullisToml?: string;
   /** Node options for Portcullis, before its script (e.g. `--trace-gc`); node:cluster passes them on to the workers. */
   portcullisNodeArgs?: readonly string[];
+  /** The same for the Haraka peer (node:cluster passes them on to its workers too). */
+  harakaNodeArgs?: readonly string[];
 };
 
 export type RunningServer = {
@@ -39,6 +41,8 @@ export type RunningServer = {
   /** Why the server is no longer usable, or undefined while it runs. */
   failure: () => string | undefined;
   stop: () => Promise<void>;
+  /** Where the server's stdout and stderr go (a Node server's inspector addresses among them). */
+  logPath?: string;
 };
 
 export async function startServer(name: ServerName, options: Omit<StartOptions, 'port'>): Promise<RunningServer> {
