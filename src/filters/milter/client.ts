@@ -75,14 +75,15 @@ export class MilterLink {
         socket.destroy();
         reject(new MilterError('connect', `connect timed out after ${timeoutMs} ms`));
       }, timeoutMs);
-      socket.once('error', (err) => {
+      const onError = (err: Error): void => {
         clearTimeout(timer);
         socket.destroy();
         reject(new MilterError('connect', `connect failed: ${err.message}`));
-      });
+      };
+      socket.once('error', onError);
       socket.once('connect', () => {
         clearTimeout(timer);
-        socket.removeAllListeners('error');
+        socket.off('error', onError);
         socket.setNoDelay(true);
         link = new MilterLink(socket);
         resolve(link);

@@ -9,7 +9,7 @@ import {
   bodyPackets,
   encodeAbort,
   encodeBody,
-  encodeBodyPieces,
+  encodeBodyHead,
   encodeConnect,
   encodeData,
   encodeEob,
@@ -85,8 +85,8 @@ test('body: chunks of at most 65,535 octets; a larger single chunk is refused', 
   assert.ok(packets.every((p) => p[4] === CMD.body));
   assert.deepEqual(bodyPackets(Buffer.alloc(0)), []);
   assert.throws(() => encodeBody(Buffer.alloc(MAX_BODY_CHUNK + 1)), RangeError);
-  assert.ok(encodeBodyPieces([Buffer.from('Hel'), Buffer.from('lo.\r\n')], 8).equals(encodeBody(Buffer.from('Hello.\r\n'))), 'pieces make the same packet');
-  assert.throws(() => encodeBodyPieces([Buffer.alloc(MAX_BODY_CHUNK + 1)], MAX_BODY_CHUNK + 1), RangeError);
+  assert.ok(Buffer.concat([encodeBodyHead(8), Buffer.from('Hel'), Buffer.from('lo.\r\n')]).equals(encodeBody(Buffer.from('Hello.\r\n'))), 'a head and its pieces make the same packet');
+  assert.throws(() => encodeBodyHead(MAX_BODY_CHUNK + 1), RangeError);
 });
 
 function decodeAll(bytes: Buffer): DecoderEvent[] {

@@ -221,15 +221,15 @@ export function encodeBody(chunk: Buffer): Buffer {
   return packet(CMD.body, chunk);
 }
 
-/** One SMFIC_BODY packet from pieces totalling `bytes` (at most MAX_BODY_CHUNK) octets, copied once into the packet. */
-export function encodeBodyPieces(pieces: readonly Buffer[], bytes: number): Buffer {
+/**
+ * The 5-octet head of one SMFIC_BODY packet whose data, `bytes` octets (at most MAX_BODY_CHUNK),
+ * follows in the same write as the pieces it is made of: the body is never copied into a packet.
+ */
+export function encodeBodyHead(bytes: number): Buffer {
   if (bytes > MAX_BODY_CHUNK) throw new RangeError(`body chunk of ${bytes} octets is over ${MAX_BODY_CHUNK}`);
-  const out = Buffer.allocUnsafe(5 + bytes);
+  const out = Buffer.allocUnsafe(5);
   out.writeUInt32BE(bytes + 1, 0);
   out[4] = CMD.body;
-  let at = 5;
-  for (const p of pieces) at += p.copy(out, at);
-  if (at !== 5 + bytes) throw new RangeError(`body pieces hold ${at - 5} octets, not ${bytes}`);
   return out;
 }
 

@@ -28,7 +28,7 @@ import {
   MILTER_VERSION,
   OFFERED_PROTOCOL,
   PROTO,
-  encodeBodyPieces,
+  encodeBodyHead,
   type ConnectFamily,
   type MilterResponse,
 } from './codec.ts';
@@ -79,6 +79,8 @@ export type ContentOutcome = Outcome & { readonly modifications?: readonly Modif
 
 type Txn = { seq: number; status: 'open' | 'accepted' | 'refused' | 'discard' | 'done'; rcpts: Set<string>; queueId: string };
 
+/** Pieces of one body packet written as they are; more are joined first. */
+const MAX_WRITE_PIECES = 16;
 /** Modifications one end-of-message may carry (a real filter sends a handful). */
 const MAX_MODIFICATIONS = 10_000;
 
@@ -467,14 +469,15 @@ export class MilterConversation {
     const isAnswered = !this.#has(PROTO.nrBody);
     let pending: Buffer[] = [];
     let pendingBytes = 0;
-    // The pieces are copied once, straight into the packet (no concatenation first).
+    // A packet's head and its pieces leave in one write (a writev): the body is not copied here,
+    // unless it came in many small pieces (then one copy beats a long vector).
     const flush = async (pieces: Buffer[], bytes: number): Promise<MilterResponse | null> => {
-      const packet = encodeBodyPieces(pieces, bytes);
+      const packet = pieces.length <= MAX_WRITE_PIECES ? [encodeBodyHead(bytes), ...pieces] : [encodeBodyHead(bytes), Buffer.concat(pieces, bytes)];
       if (!isAnswered) {
-        await this.#send([packet], deadlineMs);
+        await this.#send(packet, deadlineMs);
         return null;
       }
-      const r = final(await this.#ask([packet], deadlineMs));
+      const r = final(await this.#ask(packet, deadlineMs));
       // SMFIR_SKIP (no more body wanted: go on with EOB) is told apart by the caller.
       return r.kind === 'continue' ? null : r;
     };
