@@ -197,7 +197,9 @@ export class MilterLink {
   }
 
   #onData(bytes: Buffer): void {
-    for (const e of this.#decoder.feed(bytes)) {
+    const events = this.#decoder.feed(bytes);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i];
       if (e.type === 'error') {
         this.#fail(new MilterError('protocol', e.reason));
         return;

@@ -118,22 +118,18 @@ function cstrBytes(text: string, encoding: 'utf8' | 'latin1'): number {
   return (encoding === 'latin1' ? text.length : Buffer.byteLength(text, 'utf8')) + 1;
 }
 
-/** A packet of NUL-terminated strings, after `lead` (octets written first, e.g. a macro's command code). */
-function cstrPacket(cmd: number, strings: readonly string[], encoding: 'utf8' | 'latin1' = 'utf8', lead: readonly number[] = []): Buffer {
-  let bytes = lead.length;
-  const clean: string[] = [];
-  for (const s of strings) {
-    const c = noNul(s);
-    clean.push(c);
-    bytes += cstrBytes(c, encoding);
-  }
+/** A packet of NUL-terminated strings, after one `lead` octet when it is given (a macro's command
+ *  code). Indexed loops, no intermediate arrays: this runs for most packets of a message. */
+function cstrPacket(cmd: number, strings: readonly string[], encoding: 'utf8' | 'latin1' = 'utf8', lead = -1): Buffer {
+  let bytes = lead < 0 ? 0 : 1;
+  for (let i = 0; i < strings.length; i++) bytes += cstrBytes(noNul(strings[i]), encoding);
   const out = Buffer.allocUnsafe(5 + bytes);
   out.writeUInt32BE(bytes + 1, 0);
   out[4] = cmd;
   let at = 5;
-  for (const b of lead) out[at++] = b;
-  for (const c of clean) {
-    at += out.write(c, at, encoding);
+  if (lead >= 0) out[at++] = lead;
+  for (let i = 0; i < strings.length; i++) {
+    at += out.write(noNul(strings[i]), at, encoding);
     out[at++] = 0;
   }
   return out;
@@ -153,8 +149,8 @@ export function encodeOptneg(version: number, actions: number, protocol: number)
  *  drops a connection that sends "C\0"); names are "j" or "{daemon_name}". */
 export function encodeMacros(forCmd: number, macros: readonly (readonly [string, string])[]): Buffer {
   const strings: string[] = [];
-  for (const [k, v] of macros) strings.push(k, v);
-  return cstrPacket(CMD.macro, strings, 'utf8', [forCmd]);
+  for (let i = 0; i < macros.length; i++) strings.push(macros[i][0], macros[i][1]);
+  return cstrPacket(CMD.macro, strings, 'utf8', forCmd);
 }
 
 /** Address family of SMFIC_CONNECT: '4', '6', 'L' (a UNIX socket), 'U' (unknown: no port, no address). */
