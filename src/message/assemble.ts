@@ -81,9 +81,18 @@ export function prepareMessage(input: AssembleInput): PreparedMessage {
   return { input, head, hasSeparator: section.hasSeparator, rest, size: bytesOf(head) + restBytes(rest) };
 }
 
+/** Each prepared message's parsed fields: the content stage reads them and finishMessage edits
+ *  them, and nothing changes a prepared message's head, so it is parsed once, not twice. */
+const parsedHeads = new WeakMap<PreparedMessage, readonly HeaderField[]>();
+
 /** The fields of the prepared message, as content checks see them (our fields first). */
-export function preparedFields(message: PreparedMessage): HeaderField[] {
-  return parseFields(Buffer.concat(message.head as Buffer[]));
+export function preparedFields(message: PreparedMessage): readonly HeaderField[] {
+  let fields = parsedHeads.get(message);
+  if (fields === undefined) {
+    fields = parseFields(Buffer.concat(message.head as Buffer[]));
+    parsedHeads.set(message, fields);
+  }
+  return fields;
 }
 
 /**
@@ -136,7 +145,8 @@ export function finishMessage(message: PreparedMessage, edits: readonly MessageE
 }
 
 
-function applyHeaderEdit(fields: HeaderField[], edit: HeaderEdit, isUtf8: boolean): HeaderField[] {
+/** Never changes `fields` (the prepared message's parsed fields are shared): a new list or `fields` itself. */
+function applyHeaderEdit(fields: readonly HeaderField[], edit: HeaderEdit, isUtf8: boolean): readonly HeaderField[] {
   if (edit.op === 'add') {
     const [parsed] = parseFields(Buffer.from(`${fieldOctets(edit.field, isUtf8)}\r\n`, 'latin1'));
     return parsed === undefined ? fields : [parsed, ...fields];
