@@ -169,7 +169,9 @@ function legitTransaction(port: number): Promise<{ ms: number } | { error: strin
   });
 }
 
-function memory(server: RunningServer): { rss: number; pss: number } {
+type Memory = { rss: number; pss: number };
+
+function memory(server: RunningServer): Memory {
   const pids = sampleTree(server.rootPid).pids;
   return { rss: rssKiB(pids), pss: pssKiB(pids) };
 }
@@ -198,7 +200,7 @@ function collectOne(url: string): Promise<boolean> {
 }
 
 /** Memory after every process's heap is collected (twice: the second finds what the first freed). */
-async function collectedMemory(server: RunningServer): Promise<{ rss: number; pss: number } | null> {
+async function collectedMemory(server: RunningServer): Promise<Memory | null> {
   if (server.logPath === undefined) return null;
   const urls = inspectorUrls(server.logPath);
   if (urls.length === 0) return null;
@@ -219,17 +221,17 @@ type Result = {
   name: ServerName;
   version: string;
   /** The first crowd on the cold server: memory before it and with it, and how many it held. */
-  cold: { rss: number; pss: number } | null;
-  firstCrowd: { rss: number; pss: number } | null;
-  coldCollected: { rss: number; pss: number } | null;
-  firstCrowdCollected: { rss: number; pss: number } | null;
+  cold: Memory | null;
+  firstCrowd: Memory | null;
+  coldCollected: Memory | null;
+  firstCrowdCollected: Memory | null;
   firstCrowdHeld: number;
-  base: { rss: number; pss: number };
-  idle: { rss: number; pss: number };
+  base: Memory;
+  idle: Memory;
   /** After a full collection (the Node servers only; null: not measured). */
-  baseCollected: { rss: number; pss: number } | null;
-  idleCollected: { rss: number; pss: number } | null;
-  peak: { rss: number; pss: number };
+  baseCollected: Memory | null;
+  idleCollected: Memory | null;
+  peak: Memory;
   idleHeld: number;
   idleGreeted: number;
   idleRefused: number;
@@ -271,10 +273,10 @@ async function runOne(name: ServerName, scratchDir: string): Promise<Result> {
   const all: Attacker[] = [];
   try {
     await sleep(1000);
-    let cold = null;
-    let firstCrowd = null;
-    let coldCollected = null;
-    let firstCrowdCollected = null;
+    let cold: Memory | null = null;
+    let firstCrowd: Memory | null = null;
+    let coldCollected: Memory | null = null;
+    let firstCrowdCollected: Memory | null = null;
     let firstCrowdHeld = 0;
     if (WARM > 0) {
       cold = memory(server);
@@ -351,8 +353,9 @@ function mib(kib: number): string {
   return (kib / 1024).toFixed(0);
 }
 
-function perConnection(held: number, before: { pss: number } | null, after: { pss: number } | null): string {
-  return held > 0 && before !== null && after !== null ? ((after.pss - before.pss) / held).toFixed(2) : '-';
+/** KiB per connection between two measurements, or '-' when one is missing or nothing was held. */
+function perConnection(held: number, before: Memory | null, after: Memory | null, kind: keyof Memory = 'pss'): string {
+  return held > 0 && before !== null && after !== null ? ((after[kind] - before[kind]) / held).toFixed(2) : '-';
 }
 
 function render(results: readonly Result[]): string {
@@ -369,10 +372,10 @@ function render(results: readonly Result[]): string {
     `| idle connections still open, of ${IDLE} | ${results.map((r) => r.idleHeld).join(' | ')} |`,
     `| ... greeted / refused (4xx, 5xx) / no banner in ${BANNER_WAIT_MS / 1000} s | ${results.map((r) => `${r.idleGreeted} / ${r.idleRefused} / ${IDLE - r.idleGreeted - r.idleRefused}`).join(' | ')} |`,
     `| PSS with them (MiB) | ${results.map((r) => mib(r.idle.pss)).join(' | ')} |`,
-    `| **KiB per idle connection (PSS)** | ${results.map((r) => (r.idleHeld > 0 ? ((r.idle.pss - r.base.pss) / r.idleHeld).toFixed(2) : '-')).join(' | ')} |`,
+    `| **KiB per idle connection (PSS)** | ${results.map((r) => perConnection(r.idleHeld, r.base, r.idle)).join(' | ')} |`,
     `| PSS before / with them, heaps collected (MiB) | ${results.map((r) => (r.baseCollected !== null && r.idleCollected !== null ? `${mib(r.baseCollected.pss)} / ${mib(r.idleCollected.pss)}` : '-')).join(' | ')} |`,
-    `| **KiB per idle connection (PSS, heaps collected)** | ${results.map((r) => (r.idleHeld > 0 && r.baseCollected !== null && r.idleCollected !== null ? ((r.idleCollected.pss - r.baseCollected.pss) / r.idleHeld).toFixed(2) : '-')).join(' | ')} |`,
-    `| KiB per idle connection (RSS) | ${results.map((r) => (r.idleHeld > 0 ? ((r.idle.rss - r.base.rss) / r.idleHeld).toFixed(2) : '-')).join(' | ')} |`,
+    `| **KiB per idle connection (PSS, heaps collected)** | ${results.map((r) => perConnection(r.idleHeld, r.baseCollected, r.idleCollected)).join(' | ')} |`,
+    `| KiB per idle connection (RSS) | ${results.map((r) => perConnection(r.idleHeld, r.base, r.idle, 'rss')).join(' | ')} |`,
     `| slowloris greeted / cut by the server (of ${SLOW}, ${SLOW_SECONDS} s) | ${results.map((r) => `${r.slowGreeted} / ${r.slowClosedByServer}`).join(' | ')} |`,
     `| peak RSS / PSS (MiB) | ${results.map((r) => `${mib(r.peak.rss)} / ${mib(r.peak.pss)}`).join(' | ')} |`,
     `| legitimate transactions done / failed | ${results.map((r) => `${r.legitMs.length} / ${r.legitFailures.length}`).join(' | ')} |`,

@@ -356,6 +356,13 @@ export function parseResponse(cmd: number, data: Buffer): MilterResponse | strin
   }
 }
 
+/** Why a packet's length field cannot be a response's, or null: it has at least its code, within the cap. */
+function badLength(length: number): string | null {
+  if (length === 0) return 'packet of length 0 (no response code)';
+  if (length > MAX_PACKET_BYTES) return `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`;
+  return null;
+}
+
 /**
  * Frames a filter's byte stream into responses. The bytes given to feed() are not kept: a
  * caller may reuse their memory once feed() returns (the link reads into one shared buffer).
@@ -388,8 +395,8 @@ export class MilterDecoder {
       }
       if (this.#buffered < 4) return out;
       const length = this.#peekLength();
-      if (length === 0) return this.#fail(out, 'packet of length 0 (no response code)');
-      if (length > MAX_PACKET_BYTES) return this.#fail(out, `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`);
+      const bad = badLength(length);
+      if (bad !== null) return this.#fail(out, bad);
       if (this.#buffered < 4 + length) return out;
       const joined = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks, this.#buffered);
       // What followed that packet in this read is parsed below, where it lies.
@@ -402,8 +409,8 @@ export class MilterDecoder {
     }
     while (bytes.length - at >= 4) {
       const length = bytes.readUInt32BE(at);
-      if (length === 0) return this.#fail(out, 'packet of length 0 (no response code)');
-      if (length > MAX_PACKET_BYTES) return this.#fail(out, `packet of ${length} octets is over the ${MAX_PACKET_BYTES}-octet cap`);
+      const bad = badLength(length);
+      if (bad !== null) return this.#fail(out, bad);
       if (bytes.length - at < 4 + length) break;
       const parsed = parseResponse(bytes[at + 4], bytes.subarray(at + 5, at + 4 + length));
       if (typeof parsed === 'string') return this.#fail(out, parsed);

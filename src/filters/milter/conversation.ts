@@ -267,14 +267,11 @@ export class MilterConversation {
           ['{client_name}', name],
           ['{client_port}', String(facts.client.port)],
           ['{client_ptr}', name],
-          ]),
+        ]),
         encodeConnect(facts.client.name ?? `[${facts.client.address}]`, family, facts.client.port, facts.client.address),
       ];
-      if (this.#has(PROTO.nrConnect)) {
-        await this.#send(packets, deadlineMs);
-        return CONTINUE;
-      }
-      return this.#sessionReply(final(await this.#ask(packets, deadlineMs)));
+      const r = await this.#command(packets, PROTO.nrConnect, deadlineMs);
+      return r === null ? CONTINUE : this.#sessionReply(r);
     } catch (err) {
       return this.#caught(err);
     }
@@ -286,13 +283,10 @@ export class MilterConversation {
       const name = facts.heloName ?? '';
       this.#heloSent = name;
       if (this.#has(PROTO.noHelo)) return CONTINUE;
-      const packets = [encodeMacros(CMD.helo, tlsMacros(facts)), encodeHelo(name)];
-      if (this.#has(PROTO.nrHelo)) {
-        await this.#send(packets, deadlineMs);
-        return CONTINUE;
-      }
-      const r = this.#sessionReply(final(await this.#ask(packets, deadlineMs)));
-      return isAnswered ? r : CONTINUE;
+      const r = await this.#command([encodeMacros(CMD.helo, tlsMacros(facts)), encodeHelo(name)], PROTO.nrHelo, deadlineMs);
+      if (r === null) return CONTINUE;
+      const outcome = this.#sessionReply(r);
+      return isAnswered ? outcome : CONTINUE;
     } catch (err) {
       return this.#caught(err);
     }
@@ -316,12 +310,8 @@ export class MilterConversation {
         ['{mail_mailer}', 'smtp'],
       ];
       if (facts.auth !== null) macros.push(['{auth_type}', facts.auth.mechanism], ['{auth_authen}', facts.auth.identity]);
-      const packets = [encodeMacros(CMD.mail, macros), encodeMail(txn.mailArgs)];
-      if (this.#has(PROTO.nrMail)) {
-        await this.#send(packets, deadlineMs);
-        return CONTINUE;
-      }
-      return this.#txnReply(t, final(await this.#ask(packets, deadlineMs)));
+      const r = await this.#command([encodeMacros(CMD.mail, macros), encodeMail(txn.mailArgs)], PROTO.nrMail, deadlineMs);
+      return r === null ? CONTINUE : this.#txnReply(t, r);
     } catch (err) {
       return this.#caught(err);
     }
@@ -342,11 +332,8 @@ export class MilterConversation {
         ]),
         encodeRcpt(args),
       ];
-      if (this.#has(PROTO.nrRcpt)) {
-        await this.#send(packets, deadlineMs);
-        return CONTINUE;
-      }
-      const r = final(await this.#ask(packets, deadlineMs));
+      const r = await this.#command(packets, PROTO.nrRcpt, deadlineMs);
+      if (r === null) return CONTINUE;
       // A refusal here refuses this one recipient; the transaction goes on.
       if (r.kind === 'reject' || r.kind === 'tempfail' || r.kind === 'replycode') {
         t.rcpts.delete(args[0]);
@@ -363,12 +350,8 @@ export class MilterConversation {
     try {
       const qid: [string, string][] = [['i', t.queueId]];
       if (!this.#has(PROTO.noData)) {
-        const packets = [encodeMacros(CMD.data, qid), DATA];
-        if (this.#has(PROTO.nrData)) await this.#send(packets, deadlineMs);
-        else {
-          const r = final(await this.#ask(packets, deadlineMs));
-          if (r.kind !== 'continue') return this.#txnEnd(t, r);
-        }
+        const r = await this.#command([encodeMacros(CMD.data, qid), DATA], PROTO.nrData, deadlineMs);
+        if (r !== null && r.kind !== 'continue') return this.#txnEnd(t, r);
       }
       if (!this.#has(PROTO.noHeaders)) {
         const leading = this.#has(PROTO.headerLeadingSpace);
@@ -391,12 +374,8 @@ export class MilterConversation {
         if (unanswered.length > 0) await this.#send(unanswered, deadlineMs);
       }
       if (!this.#has(PROTO.noEoh)) {
-        const packets = [encodeMacros(CMD.eoh, qid), EOH];
-        if (this.#has(PROTO.nrEoh)) await this.#send(packets, deadlineMs);
-        else {
-          const r = final(await this.#ask(packets, deadlineMs));
-          if (r.kind !== 'continue') return this.#txnEnd(t, r);
-        }
+        const r = await this.#command([encodeMacros(CMD.eoh, qid), EOH], PROTO.nrEoh, deadlineMs);
+        if (r !== null && r.kind !== 'continue') return this.#txnEnd(t, r);
       }
       if (!this.#has(PROTO.noBody)) {
         const skip = await this.#sendBody(body, deadlineMs);
@@ -466,20 +445,15 @@ export class MilterConversation {
 
   /** The body as SMFIC_BODY packets of at most 65,535 octets; the filter's answer when it stops the body early. */
   async #sendBody(body: () => AsyncIterable<Buffer>, deadlineMs: number): Promise<MilterResponse | null> {
-    const isAnswered = !this.#has(PROTO.nrBody);
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     // A packet's head and its pieces leave in one write (a writev): the body is not copied here,
     // unless it came in many small pieces (then one copy beats a long vector).
     const flush = async (pieces: Buffer[], bytes: number): Promise<MilterResponse | null> => {
       const packet = pieces.length <= MAX_WRITE_PIECES ? [encodeBodyHead(bytes), ...pieces] : [encodeBodyHead(bytes), Buffer.concat(pieces, bytes)];
-      if (!isAnswered) {
-        await this.#send(packet, deadlineMs);
-        return null;
-      }
-      const r = final(await this.#ask(packet, deadlineMs));
+      const r = await this.#command(packet, PROTO.nrBody, deadlineMs);
       // SMFIR_SKIP (no more body wanted: go on with EOB) is told apart by the caller.
-      return r.kind === 'continue' ? null : r;
+      return r === null || r.kind === 'continue' ? null : r;
     };
     for await (const piece of body()) {
       let rest = piece;
@@ -518,6 +492,16 @@ export class MilterConversation {
 
   #wait(deadlineMs: number): number {
     return Math.max(1, Math.min(this.#spec.commandTimeoutMs, deadlineMs - Date.now()));
+  }
+
+  /** A command before EOB: written, then its final answer awaited, or null when the filter
+   *  negotiated no reply to it (`noReply`, an SMFIP_NR_* flag). */
+  async #command(packets: readonly Buffer[], noReply: number, deadlineMs: number): Promise<MilterResponse | null> {
+    if (this.#has(noReply)) {
+      await this.#send(packets, deadlineMs);
+      return null;
+    }
+    return final(await this.#ask(packets, deadlineMs));
   }
 
   /** Writes a command the filter does not answer (negotiated SMFIP_NR_*, ABORT). */
